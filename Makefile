@@ -1,0 +1,81 @@
+# resattn — build, test and run.
+#   make            build build/resattn
+#   make run        install missing Debian packages, build, serve the built-in model on :8080
+#   make test       install missing Debian packages, build, run every test
+#   make asan       the unit and integration tests under AddressSanitizer + UBSan (build-asan/)
+#   make format     clang-format every C file in place
+CC      ?= cc
+BUILD   ?= build
+OPT     ?= -O2
+PKGS     = jansson libmicrohttpd openblas check libpng libjpeg
+CFLAGS  += -std=c11 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE -pthread -Iinclude -Icore -Iserver \
+           $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS  += $(shell pkg-config --libs jansson libmicrohttpd openblas libpng libjpeg 2>/dev/null) -lm -pthread
+CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null)
+
+CORE_SRC   = $(wildcard core/*.c)
+SERVER_SRC = $(filter-out server/main.c,$(wildcard server/*.c))
+TEST_SRC   = $(wildcard tests/check_*.c tests/util_*.c)
+SUITES     = $(patsubst tests/check_%.c,%,$(filter-out tests/check_main.c,$(wildcard tests/check_*.c)))
+CORE_OBJ   = $(CORE_SRC:%.c=$(BUILD)/obj/%.o)
+SERVER_OBJ = $(SERVER_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/models/default_model.o
+TEST_OBJ   = $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
+
+.PHONY: all deps run test unit asan format format-check clean fixtures
+all: $(BUILD)/resattn
+
+deps:
+	@tools/ensure-deps.sh
+
+$(BUILD)/obj/%.o: %.c $(wildcard include/resattn/*.h core/*.h server/*.h tests/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+# The built-in model is linked into the binary (models/default.safetensors).
+$(BUILD)/obj/models/default_model.o: models/default_model.S models/default.safetensors
+	@mkdir -p $(dir $@)
+	$(CC) -c $< -o $@
+
+# One SUITE(x) line per tests/check_x.c, for tests/check_main.c.
+$(BUILD)/suites.h: $(wildcard tests/check_*.c)
+	@mkdir -p $(dir $@)
+	@printf '$(foreach s,$(SUITES),SUITE($(s))\n)' > $@.tmp && \
+	  (cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@)
+
+$(BUILD)/obj/tests/check_main.o: $(BUILD)/suites.h
+$(BUILD)/obj/tests/%.o: CFLAGS += -I$(BUILD)
+
+$(BUILD)/libresattn.a: $(CORE_OBJ)
+	ar rcs $@ $^
+
+$(BUILD)/resattn: $(BUILD)/obj/server/main.o $(SERVER_OBJ) $(BUILD)/libresattn.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/check_resattn: $(TEST_OBJ) $(SERVER_OBJ) $(BUILD)/libresattn.a
+	$(CC) $(CFLAGS) -o $@ $^ $(CHECK_LIBS) $(LDLIBS)
+
+unit: $(BUILD)/check_resattn $(BUILD)/resattn
+	RESATTN_BIN=$(abspath $(BUILD)/resattn) $(BUILD)/check_resattn
+
+test: deps
+	$(MAKE) unit
+	$(MAKE) asan
+
+asan:
+	$(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
+	  LDFLAGS="-fsanitize=address,undefined" unit
+
+run: deps all
+	$(BUILD)/resattn serve
+
+format:
+	clang-format -i $(wildcard include/resattn/*.h core/*.[ch] server/*.[ch] tests/*.[ch])
+
+format-check:
+	clang-format --dry-run --Werror $(wildcard include/resattn/*.h core/*.[ch] server/*.[ch] tests/*.[ch])
+
+fixtures:
+	/usr/bin/python3 tools/make_fixtures.py
+
+clean:
+	rm -rf build build-asan
