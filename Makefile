@@ -36,6 +36,12 @@ $(BUILD)/obj/models/default_model.o: models/default_model.S models/default.safet
 	@mkdir -p $(dir $@)
 	$(CC) -c $< -o $@
 
+# The web page served at / is linked into the binary (server/web/index.html).
+SERVER_OBJ += $(BUILD)/obj/server/web/index_html.o
+$(BUILD)/obj/server/web/index_html.o: server/web/index_html.S server/web/index.html
+	@mkdir -p $(dir $@)
+	$(CC) -c $< -o $@
+
 # One SUITE(x) line per tests/check_x.c, for tests/check_main.c.
 $(BUILD)/suites.h: $(wildcard tests/check_*.c)
 	@mkdir -p $(dir $@)
