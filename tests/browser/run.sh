@@ -1,0 +1,30 @@
+#!/bin/sh
+# Runs the browser test of the page at "/" (test.mjs): installs Debian's chromium and the
+# npm dependencies (playwright-core, from package-lock.json) when missing, builds the
+# server when needed, then runs the test. Exit status is the test's.
+#   tests/browser/run.sh                 # uses build/resattn
+#   RESATTN_BIN=build-x/resattn tests/browser/run.sh
+set -eu
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+if [ ! -x /usr/bin/chromium ]; then
+    echo "installing chromium" >&2
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+if ! command -v npm >/dev/null 2>&1; then
+    echo "installing nodejs and npm" >&2
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+if [ ! -d "$here/node_modules/playwright-core" ]; then
+    (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+bin="${RESATTN_BIN:-build/resattn}"
+case "$bin" in /*) ;; *) bin="$root/$bin" ;; esac
+if [ ! -x "$bin" ] && [ -z "${RESATTN_BIN:-}" ]; then
+    make -C "$root" all
+fi
+RESATTN_BIN="$bin" exec node "$here/test.mjs"
