@@ -1,0 +1,131 @@
+/*
+ * Convolution (im2col + cblas_sgemm, 1x1 as plain GEMM), fused bias/ReLU, max pool,
+ * global average pool and linear layers. Per image, a convolution is one GEMM:
+ * W [cout, cin*k*k] x col [cin*k*k, ho*wo] -> out [cout, ho*wo].
+ */
+#include "ops.h"
+
+#include <cblas.h>
+#include <float.h>
+#include <string.h>
+
+size_t resattn_conv_scratch(const resattn_conv *c, int h, int w) {
+    int ho = resattn_conv_out(h, c->k, c->stride, c->pad);
+    int wo = resattn_conv_out(w, c->k, c->stride, c->pad);
+    if (c->k == 1 && c->stride == 1 && c->pad == 0)
+        return 0;
+    return (size_t)c->cin * c->k * c->k * ho * wo;
+}
+
+void resattn_im2col(const float *in, int cin, int h, int w, int k, int stride, int pad, int ho,
+                    int wo, float *col) {
+    for (int ci = 0; ci < cin; ci++)
+        for (int ky = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++) {
+                const float *src = in + (size_t)ci * h * w;
+                float *dst = col + ((size_t)(ci * k + ky) * k + kx) * ho * wo;
+                for (int oy = 0; oy < ho; oy++) {
+                    int iy = oy * stride - pad + ky;
+                    float *d = dst + (size_t)oy * wo;
+                    if (iy < 0 || iy >= h) {
+                        memset(d, 0, (size_t)wo * sizeof *d);
+                        continue;
+                    }
+                    const float *s = src + (size_t)iy * w;
+                    for (int ox = 0; ox < wo; ox++) {
+                        int ix = ox * stride - pad + kx;
+                        d[ox] = (ix >= 0 && ix < w) ? s[ix] : 0.0f;
+                    }
+                }
+            }
+}
+
+/* out [cout, hw] += b, then ReLU if asked: the GEMM epilogue in one pass. */
+static void bias_act(float *out, const float *b, int cout, int hw, int relu) {
+    for (int co = 0; co < cout; co++) {
+        float *o = out + (size_t)co * hw, bb = b[co];
+        if (relu)
+            for (int i = 0; i < hw; i++) {
+                float v = o[i] + bb;
+                o[i] = v > 0.0f ? v : 0.0f;
+            }
+        else
+            for (int i = 0; i < hw; i++)
+                o[i] += bb;
+    }
+}
+
+void resattn_conv_forward(const resattn_conv *c, const float *in, int n, int h, int w, float *out,
+                          int relu, float *scratch) {
+    int ho = resattn_conv_out(h, c->k, c->stride, c->pad);
+    int wo = resattn_conv_out(w, c->k, c->stride, c->pad);
+    int kk = c->cin * c->k * c->k, hw = ho * wo;
+    for (int i = 0; i < n; i++) {
+        const float *x = in + (size_t)i * c->cin * h * w;
+        float *y = out + (size_t)i * c->cout * hw;
+        const float *b = x;
+        if (c->k == 1 && c->pad == 0 && c->stride != 1) {
+            /* strided 1x1: gather the sampled pixels, [cin, ho*wo] */
+            for (int ci = 0; ci < c->cin; ci++)
+                for (int oy = 0; oy < ho; oy++)
+                    for (int ox = 0; ox < wo; ox++)
+                        scratch[((size_t)ci * ho + oy) * wo + ox] =
+                            x[((size_t)ci * h + oy * c->stride) * w + ox * c->stride];
+            b = scratch;
+        } else if (!(c->k == 1 && c->pad == 0)) {
+            resattn_im2col(x, c->cin, h, w, c->k, c->stride, c->pad, ho, wo, scratch);
+            b = scratch;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c->cout, hw, kk, 1.0f, c->w, kk, b,
+                    hw, 0.0f, y, hw);
+        bias_act(y, c->b, c->cout, hw, relu);
+    }
+}
+
+void resattn_maxpool3s2(const float *in, int nc, int h, int w, float *out) {
+    int ho = resattn_conv_out(h, 3, 2, 1), wo = resattn_conv_out(w, 3, 2, 1);
+    for (int c = 0; c < nc; c++) {
+        const float *x = in + (size_t)c * h * w;
+        float *y = out + (size_t)c * ho * wo;
+        for (int oy = 0; oy < ho; oy++)
+            for (int ox = 0; ox < wo; ox++) {
+                float m = -FLT_MAX;
+                for (int ky = 0; ky < 3; ky++) {
+                    int iy = oy * 2 - 1 + ky;
+                    if (iy < 0 || iy >= h)
+                        continue;
+                    for (int kx = 0; kx < 3; kx++) {
+                        int ix = ox * 2 - 1 + kx;
+                        if (ix >= 0 && ix < w && x[iy * w + ix] > m)
+                            m = x[iy * w + ix];
+                    }
+                }
+                y[oy * wo + ox] = m;
+            }
+    }
+}
+
+void resattn_gap(const float *in, int nc, int hw, float *out) {
+    for (int c = 0; c < nc; c++) {
+        const float *x = in + (size_t)c * hw;
+        float s = 0.0f;
+        for (int i = 0; i < hw; i++)
+            s += x[i];
+        out[c] = s / (float)hw;
+    }
+}
+
+void resattn_linear(const float *x, int n, int cin, const float *w, const float *b, int cout,
+                    float *y) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, cout, cin, 1.0f, x, cin, w, cin, 0.0f,
+                y, cout);
+    if (b)
+        for (int i = 0; i < n; i++)
+            for (int o = 0; o < cout; o++)
+                y[(size_t)i * cout + o] += b[o];
+}
+
+void resattn_relu_inplace(float *x, size_t count) {
+    for (size_t i = 0; i < count; i++)
+        x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
