@@ -412,3 +412,96 @@ resattn_status resattn_attn_pictures_render(const resattn_mask_set *set, int ima
     *out = p;
     return RESATTN_OK;
 }
+
+resattn_status resattn_attn_pictures_write_dir(const resattn_attn_pictures *p, const char *dir,
+                                               const char *prefix, int *written, char *err,
+                                               size_t err_len) {
+    if (written)
+        *written = 0;
+    for (int i = 0; i < p->count; i++) {
+        const resattn_attn_picture *it = &p->items[i];
+        char path[4096];
+        int n = snprintf(path, sizeof path, "%s/%s%s_%s.png", dir, prefix ? prefix : "",
+                         it->block_name, it->kind);
+        if (n < 0 || (size_t)n >= sizeof path)
+            return fail(err, err_len, RESATTN_ERR_INVALID_ARGUMENT,
+                        "pictures: path too long in directory '%s'", dir);
+        FILE *f = fopen(path, "wb");
+        int ok = f && fwrite(it->png, 1, it->png_len, f) == it->png_len;
+        if (f && fclose(f) != 0)
+            ok = 0;
+        if (!ok)
+            return fail(err, err_len, RESATTN_ERR_IO, "pictures: could not write '%s'", path);
+        if (written)
+            (*written)++;
+    }
+    return RESATTN_OK;
+}
+
+resattn_status resattn_attn_pictures_for_input(const resattn_mask_set *set, int image,
+                                               const float *chw, int c, int h, int w,
+                                               resattn_attn_pictures **out, char *err,
+                                               size_t err_len) {
+    *out = NULL;
+    resattn_picture *base = NULL;
+    resattn_status s = resattn_picture_from_tensor(chw, c, h, w, &base, err, err_len);
+    if (s != RESATTN_OK)
+        return s;
+    int oh, ow;
+    resattn_heatmap_display_size(h, w, RESATTN_HEATMAP_MIN_SIDE, &oh, &ow);
+    s = resattn_attn_pictures_render(set, image, base, ow, oh, RESATTN_BARS_HEIGHT, out, err,
+                                     err_len);
+    resattn_picture_free(base);
+    return s;
+}
+
+/* The entry of `block_name` in the summary array, or NULL. */
+static json_t *summary_entry(json_t *summary, const char *block_name) {
+    size_t i;
+    json_t *e;
+    json_array_foreach(summary, i, e) {
+        const char *b = json_string_value(json_object_get(e, "block"));
+        if (b && !strcmp(b, block_name))
+            return e;
+    }
+    return NULL;
+}
+
+json_t *resattn_attention_json(const resattn_mask_set *set, int image, const float *chw, int c,
+                               int h, int w, char *err, size_t err_len) {
+    json_t *summary = resattn_mask_summary_json(set, image);
+    if (!summary) {
+        fail(err, err_len, RESATTN_ERR_NOMEM, "attention summary: out of memory or bad image");
+        return NULL;
+    }
+    if (!chw)
+        return summary;
+    resattn_attn_pictures *p = NULL;
+    if (resattn_attn_pictures_for_input(set, image, chw, c, h, w, &p, err, err_len) != RESATTN_OK) {
+        json_decref(summary);
+        return NULL;
+    }
+    for (int i = 0; i < p->count; i++) {
+        const resattn_attn_picture *it = &p->items[i];
+        json_t *entry = summary_entry(summary, it->block_name);
+        json_t *images = entry ? json_object_get(entry, "images") : NULL;
+        if (entry && !images) {
+            images = json_object();
+            if (json_object_set_new(entry, "images", images))
+                images = NULL;
+        }
+        char *b64 = resattn_base64_encode(it->png, it->png_len);
+        json_t *str = b64 ? json_string(b64) : NULL;
+        free(b64);
+        if (!images || !str || json_object_set_new(images, it->kind, str)) {
+            if (!images)
+                json_decref(str);
+            json_decref(summary);
+            resattn_attn_pictures_free(p);
+            fail(err, err_len, RESATTN_ERR_NOMEM, "attention pictures: out of memory");
+            return NULL;
+        }
+    }
+    resattn_attn_pictures_free(p);
+    return summary;
+}

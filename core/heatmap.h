@@ -91,6 +91,30 @@ resattn_status resattn_attn_pictures_render(const resattn_mask_set *set, int ima
                                             size_t err_len);
 void resattn_attn_pictures_free(resattn_attn_pictures *p);
 
+/* Write each picture to dir/<prefix><block>_<kind>.png (prefix may be NULL); *written
+ * (may be NULL) counts the files written. */
+resattn_status resattn_attn_pictures_write_dir(const resattn_attn_pictures *p, const char *dir,
+                                               const char *prefix, int *written, char *err,
+                                               size_t err_len);
+
+/* Sizes used by the server and `resattn predict`: heatmaps at the input size scaled up to
+ * a longer side of at least 224 pixels, bar strips 64 pixels high. */
+#define RESATTN_HEATMAP_MIN_SIDE 224
+#define RESATTN_BARS_HEIGHT 64
+
+/* Pictures of image `image` of set over the model input chw [c, h, w] of that image, at
+ * the sizes above: picture_from_tensor + display_size + attn_pictures_render. */
+resattn_status resattn_attn_pictures_for_input(const resattn_mask_set *set, int image,
+                                               const float *chw, int c, int h, int w,
+                                               resattn_attn_pictures **out, char *err,
+                                               size_t err_len);
+
+/* resattn_mask_summary_json with, when chw is not NULL, each block's pictures added as
+ * "images": {"channel": "<base64 PNG>", "spatial" | "coord": "<base64 PNG>"}.
+ * Returns a new reference, or NULL with err filled. */
+json_t *resattn_attention_json(const resattn_mask_set *set, int image, const float *chw, int c,
+                               int h, int w, char *err, size_t err_len);
+
 /* Display size of a heatmap for an input of [h, w]: scaled by the smallest integer that
  * makes the longer side at least min_side (28x28 with 224 gives 224x224). */
 void resattn_heatmap_display_size(int h, int w, int min_side, int *oh, int *ow);

@@ -13,6 +13,7 @@
 #include <png.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Decode a PNG held in memory to RGB8; returns the pixels (caller frees) or NULL. */
 static unsigned char *decode_png(const unsigned char *png, size_t len, int *w, int *h) {
@@ -349,6 +350,63 @@ START_TEST(pictures_per_block_and_kind) {
 }
 END_TEST
 
+START_TEST(attention_json_and_files) {
+    resattn_mask_set *s = make_set();
+    float t[2 * 5 * 7]; /* an input of [2, 5, 7]: gray base picture, averaged channels */
+    for (int i = 0; i < 70; i++)
+        t[i] = (float)i;
+    char err[RESATTN_ERR_LEN];
+    json_t *j = resattn_attention_json(s, 0, t, 2, 5, 7, err, sizeof err);
+    ck_assert_ptr_nonnull(j);
+    json_t *im0 = json_object_get(json_array_get(j, 0), "images");
+    json_t *im1 = json_object_get(json_array_get(j, 1), "images");
+    ck_assert_ptr_nonnull(json_object_get(im0, "channel"));
+    ck_assert_ptr_nonnull(json_object_get(im0, "spatial"));
+    ck_assert_ptr_nonnull(json_object_get(im1, "coord"));
+    ck_assert_int_eq(json_object_size(im1), 1);
+    /* "iVBORw0KGgo" is base64 of the PNG signature. */
+    ck_assert_int_eq(strncmp(json_string_value(json_object_get(im1, "coord")), "iVBORw0KGgo", 11),
+                     0);
+    json_decref(j);
+    j = resattn_attention_json(s, 1, NULL, 0, 0, 0, err, sizeof err);
+    ck_assert_ptr_null(json_object_get(json_array_get(j, 0), "images"));
+    json_decref(j);
+
+    /* Files: 7x5 input scaled by 32 to 224x160; bars 64 high. */
+    char dir[] = "/tmp/check_heatmap_XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    resattn_attn_pictures *p = NULL;
+    ck_assert_int_eq(resattn_attn_pictures_for_input(s, 1, t, 2, 5, 7, &p, err, sizeof err),
+                     RESATTN_OK);
+    int written = 0;
+    ck_assert_int_eq(resattn_attn_pictures_write_dir(p, dir, "x_", &written, err, sizeof err),
+                     RESATTN_OK);
+    ck_assert_int_eq(written, 3);
+    const char *names[3] = {"x_layer1.0_channel.png", "x_layer1.0_spatial.png",
+                            "x_layer2.0_coord.png"};
+    const int sizes[3][2] = {{24, 64}, {224, 160}, {224, 160}};
+    for (int i = 0; i < 3; i++) {
+        char path[256];
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        png_image img;
+        memset(&img, 0, sizeof img);
+        img.version = PNG_IMAGE_VERSION;
+        ck_assert_msg(png_image_begin_read_from_file(&img, path), "cannot read %s", path);
+        ck_assert_int_eq(img.width, sizes[i][0]);
+        ck_assert_int_eq(img.height, sizes[i][1]);
+        png_image_free(&img);
+        unlink(path);
+    }
+    rmdir(dir);
+    ck_assert_int_eq(
+        resattn_attn_pictures_write_dir(p, "/nonexistent-dir", NULL, &written, err, sizeof err),
+        RESATTN_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(err, "/nonexistent-dir/layer1.0_channel.png"));
+    resattn_attn_pictures_free(p);
+    resattn_mask_set_free(s);
+}
+END_TEST
+
 Suite *heatmap_suite(void) {
     Suite *s = suite_create("heatmap");
     TCase *tc = tcase_create("pictures");
@@ -366,6 +424,7 @@ Suite *heatmap_suite(void) {
     tcase_add_test(ts, stats_of_values);
     tcase_add_test(ts, summary_json_groups_by_block);
     tcase_add_test(ts, pictures_per_block_and_kind);
+    tcase_add_test(ts, attention_json_and_files);
     suite_add_tcase(s, ts);
     return s;
 }
