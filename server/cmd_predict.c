@@ -1,0 +1,190 @@
+/*
+ * `resattn predict`: run a model on an input tensor and write or print the logits.
+ * The input file becomes a float32 [N, C, H, W] tensor in load_input (one place, so other
+ * input kinds such as images plug in there); a [C, H, W] array is taken as N = 1.
+ * Output: --output Y.npy gets float32 [N, num_classes]; otherwise the logits are printed.
+ */
+#include "commands.h"
+#include "npy.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Read a whole file into a new buffer. */
+static int read_file(const char *path, unsigned char **buf, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return -1;
+    size_t cap = 1 << 16, n = 0;
+    unsigned char *b = malloc(cap);
+    while (b) {
+        n += fread(b + n, 1, cap - n, f);
+        if (n < cap)
+            break;
+        unsigned char *nb = realloc(b, cap *= 2);
+        if (!nb)
+            free(b);
+        b = nb;
+    }
+    int bad = ferror(f) || !b;
+    fclose(f);
+    if (bad) {
+        free(b);
+        return -1;
+    }
+    *buf = b;
+    *len = n;
+    return 0;
+}
+
+/*
+ * Turn the --input file into a float32 tensor [N, C, H, W] matching the model's input;
+ * returns 0 or prints a one-line error and returns non-zero.
+ */
+static int load_input(const char *path, const resattn_model_info *in, resattn_npy *x) {
+    unsigned char *buf;
+    size_t len;
+    char err[RESATTN_ERR_LEN];
+    if (read_file(path, &buf, &len)) {
+        fprintf(stderr, "resattn predict: cannot read input %s\n", path);
+        return 1;
+    }
+    resattn_status s = resattn_npy_parse(buf, len, x, err, sizeof err);
+    free(buf);
+    if (s) {
+        fprintf(stderr, "resattn predict: %s: %s\n", path, err);
+        return 1;
+    }
+    if (x->ndim == 3) { /* one image [C, H, W] */
+        memmove(x->shape + 1, x->shape, 3 * sizeof x->shape[0]);
+        x->shape[0] = 1;
+        x->ndim = 4;
+    }
+    if (x->ndim != 4 || x->shape[0] < 1 || x->shape[1] != in->in_channels ||
+        x->shape[2] != in->in_height || x->shape[3] != in->in_width) {
+        fprintf(stderr,
+                "resattn predict: %s: input must be float [N, %d, %d, %d] (or [C, H, W]) for "
+                "this model\n",
+                path, in->in_channels, in->in_height, in->in_width);
+        resattn_npy_release(x);
+        return 1;
+    }
+    return 0;
+}
+
+static int write_output(const char *path, const float *logits, int64_t n, int64_t k) {
+    int64_t shape[2] = {n, k};
+    unsigned char *buf;
+    size_t len;
+    if (resattn_npy_encode(logits, 2, shape, &buf, &len)) {
+        fprintf(stderr, "resattn predict: out of memory encoding the output\n");
+        return 1;
+    }
+    FILE *f = fopen(path, "wb");
+    int bad = !f || fwrite(buf, 1, len, f) != len;
+    if (f && fclose(f))
+        bad = 1;
+    free(buf);
+    if (bad) {
+        fprintf(stderr, "resattn predict: cannot write %s\n", path);
+        return 1;
+    }
+    return 0;
+}
+
+/* Run the whole batch in chunks of at most max_batch images. */
+static int run(const resattn_model *m, const resattn_npy *x, float *logits) {
+    const resattn_model_info *in = resattn_model_get_info(m);
+    int n = (int)x->shape[0], chunk = n < 16 ? n : 16;
+    size_t img = (size_t)in->in_channels * in->in_height * in->in_width;
+    char err[RESATTN_ERR_LEN];
+    resattn_ctx *ctx = NULL;
+    if (resattn_ctx_new(m, chunk, &ctx, err, sizeof err)) {
+        fprintf(stderr, "resattn predict: %s\n", err);
+        return 1;
+    }
+    for (int i = 0; i < n; i += chunk) {
+        int k = n - i < chunk ? n - i : chunk;
+        if (resattn_forward(ctx, x->data + (size_t)i * img, k, logits + (size_t)i * in->num_classes,
+                            err, sizeof err)) {
+            fprintf(stderr, "resattn predict: %s\n", err);
+            resattn_ctx_free(ctx);
+            return 1;
+        }
+    }
+    resattn_ctx_free(ctx);
+    return 0;
+}
+
+static void print_logits(const resattn_model_info *in, const float *logits, int n) {
+    for (int i = 0; i < n; i++) {
+        const float *l = logits + (size_t)i * in->num_classes;
+        int best = 0;
+        for (int c = 1; c < in->num_classes; c++)
+            best = l[c] > l[best] ? c : best;
+        printf("image %d: class %d", i, best);
+        if (in->labels)
+            printf(" (%s)", in->labels[best]);
+        printf(", logits");
+        for (int c = 0; c < in->num_classes; c++)
+            printf(" %.6g", l[c]);
+        printf("\n");
+    }
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: resattn predict [--model M.safetensors] --input X.npy [--output Y.npy]\n\n"
+               "Run the model on X (float32 [N, C, H, W] or [C, H, W]). With --output, write\n"
+               "the logits as float32 [N, num_classes] .npy and print a summary; without it,\n"
+               "print each image's class and logits. Without --model, the built-in model.\n");
+}
+
+int resattn_cmd_predict(int argc, char **argv) {
+    const char *model = NULL, *input = NULL, *output = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--model") && i + 1 < argc) {
+            model = argv[++i];
+        } else if (!strcmp(argv[i], "--input") && i + 1 < argc) {
+            input = argv[++i];
+        } else if (!strcmp(argv[i], "--output") && i + 1 < argc) {
+            output = argv[++i];
+        } else {
+            fprintf(stderr, "resattn predict: unknown or incomplete option '%s'\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!input) {
+        fprintf(stderr, "resattn predict: --input is required\n");
+        return 2;
+    }
+    resattn_model *m = NULL;
+    int rc = resattn_cli_load_model(model, &m);
+    if (rc)
+        return rc;
+    const resattn_model_info *in = resattn_model_get_info(m);
+    resattn_npy x;
+    if ((rc = load_input(input, in, &x))) {
+        resattn_model_free(m);
+        return rc;
+    }
+    int n = (int)x.shape[0];
+    float *logits = malloc((size_t)n * in->num_classes * sizeof *logits);
+    rc = logits ? run(m, &x, logits) : 1;
+    if (!rc && output) {
+        rc = write_output(output, logits, n, in->num_classes);
+        if (!rc)
+            printf("predict: %d image%s -> %s [%d, %d]\n", n, n == 1 ? "" : "s", output, n,
+                   in->num_classes);
+    } else if (!rc) {
+        print_logits(in, logits, n);
+    }
+    free(logits);
+    resattn_npy_release(&x);
+    resattn_model_free(m);
+    return rc;
+}
