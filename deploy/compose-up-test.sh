@@ -7,13 +7,16 @@
 # Needs: podman, docker-compose (Debian), curl, python3; resattn:dev is built when missing.
 # Prints "compose-up: N passed, N failed"; exit 1 on any failure.
 set -uo pipefail
-cd "$(dirname "$0")"
+cd "$(dirname "$0")" || exit 2
 TMP=$(mktemp -d)
 SOCK=$TMP/podman.sock
 export DOCKER_HOST=unix://$SOCK
 export COMPOSE_PROJECT_NAME=resattn-up-$$
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-export RESATTN_HOST_PORT=$(free_port) PROMETHEUS_HOST_PORT=$(free_port) GRAFANA_HOST_PORT=$(free_port)
+RESATTN_HOST_PORT=$(free_port)
+PROMETHEUS_HOST_PORT=$(free_port)
+GRAFANA_HOST_PORT=$(free_port)
+export RESATTN_HOST_PORT PROMETHEUS_HOST_PORT GRAFANA_HOST_PORT
 DC=(docker-compose -f docker-compose.yml -f compose.local.yml)
 svc_pid=""
 passed=0

@@ -12,7 +12,7 @@
 # Needs podman and the offline base image (../shared/tools/local-base-image.sh, run when the
 # image is missing), curl and python3 (JSON handling).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 IMAGE=${IMAGE:-resattn:dev}
 MAX_BYTES=$((150 * 1000 * 1000))
 NAME=resattn-smoke-$$

@@ -13,8 +13,7 @@
 # Installs docker-compose, prometheus (promtool), nodejs/npm from Debian when missing (as root),
 # and the pinned npm packages of tests/deploy (npm ci). Prints "validate: N passed, N failed".
 set -uo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$PWD
+cd "$(dirname "$0")/.." || exit 2
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 
