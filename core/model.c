@@ -124,12 +124,16 @@ static resattn_status fold_bn(binder *b, const char *bn, int cout, float *w, siz
     return RESATTN_OK;
 }
 
+/* Whether a convolution's "<conv>.bias" is absent, may be present, or must be present. */
+enum { BIAS_NONE, BIAS_OPTIONAL, BIAS_REQUIRED };
+
 /*
- * Conv "<conv>.weight" [cout, cin, k, k] (+ optional "<conv>.bias") followed by BatchNorm
- * "<bn>" when bn != NULL. cout/cin may be ANY (inferred, written back).
+ * Conv "<conv>.weight" [cout, cin, k, k] (+ "<conv>.bias" per bias_mode) followed by
+ * BatchNorm "<bn>" when bn != NULL. cout/cin may be ANY (inferred, written back).
  */
-static resattn_status bind_conv(binder *b, const char *conv, const char *bn, int *cin, int *cout,
-                                int k, int stride, int pad, resattn_conv *out) {
+static resattn_status bind_conv(binder *b, const char *conv, const char *bn, int bias_mode,
+                                int *cin, int *cout, int k, int stride, int pad,
+                                resattn_conv *out) {
     char name[160];
     int64_t d[4] = {*cout, *cin, k, k};
     float *w, *bias;
@@ -140,7 +144,7 @@ static resattn_status bind_conv(binder *b, const char *conv, const char *bn, int
     *cout = (int)d[0];
     *cin = (int)d[1];
     snprintf(name, sizeof name, "%s.bias", conv);
-    if (has(b, name)) {
+    if (bias_mode == BIAS_REQUIRED || (bias_mode == BIAS_OPTIONAL && has(b, name))) {
         int64_t db[1] = {*cout};
         if ((s = fetch(b, name, 1, db, &bias)))
             return s;
@@ -161,12 +165,12 @@ static resattn_status bind_se(binder *b, const char *p, resattn_attn *a) {
     int r = ANY, c = a->c;
     resattn_conv fc1, fc2;
     snprintf(name, sizeof name, "%s.fc1", p);
-    resattn_status s = bind_conv(b, name, NULL, &c, &r, 1, 1, 0, &fc1);
+    resattn_status s = bind_conv(b, name, NULL, BIAS_REQUIRED, &c, &r, 1, 1, 0, &fc1);
     if (s)
         return s;
     snprintf(name, sizeof name, "%s.fc2", p);
     int c2 = a->c;
-    if ((s = bind_conv(b, name, NULL, &r, &c2, 1, 1, 0, &fc2)))
+    if ((s = bind_conv(b, name, NULL, BIAS_REQUIRED, &r, &c2, 1, 1, 0, &fc2)))
         return s;
     a->r = r;
     a->w1 = fc1.w, a->b1 = fc1.b, a->w2 = fc2.w, a->b2 = fc2.b;
@@ -227,15 +231,15 @@ static resattn_status bind_ca(binder *b, const char *p, resattn_attn *a) {
     resattn_conv c1, ch, cw;
     snprintf(name, sizeof name, "%s.conv1", p);
     snprintf(bn, sizeof bn, "%s.bn1", p);
-    resattn_status s = bind_conv(b, name, bn, &c, &m, 1, 1, 0, &c1);
+    resattn_status s = bind_conv(b, name, bn, BIAS_OPTIONAL, &c, &m, 1, 1, 0, &c1);
     if (s)
         return s;
     int c2 = a->c, m2 = m;
     snprintf(name, sizeof name, "%s.conv_h", p);
-    if ((s = bind_conv(b, name, NULL, &m2, &c2, 1, 1, 0, &ch)))
+    if ((s = bind_conv(b, name, NULL, BIAS_OPTIONAL, &m2, &c2, 1, 1, 0, &ch)))
         return s;
     snprintf(name, sizeof name, "%s.conv_w", p);
-    if ((s = bind_conv(b, name, NULL, &m2, &c2, 1, 1, 0, &cw)))
+    if ((s = bind_conv(b, name, NULL, BIAS_OPTIONAL, &m2, &c2, 1, 1, 0, &cw)))
         return s;
     a->r = m;
     a->w1 = c1.w, a->b1 = c1.b, a->wh = ch.w, a->bh = ch.b, a->ww = cw.w, a->bw = cw.b;
@@ -267,18 +271,18 @@ static resattn_status bind_block(binder *b, const resattn_config *cfg, resattn_b
 #define CONV(i) (snprintf(c, sizeof c, "%s.conv%d", k->name, i), c)
 #define BN(i) (snprintf(n, sizeof n, "%s.bn%d", k->name, i), n)
     if (cfg->block == RESATTN_BLOCK_BASIC) {
-        if ((s = bind_conv(b, CONV(1), BN(1), &cin, &mid, 3, k->stride, 1, &k->conv1)))
+        if ((s = bind_conv(b, CONV(1), BN(1), BIAS_NONE, &cin, &mid, 3, k->stride, 1, &k->conv1)))
             return s;
-        if ((s = bind_conv(b, CONV(2), BN(2), &mid, &out, 3, 1, 1, &k->conv2)))
+        if ((s = bind_conv(b, CONV(2), BN(2), BIAS_NONE, &mid, &out, 3, 1, 1, &k->conv2)))
             return s;
     } else {
         int mid2 = ANY;
-        if ((s = bind_conv(b, CONV(1), BN(1), &cin, &mid, 1, 1, 0, &k->conv1)))
+        if ((s = bind_conv(b, CONV(1), BN(1), BIAS_NONE, &cin, &mid, 1, 1, 0, &k->conv1)))
             return s;
         mid2 = mid;
-        if ((s = bind_conv(b, CONV(2), BN(2), &mid, &mid2, 3, k->stride, 1, &k->conv2)))
+        if ((s = bind_conv(b, CONV(2), BN(2), BIAS_NONE, &mid, &mid2, 3, k->stride, 1, &k->conv2)))
             return s;
-        if ((s = bind_conv(b, CONV(3), BN(3), &mid2, &out, 1, 1, 0, &k->conv3)))
+        if ((s = bind_conv(b, CONV(3), BN(3), BIAS_NONE, &mid2, &out, 1, 1, 0, &k->conv3)))
             return s;
     }
 #undef CONV
@@ -292,7 +296,7 @@ static resattn_status bind_block(binder *b, const resattn_config *cfg, resattn_b
         int dcin = k->cin, dout = k->cout;
         snprintf(c, sizeof c, "%s.downsample.0", k->name);
         snprintf(n, sizeof n, "%s.downsample.1", k->name);
-        if ((s = bind_conv(b, c, n, &dcin, &dout, 1, k->stride, 0, &k->down)))
+        if ((s = bind_conv(b, c, n, BIAS_NONE, &dcin, &dout, 1, k->stride, 0, &k->down)))
             return s;
     }
     k->att.kind = cfg->attention;
@@ -329,8 +333,8 @@ static resattn_status bind_network(binder *b, resattn_model *m) {
     const resattn_config *cfg = &m->cfg;
     int img = cfg->stem == RESATTN_STEM_IMAGENET;
     int cin = cfg->in_channels, c0 = ANY;
-    resattn_status s =
-        bind_conv(b, "conv1", "bn1", &cin, &c0, img ? 7 : 3, img ? 2 : 1, img ? 3 : 1, &m->stem);
+    resattn_status s = bind_conv(b, "conv1", "bn1", BIAS_NONE, &cin, &c0, img ? 7 : 3, img ? 2 : 1,
+                                 img ? 3 : 1, &m->stem);
     if (s)
         return s;
     m->stem_h = resattn_conv_out(cfg->in_height, m->stem.k, m->stem.stride, m->stem.pad);
