@@ -9,6 +9,7 @@
 # (SIGTERM, drain). Prints a summary and "smoke: N passed, N failed"; exit 1 on any failure.
 #
 #   deploy/smoke-test.sh            # SMOKE_NO_BUILD=1 reuses an existing resattn:dev
+#   SMOKE_CONTEXT=head deploy/smoke-test.sh   # build from the last commit, not the work tree
 # Needs podman and the offline base image (../shared/tools/local-base-image.sh, run when the
 # image is missing), curl and python3 (JSON handling).
 set -uo pipefail
@@ -54,8 +55,13 @@ fi
 # ---- build and size ----------------------------------------------------------------------
 if [ "${SMOKE_NO_BUILD:-0}" != 1 ]; then
   echo "== podman build -t $IMAGE ."
+  ctx=.
+  if [ "${SMOKE_CONTEXT:-}" = head ]; then
+    ctx=$TMP/context
+    mkdir -p "$ctx" && git archive HEAD | tar -x -C "$ctx"
+  fi
   t0=$(date +%s)
-  if podman build --format docker --pull=never --network host -t "$IMAGE" . >"$TMP/build.log" 2>&1; then
+  if podman build --format docker --pull=never --network host -t "$IMAGE" "$ctx" >"$TMP/build.log" 2>&1; then
     ok "image builds ($(($(date +%s) - t0)) s)"
   else
     fail "image build"
