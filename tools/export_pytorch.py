@@ -173,11 +173,23 @@ def main(argv=None):
     ap.add_argument("--out", required=True, help="output .safetensors path")
     ap.add_argument("--dtype", default="f32", choices=sorted(DTYPES))
     args = ap.parse_args(argv)
-    with open(args.config) as f:
-        config = json.load(f)
-    obj = torch.load(args.state_dict, map_location="cpu")
+    try:
+        with open(args.config) as f:
+            config = json.load(f)
+    except (OSError, ValueError) as e:
+        print("export_pytorch: config %s: %s" % (args.config, e), file=sys.stderr)
+        return 1
+    try:
+        obj = torch.load(args.state_dict, map_location="cpu")
+    except Exception as e:  # torch.load raises many kinds (I/O, pickle, zip)
+        print("export_pytorch: cannot load %s: %s" % (args.state_dict, e), file=sys.stderr)
+        return 1
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
+    if not isinstance(obj, (dict, torch.nn.Module)):
+        print("export_pytorch: %s holds a %s, not a state_dict or nn.Module" %
+              (args.state_dict, type(obj).__name__), file=sys.stderr)
+        return 1
     try:
         export(obj, config, args.out, args.dtype)
     except ExportError as e:

@@ -226,6 +226,18 @@ class Bottleneck(BasicBlock):
         return self.bn3(self.conv3(y))
 
 
+class _MaskRecorder:
+    """Forward hook copying an attention module's masks into model.masks["<block>/<kind>"];
+    a class rather than a closure so that a whole model can be pickled (torch.save)."""
+
+    def __init__(self, model, block_name):
+        self.model, self.block_name = model, block_name
+
+    def __call__(self, mod, inp, out):
+        for kind, m in mod.last_masks.items():
+            self.model.masks["%s/%s" % (self.block_name, kind)] = m.detach()
+
+
 class ResAttnNet(nn.Module):
     """Stem, stages layer1..layerS (stride 2 from the second stage on), GAP, fc."""
 
@@ -264,14 +276,8 @@ class ResAttnNet(nn.Module):
     def _register_mask_hooks(self):
         for name in self.block_names:
             att = self.get_submodule(name).se
-            if att is None:
-                continue
-
-            def hook(mod, inp, out, name=name):
-                for kind, m in mod.last_masks.items():
-                    self.masks["%s/%s" % (name, kind)] = m.detach()
-
-            att.register_forward_hook(hook)
+            if att is not None:
+                att.register_forward_hook(_MaskRecorder(self, name))
 
     def forward(self, x):
         x = F.relu(self.bn1(self.conv1(x)))
