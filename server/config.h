@@ -1,0 +1,47 @@
+/*
+ * Settings of `resattn serve`. One table in config.c declares every option once (flag,
+ * RESATTN_* environment variable, type, default, bounds, help); it serves the command line,
+ * the environment and `--help` alike. Flags win over the environment, which wins over the
+ * defaults. Thread defaults follow the CPUs this process may really use (affinity mask and
+ * the cgroup v2 cpu.max quota), so workers x BLAS threads never oversubscribe them.
+ */
+#ifndef RESATTN_SERVER_CONFIG_H
+#define RESATTN_SERVER_CONFIG_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#define RESATTN_MAX_MODELS 16
+
+typedef struct resattn_server_config {
+    char *models[RESATTN_MAX_MODELS]; /* model file paths, owned */
+    int num_models;
+    char *host;         /* listen address, owned */
+    int port;           /* 0 = pick a free port */
+    int workers;        /* worker threads (0 in the table = automatic; resolved on parse) */
+    int blas_threads;   /* OpenBLAS threads per GEMM (0 = automatic; resolved on parse) */
+    int max_batch;      /* most images in one forward pass */
+    int max_delay_ms;   /* longest wait for more requests to fill a batch */
+    int queue_capacity; /* requests waiting for a worker before 503 */
+    long long max_body_bytes;
+    int request_timeout_ms;
+    int drain_timeout_ms;
+    int log_json;        /* access log as JSON lines, else text */
+    int allow_nonfinite; /* accept NaN/Inf inputs */
+    char *port_file;     /* write the bound port here, or NULL; owned */
+} resattn_server_config;
+
+/*
+ * Fill cfg from defaults, the environment, then argv (argv[0] is the command name).
+ * Returns 0 on success, 1 when --help was asked (help printed to out), or 2 on a bad
+ * option or value (err names it). cfg must be released in every case.
+ */
+int resattn_server_config_parse(int argc, char **argv, resattn_server_config *cfg, FILE *out,
+                                char *err, size_t err_len);
+void resattn_server_config_release(resattn_server_config *cfg);
+/* The option table as `--help` text. */
+void resattn_server_config_help(FILE *out);
+/* CPUs this process may use: affinity mask, capped by the cgroup v2 cpu.max quota. */
+int resattn_usable_cpus(void);
+
+#endif

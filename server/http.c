@@ -1,0 +1,669 @@
+/*
+ * HTTP layer of `resattn serve` on libmicrohttpd (see http.h). The life of a request:
+ *   1st callback:  allocate a `request`, route it (method, path, model), check Content-Length
+ *                  against the body cap (413 at once, before any body is read);
+ *   body chunks:   appended under the running-total cap, or dropped once an error is decided;
+ *   last callback: answer GETs directly; for inference, parse, reserve a queue slot (503 when
+ *                  full), suspend the connection and push the job to the pool;
+ *   worker:        computes, encodes the answer, resumes the connection;
+ *   next callback: queue the prepared answer (never on the first callback: keep-alive);
+ *   completed:     access-log line, metrics, free.
+ * Responses are only ever queued from the handler, on the libmicrohttpd thread.
+ */
+#include "http.h"
+#include <arpa/inet.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define REQUEST_ID_LEN 64
+#define MSG_LEN 512
+
+struct resattn_http {
+    struct MHD_Daemon *daemon;
+    resattn_http_options opt;
+    const resattn_served_model *models;
+    int num_models;
+    resattn_pool *pool;
+    resattn_metrics *metrics;
+    atomic_int ready, draining;
+    atomic_long in_flight;
+    atomic_ullong next_id;
+    unsigned id_salt;
+    int port;
+};
+
+typedef enum req_state {
+    ST_COLLECTING = 0, /* reading the body */
+    ST_SUSPENDED,      /* job in the pool, connection suspended */
+    ST_ANSWERED        /* answer prepared, to be queued */
+} req_state;
+
+typedef struct request request;
+typedef void (*route_fn)(request *r);
+
+struct request {
+    resattn_http *srv;
+    struct MHD_Connection *conn;
+    double start;
+    resattn_endpoint ep;
+    route_fn fn; /* the matched route's handler, run once the body is in */
+    int model;   /* index into srv->models, or -1 */
+    char method[16];
+    char path[256]; /* for the log, truncated */
+    char request_id[REQUEST_ID_LEN + 1];
+    unsigned char *body; /* [len] collected so far, capacity cap */
+    size_t len, cap;
+    req_state state;
+    int discard; /* an error answer is decided: drop body chunks */
+    /* the answer */
+    int status;
+    unsigned char *resp; /* malloc'ed, handed to libmicrohttpd */
+    size_t resp_len, resp_bytes;
+    const char *content_type;
+    size_t json_header_len; /* v2 binary extension, else 0 */
+    const char *allow;      /* Allow header of a 405 */
+    int retry_after;        /* seconds, for 503 queue full */
+    int batch_size;
+    /* inference */
+    resattn_infer_request ireq;
+    resattn_job job;
+    float *logits; /* [n, num_classes] */
+};
+
+/* ---- routing -------------------------------------------------------------------------- */
+
+typedef struct route {
+    const char *method;
+    const char *pattern; /* {m} = model name, {v} = model version; captures stop at / and : */
+    resattn_endpoint ep;
+    route_fn fn;
+} route;
+
+static void h_v2_server(request *r);
+static void h_live(request *r);
+static void h_ready(request *r);
+static void h_v2_model(request *r);
+static void h_v2_model_ready(request *r);
+static void h_infer(request *r);
+static void h_v1_model(request *r);
+static void h_metrics(request *r);
+
+static const route routes[] = {
+    {"GET", "/v2", RESATTN_EP_V2_SERVER, h_v2_server},
+    {"GET", "/v2/health/live", RESATTN_EP_V2_LIVE, h_live},
+    {"GET", "/v2/health/ready", RESATTN_EP_V2_READY, h_ready},
+    {"GET", "/v2/models/{m}", RESATTN_EP_V2_MODEL, h_v2_model},
+    {"GET", "/v2/models/{m}/ready", RESATTN_EP_V2_MODEL_READY, h_v2_model_ready},
+    {"POST", "/v2/models/{m}/infer", RESATTN_EP_V2_INFER, h_infer},
+    {"GET", "/v2/models/{m}/versions/{v}", RESATTN_EP_V2_MODEL, h_v2_model},
+    {"GET", "/v2/models/{m}/versions/{v}/ready", RESATTN_EP_V2_MODEL_READY, h_v2_model_ready},
+    {"POST", "/v2/models/{m}/versions/{v}/infer", RESATTN_EP_V2_INFER, h_infer},
+    {"POST", "/v1/models/{m}:predict", RESATTN_EP_V1_PREDICT, h_infer},
+    {"POST", "/v1/models/{m}/versions/{v}:predict", RESATTN_EP_V1_PREDICT, h_infer},
+    {"GET", "/v1/models/{m}", RESATTN_EP_V1_MODEL, h_v1_model},
+    {"GET", "/v1/models/{m}/versions/{v}", RESATTN_EP_V1_MODEL, h_v1_model},
+    {"GET", "/healthz", RESATTN_EP_HEALTHZ, h_live},
+    {"GET", "/readyz", RESATTN_EP_READYZ, h_ready},
+    {"GET", "/metrics", RESATTN_EP_METRICS, h_metrics},
+    /* Image endpoints (POST /predict, POST /predict/{m}: multipart or raw image bodies,
+     * top-k labels out, RESATTN_EP_PREDICT) are added here. */
+};
+
+#define NUM_ROUTES (sizeof routes / sizeof routes[0])
+
+typedef struct span {
+    const char *p;
+    size_t n;
+} span;
+
+/* Match path against pattern; fills the {m} and {v} captures. */
+static int match(const char *pat, const char *path, span *m, span *v) {
+    while (*pat) {
+        if (*pat == '{') {
+            span *cap = pat[1] == 'm' ? m : v;
+            const char *s = path;
+            while (*path && *path != '/' && *path != ':')
+                path++;
+            if (path == s)
+                return 0;
+            cap->p = s;
+            cap->n = (size_t)(path - s);
+            pat += 3;
+            continue;
+        }
+        if (*pat++ != *path++)
+            return 0;
+    }
+    return *path == 0;
+}
+
+/* ---- answers -------------------------------------------------------------------------- */
+
+static void set_answer(request *r, int status, unsigned char *data, size_t len,
+                       const char *content_type) {
+    free(r->resp);
+    r->status = status;
+    r->resp = data;
+    r->resp_len = len;
+    r->content_type = content_type;
+    r->discard = 1;
+}
+
+/* The one error answer: {"error": "<message>"} with `status`, counted in the metrics. */
+static void answer_error(request *r, int status, const char *fmt, ...) {
+    char msg[MSG_LEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    json_t *o = json_pack("{s:s}", "error", msg);
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!text) /* a message that is not valid UTF-8, or no memory */
+        text = strdup("{\"error\":\"internal error\"}");
+    set_answer(r, status, (unsigned char *)text, text ? strlen(text) : 0, "application/json");
+    resattn_metrics_error(r->srv->metrics, status);
+}
+
+/* Answer a JSON value (stolen). */
+static void answer_json(request *r, int status, json_t *o) {
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!text) {
+        answer_error(r, 500, "out of memory building the answer");
+        return;
+    }
+    set_answer(r, status, (unsigned char *)text, strlen(text), "application/json");
+}
+
+static enum MHD_Result queue_answer(request *r) {
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(r->resp_len, r->resp, MHD_RESPMEM_MUST_FREE);
+    if (!resp)
+        return MHD_NO;
+    r->resp = NULL; /* now owned by libmicrohttpd */
+    r->resp_bytes = r->resp_len;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type);
+    MHD_add_response_header(resp, "X-Request-Id", r->request_id);
+    if (r->json_header_len) {
+        char n[32];
+        snprintf(n, sizeof n, "%zu", r->json_header_len);
+        MHD_add_response_header(resp, "Inference-Header-Content-Length", n);
+    }
+    if (r->allow)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, r->allow);
+    if (r->retry_after) {
+        char n[16];
+        snprintf(n, sizeof n, "%d", r->retry_after);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, n);
+    }
+    if (atomic_load(&r->srv->draining))
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)r->status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+/* ---- GET handlers --------------------------------------------------------------------- */
+
+static int is_ready(const resattn_http *h) {
+    return atomic_load(&h->ready) && !atomic_load(&h->draining);
+}
+
+static void h_v2_server(request *r) {
+    answer_json(r, 200,
+                json_pack("{s:s, s:s, s:[s]}", "name", "resattn", "version", resattn_version(),
+                          "extensions", "binary_tensor_data"));
+}
+
+static void h_live(request *r) {
+    if (r->ep == RESATTN_EP_HEALTHZ)
+        answer_json(r, 200, json_pack("{s:s}", "status", "ok"));
+    else
+        answer_json(r, 200, json_pack("{s:b}", "live", 1));
+}
+
+static void h_ready(request *r) {
+    if (!is_ready(r->srv)) {
+        answer_error(r, 503,
+                     atomic_load(&r->srv->draining) ? "server is draining"
+                                                    : "models are still warming up");
+        return;
+    }
+    if (r->ep == RESATTN_EP_READYZ)
+        answer_json(r, 200, json_pack("{s:s}", "status", "ready"));
+    else
+        answer_json(r, 200, json_pack("{s:b}", "ready", 1));
+}
+
+static void h_v2_model(request *r) {
+    const resattn_served_model *sm = &r->srv->models[r->model];
+    const resattn_model_info *i = resattn_model_get_info(sm->model);
+    json_t *out = json_pack("[{s:s, s:s, s:[i,i]}, {s:s, s:s, s:[i,i]}]", "name", "logits",
+                            "datatype", "FP32", "shape", -1, i->num_classes, "name",
+                            "probabilities", "datatype", "FP32", "shape", -1, i->num_classes);
+    answer_json(r, 200,
+                json_pack("{s:s, s:[s], s:s, s:[{s:s, s:s, s:[i,i,i,i]}], s:o}", "name", sm->name,
+                          "versions", "1", "platform", "resattn", "inputs", "name", "input",
+                          "datatype", "FP32", "shape", -1, i->in_channels, i->in_height,
+                          i->in_width, "outputs", out));
+}
+
+static void h_v2_model_ready(request *r) {
+    const resattn_served_model *sm = &r->srv->models[r->model];
+    if (!is_ready(r->srv)) {
+        answer_error(r, 503, "model '%s' is not ready", sm->name);
+        return;
+    }
+    answer_json(r, 200, json_pack("{s:s, s:b}", "name", sm->name, "ready", 1));
+}
+
+static void h_v1_model(request *r) {
+    int ready = is_ready(r->srv);
+    answer_json(r, 200,
+                json_pack("{s:[{s:s, s:s, s:{s:s, s:s}}]}", "model_version_status", "version", "1",
+                          "state", ready ? "AVAILABLE" : "LOADING", "status", "error_code", "OK",
+                          "error_message", ""));
+}
+
+static void h_metrics(request *r) {
+    size_t len = 0;
+    char *text = resattn_metrics_render(r->srv->metrics, &len);
+    if (!text) {
+        answer_error(r, 500, "out of memory rendering the metrics");
+        return;
+    }
+    set_answer(r, 200, (unsigned char *)text, len, "text/plain; version=0.0.4; charset=utf-8");
+}
+
+/* ---- inference ------------------------------------------------------------------------ */
+
+/* Worker (or reaper) thread: encode the answer, then let libmicrohttpd resume the request. */
+static void on_job_done(resattn_job *job) {
+    request *r = job->user;
+    const resattn_served_model *sm = &r->srv->models[r->model];
+    int k = resattn_model_get_info(sm->model)->num_classes;
+    r->batch_size = job->batch_size;
+    if (job->status == 504) {
+        answer_error(r, 504, "request timed out after %d ms waiting for a worker",
+                     r->srv->opt.request_timeout_ms);
+    } else if (job->status) {
+        answer_error(r, job->status, "inference failed: %s", job->err);
+    } else {
+        resattn_response_body b = {0};
+        int rc = r->ireq.protocol == RESATTN_PROTO_TFS
+                     ? resattn_tfs_encode(&r->ireq, r->logits, r->ireq.n, k, &b)
+                     : resattn_v2_encode(&r->ireq, sm->name, r->logits, r->ireq.n, k, &b);
+        if (rc || !b.data) {
+            resattn_response_body_release(&b);
+            answer_error(r, 500, "could not encode the answer");
+        } else {
+            set_answer(r, 200, b.data, b.len, b.content_type);
+            r->json_header_len = b.json_header_len;
+        }
+    }
+    r->state = ST_ANSWERED;
+    MHD_resume_connection(r->conn);
+}
+
+static const char *header(request *r, const char *name) {
+    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+static int parse_infer(request *r, char *err, size_t err_len) {
+    const resattn_served_model *sm = &r->srv->models[r->model];
+    const resattn_model_info *info = resattn_model_get_info(sm->model);
+    const char *ct = header(r, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (r->ep == RESATTN_EP_V1_PREDICT) {
+        if (ct && strncasecmp(ct, "application/json", 16)) {
+            snprintf(err, err_len, "Content-Type '%s' is not supported here: use application/json",
+                     ct);
+            return 415;
+        }
+        return resattn_tfs_parse(r->body, r->len, info, &r->srv->opt.limits, &r->ireq, err,
+                                 err_len);
+    }
+    long long hlen = -1;
+    const char *h = header(r, "Inference-Header-Content-Length");
+    if (h) {
+        char *end;
+        hlen = strtoll(h, &end, 10);
+        if (end == h || *end || hlen < 0) {
+            snprintf(err, err_len, "Inference-Header-Content-Length '%s' is not a byte count", h);
+            return 400;
+        }
+    }
+    return resattn_v2_parse(ct ? ct : "application/json", r->body, r->len, hlen, info,
+                            &r->srv->opt.limits, &r->ireq, err, err_len);
+}
+
+static void h_infer(request *r) {
+    resattn_http *s = r->srv;
+    if (atomic_load(&s->draining)) {
+        resattn_metrics_reject(s->metrics, RESATTN_REJECT_DRAINING);
+        r->retry_after = 1;
+        answer_error(r, 503, "server is draining");
+        return;
+    }
+    char err[RESATTN_PROTO_ERR_LEN] = "";
+    int status = parse_infer(r, err, sizeof err);
+    free(r->body); /* the parsed request holds its own copy of the input */
+    r->body = NULL;
+    r->len = r->cap = 0;
+    if (status) {
+        answer_error(r, status, "%s", err[0] ? err : "invalid request");
+        return;
+    }
+    int k = resattn_model_get_info(s->models[r->model].model)->num_classes;
+    r->logits = malloc(sizeof(float) * (size_t)k * (size_t)r->ireq.n);
+    if (!r->logits) {
+        answer_error(r, 500, "out of memory for %d x %d logits", r->ireq.n, k);
+        return;
+    }
+    if (resattn_pool_reserve(s->pool)) {
+        resattn_metrics_reject(s->metrics, RESATTN_REJECT_QUEUE_FULL);
+        r->retry_after = 1;
+        answer_error(r, 503, "queue full (%d requests waiting); retry later",
+                     resattn_pool_depth(s->pool));
+        return;
+    }
+    r->job.model = r->model;
+    r->job.input = r->ireq.input;
+    r->job.n = r->ireq.n;
+    r->job.logits = r->logits;
+    r->job.deadline = r->start + s->opt.request_timeout_ms * 1e-3;
+    r->job.done = on_job_done;
+    r->job.user = r;
+    r->state = ST_SUSPENDED;
+    /* suspend before the push: the worker may resume the connection at once */
+    MHD_suspend_connection(r->conn);
+    resattn_pool_push(s->pool, &r->job);
+}
+
+/* ---- the libmicrohttpd callbacks ------------------------------------------------------ */
+
+static void make_request_id(request *r) {
+    const char *given = header(r, "X-Request-Id");
+    if (given && *given && strlen(given) <= REQUEST_ID_LEN) {
+        int ok = 1;
+        for (const char *p = given; *p; p++)
+            ok &= *p > 32 && *p < 127 && *p != '"' && *p != '\\';
+        if (ok) {
+            snprintf(r->request_id, sizeof r->request_id, "%s", given);
+            return;
+        }
+    }
+    unsigned long long n = atomic_fetch_add(&r->srv->next_id, 1);
+    snprintf(r->request_id, sizeof r->request_id, "%08x%08llx", r->srv->id_salt, n);
+}
+
+/* Route the request and decide early errors (404, 405, 413). */
+static void route_request(request *r, const char *url, const char *method) {
+    const char *allow = NULL;
+    for (size_t i = 0; i < NUM_ROUTES; i++) {
+        span m = {0}, v = {0};
+        if (!match(routes[i].pattern, url, &m, &v))
+            continue;
+        r->ep = routes[i].ep;
+        r->fn = routes[i].fn;
+        if (strcmp(routes[i].method, method)) {
+            allow = routes[i].method;
+            continue;
+        }
+        if (m.p) {
+            r->model = -1;
+            for (int j = 0; j < r->srv->num_models; j++)
+                if (strlen(r->srv->models[j].name) == m.n &&
+                    !strncmp(r->srv->models[j].name, m.p, m.n))
+                    r->model = j;
+            if (r->model < 0) {
+                answer_error(r, 404, "model '%.*s' not found", (int)m.n, m.p);
+                return;
+            }
+            if (v.p && (v.n != 1 || v.p[0] != '1')) {
+                answer_error(r, 404, "model '%.*s' has no version '%.*s' (only '1')", (int)m.n, m.p,
+                             (int)v.n, v.p);
+                return;
+            }
+        }
+        return; /* r->ep and r->model are set; the handler runs once the body is in */
+    }
+    if (allow) {
+        r->allow = allow;
+        answer_error(r, 405, "method %s not allowed on %s (allowed: %s)", method, url, allow);
+        return;
+    }
+    r->ep = RESATTN_EP_UNKNOWN;
+    answer_error(r, 404, "no such endpoint: %s %s", method, url);
+}
+
+static request *request_new(resattn_http *s, struct MHD_Connection *conn, const char *url,
+                            const char *method) {
+    request *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->srv = s;
+    r->conn = conn;
+    r->start = resattn_now();
+    r->model = -1;
+    snprintf(r->method, sizeof r->method, "%s", method);
+    snprintf(r->path, sizeof r->path, "%s", url);
+    atomic_fetch_add(&s->in_flight, 1);
+    resattn_metrics_in_flight_add(s->metrics, 1);
+    make_request_id(r);
+    route_request(r, url, method);
+    const char *cl = header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (!r->discard && cl && strtoll(cl, NULL, 10) > s->opt.max_body_bytes) {
+        resattn_metrics_reject(s->metrics, RESATTN_REJECT_BODY_TOO_LARGE);
+        answer_error(r, 413, "body of %s bytes exceeds the limit of %lld bytes", cl,
+                     s->opt.max_body_bytes);
+    }
+    return r;
+}
+
+/* Append a body chunk under the running-total cap. */
+static void append_body(request *r, const char *data, size_t n) {
+    long long max = r->srv->opt.max_body_bytes;
+    if ((long long)(r->len + n) > max) {
+        resattn_metrics_reject(r->srv->metrics, RESATTN_REJECT_BODY_TOO_LARGE);
+        answer_error(r, 413, "body exceeds the limit of %lld bytes", max);
+        free(r->body);
+        r->body = NULL;
+        r->len = r->cap = 0;
+        return;
+    }
+    if (r->len + n > r->cap) {
+        const char *cl = header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        size_t want = cl ? (size_t)strtoull(cl, NULL, 10) : 0; /* <= max, checked earlier */
+        size_t cap = r->cap ? r->cap * 2 : 65536;
+        if (want > cap)
+            cap = want;
+        while (cap < r->len + n)
+            cap *= 2;
+        unsigned char *b = realloc(r->body, cap);
+        if (!b) {
+            answer_error(r, 500, "out of memory for a %zu-byte body", r->len + n);
+            return;
+        }
+        r->body = b;
+        r->cap = cap;
+    }
+    memcpy(r->body + r->len, data, n);
+    r->len += n;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **req_cls) {
+    (void)version;
+    request *r = *req_cls;
+    if (!r) {
+        r = request_new(cls, conn, url, method);
+        if (!r)
+            return MHD_NO;
+        *req_cls = r;
+        /* a too-large body is refused before it is read (the connection then closes);
+         * everything else waits for the next callback to keep the connection alive */
+        return r->status == 413 ? queue_answer(r) : MHD_YES;
+    }
+    if (*upload_data_size) {
+        if (!r->discard)
+            append_body(r, upload_data, *upload_data_size);
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (r->state == ST_COLLECTING && !r->discard) {
+        r->fn(r);
+        if (r->state == ST_SUSPENDED)
+            return MHD_YES;
+        if (!r->resp && !r->discard)
+            answer_error(r, 500, "no handler answered %s %s", method, url);
+    }
+    return queue_answer(r);
+}
+
+static void log_request(request *r, double seconds) {
+    FILE *f = r->srv->opt.log;
+    if (!f)
+        return;
+    if (r->srv->opt.log_json) {
+        json_t *o = json_pack(
+            "{s:f, s:s, s:s, s:i, s:f, s:I, s:i, s:s}", "time", (double)time(NULL), "method",
+            r->method, "path", r->path, "status", r->status, "duration_ms", seconds * 1e3, "bytes",
+            (json_int_t)r->resp_bytes, "batch_size", r->batch_size, "request_id", r->request_id);
+        char *line = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        json_decref(o);
+        if (line)
+            fprintf(f, "%s\n", line);
+        free(line);
+        return;
+    }
+    char ts[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
+    fprintf(f, "%s %s %s %d %.3fms %zuB batch=%d id=%s\n", ts, r->method, r->path, r->status,
+            seconds * 1e3, r->resp_bytes, r->batch_size, r->request_id);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+                         enum MHD_RequestTerminationCode toe) {
+    (void)conn;
+    (void)toe;
+    resattn_http *s = cls;
+    request *r = *req_cls;
+    if (!r)
+        return;
+    double dt = resattn_now() - r->start;
+    resattn_metrics_request(s->metrics, r->ep, r->status, dt);
+    log_request(r, dt);
+    resattn_infer_request_release(&r->ireq);
+    free(r->logits);
+    free(r->body);
+    free(r->resp);
+    free(r);
+    *req_cls = NULL;
+    resattn_metrics_in_flight_add(s->metrics, -1);
+    atomic_fetch_sub(&s->in_flight, 1);
+}
+
+static void on_mhd_error(void *cls, const char *fmt, va_list ap) {
+    resattn_http *s = cls;
+    if (!s->opt.log)
+        return;
+    char msg[MSG_LEN];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = 0;
+    fprintf(s->opt.log, "resattn: libmicrohttpd: %s\n", msg);
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------ */
+
+resattn_status resattn_http_start(const resattn_http_options *opt,
+                                  const resattn_served_model *models, int num_models,
+                                  resattn_pool *pool, resattn_metrics *metrics, resattn_http **out,
+                                  char *err, size_t err_len) {
+    *out = NULL;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *ai = NULL;
+    char port[16];
+    snprintf(port, sizeof port, "%d", opt->port);
+    int gai = getaddrinfo(opt->host, port, &hints, &ai);
+    if (gai) {
+        snprintf(err, err_len, "--host '%s': %s", opt->host, gai_strerror(gai));
+        return RESATTN_ERR_INVALID_ARGUMENT;
+    }
+    resattn_http *s = calloc(1, sizeof *s);
+    if (!s) {
+        freeaddrinfo(ai);
+        return RESATTN_ERR_NOMEM;
+    }
+    s->opt = *opt;
+    s->models = models;
+    s->num_models = num_models;
+    s->pool = pool;
+    s->metrics = metrics;
+    s->id_salt = (unsigned)time(NULL) ^ ((unsigned)getpid() << 16);
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+                     (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0);
+    s->daemon =
+        MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+                         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_EXTERNAL_LOGGER,
+                         on_mhd_error, s, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
+                         MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
+    freeaddrinfo(ai);
+    if (!s->daemon) {
+        snprintf(err, err_len, "cannot listen on %s:%d (address in use or not available)",
+                 opt->host, opt->port);
+        free(s);
+        return RESATTN_ERR_IO;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = di ? di->port : opt->port;
+    *out = s;
+    return RESATTN_OK;
+}
+
+int resattn_http_port(const resattn_http *h) {
+    return h->port;
+}
+
+void resattn_http_set_ready(resattn_http *h, int ready) {
+    atomic_store(&h->ready, ready);
+}
+
+void resattn_http_begin_drain(resattn_http *h) {
+    atomic_store(&h->draining, 1);
+    MHD_socket fd = MHD_quiesce_daemon(h->daemon);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+}
+
+int resattn_http_wait_idle(resattn_http *h, int timeout_ms) {
+    double until = resattn_now() + timeout_ms * 1e-3;
+    while (atomic_load(&h->in_flight) > 0) {
+        if (resattn_now() > until)
+            return -1;
+        nanosleep(&(struct timespec){0, 5000000}, NULL);
+    }
+    return 0;
+}
+
+void resattn_http_stop(resattn_http *h) {
+    if (!h)
+        return;
+    MHD_stop_daemon(h->daemon);
+    free(h);
+}
