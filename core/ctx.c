@@ -7,6 +7,7 @@
 #include "model.h"
 
 #include <cblas.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,8 +24,15 @@ resattn_status resattn_ctx_new(const resattn_model *m, int max_batch, resattn_ct
                  max_batch);
         return RESATTN_ERR_INVALID_ARGUMENT;
     }
+    size_t B = (size_t)max_batch, per = 6 * m->act_max + m->mask_floats + m->feat_c;
+    if (per > SIZE_MAX / sizeof(float) / 2 / B ||
+        m->scratch_max + m->att_max > SIZE_MAX / sizeof(float) / 4) {
+        snprintf(err, err_len, "workspace for batch %d of this model overflows memory sizes",
+                 max_batch);
+        return RESATTN_ERR_NOMEM;
+    }
     resattn_ctx *c = calloc(1, sizeof *c);
-    size_t B = (size_t)max_batch, act = B * m->act_max;
+    size_t act = B * m->act_max;
     size_t total = 6 * act + m->scratch_max + m->att_max + B * m->mask_floats + B * m->feat_c;
     /* 16 floats of slack per buffer keeps every buffer 64-byte aligned */
     total += 11 * 16;
