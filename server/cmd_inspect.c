@@ -59,6 +59,14 @@ static json_t *summary_json(const resattn_model *m) {
         in->in_channels, "height", in->in_height, "width", in->in_width, "stem_width", m->stem.cout,
         "stages", stages, "num_params", (json_int_t)in->num_params, "gflops_per_image",
         in->flops_per_image / 1e9, "num_blocks", in->num_blocks, "has_labels", in->labels != NULL);
+    if (in->labels) {
+        json_t *labels = json_array();
+        for (int i = 0; i < in->num_classes; i++)
+            json_array_append_new(labels, json_string(in->labels[i]));
+        json_object_set_new(o, "labels", labels);
+    }
+    if (in->preprocess_json)
+        json_object_set_new(o, "preprocess", json_loads(in->preprocess_json, 0, NULL));
     return o;
 }
 
