@@ -131,6 +131,8 @@ void resattn_winograd_transform_weights(int m, const float *w, int cin, int cout
 }
 
 size_t resattn_winograd_scratch(int m, int cin, int cout, int n, int h, int w) {
+    if (n <= 0) /* any batch: enough images that the chunk budget, not n, sets the size */
+        n = (int)(CHUNK_BYTES / ((size_t)(m + 2) * (m + 2) * (cin + cout) * sizeof(float))) + 1;
     plan p = make_plan(m, cin, cout, n, h, w);
     size_t a2 = (size_t)p.alpha * p.alpha;
     return a2 * (size_t)(cin + cout) * p.ldv + 2 * (size_t)p.alpha * m * p.jp;

@@ -21,7 +21,10 @@ size_t resattn_winograd_weight_floats(int m, int cin, int cout);
  */
 void resattn_winograd_transform_weights(int m, const float *w, int cin, int cout, float *u);
 
-/* Floats of scratch resattn_winograd_forward needs for n images of h x w. */
+/*
+ * Floats of scratch resattn_winograd_forward needs for n images of h x w; n <= 0 gives the
+ * bound for every batch size (the tiles go through a bounded chunk, about 6 MiB).
+ */
 size_t resattn_winograd_scratch(int m, int cin, int cout, int n, int h, int w);
 
 /*

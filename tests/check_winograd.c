@@ -57,6 +57,7 @@ static double run_case(int m, int n, int cin, int cout, int h, int w, int relu) 
     float *b = malloc((size_t)cout * sizeof *b), *out = malloc((nout + guard) * sizeof *out);
     float *u = malloc(resattn_winograd_weight_floats(m, cin, cout) * sizeof *u);
     size_t ns = resattn_winograd_scratch(m, cin, cout, n, h, w);
+    ck_assert(ns <= resattn_winograd_scratch(m, cin, cout, 0, h, w));
     float *scratch = malloc(ns * sizeof *scratch);
     double *ref = malloc(nout * sizeof *ref), *mag = malloc(nout * sizeof *mag);
     ck_assert(x && wt && b && out && u && scratch && ref && mag);
