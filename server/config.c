@@ -30,8 +30,7 @@ typedef struct option_def {
 
 static const option_def options[] = {
     {"model", "RESATTN_MODEL", OPT_MODELS, OFF(models), NULL, 0, 0, "PATH",
-     "model .safetensors file; repeatable (env: comma-separated). Name = config name, else "
-     "file stem. Default: the built-in model"},
+     "model file; repeatable (env: comma-separated); default: the built-in model"},
     {"host", "RESATTN_HOST", OPT_STR, OFF(host), "0.0.0.0", 0, 0, "ADDR", "address to listen on"},
     {"port", "RESATTN_PORT", OPT_INT, OFF(port), "8080", 0, 65535, "N",
      "TCP port; 0 picks a free one and prints it"},
@@ -280,5 +279,6 @@ void resattn_server_config_help(FILE *out) {
             fprintf(out, ", default %s", o->def);
         fprintf(out, "]\n");
     }
+    fprintf(out, "\nA model's URL name is its config \"name\", else its file stem.\n");
     fprintf(out, "\nUsable CPUs here: %d (affinity and cgroup quota).\n", resattn_usable_cpus());
 }

@@ -557,11 +557,12 @@ static void log_request(request *r, double seconds) {
 static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
                          enum MHD_RequestTerminationCode toe) {
     (void)conn;
-    (void)toe;
     resattn_http *s = cls;
     request *r = *req_cls;
     if (!r)
         return;
+    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && !r->resp_bytes)
+        r->status = 499; /* the client went away before the answer (nginx's convention) */
     double dt = resattn_now() - r->start;
     resattn_metrics_request(s->metrics, r->ep, r->status, dt);
     log_request(r, dt);
