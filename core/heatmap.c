@@ -505,3 +505,23 @@ json_t *resattn_attention_json(const resattn_mask_set *set, int image, const flo
     resattn_attn_pictures_free(p);
     return summary;
 }
+
+resattn_status resattn_attention_write_dir(const resattn_model *model, const resattn_ctx *ctx,
+                                           int image, const float *chw, const char *dir,
+                                           const char *prefix, int *written, char *err,
+                                           size_t err_len) {
+    if (written)
+        *written = 0;
+    const resattn_model_info *info = resattn_model_get_info(model);
+    resattn_mask_set *set = NULL;
+    resattn_attn_pictures *p = NULL;
+    resattn_status s = resattn_mask_set_copy(model, ctx, image, 1, &set, err, err_len);
+    if (s == RESATTN_OK)
+        s = resattn_attn_pictures_for_input(set, 0, chw, info->in_channels, info->in_height,
+                                            info->in_width, &p, err, err_len);
+    if (s == RESATTN_OK)
+        s = resattn_attn_pictures_write_dir(p, dir, prefix, written, err, err_len);
+    resattn_attn_pictures_free(p);
+    resattn_mask_set_free(set);
+    return s;
+}

@@ -109,6 +109,14 @@ resattn_status resattn_attn_pictures_for_input(const resattn_mask_set *set, int 
                                                resattn_attn_pictures **out, char *err,
                                                size_t err_len);
 
+/* Everything `resattn predict --attention-dir` needs for image `image` of the context's
+ * last forward pass (capture on), whose input is chw [C, H, W] of the model: copy its
+ * masks, render them and write dir/<prefix><block>_<kind>.png. *written may be NULL. */
+resattn_status resattn_attention_write_dir(const resattn_model *model, const resattn_ctx *ctx,
+                                           int image, const float *chw, const char *dir,
+                                           const char *prefix, int *written, char *err,
+                                           size_t err_len);
+
 /* resattn_mask_summary_json with, when chw is not NULL, each block's pictures added as
  * "images": {"channel": "<base64 PNG>", "spatial" | "coord": "<base64 PNG>"}.
  * Returns a new reference, or NULL with err filled. */
