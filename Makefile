@@ -11,7 +11,7 @@ PKGS     = jansson libmicrohttpd openblas check libpng libjpeg
 CFLAGS  += -std=c11 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE -pthread -Iinclude -Icore -Iserver \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  += $(shell pkg-config --libs jansson libmicrohttpd openblas libpng libjpeg 2>/dev/null) -lm -pthread
-CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null)
+CHECK_LIBS = $(shell pkg-config --libs check libcurl 2>/dev/null)
 
 CORE_SRC   = $(wildcard core/*.c)
 SERVER_SRC = $(filter-out server/main.c,$(wildcard server/*.c))

@@ -1,0 +1,53 @@
+/*
+ * Test helper: run `resattn serve` as a child process on a free loopback port and talk to it
+ * with a real HTTP client (libcurl). The binary is $RESATTN_BIN (set by `make unit`), else
+ * build/resattn.
+ */
+#ifndef RESATTN_TEST_UTIL_HTTP_H
+#define RESATTN_TEST_UTIL_HTTP_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+typedef struct uh_server {
+    pid_t pid;
+    int port;
+    char dir[64];  /* private temporary directory (port file, log) */
+    char log[128]; /* the server's stdout + stderr */
+} uh_server;
+
+/* Start the server with extra arguments (NULL-terminated; --host/--port/--port-file are
+ * added) and wait until /readyz answers 200. 0 on success. */
+int uh_server_start(uh_server *s, const char *const *args);
+/* Send sig, wait up to timeout_ms for exit; the exit status, or -1 if it had to be killed
+ * or died by a signal. Removes the temporary directory. */
+int uh_server_stop(uh_server *s, int sig, int timeout_ms);
+/* The path of the resattn binary under test. */
+const char *uh_binary(void);
+
+typedef struct uh_response {
+    long status;    /* 0 when the transfer failed */
+    int curl_error; /* CURLcode */
+    unsigned char *body;
+    size_t len;
+    char content_type[128];
+    char request_id[96];
+    char retry_after[16];
+    char allow[64];
+    char connection[32];
+    long long header_len; /* Inference-Header-Content-Length, -1 when absent */
+} uh_response;
+
+typedef struct uh_client uh_client; /* one keep-alive connection (a curl easy handle) */
+
+uh_client *uh_client_new(int port);
+void uh_client_free(uh_client *c);
+/* headers: NULL-terminated "Name: value" strings, or NULL. body may be NULL for GET. */
+int uh_client_request(uh_client *c, const char *method, const char *path,
+                      const char *const *headers, const void *body, size_t len, uh_response *out);
+/* One request on a fresh client. */
+int uh_request(int port, const char *method, const char *path, const char *const *headers,
+               const void *body, size_t len, uh_response *out);
+void uh_response_release(uh_response *r);
+
+#endif
