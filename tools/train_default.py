@@ -3,7 +3,7 @@
 
 Data: Debian's dataset-fashion-mnist (IDX, gzip) under /usr/share/datasets/fashion-mnist.
 Model: cifar stem, basic blocks, layers [1,1,1,1], widths 16/32/64/128, SE attention.
-Recipe: SGD + Nesterov (momentum 0.9, weight decay 5e-4), one-cycle-free cosine LR from
+Recipe: SGD + Nesterov (momentum 0.9, weight decay 5e-4), cosine LR from
 0.1 with a one-epoch linear warm-up, label smoothing 0.1, random crop (pad 2) and
 horizontal flip, batch 128. Seeded (torch.manual_seed, a seeded generator for the data
 order and augmentation) and single-process with 2 threads, so a rerun on the same
