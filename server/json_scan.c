@@ -1,0 +1,376 @@
+/*
+ * The strict numeric-tensor scanner of json_scan.h. Numbers take Clinger's fast path
+ * (at most 15 significant digits and a power of ten up to 22: one exact double multiply
+ * or divide, then rounding to float32) and fall back to strtod_l in a "C" locale for the
+ * rest, so "0.5" means one half whatever setlocale() said.
+ */
+#include "json_scan.h"
+
+#include <locale.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static locale_t c_locale;
+static pthread_once_t c_locale_once = PTHREAD_ONCE_INIT;
+
+static void c_locale_init(void) {
+    c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0);
+}
+
+static int is_ws(char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+static int is_digit(char c) {
+    return c >= '0' && c <= '9';
+}
+
+const char *resattn_json_ws(const char *p, const char *end) {
+    while (p < end && is_ws(*p))
+        p++;
+    return p;
+}
+
+/* Past the string whose opening quote is at p, or NULL when it is not closed. */
+static const char *skip_string(const char *p, const char *end) {
+    for (p++; p < end; p++) {
+        if (*p == '\\') {
+            p++;
+        } else if (*p == '"') {
+            return p + 1;
+        }
+    }
+    return NULL;
+}
+
+const char *resattn_json_skip(const char *p, const char *end, int max_depth) {
+    p = resattn_json_ws(p, end);
+    if (p >= end)
+        return NULL;
+    if (*p == '"')
+        return skip_string(p, end);
+    if (*p != '[' && *p != '{') {
+        /* a scalar: up to the next delimiter */
+        const char *q = p;
+        while (q < end && !is_ws(*q) && *q != ',' && *q != ']' && *q != '}' && *q != ':')
+            q++;
+        return q > p ? q : NULL;
+    }
+    int depth = 0;
+    while (p < end) {
+        char c = *p;
+        if (c == '"') {
+            p = skip_string(p, end);
+            if (!p)
+                return NULL;
+            continue;
+        }
+        if (c == '[' || c == '{') {
+            if (++depth > max_depth)
+                return NULL;
+        } else if (c == ']' || c == '}') {
+            if (--depth == 0)
+                return p + 1;
+        }
+        p++;
+    }
+    return NULL;
+}
+
+const char *resattn_json_member(const char *obj, const char *end, const char *key,
+                                const char **vend, int max_depth) {
+    size_t klen = strlen(key);
+    const char *p = resattn_json_ws(obj, end);
+    if (p >= end || *p != '{')
+        return NULL;
+    p = resattn_json_ws(p + 1, end);
+    if (p < end && *p == '}')
+        return NULL;
+    while (p < end) {
+        if (*p != '"')
+            return NULL;
+        const char *k = p + 1, *kend = skip_string(p, end);
+        if (!kend)
+            return NULL;
+        p = resattn_json_ws(kend, end);
+        if (p >= end || *p != ':')
+            return NULL;
+        const char *v = resattn_json_ws(p + 1, end);
+        const char *ve = resattn_json_skip(v, end, max_depth - 1);
+        if (!ve)
+            return NULL;
+        if ((size_t)(kend - 1 - k) == klen && !memcmp(k, key, klen)) {
+            *vend = ve;
+            return v;
+        }
+        p = resattn_json_ws(ve, end);
+        if (p >= end || *p != ',')
+            return NULL;
+        p = resattn_json_ws(p + 1, end);
+    }
+    return NULL;
+}
+
+static const double pow10_exact[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                       1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                       1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+/* The slow path: strtod_l on a NUL-terminated copy (the body has no NUL after it). */
+static int number_slow(const char *p, size_t n, double *v) {
+    char buf[512];
+    if (n >= sizeof buf)
+        return -1;
+    memcpy(buf, p, n);
+    buf[n] = 0;
+    pthread_once(&c_locale_once, c_locale_init);
+    char *e;
+    *v = c_locale ? strtod_l(buf, &e, c_locale) : strtod(buf, &e);
+    return e == buf + n ? 0 : -1;
+}
+
+int resattn_json_number(const char *p, const char *end, double *v, const char **endp) {
+    const char *s = p;
+    int neg = 0, nd = 0, exact = 1;
+    long exp10 = 0;
+    uint64_t m = 0;
+    if (s < end && *s == '-') {
+        neg = 1;
+        s++;
+    }
+    if (s >= end || !is_digit(*s))
+        return -1;
+    if (*s == '0') {
+        s++;
+    } else {
+        for (; s < end && is_digit(*s); s++) {
+            if (nd < 19) {
+                m = m * 10 + (uint64_t)(*s - '0');
+                nd++;
+            } else {
+                exp10++;
+                exact = 0;
+            }
+        }
+    }
+    if (s < end && *s == '.') {
+        s++;
+        if (s >= end || !is_digit(*s))
+            return -1;
+        for (; s < end && is_digit(*s); s++) {
+            if (m == 0 && *s == '0') {
+                exp10--; /* leading zeros of 0.000123 are not significant */
+            } else if (nd < 19) {
+                m = m * 10 + (uint64_t)(*s - '0');
+                nd++;
+                exp10--;
+            } else {
+                exact = 0;
+            }
+        }
+    }
+    if (s < end && (*s == 'e' || *s == 'E')) {
+        s++;
+        int eneg = 0;
+        long e = 0;
+        if (s < end && (*s == '+' || *s == '-'))
+            eneg = *s++ == '-';
+        if (s >= end || !is_digit(*s))
+            return -1;
+        for (; s < end && is_digit(*s); s++)
+            if (e < 100000)
+                e = e * 10 + (*s - '0');
+        exp10 += eneg ? -e : e;
+    }
+    *endp = s;
+    if (m == 0) {
+        *v = neg ? -0.0 : 0.0;
+        return 0;
+    }
+    if (exact && nd <= 15 && exp10 >= -22 && exp10 <= 22) {
+        double d = (double)m;
+        d = exp10 < 0 ? d / pow10_exact[-exp10] : d * pow10_exact[exp10];
+        *v = neg ? -d : d;
+        return 0;
+    }
+    return number_slow(p, (size_t)(s - p), v);
+}
+
+static int starts(const char *p, const char *end, const char *word) {
+    size_t n = strlen(word);
+    return (size_t)(end - p) >= n && !memcmp(p, word, n);
+}
+
+/* Convert one element at p into *f by the rule; 0, or 400 with err. */
+static int scan_element(const char *p, const char *end, const resattn_elem_rule *rule, size_t index,
+                        float *f, const char **endp, const char *what, char *err, size_t err_len) {
+    double d;
+    if (rule->kind == RESATTN_ELEM_BOOL) {
+        if (starts(p, end, "true") || starts(p, end, "false")) {
+            *f = *p == 't' ? 1.0f : 0.0f;
+            *endp = p + (*p == 't' ? 4 : 5);
+            return 0;
+        }
+        snprintf(err, err_len, "%s: element %zu is not true or false (datatype BOOL)", what, index);
+        return 400;
+    }
+    const char *lit = NULL;
+    if (starts(p, end, "NaN"))
+        lit = "NaN", d = NAN;
+    else if (starts(p, end, "Infinity"))
+        lit = "Infinity", d = INFINITY;
+    else if (starts(p, end, "-Infinity"))
+        lit = "-Infinity", d = -INFINITY;
+    if (lit) {
+        if (!rule->allow_nonfinite || rule->kind != RESATTN_ELEM_FLOAT) {
+            snprintf(err, err_len, "%s: element %zu is %s: non-finite values are refused", what,
+                     index, lit);
+            return 400;
+        }
+        *f = (float)d;
+        *endp = p + strlen(lit);
+        return 0;
+    }
+    if (resattn_json_number(p, end, &d, endp)) {
+        const char *kind = p < end && *p == '"'                  ? "a string"
+                           : p < end && (*p == '[' || *p == '{') ? "an array or object"
+                           : starts(p, end, "null")              ? "null"
+                           : starts(p, end, "true") || starts(p, end, "false") ? "a boolean"
+                                                                               : "not valid JSON";
+        snprintf(err, err_len, "%s: element %zu is %s, expected a number (datatype %s)", what,
+                 index, kind, rule->type);
+        return 400;
+    }
+    if (rule->kind == RESATTN_ELEM_INT) {
+        if (d != floor(d) || d < rule->lo || d > rule->hi) {
+            snprintf(err, err_len, "%s: element %zu (%.17g) is not a %s value", what, index, d,
+                     rule->type);
+            return 400;
+        }
+        *f = (float)d;
+        return 0;
+    }
+    *f = (float)d;
+    if (!isfinite(*f) && !rule->allow_nonfinite) {
+        snprintf(err, err_len,
+                 "%s: element %zu (%.9g) is out of float32 range: non-finite "
+                 "values are refused",
+                 what, index, d);
+        return 400;
+    }
+    return 0;
+}
+
+int resattn_json_scan_tensor(const char *p, const char *end, const resattn_elem_rule *rule,
+                             float *out, size_t cap, resattn_scan_shape *shape, const char *what,
+                             char *err, size_t err_len) {
+    size_t cnt[RESATTN_SCAN_MAX_DIMS + 1];      /* elements so far in the open array at depth */
+    int64_t dims[RESATTN_SCAN_MAX_DIMS + 1];    /* length of arrays at depth, once known */
+    int known[RESATTN_SCAN_MAX_DIMS + 1] = {0}; /* dims[d] is known */
+    int depth = 0, leaf = -1, maxdepth = 0;     /* leaf: depth at which numbers appear */
+    size_t n = 0;
+    memset(shape, 0, sizeof *shape);
+    p = resattn_json_ws(p, end);
+    if (p >= end || *p != '[') {
+        snprintf(err, err_len, "%s must be an array of numbers", what);
+        return 400;
+    }
+    for (;;) {
+        /* expect a value */
+        p = resattn_json_ws(p, end);
+        if (p >= end)
+            goto cut;
+        if (*p == '[') {
+            if (depth >= RESATTN_SCAN_MAX_DIMS) {
+                snprintf(err, err_len, "%s nests deeper than %d arrays", what,
+                         RESATTN_SCAN_MAX_DIMS);
+                return 400;
+            }
+            if (leaf >= 0 && depth + 1 > leaf) {
+                snprintf(err, err_len,
+                         "%s: ragged nesting: an array at depth %d where element %zu should be "
+                         "a number (elements are at depth %d)",
+                         what, depth + 1, n, leaf);
+                return 400;
+            }
+            cnt[++depth] = 0;
+            if (depth > maxdepth)
+                maxdepth = depth;
+            p = resattn_json_ws(p + 1, end);
+            if (p < end && *p == ']')
+                goto close; /* an empty array */
+            continue;
+        }
+        if (depth == 0)
+            goto trailing;
+        if (leaf < 0)
+            leaf = depth;
+        if (depth != leaf) {
+            snprintf(err, err_len,
+                     "%s: ragged nesting: element %zu is at depth %d, earlier elements at %d", what,
+                     n, depth, leaf);
+            return 400;
+        }
+        if (n >= cap) {
+            snprintf(err, err_len, "%s has more than %zu elements", what, cap);
+            return rule->cap_status ? rule->cap_status : 400;
+        }
+        int st = scan_element(p, end, rule, n, &out[n], &p, what, err, err_len);
+        if (st)
+            return st;
+        n++;
+    after:
+        cnt[depth]++;
+        p = resattn_json_ws(p, end);
+        if (p >= end)
+            goto cut;
+        if (*p == ',') {
+            p++;
+            continue;
+        }
+        if (*p != ']') {
+            snprintf(err, err_len, "%s: expected ',' or ']' after element %zu", what,
+                     n ? n - 1 : 0);
+            return 400;
+        }
+    close:
+        if (!known[depth]) {
+            known[depth] = 1;
+            dims[depth] = (int64_t)cnt[depth];
+        } else if (dims[depth] != (int64_t)cnt[depth]) {
+            snprintf(err, err_len,
+                     "%s: ragged nesting: an array at depth %d has %zu elements, an earlier "
+                     "one %lld (near element %zu)",
+                     what, depth, cnt[depth], (long long)dims[depth], n);
+            return 400;
+        }
+        p++;
+        if (--depth == 0)
+            break;
+        goto after;
+    }
+    if (resattn_json_ws(p, end) != end)
+        goto trailing;
+    shape->ndim = leaf > 0 ? leaf : maxdepth;
+    for (int d = 0; d < shape->ndim; d++)
+        shape->dims[d] = known[d + 1] ? dims[d + 1] : 0;
+    shape->count = n;
+    size_t prod = 1;
+    int over = 0;
+    for (int d = 0; d < shape->ndim; d++)
+        over |= __builtin_mul_overflow(prod, (size_t)shape->dims[d], &prod);
+    if ((over || prod != n) && n > 0) {
+        snprintf(err, err_len, "%s: ragged nesting: %zu elements do not fill the nested shape",
+                 what, n);
+        return 400;
+    }
+    return 0;
+cut:
+    snprintf(err, err_len, "%s is cut off after element %zu", what, n);
+    return 400;
+trailing:
+    snprintf(err, err_len, "%s: unexpected bytes after the array", what);
+    return 400;
+}

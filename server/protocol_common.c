@@ -1,0 +1,283 @@
+/*
+ * Shared pieces of the protocol codecs (see protocol_common.h), plus the two release
+ * functions of protocol.h. Datatype conversion reads raw little-endian bytes with memcpy
+ * (the body gives no alignment) on this little-endian target.
+ */
+#include "protocol_common.h"
+
+#include "npy.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void resattn_infer_request_release(resattn_infer_request *r) {
+    if (!r)
+        return;
+    free(r->input);
+    free(r->id);
+    free(r->input_name);
+    memset(r, 0, sizeof *r);
+}
+
+void resattn_response_body_release(resattn_response_body *b) {
+    if (!b)
+        return;
+    free(b->data);
+    memset(b, 0, sizeof *b);
+}
+
+static const resattn_dtype dtypes[] = {
+    {"FP32", 4, RESATTN_ELEM_FLOAT, 0, 0, 1},
+    {"FP64", 8, RESATTN_ELEM_FLOAT, 0, 0, 1},
+    {"FP16", 2, RESATTN_ELEM_FLOAT, 0, 0, 0},
+    {"BF16", 2, RESATTN_ELEM_FLOAT, 0, 0, 0},
+    {"INT8", 1, RESATTN_ELEM_INT, -128.0, 127.0, 1},
+    {"INT16", 2, RESATTN_ELEM_INT, -32768.0, 32767.0, 1},
+    {"INT32", 4, RESATTN_ELEM_INT, -2147483648.0, 2147483647.0, 1},
+    {"INT64", 8, RESATTN_ELEM_INT, -9223372036854775808.0, 9223372036854775807.0, 1},
+    {"UINT8", 1, RESATTN_ELEM_INT, 0, 255.0, 1},
+    {"UINT16", 2, RESATTN_ELEM_INT, 0, 65535.0, 1},
+    {"UINT32", 4, RESATTN_ELEM_INT, 0, 4294967295.0, 1},
+    {"UINT64", 8, RESATTN_ELEM_INT, 0, 18446744073709551615.0, 1},
+    {"BOOL", 1, RESATTN_ELEM_BOOL, 0, 1, 1},
+};
+
+const resattn_dtype *resattn_dtype_find(const char *name) {
+    for (size_t i = 0; i < sizeof dtypes / sizeof dtypes[0]; i++)
+        if (!strcmp(dtypes[i].name, name))
+            return &dtypes[i];
+    return NULL;
+}
+
+const char *resattn_dtype_names(void) {
+    return "FP32, FP64, FP16, BF16, INT8, INT16, INT32, INT64, UINT8, UINT16, UINT32, UINT64, "
+           "BOOL";
+}
+
+static float half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
+    if (exp == 0x1f) {
+        bits = sign | 0x7f800000u | (man << 13);
+    } else if (exp) {
+        bits = sign | ((exp + 112) << 23) | (man << 13);
+    } else {
+        float f = ldexpf((float)man, -24); /* subnormal or zero */
+        return sign ? -f : f;
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+int resattn_dtype_decode(const resattn_dtype *dt, const unsigned char *src, size_t count,
+                         int allow_nonfinite, float *dst, const char *what, char *err,
+                         size_t err_len) {
+    const char *name = dt->name;
+    for (size_t i = 0; i < count; i++) {
+        const unsigned char *s = src + i * (size_t)dt->size;
+        float f;
+        if (!strcmp(name, "FP32")) {
+            memcpy(&f, s, 4);
+        } else if (!strcmp(name, "FP64")) {
+            double d;
+            memcpy(&d, s, 8);
+            f = (float)d;
+        } else if (!strcmp(name, "FP16")) {
+            uint16_t h;
+            memcpy(&h, s, 2);
+            f = half_to_float(h);
+        } else if (!strcmp(name, "BF16")) {
+            uint32_t bits = (uint32_t)s[0] << 16 | (uint32_t)s[1] << 24;
+            memcpy(&f, &bits, 4);
+        } else if (!strcmp(name, "BOOL")) {
+            if (s[0] > 1) {
+                snprintf(err, err_len, "%s: BOOL element %zu is byte %u, expected 0 or 1", what, i,
+                         s[0]);
+                return 400;
+            }
+            f = s[0];
+        } else {
+            int64_t v = 0;
+            uint64_t u = 0;
+            switch (dt->size * (dt->lo < 0 ? 1 : -1)) {
+            case 1:
+                v = (int8_t)s[0];
+                break;
+            case -1:
+                u = s[0];
+                break;
+            case 2: {
+                int16_t t;
+                memcpy(&t, s, 2);
+                v = t;
+            } break;
+            case -2: {
+                uint16_t t;
+                memcpy(&t, s, 2);
+                u = t;
+            } break;
+            case 4: {
+                int32_t t;
+                memcpy(&t, s, 4);
+                v = t;
+            } break;
+            case -4: {
+                uint32_t t;
+                memcpy(&t, s, 4);
+                u = t;
+            } break;
+            case 8:
+                memcpy(&v, s, 8);
+                break;
+            default:
+                memcpy(&u, s, 8);
+                break;
+            }
+            f = dt->lo < 0 ? (float)v : (float)u;
+        }
+        if (!allow_nonfinite && !isfinite(f)) {
+            snprintf(err, err_len,
+                     "%s: element %zu is %s (as float32): non-finite values are refused", what, i,
+                     isnan(f) ? "NaN" : "infinite");
+            return 400;
+        }
+        dst[i] = f;
+    }
+    return 0;
+}
+
+int resattn_check_finite(const float *x, size_t count, int allow_nonfinite, const char *what,
+                         char *err, size_t err_len) {
+    if (allow_nonfinite)
+        return 0;
+    for (size_t i = 0; i < count; i++)
+        if (!isfinite(x[i])) {
+            snprintf(err, err_len, "%s: element %zu is %s: non-finite values are refused", what, i,
+                     isnan(x[i]) ? "NaN" : "infinite");
+            return 400;
+        }
+    return 0;
+}
+
+static void buf_reserve(resattn_buf *b, size_t extra) {
+    if (b->failed || b->len + extra <= b->cap)
+        return;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + extra)
+        cap *= 2;
+    char *d = realloc(b->data, cap);
+    if (!d) {
+        b->failed = 1;
+        return;
+    }
+    b->data = d;
+    b->cap = cap;
+}
+
+void resattn_buf_put(resattn_buf *b, const void *s, size_t n) {
+    buf_reserve(b, n);
+    if (b->failed)
+        return;
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+}
+
+void resattn_buf_str(resattn_buf *b, const char *s) {
+    resattn_buf_put(b, s, strlen(s));
+}
+
+void resattn_buf_json_string(resattn_buf *b, const char *s) {
+    resattn_buf_put(b, "\"", 1);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        char esc[8];
+        if (c == '"' || c == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)c;
+            resattn_buf_put(b, esc, 2);
+        } else if (c < 0x20) {
+            snprintf(esc, sizeof esc, "\\u%04x", c);
+            resattn_buf_put(b, esc, 6);
+        } else {
+            resattn_buf_put(b, s, 1);
+        }
+    }
+    resattn_buf_put(b, "\"", 1);
+}
+
+void resattn_buf_floats(resattn_buf *b, const float *x, size_t n) {
+    buf_reserve(b, n * 17 + 2);
+    resattn_buf_put(b, "[", 1);
+    for (size_t i = 0; i < n; i++) {
+        char t[32];
+        int len = isfinite(x[i]) ? snprintf(t, sizeof t, "%.9g", (double)x[i])
+                                 : snprintf(t, sizeof t, "null");
+        if (i)
+            resattn_buf_put(b, ",", 1);
+        resattn_buf_put(b, t, (size_t)len);
+    }
+    resattn_buf_put(b, "]", 1);
+}
+
+void resattn_softmax_rows(const float *logits, int n, int k, float *probs) {
+    for (int i = 0; i < n; i++) {
+        const float *z = logits + (size_t)i * k;
+        float *p = probs + (size_t)i * k;
+        double mx = -INFINITY, sum = 0;
+        for (int j = 0; j < k; j++)
+            mx = z[j] > mx ? z[j] : mx;
+        for (int j = 0; j < k; j++)
+            sum += exp((double)z[j] - mx);
+        for (int j = 0; j < k; j++)
+            p[j] = (float)(exp((double)z[j] - mx) / sum);
+    }
+}
+
+void resattn_format_shape(const int64_t *dims, int ndim, char *s, size_t len) {
+    size_t o = 0;
+    o += (size_t)snprintf(s, len, "[");
+    for (int i = 0; i < ndim && o < len; i++)
+        o += (size_t)snprintf(s + o, len - o, "%s%lld", i ? "," : "", (long long)dims[i]);
+    if (o < len)
+        snprintf(s + o, len - o, "]");
+}
+
+int resattn_check_image_shape(const int64_t *dims, int ndim, const resattn_model_info *model,
+                              const resattn_parse_limits *limits, int *n, const char *what,
+                              char *err, size_t err_len) {
+    char got[160];
+    resattn_format_shape(dims, ndim, got, sizeof got);
+    for (int i = 0; i < ndim; i++)
+        if (dims[i] <= 0) {
+            snprintf(err, err_len, "%s %s: dimension %d is %lld, must be positive", what, got, i,
+                     (long long)dims[i]);
+            return 400;
+        }
+    int64_t c = model->in_channels, h = model->in_height, w = model->in_width;
+    const int64_t *img = dims + (ndim == 4);
+    if ((ndim != 3 && ndim != 4) || img[0] != c || img[1] != h || img[2] != w) {
+        snprintf(err, err_len, "%s %s does not match the model's input [N,%lld,%lld,%lld]", what,
+                 got, (long long)c, (long long)h, (long long)w);
+        return 422;
+    }
+    int64_t batch = ndim == 4 ? dims[0] : 1;
+    int max = limits && limits->max_batch > 0 ? limits->max_batch : 1;
+    if (batch > max) {
+        snprintf(err, err_len, "%s %s: batch of %lld images is more than max batch %d", what, got,
+                 (long long)batch, max);
+        return 413;
+    }
+    *n = (int)batch;
+    return 0;
+}
+
+int resattn_npy_response(const float *logits, int n, int num_classes, resattn_response_body *out) {
+    memset(out, 0, sizeof *out);
+    int64_t shape[2] = {n, num_classes};
+    if (resattn_npy_encode(logits, 2, shape, &out->data, &out->len))
+        return 500;
+    out->content_type = "application/x-npy";
+    return 0;
+}
