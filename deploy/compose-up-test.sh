@@ -85,6 +85,33 @@ for _ in $(seq 1 30); do
   sleep 1
 done
 [ -n "$n" ] && ok "Prometheus has resattn_http_requests_total (sum $n)" || fail "no resattn_http_requests_total in Prometheus"
+# Traffic for a few scrapes, then every Grafana dashboard query must evaluate, and those the
+# issue names (requests/s, latency, queue depth, CPU, memory) must return series.
+for _ in $(seq 1 15); do
+  curl -fsS -o /dev/null "$R/healthz"
+  curl -fsS -o /dev/null "$R/v2"
+  sleep 1
+done
+python3 - "$P" ../deploy/grafana/dashboards/resattn.json >"$TMP/dash.txt" 2>&1 <<'PY'
+import json, sys, urllib.parse, urllib.request
+prom, dash = sys.argv[1], json.load(open(sys.argv[2]))
+need_data = ("Requests/s", "latency", "Queue depth", "CPU", "memory")
+bad = 0
+for p in dash["panels"]:
+    for t in p.get("targets", []):
+        q = (t["expr"].replace("$__rate_interval", "1m").replace("$job", "resattn")
+             .replace("$instance", ".*"))
+        url = prom + "/api/v1/query?" + urllib.parse.urlencode({"query": q})
+        r = json.load(urllib.request.urlopen(url, timeout=10))
+        n = len(r["data"]["result"]) if r.get("status") == "success" else -1
+        must = any(k.lower() in p["title"].lower() for k in need_data)
+        ok = n >= 0 and (n > 0 or not must)
+        bad += not ok
+        print(f"{'ok  ' if ok else 'FAIL'} {p['title']} [{t['refId']}]: {n} series")
+sys.exit(1 if bad else 0)
+PY
+[ $? -eq 0 ] && ok "every dashboard query evaluates in Prometheus (data where expected)" ||
+  { fail "dashboard queries"; cat "$TMP/dash.txt"; }
 rules=$(curl -fsS "$P/api/v1/rules" | python3 -c 'import json,sys; print(sum(len(g["rules"]) for g in json.load(sys.stdin)["data"]["groups"]))' 2>/dev/null)
 [ "${rules:-0}" -ge 1 ] && ok "Prometheus loaded $rules alert rules" || fail "Prometheus loaded no alert rules"
 t0=$(date +%s)

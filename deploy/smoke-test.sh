@@ -133,8 +133,11 @@ print(r["model"], p[0])' "$TMP/pred.json"
 else
   # No image endpoint (yet): a v2 JSON tensor of the model's input shape.
   echo "note /predict answered $code: using a KServe v2 JSON tensor instead"
+  # The model's URL name: "default" once the image endpoints exist, else the config name that
+  # /metrics reports in resattn_model_info.
+  name=$(curl -fsS "$URL/metrics" | sed -n 's/^resattn_model_info{.*model="\([^"]*\)".*/\1/p' | head -n1)
   curl -fsS "$URL/v2/models/default" >"$TMP/meta.json" 2>/dev/null ||
-    curl -fsS "$URL/v2/models" >"$TMP/meta.json" 2>/dev/null
+    curl -fsS "$URL/v2/models/$name" >"$TMP/meta.json" 2>/dev/null
   python3 - "$TMP/meta.json" "$TMP/req.json" <<'EOF'
 import json, math, sys
 meta = json.load(open(sys.argv[1]))
@@ -153,8 +156,8 @@ fi
 # ---- metrics -----------------------------------------------------------------------------
 if curl -fsS "$URL/metrics" >"$TMP/metrics.txt" 2>"$TMP/out"; then
   ok "/metrics 200 ($(wc -l <"$TMP/metrics.txt") lines)"
-  check "/metrics counts the prediction (resattn_http_requests_total code 200)" \
-    grep -qE '^resattn_http_requests_total\{.*code="200".*\} [1-9]' "$TMP/metrics.txt"
+  check "/metrics counts the prediction (resattn_http_requests_total, predict/infer, code 200)" \
+    grep -qE '^resattn_http_requests_total\{endpoint="[a-z0-9_]*(predict|infer)[a-z0-9_]*",code="200"\} [1-9]' "$TMP/metrics.txt"
   # Every metric the Grafana dashboard queries must exist in the real exposition.
   missing=$(python3 - "$TMP/metrics.txt" deploy/grafana/dashboards/resattn.json <<'EOF'
 import json, re, sys
