@@ -1,0 +1,947 @@
+/*
+ * The protocol codecs (server/v2.c, server/tfs.c, server/json_scan.c) as pure functions:
+ * every request form and datatype gives the right floats, every bad request gives the
+ * precise HTTP status and a message naming the offending field, encoders round-trip
+ * through jansson, and truncated or mutated bodies never crash or read out of bounds
+ * (run under ASan/UBSan by `make asan`). The model is a stand-in resattn_model_info with
+ * an odd image shape [3,4,5] and 7 classes: the codecs only read its shape.
+ */
+#include "json_scan.h"
+#include "npy.h"
+#include "protocol.h"
+#include "protocol_common.h"
+
+#include <check.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define C 3
+#define H 4
+#define W 5
+#define CHW (C * H * W)
+
+static resattn_model_info model(void) {
+    resattn_model_info m;
+    memset(&m, 0, sizeof m);
+    m.in_channels = C;
+    m.in_height = H;
+    m.in_width = W;
+    m.num_classes = 7;
+    return m;
+}
+
+static const resattn_parse_limits limits = {4, 0, 64};
+
+/* A growing string for building bodies. */
+typedef struct sbuf {
+    char *s;
+    size_t len, cap;
+} sbuf;
+
+static void sb_printf(sbuf *b, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (b->len + (size_t)n + 1 > b->cap) {
+        b->cap = (b->len + (size_t)n + 1) * 2;
+        b->s = realloc(b->s, b->cap);
+    }
+    va_start(ap, fmt);
+    vsnprintf(b->s + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+/* Value i of the reference image: varied signs, magnitudes and exponents. */
+static double ref_value(int i) {
+    static const double v[] = {0.5, -1.25, 3e-3, 123.456, -0.0, 1e-7, 42, -7.75, 0.1, 2.5e2};
+    return v[i % 10] * (1 + i / 10);
+}
+
+/* data list of n reference values, nested by dims (nd == 0: flat), with printf format. */
+static void sb_data(sbuf *b, const int *dims, int nd, int n, const char *fmt) {
+    if (nd == 0) {
+        sb_printf(b, "[");
+        for (int i = 0; i < n; i++) {
+            sb_printf(b, i ? "," : "");
+            sb_printf(b, fmt, ref_value(i));
+        }
+        sb_printf(b, "]");
+        return;
+    }
+    int idx[8] = {0}, total = 1;
+    for (int d = 0; d < nd; d++)
+        total *= dims[d];
+    for (int d = 0; d < nd; d++)
+        sb_printf(b, "[");
+    for (int i = 0; i < total; i++) {
+        sb_printf(b, fmt, ref_value(i));
+        int d = nd - 1;
+        while (d >= 0 && ++idx[d] == dims[d]) {
+            idx[d] = 0;
+            sb_printf(b, "]");
+            d--;
+        }
+        if (d >= 0) {
+            sb_printf(b, ",");
+            for (int k = d + 1; k < nd; k++)
+                sb_printf(b, "[");
+        }
+    }
+}
+
+static int v2(const char *body, size_t len, long long hlen, resattn_infer_request *r, char *err) {
+    resattn_model_info m = model();
+    return resattn_v2_parse("application/json", (const unsigned char *)body, len, hlen, &m, &limits,
+                            r, err, RESATTN_PROTO_ERR_LEN);
+}
+
+static void expect_v2_fail(const char *body, long long hlen, int want, const char *needle) {
+    resattn_infer_request r;
+    char err[RESATTN_PROTO_ERR_LEN] = "";
+    int st = v2(body, strlen(body), hlen, &r, err);
+    ck_assert_msg(st == want, "status %d (want %d) for %.200s: %s", st, want, body, err);
+    ck_assert_msg(strstr(err, needle), "'%s' does not name '%s'", err, needle);
+    ck_assert_ptr_null(r.input);
+}
+
+static void check_ref(const float *x, int n, const char *fmt) {
+    for (int i = 0; i < n; i++) {
+        char t[64];
+        snprintf(t, sizeof t, fmt, ref_value(i));
+        float want = strtof(t, NULL);
+        ck_assert_msg(x[i] == want || (isnan(x[i]) && isnan(want)), "element %d: %.9g != %.9g", i,
+                      x[i], want);
+    }
+}
+
+START_TEST(v2_json_fp32_flat_and_nested) {
+    const int d4[4] = {1, C, H, W}, d3[3] = {C, H, W}, d4b[4] = {2, C, H, W};
+    struct {
+        const char *shape;
+        const int *dims;
+        int nd, n;
+    } cases[] = {
+        {"[1,3,4,5]", NULL, 0, 1}, {"[1,3,4,5]", d4, 4, 1},  {"[3,4,5]", d3, 3, 1},
+        {"[3,4,5]", NULL, 0, 1},   {"[2,3,4,5]", d4b, 4, 2}, {"[2,3,4,5]", NULL, 0, 2},
+    };
+    const char *fmts[] = {"%.9g", "%.17g", "%.3e", "%.20f"};
+    for (size_t f = 0; f < 4; f++)
+        for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+            sbuf b = {0};
+            sb_printf(&b,
+                      "{\"id\":\"r\\\"1\",\"inputs\":[{\"name\":\"input\",\"shape\":%s,"
+                      "\"datatype\":\"FP32\",\"data\":",
+                      cases[c].shape);
+            sb_data(&b, cases[c].dims, cases[c].nd, cases[c].n * CHW, fmts[f]);
+            sb_printf(&b, "}]}");
+            resattn_infer_request r;
+            char err[RESATTN_PROTO_ERR_LEN] = "";
+            int st = v2(b.s, b.len, -1, &r, err);
+            ck_assert_msg(st == 0, "%s: %s", b.s, err);
+            ck_assert_int_eq(r.n, cases[c].n);
+            ck_assert_int_eq(r.c * r.h * r.w, CHW);
+            ck_assert_str_eq(r.id, "r\"1");
+            ck_assert_str_eq(r.input_name, "input");
+            ck_assert_uint_eq(r.outputs, RESATTN_OUT_LOGITS);
+            ck_assert_uint_eq(r.binary, 0);
+            check_ref(r.input, r.n * CHW, fmts[f]);
+            resattn_infer_request_release(&r);
+            free(b.s);
+        }
+}
+END_TEST
+
+/* Every integer datatype and BOOL as JSON; FP64 too. */
+START_TEST(v2_json_datatypes) {
+    const char *types[] = {"FP64",  "INT8",   "INT16",  "INT32", "INT64",
+                           "UINT8", "UINT16", "UINT32", "UINT64"};
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+        int is_int = types[t][0] != 'F', is_u = types[t][0] == 'U';
+        sbuf b = {0};
+        sb_printf(&b,
+                  "{\"inputs\":[{\"name\":\"x\",\"shape\":[3,4,5],\"datatype\":\"%s\",\"data\":[",
+                  types[t]);
+        for (int i = 0; i < CHW; i++)
+            sb_printf(&b, is_int ? "%s%d" : "%s%d.25", i ? "," : "", is_u ? i * 4 : i * 2 - 50);
+        sb_printf(&b, "]}]}");
+        resattn_infer_request r;
+        char err[RESATTN_PROTO_ERR_LEN] = "";
+        ck_assert_msg(v2(b.s, b.len, -1, &r, err) == 0, "%s: %s", types[t], err);
+        for (int i = 0; i < CHW; i++) {
+            char txt[32];
+            snprintf(txt, sizeof txt, is_int ? "%d" : "%d.25", is_u ? i * 4 : i * 2 - 50);
+            float want = strtof(txt, NULL);
+            ck_assert_msg(r.input[i] == want, "%s[%d] %g != %g", types[t], i, r.input[i], want);
+        }
+        resattn_infer_request_release(&r);
+        free(b.s);
+    }
+    sbuf b = {0};
+    sb_printf(&b,
+              "{\"inputs\":[{\"name\":\"x\",\"shape\":[3,4,5],\"datatype\":\"BOOL\",\"data\":[");
+    for (int i = 0; i < CHW; i++)
+        sb_printf(&b, "%s%s", i ? "," : "", i % 3 ? "true" : "false");
+    sb_printf(&b, "]}]}");
+    resattn_infer_request r;
+    char err[RESATTN_PROTO_ERR_LEN] = "";
+    ck_assert_msg(v2(b.s, b.len, -1, &r, err) == 0, "BOOL: %s", err);
+    for (int i = 0; i < CHW; i++)
+        ck_assert(r.input[i] == (i % 3 ? 1.0f : 0.0f));
+    resattn_infer_request_release(&r);
+    free(b.s);
+}
+END_TEST
+
+/* Binary extension: JSON header + raw little-endian bytes, for each binary datatype. */
+static int v2_binary(const char *dtype, const void *bytes, size_t nbytes, size_t declared,
+                     const char *outputs, resattn_infer_request *r, char *err) {
+    char head[512];
+    int hl = snprintf(head, sizeof head,
+                      "{\"inputs\":[{\"name\":\"input\",\"shape\":[1,3,4,5],\"datatype\":\"%s\","
+                      "\"parameters\":{\"binary_data_size\":%zu}}]%s}",
+                      dtype, declared, outputs);
+    unsigned char *body = malloc((size_t)hl + nbytes);
+    memcpy(body, head, (size_t)hl);
+    memcpy(body + hl, bytes, nbytes);
+    resattn_model_info m = model();
+    int st = resattn_v2_parse("application/octet-stream", body, (size_t)hl + nbytes, hl, &m,
+                              &limits, r, err, RESATTN_PROTO_ERR_LEN);
+    free(body);
+    return st;
+}
+
+START_TEST(v2_binary_datatypes) {
+    float f32[CHW];
+    double f64[CHW];
+    uint16_t f16[CHW], bf16[CHW];
+    int8_t i8[CHW];
+    uint8_t u8[CHW], b8[CHW];
+    int64_t i64[CHW];
+    uint32_t u32[CHW];
+    for (int i = 0; i < CHW; i++) {
+        f32[i] = (float)ref_value(i);
+        f64[i] = ref_value(i);
+        f16[i] = (uint16_t)(0x3c00 + i); /* 1 + i/1024 */
+        uint32_t bits;
+        memcpy(&bits, &f32[i], 4);
+        bf16[i] = (uint16_t)(bits >> 16);
+        i8[i] = (int8_t)(i * 4 - 120);
+        u8[i] = (uint8_t)(i * 4);
+        b8[i] = (uint8_t)(i & 1);
+        i64[i] = -1000000 + i;
+        u32[i] = 4000000000u + (uint32_t)i;
+    }
+    struct {
+        const char *dt;
+        const void *p;
+        size_t size;
+    } cases[] = {{"FP32", f32, 4},  {"FP64", f64, 8},  {"FP16", f16, 2},
+                 {"BF16", bf16, 2}, {"INT8", i8, 1},   {"UINT8", u8, 1},
+                 {"BOOL", b8, 1},   {"INT64", i64, 8}, {"UINT32", u32, 4}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        resattn_infer_request r;
+        char err[RESATTN_PROTO_ERR_LEN] = "";
+        int st = v2_binary(cases[c].dt, cases[c].p, CHW * cases[c].size, CHW * cases[c].size, "",
+                           &r, err);
+        ck_assert_msg(st == 0, "%s: %s", cases[c].dt, err);
+        for (int i = 0; i < CHW; i++) {
+            float want = 0;
+            switch (c) {
+            case 0:
+                want = f32[i];
+                break;
+            case 1:
+                want = (float)f64[i];
+                break;
+            case 2:
+                want = 1.0f + (float)i / 1024.0f;
+                break;
+            case 3: {
+                uint32_t bits = (uint32_t)bf16[i] << 16;
+                memcpy(&want, &bits, 4);
+            } break;
+            case 4:
+                want = i8[i];
+                break;
+            case 5:
+                want = u8[i];
+                break;
+            case 6:
+                want = b8[i];
+                break;
+            case 7:
+                want = (float)i64[i];
+                break;
+            default:
+                want = (float)u32[i];
+                break;
+            }
+            ck_assert_msg(r.input[i] == want, "%s[%d]: %.9g != %.9g", cases[c].dt, i, r.input[i],
+                          want);
+        }
+        resattn_infer_request_release(&r);
+    }
+}
+END_TEST
+
+START_TEST(v2_binary_errors) {
+    float f32[CHW] = {0};
+    resattn_infer_request r;
+    char err[RESATTN_PROTO_ERR_LEN] = "";
+    /* truncated: fewer bytes than binary_data_size */
+    ck_assert_int_eq(v2_binary("FP32", f32, CHW * 4 - 1, CHW * 4, "", &r, err), 400);
+    ck_assert_msg(strstr(err, "inputs[0]") && strstr(err, "truncated"), "%s", err);
+    /* extra bytes after the tensor */
+    float more[CHW + 1] = {0};
+    ck_assert_int_eq(v2_binary("FP32", more, CHW * 4 + 4, CHW * 4, "", &r, err), 400);
+    ck_assert_msg(strstr(err, "unexpected bytes") && strstr(err, "inputs[0]"), "%s", err);
+    /* binary_data_size disagreeing with shape x datatype */
+    ck_assert_int_eq(v2_binary("FP32", f32, CHW * 2, CHW * 2, "", &r, err), 400);
+    ck_assert_msg(strstr(err, "binary_data_size") && strstr(err, "240"), "%s", err);
+    /* NaN / Inf in binary floats */
+    float bad[CHW] = {0};
+    bad[17] = NAN;
+    ck_assert_int_eq(v2_binary("FP32", bad, CHW * 4, CHW * 4, "", &r, err), 400);
+    ck_assert_msg(strstr(err, "element 17") && strstr(err, "NaN"), "%s", err);
+    bad[17] = INFINITY;
+    ck_assert_int_eq(v2_binary("FP32", bad, CHW * 4, CHW * 4, "", &r, err), 400);
+    ck_assert_msg(strstr(err, "element 17") && strstr(err, "infinite"), "%s", err);
+    /* BOOL bytes other than 0/1 */
+    uint8_t b[CHW] = {0};
+    b[3] = 2;
+    ck_assert_int_eq(v2_binary("BOOL", b, CHW, CHW, "", &r, err), 400);
+    ck_assert_msg(strstr(err, "BOOL element 3"), "%s", err);
+    /* header length beyond the body */
+    const char *j = "{\"inputs\":[]}";
+    expect_v2_fail(j, 1000, 400, "Inference-Header-Content-Length");
+    /* binary_data_size without the header */
+    expect_v2_fail("{\"inputs\":[{\"name\":\"x\",\"shape\":[3,4,5],\"datatype\":\"FP32\","
+                   "\"parameters\":{\"binary_data_size\":240}}]}",
+                   -1, 400, "Inference-Header-Content-Length");
+    /* both data and binary_data_size */
+    expect_v2_fail("{\"inputs\":[{\"name\":\"x\",\"shape\":[3,4,5],\"datatype\":\"FP32\","
+                   "\"data\":[1],\"parameters\":{\"binary_data_size\":240}}]}",
+                   -1, 400, "both data and parameters.binary_data_size");
+    /* negative size */
+    expect_v2_fail("{\"inputs\":[{\"name\":\"x\",\"shape\":[3,4,5],\"datatype\":\"FP32\","
+                   "\"parameters\":{\"binary_data_size\":-4}}]}",
+                   -1, 400, "binary_data_size");
+}
+END_TEST
+
+START_TEST(v2_outputs_requested) {
+    const char *tail[] = {
+        ",\"outputs\":[{\"name\":\"probabilities\"}]",
+        ",\"outputs\":[{\"name\":\"logits\",\"parameters\":{\"binary_data\":true}},"
+        "{\"name\":\"probabilities\"}]",
+        ",\"parameters\":{\"binary_data_output\":true}",
+        ",\"outputs\":[]",
+    };
+    unsigned want_out[] = {RESATTN_OUT_PROBABILITIES,
+                           RESATTN_OUT_LOGITS | RESATTN_OUT_PROBABILITIES, RESATTN_OUT_LOGITS,
+                           RESATTN_OUT_LOGITS};
+    unsigned want_bin[] = {0, RESATTN_OUT_LOGITS, RESATTN_OUT_LOGITS, 0};
+    float f32[CHW] = {0};
+    for (int i = 0; i < 4; i++) {
+        resattn_infer_request r;
+        char err[RESATTN_PROTO_ERR_LEN] = "";
+        ck_assert_msg(v2_binary("FP32", f32, CHW * 4, CHW * 4, tail[i], &r, err) == 0, "%s", err);
+        ck_assert_uint_eq(r.outputs, want_out[i]);
+        ck_assert_uint_eq(r.binary, want_bin[i]);
+        resattn_infer_request_release(&r);
+    }
+    resattn_infer_request r;
+    char err[RESATTN_PROTO_ERR_LEN] = "";
+    ck_assert_int_eq(
+        v2_binary("FP32", f32, CHW * 4, CHW * 4, ",\"outputs\":[{\"name\":\"feat\"}]", &r, err),
+        400);
+    ck_assert_msg(strstr(err, "outputs[0].name 'feat'"), "%s", err);
+    ck_assert_int_eq(v2_binary("FP32", f32, CHW * 4, CHW * 4,
+                               ",\"outputs\":[{\"name\":\"logits\",\"parameters\":"
+                               "{\"binary_data\":1}}]",
+                               &r, err),
+                     400);
+    ck_assert_msg(strstr(err, "outputs[0].parameters.binary_data"), "%s", err);
+}
+END_TEST
+
+/* A body whose `data` key is spelled with an escape goes through jansson whole: same result. */
+START_TEST(v2_escaped_key_fallback) {
+    sbuf a = {0}, b = {0};
+    for (int k = 0; k < 2; k++) {
+        sbuf *s = k ? &b : &a;
+        sb_printf(s, "{\"inputs\":[{\"name\":\"x\",\"shape\":[3,4,5],\"datatype\":\"FP32\",\"%s\":",
+                  k ? "d\\u0061ta" : "data");
+        sb_data(s, NULL, 0, CHW, "%.9g");
+        sb_printf(s, "}]}");
+    }
+    resattn_infer_request r1, r2;
+    char err[RESATTN_PROTO_ERR_LEN] = "";
+    ck_assert_msg(v2(a.s, a.len, -1, &r1, err) == 0, "%s", err);
+    ck_assert_msg(v2(b.s, b.len, -1, &r2, err) == 0, "%s", err);
+    for (int i = 0; i < CHW; i++) /* == : jansson reads "-0" as the integer 0 */
+        ck_assert(r1.input[i] == r2.input[i]);
+    resattn_infer_request_release(&r1);
+    resattn_infer_request_release(&r2);
+    free(a.s);
+    free(b.s);
+}
+END_TEST
+
+START_TEST(v2_npy_body) {
+    float x[2 * CHW];
+    for (int i = 0; i < 2 * CHW; i++)
+        x[i] = (float)ref_value(i);
+    int64_t shape[4] = {2, C, H, W};
+    unsigned char *buf;
+    size_t len;
+    ck_assert_int_eq(resattn_npy_encode(x, 4, shape, &buf, &len), RESATTN_OK);
+    resattn_model_info m = model();
+    resattn_infer_request r;
+    char err[RESATTN_PROTO_ERR_LEN] = "";
+    ck_assert_msg(
+        resattn_v2_parse("application/x-npy", buf, len, -1, &m, &limits, &r, err, sizeof err) == 0,
+        "%s", err);
+    ck_assert_int_eq(r.n, 2);
+    ck_assert_mem_eq(r.input, x, sizeof x);
+    resattn_infer_request_release(&r);
+    /* [C,H,W] alone is one image */
+    ck_assert_int_eq(resattn_npy_encode(x, 3, shape + 1, &buf[0] ? &buf : &buf, &len), 0);
+    free(buf);
+    ck_assert_int_eq(resattn_npy_encode(x, 3, shape + 1, &buf, &len), RESATTN_OK);
+    ck_assert_int_eq(
+        resattn_v2_parse("application/x-npy", buf, len, -1, &m, &limits, &r, err, sizeof err), 0);
+    ck_assert_int_eq(r.n, 1);
+    resattn_infer_request_release(&r);
+    free(buf);
+    /* wrong image shape */
+    int64_t bad[3] = {C, W, H};
+    ck_assert_int_eq(resattn_npy_encode(x, 3, bad, &buf, &len), RESATTN_OK);
+    ck_assert_int_eq(
+        resattn_v2_parse("application/x-npy", buf, len, -1, &m, &limits, &r, err, sizeof err), 422);
+    ck_assert_msg(strstr(err, "npy array shape [3,5,4]"), "%s", err);
+    /* truncated file */
+    ck_assert_int_eq(
+        resattn_v2_parse("application/x-npy", buf, len - 1, -1, &m, &limits, &r, err, sizeof err),
+        400);
+    ck_assert_msg(strstr(err, "application/x-npy"), "%s", err);
+    free(buf);
+    /* NaN refused */
+    x[5] = NAN;
+    ck_assert_int_eq(resattn_npy_encode(x, 4, shape, &buf, &len), RESATTN_OK);
+    ck_assert_int_eq(
+        resattn_v2_parse("application/x-npy", buf, len, -1, &m, &limits, &r, err, sizeof err), 400);
+    ck_assert_msg(strstr(err, "element 5") && strstr(err, "NaN"), "%s", err);
+    free(buf);
+    /* unknown content type */
+    ck_assert_int_eq(resattn_v2_parse("text/plain", (const unsigned char *)"x", 1, -1, &m, &limits,
+                                      &r, err, sizeof err),
+                     415);
+    ck_assert_msg(strstr(err, "text/plain"), "%s", err);
+}
+END_TEST
+
+/* Bad v2 requests: status and the field named. */
+START_TEST(v2_errors) {
+#define IN(rest) "{\"inputs\":[{\"name\":\"x\"," rest "}]}"
+    struct {
+        const char *body;
+        int status;
+        const char *needle;
+    } cases[] = {
+        {"", 400, "empty body"},
+        {"{\"inputs\":[", 400, "invalid JSON"},
+        {"[1,2]", 400, "JSON object"},
+        {"{\"inputs\":{}}", 400, "inputs"},
+        {"{\"inputs\":[]}", 400, "inputs has 0 tensors"},
+        {"{\"id\":5,\"inputs\":[]}", 400, "id"},
+        {"{\"inputs\":[{\"shape\":[3,4,5],\"datatype\":\"FP32\",\"data\":[]}]}", 400,
+         "inputs[0].name"},
+        {IN("\"shape\":[3,4,5],\"data\":[1]"), 400, "inputs[0].datatype"},
+        {IN("\"shape\":[3,4,5],\"datatype\":\"FP8\",\"data\":[1]"), 400,
+         "inputs[0].datatype 'FP8'"},
+        {IN("\"shape\":[3,4,5],\"datatype\":\"FP16\",\"data\":[1]"), 400, "only as binary"},
+        {IN("\"datatype\":\"FP32\",\"data\":[1]"), 400, "inputs[0].shape is missing"},
+        {IN("\"shape\":[3,\"4\",5],\"datatype\":\"FP32\",\"data\":[1]"), 400,
+         "inputs[0].shape[1] is not an integer"},
+        {IN("\"shape\":[3,0,5],\"datatype\":\"FP32\",\"data\":[1]"), 400,
+         "inputs[0].shape[1] is 0"},
+        {IN("\"shape\":[3,-4,5],\"datatype\":\"FP32\",\"data\":[1]"), 400,
+         "inputs[0].shape[1] is -4"},
+        {IN("\"shape\":[4294967296,4294967296,4294967296,3],\"datatype\":\"FP32\",\"data\":[1]"),
+         400, "overflows"},
+        {IN("\"shape\":[100000000,3,4,5],\"datatype\":\"FP32\",\"data\":[1]"), 413, "max batch"},
+        {IN("\"shape\":[5,3,4,5],\"datatype\":\"FP32\",\"data\":[1]"), 413, "max batch 4"},
+        {IN("\"shape\":[1,3,5,4],\"datatype\":\"FP32\",\"data\":[1]"), 422,
+         "inputs[0].shape [1,3,5,4] does not match the model's input [N,3,4,5]"},
+        {IN("\"shape\":[60],\"datatype\":\"FP32\",\"data\":[1]"), 422, "inputs[0].shape [60]"},
+        {IN("\"shape\":[3,4,5],\"datatype\":\"FP32\",\"data\":[1,2,3]"), 400,
+         "inputs[0].data has 3 elements but shape [3,4,5] needs 60"},
+        {IN("\"shape\":[3,4,5],\"datatype\":\"FP32\""), 400, "inputs[0].data is missing"},
+        {IN("\"shape\":[3,4,5],\"datatype\":\"FP32\",\"data\":\"abc\""), 400,
+         "inputs[0].data must be an array"},
+        {IN("\"shape\":[3,4,5],\"datatype\":\"FP32\",\"data\":[1,\"2\"]"), 400,
+         "inputs[0].data: element 1 is a string"},
+        {IN("\"shape\":[3,4,5],\"datatype\":\"FP32\",\"data\":[1,null]"), 400,
+         "inputs[0].data: element 1 is null"},
+        {IN("\"shape\":[3,4,5],\"datatype\":\"FP32\",\"data\":[1,NaN]"), 400,
+         "inputs[0].data: element 1 is NaN"},
+        {IN("\"shape\":[3,4,5],\"datatype\":\"FP32\",\"data\":[1,-Infinity]"), 400,
+         "element 1 is -Infinity"},
+        {IN("\"shape\":[3,4,5],\"datatype\":\"FP32\",\"data\":[1,1e39]"), 400,
+         "element 1 (1e+39) is out of float32 range"},
+        {IN("\"shape\":[3,4,5],\"datatype\":\"FP32\",\"data\":[1,01]"), 400,
+         "inputs[0].data: expected ',' or ']' after element 1"},
+        {IN("\"shape\":[3,4,5],\"datatype\":\"FP32\",\"data\":[1,.5]"), 400,
+         "element 1 is not valid JSON"},
+        {IN("\"shape\":[3,4,5],\"datatype\":\"FP32\",\"data\":[1,2,]"), 400, "element 2"},
+        {IN("\"shape\":[3,4,5],\"datatype\":\"FP32\",\"data\":[[1,2],[3]]"), 400,
+         "inputs[0].data: ragged"},
+        {IN("\"shape\":[3,4,5],\"datatype\":\"FP32\",\"data\":[[1,2],3]"), 400,
+         "inputs[0].data: ragged"},
+        {IN("\"shape\":[3,4,5],\"datatype\":\"FP32\",\"data\":[1,[2]]"), 400,
+         "inputs[0].data: ragged"},
+        {IN("\"shape\":[3,4,5],\"datatype\":\"UINT8\",\"data\":[1,256]"), 400,
+         "element 1 (256) is not a UINT8 value"},
+        {IN("\"shape\":[3,4,5],\"datatype\":\"INT8\",\"data\":[1.5]"), 400,
+         "element 0 (1.5) is not a INT8 value"},
+        {IN("\"shape\":[3,4,5],\"datatype\":\"BOOL\",\"data\":[1]"), 400,
+         "element 0 is not true or false"},
+        {IN("\"shape\":[3,4,5],\"datatype\":\"FP32\",\"data\":[1],\"data\":[2]"), 400, "duplicate"},
+        {"{\"inputs\":[{\"name\":\"\xff\xfe\",\"shape\":[3,4,5],\"datatype\":\"FP32\","
+         "\"data\":[1]}]}",
+         400, "unable to decode byte 0xff"},
+        {"{\"inputs\":[{\"name\":\"x\",\"shape\":[3,4,5],\"datatype\":\"FP32\",\"data\":[1]},"
+         "{\"name\":\"y\"}]}",
+         400, "inputs has 2 tensors, expected exactly one"},
+        {IN("\"shape\":[3,4,5],\"datatype\":\"FP32\",\"data\":[1]}]} trailing"), 400,
+         "invalid JSON"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        expect_v2_fail(cases[i].body, -1, cases[i].status, cases[i].needle);
+    /* bytes after the JSON header without any binary input */
+    const char *j =
+        "{\"inputs\":[{\"name\":\"x\",\"shape\":[3,4,5],\"datatype\":\"FP32\",\"data\":[1]}]}";
+    sbuf b = {0};
+    sb_printf(&b, "%sXYZ", j);
+    resattn_infer_request r;
+    char err[RESATTN_PROTO_ERR_LEN];
+    ck_assert_int_eq(v2(b.s, b.len, (long long)strlen(j), &r, err), 400);
+    ck_assert_msg(strstr(err, "3 bytes follow the JSON header"), "%s", err);
+    free(b.s);
+#undef IN
+}
+END_TEST
+
+/* Nesting far deeper than any shape: a clear 400, never a stack overflow. */
+START_TEST(v2_deep_nesting) {
+    int depths[] = {17, 100, 5000, 100000};
+    for (size_t k = 0; k < sizeof depths / sizeof depths[0]; k++) {
+        sbuf b = {0};
+        sb_printf(&b, "{\"inputs\":[{\"name\":\"x\",\"shape\":[3,4,5],\"datatype\":\"FP32\","
+                      "\"data\":");
+        for (int i = 0; i < depths[k]; i++)
+            sb_printf(&b, "[");
+        sb_printf(&b, "1");
+        for (int i = 0; i < depths[k]; i++)
+            sb_printf(&b, "]");
+        sb_printf(&b, "}]}");
+        resattn_infer_request r;
+        char err[RESATTN_PROTO_ERR_LEN] = "";
+        ck_assert_int_eq(v2(b.s, b.len, -1, &r, err), 400);
+        ck_assert_msg(strstr(err, "deeper than 16") || strstr(err, "depth"), "%d: %s", depths[k],
+                      err);
+        free(b.s);
+    }
+}
+END_TEST
+
+START_TEST(nonfinite_allowed) {
+    resattn_parse_limits lim = limits;
+    lim.allow_nonfinite = 1;
+    sbuf b = {0};
+    sb_printf(&b, "{\"inputs\":[{\"name\":\"x\",\"shape\":[3,4,5],\"datatype\":\"FP32\",\"data\":["
+                  "NaN,Infinity,-Infinity,1e39");
+    for (int i = 4; i < CHW; i++)
+        sb_printf(&b, ",0");
+    sb_printf(&b, "]}]}");
+    resattn_model_info m = model();
+    resattn_infer_request r;
+    char err[RESATTN_PROTO_ERR_LEN] = "";
+    ck_assert_msg(
+        resattn_v2_parse(NULL, (unsigned char *)b.s, b.len, -1, &m, &lim, &r, err, sizeof err) == 0,
+        "%s", err);
+    ck_assert(isnan(r.input[0]) && r.input[1] == INFINITY && r.input[2] == -INFINITY &&
+              r.input[3] == INFINITY);
+    resattn_infer_request_release(&r);
+    free(b.s);
+}
+END_TEST
+
+/* The number parser against strtod: random floats printed every way parse back exactly. */
+START_TEST(numbers_roundtrip) {
+    srand(7);
+    const char *fmts[] = {"%.9g", "%.17g", "%.6e", "%.30f", "%.0f", "%.25e"};
+    for (int i = 0; i < 20000; i++) {
+        uint32_t bits = (uint32_t)rand() << 16 ^ (uint32_t)rand();
+        float f;
+        memcpy(&f, &bits, 4);
+        if (!isfinite(f))
+            continue;
+        char t[512];
+        snprintf(t, sizeof t, fmts[i % 6], (double)f);
+        double d;
+        const char *end;
+        ck_assert_msg(resattn_json_number(t, t + strlen(t), &d, &end) == 0, "%s", t);
+        ck_assert_ptr_eq(end, t + strlen(t));
+        ck_assert_msg(d == strtod(t, NULL), "%s: %.17g != %.17g", t, d, strtod(t, NULL));
+        if (i % 6 < 2)
+            ck_assert_msg((float)d == f, "%s does not round-trip", t);
+    }
+    const char *bad[] = {"", "-", "01x", ".5", "1.", "1e", "1e+", "+1", "--1", "0x10"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        double d;
+        const char *end = NULL;
+        int st = resattn_json_number(bad[i], bad[i] + strlen(bad[i]), &d, &end);
+        ck_assert_msg(st != 0 || end != bad[i] + strlen(bad[i]), "'%s' accepted", bad[i]);
+    }
+}
+END_TEST
+
+/* Encoders: parse our own output with jansson and compare. */
+START_TEST(v2_encode_roundtrip) {
+    float logits[2 * 7];
+    for (int i = 0; i < 14; i++)
+        logits[i] = (float)ref_value(i * 7 + 3) / 3.0f;
+    resattn_infer_request req;
+    memset(&req, 0, sizeof req);
+    req.id = "id \"q\"\n\xc3\xa9";
+    req.outputs = RESATTN_OUT_LOGITS | RESATTN_OUT_PROBABILITIES;
+    resattn_response_body b;
+    ck_assert_int_eq(resattn_v2_encode(&req, "se-\"net\"", logits, 2, 7, &b), 0);
+    ck_assert_uint_eq(b.json_header_len, 0);
+    ck_assert_str_eq(b.content_type, "application/json");
+    json_error_t je;
+    json_t *root = json_loadb((const char *)b.data, b.len, JSON_REJECT_DUPLICATES, &je);
+    ck_assert_msg(root != NULL, "%s", je.text);
+    ck_assert_str_eq(json_string_value(json_object_get(root, "model_name")), "se-\"net\"");
+    ck_assert_str_eq(json_string_value(json_object_get(root, "id")), req.id);
+    json_t *outs = json_object_get(root, "outputs");
+    ck_assert_uint_eq(json_array_size(outs), 2);
+    json_t *lo = json_array_get(outs, 0), *pr = json_array_get(outs, 1);
+    ck_assert_str_eq(json_string_value(json_object_get(lo, "name")), "logits");
+    ck_assert_str_eq(json_string_value(json_object_get(lo, "datatype")), "FP32");
+    ck_assert_int_eq(json_integer_value(json_array_get(json_object_get(lo, "shape"), 0)), 2);
+    ck_assert_int_eq(json_integer_value(json_array_get(json_object_get(lo, "shape"), 1)), 7);
+    for (int i = 0; i < 14; i++)
+        ck_assert((float)json_number_value(json_array_get(json_object_get(lo, "data"), i)) ==
+                  logits[i]);
+    for (int row = 0; row < 2; row++) {
+        double s = 0;
+        for (int j = 0; j < 7; j++)
+            s += json_number_value(json_array_get(json_object_get(pr, "data"), row * 7 + j));
+        ck_assert_msg(fabs(s - 1) < 1e-6, "row %d sums to %.9g", row, s);
+    }
+    json_decref(root);
+    resattn_response_body_release(&b);
+
+    /* binary logits, JSON probabilities */
+    req.binary = RESATTN_OUT_LOGITS;
+    ck_assert_int_eq(resattn_v2_encode(&req, "m", logits, 2, 7, &b), 0);
+    ck_assert_uint_gt(b.json_header_len, 0);
+    ck_assert_uint_eq(b.len, b.json_header_len + sizeof logits);
+    root = json_loadb((const char *)b.data, b.json_header_len, 0, &je);
+    ck_assert_msg(root != NULL, "%s", je.text);
+    lo = json_array_get(json_object_get(root, "outputs"), 0);
+    ck_assert_ptr_null(json_object_get(lo, "data"));
+    ck_assert_int_eq(
+        json_integer_value(json_object_get(json_object_get(lo, "parameters"), "binary_data_size")),
+        sizeof logits);
+    ck_assert_mem_eq(b.data + b.json_header_len, logits, sizeof logits);
+    json_decref(root);
+    resattn_response_body_release(&b);
+
+    /* npy response */
+    ck_assert_int_eq(resattn_npy_response(logits, 2, 7, &b), 0);
+    resattn_npy a;
+    char err[RESATTN_PROTO_ERR_LEN];
+    ck_assert_int_eq(resattn_npy_parse(b.data, b.len, &a, err, sizeof err), RESATTN_OK);
+    ck_assert(a.ndim == 2 && a.shape[0] == 2 && a.shape[1] == 7);
+    ck_assert_mem_eq(a.data, logits, sizeof logits);
+    resattn_npy_release(&a);
+    resattn_response_body_release(&b);
+    resattn_response_body_release(NULL);
+    resattn_infer_request_release(NULL);
+}
+END_TEST
+
+/* The request a v2 encoder answer would make: response data parses back through the v2
+ * parser (a [N, 7] tensor is not an image, so only the scanner is compared here). */
+START_TEST(scanner_matches_jansson) {
+    sbuf b = {0};
+    sb_data(&b, NULL, 0, 500, "%.9g");
+    json_t *j = json_loadb(b.s, b.len, 0, NULL);
+    ck_assert_ptr_nonnull(j);
+    float out[500];
+    resattn_scan_shape s;
+    resattn_elem_rule rule = {RESATTN_ELEM_FLOAT, 0, 0, "FP32", 0, 0};
+    char err[RESATTN_PROTO_ERR_LEN];
+    ck_assert_int_eq(
+        resattn_json_scan_tensor(b.s, b.s + b.len, &rule, out, 500, &s, "x", err, sizeof err), 0);
+    ck_assert_int_eq(s.ndim, 1);
+    for (int i = 0; i < 500; i++)
+        ck_assert(out[i] == (float)json_number_value(json_array_get(j, i)));
+    json_decref(j);
+    free(b.s);
+}
+END_TEST
+
+static int tfs(const char *body, resattn_infer_request *r, char *err) {
+    resattn_model_info m = model();
+    return resattn_tfs_parse((const unsigned char *)body, strlen(body), &m, &limits, r, err,
+                             RESATTN_PROTO_ERR_LEN);
+}
+
+START_TEST(tfs_forms) {
+    const int chw[3] = {C, H, W}, hwc[3] = {H, W, C}, nchw[4] = {2, C, H, W},
+              nhwc[4] = {2, H, W, C};
+    float want[2 * CHW], want_hwc[2 * CHW];
+    for (int i = 0; i < 2 * CHW; i++)
+        want[i] = strtof("0", NULL), want[i] = (float)ref_value(i);
+    /* ref_value laid out as [H,W,C] gives [C,H,W] by transposing */
+    for (int n = 0; n < 2; n++)
+        for (int c = 0; c < C; c++)
+            for (int y = 0; y < H; y++)
+                for (int x = 0; x < W; x++)
+                    want_hwc[n * CHW + (c * H + y) * W + x] =
+                        (float)ref_value(n * CHW + (y * W + x) * C + c);
+    struct {
+        const char *pre;
+        const int *dims;
+        int nd;
+        int twice; /* two instances */
+        int hwc, columnar;
+    } cases[] = {
+        {"{\"instances\":[", chw, 3, 1, 0, 0},
+        {"{\"signature_name\":\"serving_default\",\"instances\":[", NULL, 0, 1, 0, 0},
+        {"{\"instances\":[{\"input\":", chw, 3, 1, 0, 0},
+        {"{\"instances\":[", hwc, 3, 1, 1, 0},
+        {"{\"inputs\":", nchw, 4, 0, 0, 1},
+        {"{\"inputs\":{\"input\":", nhwc, 4, 0, 1, 1},
+        {"{\"inputs\":", chw, 3, 0, 0, 1},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        sbuf b = {0};
+        sb_printf(&b, "%s", cases[k].pre);
+        int obj = strstr(cases[k].pre, "{\"input\"") != NULL;
+        int count = cases[k].columnar ? (cases[k].nd == 4 ? 2 * CHW : CHW) : CHW;
+        if (cases[k].twice) {
+            /* two instances with consecutive reference values */
+            sbuf one = {0}, two = {0};
+            sb_data(&one, cases[k].dims, cases[k].nd, CHW, "%.9g");
+            sb_data(&two, cases[k].dims, cases[k].nd, 2 * CHW, "%.9g");
+            /* second instance = values CHW..2CHW: build from a flat list of 2*CHW, split */
+            free(two.s);
+            sbuf second = {0};
+            /* emit second instance by hand (flat or nested by dims) */
+            int idx[3] = {0};
+            if (cases[k].nd == 0) {
+                sb_printf(&second, "[");
+                for (int i = 0; i < CHW; i++)
+                    sb_printf(&second, "%s%.9g", i ? "," : "", ref_value(CHW + i));
+                sb_printf(&second, "]");
+            } else {
+                sb_printf(&second, "[[[");
+                for (int i = 0; i < CHW; i++) {
+                    sb_printf(&second, "%.9g", ref_value(CHW + i));
+                    int d = 2;
+                    while (d >= 0 && ++idx[d] == cases[k].dims[d]) {
+                        idx[d] = 0;
+                        sb_printf(&second, "]");
+                        d--;
+                    }
+                    if (d >= 0) {
+                        sb_printf(&second, ",");
+                        for (int q = d + 1; q < 3; q++)
+                            sb_printf(&second, "[");
+                    }
+                }
+            }
+            sb_printf(&b, obj ? "%s},{\"input\":%s}]}" : "%s, %s]}", one.s, second.s);
+            free(one.s);
+            free(second.s);
+        } else {
+            sb_data(&b, cases[k].dims, cases[k].nd, count, "%.9g");
+            sb_printf(&b, obj ? "}}" : "}");
+        }
+        resattn_infer_request r;
+        char err[RESATTN_PROTO_ERR_LEN] = "";
+        ck_assert_msg(tfs(b.s, &r, err) == 0, "case %zu %s: %s", k, b.s, err);
+        int n = cases[k].twice ? 2 : count / CHW;
+        ck_assert_int_eq(r.n, n);
+        ck_assert_int_eq(r.tfs_columnar, cases[k].columnar);
+        ck_assert_int_eq(r.protocol, RESATTN_PROTO_TFS);
+        const float *w = cases[k].hwc ? want_hwc : want;
+        for (int i = 0; i < n * CHW; i++)
+            ck_assert_msg(r.input[i] == w[i], "case %zu element %d: %.9g != %.9g", k, i, r.input[i],
+                          w[i]);
+        resattn_infer_request_release(&r);
+        free(b.s);
+    }
+}
+END_TEST
+
+START_TEST(tfs_errors_and_encode) {
+    struct {
+        const char *body;
+        int status;
+        const char *needle;
+    } cases[] = {
+        {"", 400, "empty body"},
+        {"{\"instances\":", 400, "invalid JSON"},
+        {"{}", 400, "\"instances\""},
+        {"{\"instances\":[],\"inputs\":[]}", 400, "not both"},
+        {"{\"signature_name\":\"other\",\"instances\":[[1]]}", 400, "signature_name"},
+        {"{\"instances\":[]}", 400, "instances is empty"},
+        {"{\"instances\":5}", 400, "instances must be an array"},
+        {"{\"instances\":[5]}", 400, "instances[0] must be an image"},
+        {"{\"instances\":[{\"image\":[1]}]}", 400, "instances[0] must be an image"},
+        {"{\"instances\":[[1,2,3]]}", 422, "instances[0] has shape [3]"},
+        {"{\"instances\":[[1,\"a\"]]}", 400, "instances[0]: element 1 is a string"},
+        {"{\"instances\":[[1,NaN]]}", 400, "instances[0]: element 1 is NaN"},
+        {"{\"inputs\":[[1,2],[3]]}", 400, "inputs: ragged"},
+        {"{\"inputs\":[[[[1]]]]}", 422, "inputs has shape [1,1,1,1]"},
+        {"{\"inputs\":{\"x\":[1]}}", 400, "inputs must be a batch array"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        resattn_infer_request r;
+        char err[RESATTN_PROTO_ERR_LEN] = "";
+        int st = tfs(cases[i].body, &r, err);
+        ck_assert_msg(st == cases[i].status, "status %d (want %d) for %s: %s", st, cases[i].status,
+                      cases[i].body, err);
+        ck_assert_msg(strstr(err, cases[i].needle), "'%s' does not name '%s'", err,
+                      cases[i].needle);
+        ck_assert_ptr_null(r.input);
+    }
+    /* more than max batch (4) instances, and a columnar batch of 5 */
+    sbuf b = {0}, c = {0};
+    sb_printf(&b, "{\"instances\":[");
+    sb_printf(&c, "{\"inputs\":[");
+    for (int k = 0; k < 5; k++) {
+        sb_printf(&b, k ? "," : "");
+        sb_printf(&c, k ? "," : "");
+        sb_data(&b, NULL, 0, CHW, "%.9g");
+        sb_data(&c, (const int[]){C, H, W}, 3, CHW, "%.9g");
+    }
+    sb_printf(&b, "]}");
+    sb_printf(&c, "]}");
+    resattn_infer_request r;
+    char err[RESATTN_PROTO_ERR_LEN] = "";
+    ck_assert_int_eq(tfs(b.s, &r, err), 413);
+    ck_assert_msg(strstr(err, "instances: more than max batch 4"), "%s", err);
+    ck_assert_int_eq(tfs(c.s, &r, err), 413);
+    ck_assert_msg(strstr(err, "inputs") && strstr(err, "max batch 4"), "%s", err);
+    free(b.s);
+    free(c.s);
+
+    float logits[14];
+    for (int i = 0; i < 14; i++)
+        logits[i] = (float)ref_value(i);
+    resattn_infer_request req;
+    memset(&req, 0, sizeof req);
+    for (int col = 0; col < 2; col++) {
+        req.tfs_columnar = col;
+        resattn_response_body body;
+        ck_assert_int_eq(resattn_tfs_encode(&req, logits, 2, 7, &body), 0);
+        json_t *root = json_loadb((const char *)body.data, body.len, 0, NULL);
+        ck_assert_ptr_nonnull(root);
+        json_t *p = json_object_get(root, col ? "outputs" : "predictions");
+        ck_assert_uint_eq(json_array_size(p), 2);
+        for (int i = 0; i < 14; i++)
+            ck_assert((float)json_number_value(json_array_get(json_array_get(p, i / 7), i % 7)) ==
+                      logits[i]);
+        json_decref(root);
+        resattn_response_body_release(&body);
+    }
+}
+END_TEST
+
+/* Every prefix of valid bodies and random byte mutations: a status, never a crash (ASan). */
+START_TEST(truncations_and_mutations) {
+    sbuf v = {0}, t = {0};
+    sb_printf(&v, "{\"id\":\"a\",\"inputs\":[{\"name\":\"x\",\"shape\":[1,3,4,5],\"datatype\":"
+                  "\"FP32\",\"data\":");
+    sb_data(&v, (const int[]){1, C, H, W}, 4, CHW, "%.9g");
+    sb_printf(&v, "}],\"outputs\":[{\"name\":\"logits\"}]}");
+    sb_printf(&t, "{\"instances\":[{\"input\":");
+    sb_data(&t, (const int[]){C, H, W}, 3, CHW, "%.9g");
+    sb_printf(&t, "}]}");
+    resattn_model_info m = model();
+    for (int which = 0; which < 2; which++) {
+        sbuf *s = which ? &t : &v;
+        for (size_t len = 0; len < s->len; len++) {
+            unsigned char *copy = malloc(len ? len : 1); /* exact size: ASan sees overreads */
+            memcpy(copy, s->s, len);
+            resattn_infer_request r;
+            char err[RESATTN_PROTO_ERR_LEN] = "";
+            int st = which ? resattn_tfs_parse(copy, len, &m, &limits, &r, err, sizeof err)
+                           : resattn_v2_parse("application/json", copy, len, -1, &m, &limits, &r,
+                                              err, sizeof err);
+            ck_assert_msg(st >= 400 && err[0], "prefix %zu accepted (%d)", len, st);
+            free(copy);
+        }
+        srand(11);
+        for (int i = 0; i < 3000; i++) {
+            unsigned char *copy = malloc(s->len);
+            memcpy(copy, s->s, s->len);
+            for (int k = 0; k < 1 + i % 4; k++)
+                copy[(size_t)rand() % s->len] = (unsigned char)"[]{},:\"\\0-e.x \xff"[rand() % 15];
+            resattn_infer_request r;
+            char err[RESATTN_PROTO_ERR_LEN] = "";
+            int st = which ? resattn_tfs_parse(copy, s->len, &m, &limits, &r, err, sizeof err)
+                           : resattn_v2_parse("application/json", copy, s->len, (i % 3) - 1, &m,
+                                              &limits, &r, err, sizeof err);
+            ck_assert(st == 0 || (st >= 400 && err[0]));
+            if (st == 0)
+                ck_assert(r.input != NULL && r.n == 1);
+            resattn_infer_request_release(&r);
+            free(copy);
+        }
+    }
+    free(v.s);
+    free(t.s);
+}
+END_TEST
+
+Suite *protocol_suite(void) {
+    Suite *s = suite_create("protocol");
+    TCase *tc = tcase_create("v2");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, v2_json_fp32_flat_and_nested);
+    tcase_add_test(tc, v2_json_datatypes);
+    tcase_add_test(tc, v2_binary_datatypes);
+    tcase_add_test(tc, v2_binary_errors);
+    tcase_add_test(tc, v2_outputs_requested);
+    tcase_add_test(tc, v2_escaped_key_fallback);
+    tcase_add_test(tc, v2_npy_body);
+    tcase_add_test(tc, v2_errors);
+    tcase_add_test(tc, v2_deep_nesting);
+    tcase_add_test(tc, nonfinite_allowed);
+    tcase_add_test(tc, numbers_roundtrip);
+    tcase_add_test(tc, v2_encode_roundtrip);
+    tcase_add_test(tc, scanner_matches_jansson);
+    suite_add_tcase(s, tc);
+    TCase *tt = tcase_create("tfs");
+    tcase_set_timeout(tt, 60);
+    tcase_add_test(tt, tfs_forms);
+    tcase_add_test(tt, tfs_errors_and_encode);
+    tcase_add_test(tt, truncations_and_mutations);
+    suite_add_tcase(s, tt);
+    return s;
+}
