@@ -121,7 +121,7 @@ fi
 
 echo "== RESATTN_* options used by the deploy files"
 bin=${RESATTN_BIN:-}
-[ -z "$bin" ] && for b in build/resattn build-*/resattn; do [ -x "$b" ] && bin=$b && break; done
+[ -z "$bin" ] && for b in build/resattn build-deploy/resattn; do [ -x "$b" ] && bin=$b && break; done
 if [ -n "$bin" ] && "$bin" serve --help >"$TMP/known" 2>&1; then
   src="\`$bin serve --help\`"
 elif ls server/config.c >/dev/null 2>&1; then
