@@ -12,29 +12,28 @@
  * bounded. Transforms are vectorised across the tiles of one tile row: the alpha input rows
  * of a tile row are first split by column phase (x mod m), so "column tx*m + k" of every
  * tile becomes one contiguous run D[k mod m][tx + k/m] and all transforms are plain
- * vector arithmetic (GCC/Clang vector extensions, 4 floats, baseline SSE).
+ * vector arithmetic (GCC/Clang vector extensions, 8 floats: AVX2 where the CPU has it,
+ * pairs of SSE operations otherwise).
  */
 #include "winograd.h"
 
 #include <cblas.h>
 #include <string.h>
 
-#define VL 4
+#define VL 8
 typedef float v4 __attribute__((vector_size(VL * sizeof(float))));
 typedef int v4i __attribute__((vector_size(VL * sizeof(int))));
+typedef float vload __attribute__((vector_size(VL * sizeof(float)), aligned(4), may_alias));
 
 /* Chunk budget: bytes of V + M (transform-domain input and output) per chunk. */
+#ifndef CHUNK_BYTES
 #define CHUNK_BYTES (6u << 20)
+#endif
 
-static inline v4 ld(const float *p) {
-    v4 v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-static inline void st(float *p, v4 v) {
-    memcpy(p, &v, sizeof v);
-}
+/* Loads and stores through pointers: passing 32-byte vectors by value would change the
+ * ABI between the AVX2 and the baseline clone. */
+#define ld(p) (*(const vload *)(p))
+#define st(p, v) (*(vload *)(p) = (v))
 
 static inline int round_up(int x, int k) {
     return (x + k - 1) / k * k;
@@ -48,7 +47,7 @@ static inline __attribute__((always_inline)) void bt_line(int m, const v4 *d, v4
         r[2] = d[2] - d[1];
         r[3] = d[1] - d[3];
     } else {
-        v4 four = {4, 4, 4, 4}, five = {5, 5, 5, 5}, two = {2, 2, 2, 2};
+        const float four = 4, five = 5, two = 2;
         r[0] = four * d[0] - five * d[2] + d[4];
         r[1] = d[3] + d[4] - four * (d[1] + d[2]);
         r[2] = four * (d[1] - d[2]) + d[4] - d[3];
@@ -64,7 +63,7 @@ static inline __attribute__((always_inline)) void at_line(int m, const v4 *s, v4
         o[0] = s[0] + s[1] + s[2];
         o[1] = s[1] - s[2] - s[3];
     } else {
-        v4 two = {2, 2, 2, 2}, four = {4, 4, 4, 4}, eight = {8, 8, 8, 8};
+        const float two = 2, four = 4, eight = 8;
         v4 a = s[1] + s[2], b = s[1] - s[2], c = s[3] + s[4], d = s[3] - s[4];
         o[0] = s[0] + a + c;
         o[1] = b + two * d;
@@ -135,29 +134,32 @@ size_t resattn_winograd_scratch(int m, int cin, int cout, int n, int h, int w) {
         n = (int)(CHUNK_BYTES / ((size_t)(m + 2) * (m + 2) * (cin + cout) * sizeof(float))) + 1;
     plan p = make_plan(m, cin, cout, n, h, w);
     size_t a2 = (size_t)p.alpha * p.alpha;
-    return a2 * (size_t)(cin + cout) * p.ldv + 2 * (size_t)p.alpha * m * p.jp;
+    return a2 * (size_t)(cin + cout) * p.ldv + (size_t)(p.th * m + 2 + p.alpha) * m * p.jp;
 }
 
 /*
- * Split the alpha input rows of tile row ty by column phase: D [alpha, m, jp],
- * D[k][q][j] = x[ty*m - 1 + k][j*m + q - 1], zero outside the image. x: [h, w].
+ * Split one input row by column phase: d [m, jp], d[q][j] = row[j*m + q - 1], zero outside
+ * [0, w) (and everywhere when row is NULL, a padding row). Read once per input row: the
+ * tile rows of a chunk share the rows they overlap on.
  */
-static inline __attribute__((always_inline)) void gather_rows(int m, const plan *p, const float *x,
-                                                              int h, int w, int ty, float *D) {
-    for (int k = 0; k < p->alpha; k++) {
-        int iy = ty * m - 1 + k;
-        float *dk = D + (size_t)k * m * p->jp;
-        if (iy < 0 || iy >= h) {
-            memset(dk, 0, (size_t)m * p->jp * sizeof *dk);
-            continue;
+static inline __attribute__((always_inline)) void split_row(int m, int jp, const float *row, int w,
+                                                            float *d) {
+    if (!row) {
+        memset(d, 0, (size_t)m * jp * sizeof *d);
+        return;
+    }
+    int jhi = (w + 1) / m; /* j in [1, jhi): every j*m + q - 1 inside the row */
+    for (int j = 0; j < jp; j++) {
+        if (j == 1 && jhi > 1) {
+            for (; j < jhi; j++)
+                for (int q = 0; q < m; q++)
+                    d[(size_t)q * jp + j] = row[j * m + q - 1];
+            if (j >= jp)
+                break;
         }
-        const float *row = x + (size_t)iy * w;
         for (int q = 0; q < m; q++) {
-            float *d = dk + (size_t)q * p->jp;
-            for (int j = 0; j < p->jp; j++) {
-                int ix = j * m + q - 1;
-                d[j] = (ix >= 0 && ix < w) ? row[ix] : 0.0f;
-            }
+            int ix = j * m + q - 1;
+            d[(size_t)q * jp + j] = (ix >= 0 && ix < w) ? row[ix] : 0.0f;
         }
     }
 }
@@ -206,7 +208,7 @@ static inline __attribute__((always_inline)) void output_row(int m, const plan *
                 st(H + ((size_t)rr * m + q) * jp + j, o[q]);
         }
     /* then columns, with the epilogue: Y [m, m, jp] */
-    v4 vb = {bias, bias, bias, bias}, zero = {0, 0, 0, 0};
+    v4 zero = {0};
     /* ReLU as a bit mask (all ones where positive): C has no ternary on vectors */
     for (int q = 0; q < m; q++)
         for (int j = 0; j < p->tw; j += VL) {
@@ -214,7 +216,7 @@ static inline __attribute__((always_inline)) void output_row(int m, const plan *
                 s[rr] = ld(H + ((size_t)rr * m + q) * jp + j);
             at_line(m, s, o);
             for (int oy = 0; oy < m; oy++) {
-                v4 val = o[oy] + vb;
+                v4 val = o[oy] + bias;
                 if (relu)
                     val = (v4)((v4i)val & (val > zero));
                 st(Y + ((size_t)oy * m + q) * jp + j, val);
@@ -240,19 +242,32 @@ static inline __attribute__((always_inline)) void forward_m(int m, const float *
     plan p = make_plan(m, cin, cout, n, h, w);
     int a2 = p.alpha * p.alpha;
     size_t vplane = (size_t)cin * p.ldv, mplane = (size_t)cout * p.ldv;
-    float *V = scratch;                  /* [a2, cin, ldv] */
-    float *M = V + (size_t)a2 * vplane;  /* [a2, cout, ldv] */
-    float *B0 = M + (size_t)a2 * mplane; /* [alpha, m, jp] */
-    float *B1 = B0 + (size_t)p.alpha * m * p.jp;
+    float *V = scratch;                 /* [a2, cin, ldv] */
+    float *M = V + (size_t)a2 * vplane; /* [a2, cout, ldv] */
+    /* P: the phase-split input rows of one image, padded row r = image row r - 1:
+     * [th*m + 2, m, jp]; later reused as H [alpha, m, jp] of the output transform. */
+    float *P = M + (size_t)a2 * mplane;
+    float *B1 = P + (size_t)(p.th * m + 2) * m * p.jp; /* [alpha, m, jp] */
+    size_t prow = (size_t)m * p.jp;
     for (int r0 = 0; r0 < p.rows; r0 += p.chunk_rows) {
         int rc = p.rows - r0 < p.chunk_rows ? p.rows - r0 : p.chunk_rows;
         int nt = rc * p.tw;
         for (int ci = 0; ci < cin; ci++)
-            for (int rr = 0; rr < rc; rr++) {
-                int g = r0 + rr, img = g / p.th, ty = g % p.th;
+            for (int rr = 0; rr < rc;) {
+                /* the chunk's tile rows ty0 .. ty0+run-1 of one image need padded rows
+                 * [ty0*m, (ty0+run)*m + 2) */
+                int g = r0 + rr, img = g / p.th, ty0 = g % p.th;
+                int run = rc - rr < p.th - ty0 ? rc - rr : p.th - ty0;
                 const float *x = in + ((size_t)img * cin + ci) * h * w;
-                gather_rows(m, &p, x, h, w, ty, B0);
-                input_row(m, &p, B0, B1, V + (size_t)ci * p.ldv, vplane, rr * p.tw);
+                for (int r = ty0 * m; r < (ty0 + run) * m + 2; r++) {
+                    int iy = r - 1;
+                    split_row(m, p.jp, iy >= 0 && iy < h ? x + (size_t)iy * w : NULL, w,
+                              P + r * prow);
+                }
+                for (int k = 0; k < run; k++)
+                    input_row(m, &p, P + (size_t)(ty0 + k) * m * prow, B1, V + (size_t)ci * p.ldv,
+                              vplane, (rr + k) * p.tw);
+                rr += run;
             }
         for (int pt = 0; pt < a2; pt++)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, nt, cin, 1.0f,
@@ -262,12 +277,20 @@ static inline __attribute__((always_inline)) void forward_m(int m, const float *
             for (int rr = 0; rr < rc; rr++) {
                 int g = r0 + rr, img = g / p.th, ty = g % p.th;
                 float *y = out + ((size_t)img * cout + co) * h * w;
-                output_row(m, &p, M + (size_t)co * p.ldv, mplane, rr * p.tw, b[co], relu, B0, B1, y,
+                output_row(m, &p, M + (size_t)co * p.ldv, mplane, rr * p.tw, b[co], relu, P, B1, y,
                            h, w, ty);
             }
     }
 }
 
+/* An AVX2 clone beside the baseline one on x86-64 (GCC/Clang pick it at load time). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__)
+#define FAST_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define FAST_CLONES
+#endif
+
+FAST_CLONES
 void resattn_winograd_forward(int m, const float *u, const float *b, int cin, int cout,
                               const float *in, int n, int h, int w, float *out, int relu,
                               float *scratch) {
