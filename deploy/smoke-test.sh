@@ -2,11 +2,12 @@
 # End-to-end smoke test of the container image with podman (no Docker engine needed):
 # builds the Dockerfile, checks the image size (<= 150 MB), runs the image hardened like the
 # Kubernetes manifests (read-only root, no capabilities, no-new-privileges) on a free
-# 127.0.0.1 port, and checks /healthz, /readyz, one prediction on an example image (or a v2
-# JSON tensor when /predict is not there), /metrics (with every metric the Grafana dashboard
+# 127.0.0.1 port, and checks /healthz, /readyz, a KServe v2 JSON prediction, an example image
+# through POST /predict, /metrics (promtool-clean, with every metric the Grafana dashboard
 # reads), the image's HEALTHCHECK (`podman healthcheck run`), the non-root UID of the server
-# process, that the thread defaults follow a --cpus quota, and a clean exit 0 on `podman stop`
-# (SIGTERM, drain). Prints a summary and "smoke: N passed, N failed"; exit 1 on any failure.
+# process, that the thread defaults follow a --cpus quota, and `podman stop` (SIGTERM) under
+# load: exit 0 with every request answered. Prints a summary and "smoke: N passed, N failed";
+# exit 1 on any failure.
 #
 #   deploy/smoke-test.sh            # SMOKE_NO_BUILD=1 reuses an existing resattn:dev
 #   SMOKE_CONTEXT=head deploy/smoke-test.sh   # build from the last commit, not the work tree
@@ -108,11 +109,35 @@ else
 fi
 check "/healthz 200" curl -fsS "$URL/healthz"
 
-# ---- one prediction ----------------------------------------------------------------------
-example=$(ls models/examples/*.png 2>/dev/null | head -n1)
-code=$( [ -n "$example" ] && curl -sS -o "$TMP/pred.json" -w '%{http_code}' -F "image=@$example" "$URL/predict" || echo none)
-if [ "$code" = 200 ]; then
-  check "POST /predict $(basename "$example") -> 200 with predictions" python3 -c '
+# ---- predictions -------------------------------------------------------------------------
+# KServe v2 JSON tensor of the model's input shape (always: also the drain load below). The
+# model's URL name: "default" when the image endpoints serve it so, else the config name that
+# /metrics reports in resattn_model_info.
+name=$(curl -fsS "$URL/metrics" | sed -n 's/^resattn_model_info{.*model="\([^"]*\)".*/\1/p' | head -n1)
+curl -fsS "$URL/v2/models/default" >"$TMP/meta.json" 2>/dev/null ||
+  curl -fsS "$URL/v2/models/$name" >"$TMP/meta.json" 2>/dev/null
+python3 - "$TMP/meta.json" "$TMP/req.json" <<'EOF'
+import json, math, sys
+meta = json.load(open(sys.argv[1]))
+shape = [1] + [d for d in meta["inputs"][0]["shape"][1:]]
+n = math.prod(shape)
+data = [((i * 37) % 255) / 255.0 for i in range(n)]
+json.dump({"inputs": [{"name": meta["inputs"][0]["name"], "shape": shape, "datatype": "FP32", "data": data}]},
+          open(sys.argv[2], "w"))
+EOF
+name=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["name"])' "$TMP/meta.json" 2>/dev/null)
+INFER=/v2/models/$name/infer
+check "POST $INFER (v2 JSON) -> 200 with finite logits" bash -c "
+  curl -fsS -H 'Content-Type: application/json' --data-binary @$TMP/req.json '$URL$INFER' |
+  python3 -c 'import json,sys,math; r=json.load(sys.stdin); o=r[\"outputs\"][0]; assert o[\"data\"] and all(math.isfinite(x) for x in o[\"data\"]), r; print(o[\"name\"], o[\"shape\"])'"
+
+# An example image through /predict (multipart upload).
+example=$(find models/examples -name '*.png' 2>/dev/null | sort | head -n1)
+if [ -z "$example" ]; then
+  fail "no example image in models/examples/*.png for POST /predict"
+else
+  code=$(curl -sS -o "$TMP/pred.json" -w '%{http_code}' -F "image=@$example" "$URL/predict")
+  check "POST /predict $(basename "$example") (multipart) -> $code with predictions" python3 -c '
 import json, sys
 r = json.load(open(sys.argv[1]))
 p = r["predictions"]
@@ -130,27 +155,6 @@ print(r["model"], p[0])' "$TMP/pred.json"
     [ -n "$got" ] && [ "$(echo $got)" = "$(echo $want)" ] && right=$((right + 1))
   done
   summary+=("examples: top-1 label matches the file name for $right of $n images in models/examples")
-else
-  # No image endpoint (yet): a v2 JSON tensor of the model's input shape.
-  echo "note /predict answered $code: using a KServe v2 JSON tensor instead"
-  # The model's URL name: "default" once the image endpoints exist, else the config name that
-  # /metrics reports in resattn_model_info.
-  name=$(curl -fsS "$URL/metrics" | sed -n 's/^resattn_model_info{.*model="\([^"]*\)".*/\1/p' | head -n1)
-  curl -fsS "$URL/v2/models/default" >"$TMP/meta.json" 2>/dev/null ||
-    curl -fsS "$URL/v2/models/$name" >"$TMP/meta.json" 2>/dev/null
-  python3 - "$TMP/meta.json" "$TMP/req.json" <<'EOF'
-import json, math, sys
-meta = json.load(open(sys.argv[1]))
-shape = [1] + [d for d in meta["inputs"][0]["shape"][1:]]
-n = math.prod(shape)
-data = [((i * 37) % 255) / 255.0 for i in range(n)]
-json.dump({"inputs": [{"name": meta["inputs"][0]["name"], "shape": shape, "datatype": "FP32", "data": data}]},
-          open(sys.argv[2], "w"))
-EOF
-  name=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["name"])' "$TMP/meta.json" 2>/dev/null)
-  check "POST /v2/models/$name/infer -> 200 with finite logits" bash -c "
-    curl -fsS -H 'Content-Type: application/json' --data-binary @$TMP/req.json '$URL/v2/models/$name/infer' |
-    python3 -c 'import json,sys,math; r=json.load(sys.stdin); o=r[\"outputs\"][0]; assert o[\"data\"] and all(math.isfinite(x) for x in o[\"data\"]), r; print(o[\"name\"], o[\"shape\"])'"
 fi
 
 # ---- metrics -----------------------------------------------------------------------------
@@ -189,12 +193,45 @@ one_cpu=$(podman run --rm --cpus 1 "$IMAGE" --help 2>&1 | sed -n 's/.*Usable CPU
 summary+=("usable CPUs seen by the server: $host_cpus without a limit, $one_cpu with --cpus 1 (cgroup $(stat -fc %T /sys/fs/cgroup | sed 's/cgroup2fs/v2/; s/tmpfs/v1/'))")
 check "thread defaults follow --cpus 1 (usable CPUs = ${one_cpu:-?})" test "${one_cpu:-x}" = 1
 
-# ---- clean stop --------------------------------------------------------------------------
+# ---- clean stop under load ---------------------------------------------------------------
+# 8 clients post v2 requests (one connection each, so no keep-alive race) while `podman stop`
+# sends SIGTERM: every request must get 200 (or 503 while draining) until the port refuses
+# connections; a reset or a 5xx other than 503 means a request was dropped.
+python3 - 127.0.0.1 "$PORT" "$INFER" "$TMP/req.json" 8 >"$TMP/drain.json" 2>&1 <<'EOF' &
+import http.client, json, sys, threading, time
+host, port, path, body, seconds = sys.argv[1], int(sys.argv[2]), sys.argv[3], open(sys.argv[4], "rb").read(), float(sys.argv[5])
+counts, lock, end = {}, threading.Lock(), time.time() + seconds
+def client():
+    while time.time() < end:
+        try:
+            c = http.client.HTTPConnection(host, port, timeout=15)
+            c.request("POST", path, body, {"Content-Type": "application/json", "Connection": "close"})
+            k = str(c.getresponse().status)
+            c.close()
+        except ConnectionRefusedError:
+            k = "refused"
+            time.sleep(0.05)
+        except Exception as e:
+            k = type(e).__name__
+        with lock:
+            counts[k] = counts.get(k, 0) + 1
+threads = [threading.Thread(target=client) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(json.dumps(counts))
+EOF
+load=$!
+sleep 2
 t0=$(date +%s)
 podman stop -t 30 "$NAME" >/dev/null 2>&1
 took=$(($(date +%s) - t0))
+wait "$load"
 exit_code=$(podman inspect --format '{{.State.ExitCode}}' "$NAME")
-check "podman stop (SIGTERM) -> exit code $exit_code in ${took} s" test "$exit_code" = 0
+check "podman stop (SIGTERM) under load -> exit code $exit_code in ${took} s" test "$exit_code" = 0
+check "every request during the stop answered: $(cat "$TMP/drain.json")" python3 -c '
+import json, sys
+c = json.load(open(sys.argv[1]))
+assert c.get("200", 0) > 0 and set(c) <= {"200", "503", "refused"}, c' "$TMP/drain.json"
 podman logs "$NAME" >"$TMP/logs.txt" 2>&1
 summary+=("server log: $(wc -l <"$TMP/logs.txt") lines; last: $(tail -n1 "$TMP/logs.txt" | cut -c1-150)")
 finish
