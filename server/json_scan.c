@@ -118,8 +118,9 @@ static const double pow10_exact[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6, 
                                        1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
                                        1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
 
-/* The slow path: strtod_l on a NUL-terminated copy (the body has no NUL after it). */
-static int number_slow(const char *p, size_t n, double *v) {
+/* The slow path: strtod_l / strtof_l on a NUL-terminated copy (the body has no NUL after
+ * it). For float32 results strtof_l rounds once, so no double rounding. */
+static int number_slow(const char *p, size_t n, int want_float, double *v) {
     char buf[512];
     if (n >= sizeof buf)
         return -1;
@@ -127,11 +128,38 @@ static int number_slow(const char *p, size_t n, double *v) {
     buf[n] = 0;
     pthread_once(&c_locale_once, c_locale_init);
     char *e;
-    *v = c_locale ? strtod_l(buf, &e, c_locale) : strtod(buf, &e);
+    if (want_float)
+        *v = c_locale ? strtof_l(buf, &e, c_locale) : strtof(buf, &e);
+    else
+        *v = c_locale ? strtod_l(buf, &e, c_locale) : strtod(buf, &e);
     return e == buf + n ? 0 : -1;
 }
 
-int resattn_json_number(const char *p, const char *end, double *v, const char **endp) {
+/*
+ * Fast float32 conversion of m * 10^e for up to 19 digits (numpy's tolist() sends 17-digit
+ * reprs, beyond Clinger's exact 15): d carries at most ~2 double ulps of error, so (float)d
+ * is the correctly rounded float unless d lies within a few double ulps of a point halfway
+ * between two floats (low 29 of the 52 fraction bits near 0x10000000): then -1 (use strtof).
+ */
+static int float_fast(uint64_t m, long exp10, double *v) {
+    if (exp10 < -22 || exp10 > 22)
+        return -1;
+    double d = (double)m;
+    d = exp10 < 0 ? d / pow10_exact[-exp10] : d * pow10_exact[exp10];
+    if (!(d >= 1.2e-38 && d <= 3.4e38)) /* float subnormals and overflow: slow path */
+        return -1;
+    uint64_t bits;
+    memcpy(&bits, &d, 8);
+    int64_t low = (int64_t)(bits & ((1u << 29) - 1)) - (1 << 28);
+    if (low >= -8 && low <= 8)
+        return -1;
+    *v = (double)(float)d;
+    return 0;
+}
+
+/* A JSON number; want_float: only the float32 rounding of the value matters. */
+static int parse_number(const char *p, const char *end, int want_float, double *v,
+                        const char **endp) {
     const char *s = p;
     int neg = 0, nd = 0, exact = 1;
     long exp10 = 0;
@@ -189,13 +217,29 @@ int resattn_json_number(const char *p, const char *end, double *v, const char **
         *v = neg ? -0.0 : 0.0;
         return 0;
     }
-    if (exact && nd <= 15 && exp10 >= -22 && exp10 <= 22) {
+    if (!want_float && exact && nd <= 15 && exp10 >= -22 && exp10 <= 22) {
         double d = (double)m;
         d = exp10 < 0 ? d / pow10_exact[-exp10] : d * pow10_exact[exp10];
         *v = neg ? -d : d;
         return 0;
     }
-    return number_slow(p, (size_t)(s - p), v);
+    if (want_float && !float_fast(m, exp10, v)) {
+        *v = neg ? -*v : *v;
+        return 0;
+    }
+    return number_slow(p, (size_t)(s - p), want_float, v);
+}
+
+int resattn_json_number(const char *p, const char *end, double *v, const char **endp) {
+    return parse_number(p, end, 0, v, endp);
+}
+
+int resattn_json_number_f32(const char *p, const char *end, float *f, const char **endp) {
+    double d;
+    if (parse_number(p, end, 1, &d, endp))
+        return -1;
+    *f = (float)d;
+    return 0;
 }
 
 static int starts(const char *p, const char *end, const char *word) {
@@ -233,7 +277,9 @@ static int scan_element(const char *p, const char *end, const resattn_elem_rule 
         *endp = p + strlen(lit);
         return 0;
     }
-    if (resattn_json_number(p, end, &d, endp)) {
+    int bad = rule->kind == RESATTN_ELEM_FLOAT ? resattn_json_number_f32(p, end, f, endp)
+                                               : resattn_json_number(p, end, &d, endp);
+    if (bad) {
         const char *kind = p < end && *p == '"'                  ? "a string"
                            : p < end && (*p == '[' || *p == '{') ? "an array or object"
                            : starts(p, end, "null")              ? "null"
@@ -252,12 +298,10 @@ static int scan_element(const char *p, const char *end, const resattn_elem_rule 
         *f = (float)d;
         return 0;
     }
-    *f = (float)d;
     if (!isfinite(*f) && !rule->allow_nonfinite) {
         snprintf(err, err_len,
-                 "%s: element %zu (%.9g) is out of float32 range: non-finite "
-                 "values are refused",
-                 what, index, d);
+                 "%s: element %zu (%.*s) is out of float32 range: non-finite values are refused",
+                 what, index, (int)(*endp - p < 40 ? *endp - p : 40), p);
         return 400;
     }
     return 0;

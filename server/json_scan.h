@@ -62,6 +62,10 @@ const char *resattn_json_member(const char *obj, const char *end, const char *ke
  */
 int resattn_json_number(const char *p, const char *end, double *v, const char **endp);
 
+/* The same for a float32 result, correctly rounded from the decimal (faster for long
+   mantissas: only the float rounding has to be right). */
+int resattn_json_number_f32(const char *p, const char *end, float *f, const char **endp);
+
 /*
  * Scan the nested array at [p, end) (leading/trailing whitespace allowed, nothing else),
  * converting elements by `rule` into out[0..cap). Returns 0, or 400 with err naming `what`,

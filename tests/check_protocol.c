@@ -494,7 +494,7 @@ START_TEST(v2_errors) {
         {IN("\"shape\":[3,4,5],\"datatype\":\"FP32\",\"data\":[1,-Infinity]"), 400,
          "element 1 is -Infinity"},
         {IN("\"shape\":[3,4,5],\"datatype\":\"FP32\",\"data\":[1,1e39]"), 400,
-         "element 1 (1e+39) is out of float32 range"},
+         "element 1 (1e39) is out of float32 range"},
         {IN("\"shape\":[3,4,5],\"datatype\":\"FP32\",\"data\":[1,01]"), 400,
          "inputs[0].data: expected ',' or ']' after element 1"},
         {IN("\"shape\":[3,4,5],\"datatype\":\"FP32\",\"data\":[1,.5]"), 400,
@@ -602,6 +602,9 @@ START_TEST(numbers_roundtrip) {
         ck_assert_msg(d == strtod(t, NULL), "%s: %.17g != %.17g", t, d, strtod(t, NULL));
         if (i % 6 < 2)
             ck_assert_msg((float)d == f, "%s does not round-trip", t);
+        float g;
+        ck_assert(resattn_json_number_f32(t, t + strlen(t), &g, &end) == 0);
+        ck_assert_msg(g == strtof(t, NULL), "%s: f32 %.9g != strtof %.9g", t, g, strtof(t, NULL));
     }
     const char *bad[] = {"", "-", "01x", ".5", "1.", "1e", "1e+", "+1", "--1", "0x10"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -609,6 +612,31 @@ START_TEST(numbers_roundtrip) {
         const char *end = NULL;
         int st = resattn_json_number(bad[i], bad[i] + strlen(bad[i]), &d, &end);
         ck_assert_msg(st != 0 || end != bad[i] + strlen(bad[i]), "'%s' accepted", bad[i]);
+    }
+}
+END_TEST
+
+/* Float parsing is correctly rounded even for decimals at or next to a point halfway between
+ * two floats (where converting through double would round twice). */
+START_TEST(numbers_f32_midpoints) {
+    srand(3);
+    for (int i = 0; i < 20000; i++) {
+        uint32_t bits = ((uint32_t)rand() << 16 ^ (uint32_t)rand()) & 0x7effffff;
+        float a, b;
+        memcpy(&a, &bits, 4);
+        bits++;
+        memcpy(&b, &bits, 4);
+        if (!isfinite(b) || a == 0)
+            continue;
+        double mid = ((double)a + (double)b) / 2;
+        char t[64];
+        const char *fmt[] = {"%.17g", "%.16g", "%.15g", "%.19g", "%.9g", "%.12e"};
+        double x = i % 3 == 0 ? mid : i % 3 == 1 ? nextafter(mid, 0) : nextafter(mid, INFINITY);
+        snprintf(t, sizeof t, fmt[i % 6], x);
+        float g;
+        const char *end;
+        ck_assert(resattn_json_number_f32(t, t + strlen(t), &g, &end) == 0);
+        ck_assert_msg(g == strtof(t, NULL), "%s: %.9g != strtof %.9g", t, g, strtof(t, NULL));
     }
 }
 END_TEST
@@ -933,6 +961,7 @@ Suite *protocol_suite(void) {
     tcase_add_test(tc, v2_deep_nesting);
     tcase_add_test(tc, nonfinite_allowed);
     tcase_add_test(tc, numbers_roundtrip);
+    tcase_add_test(tc, numbers_f32_midpoints);
     tcase_add_test(tc, v2_encode_roundtrip);
     tcase_add_test(tc, scanner_matches_jansson);
     suite_add_tcase(s, tc);
