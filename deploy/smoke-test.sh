@@ -48,7 +48,7 @@ finish() {
 command -v podman >/dev/null || { fail "podman not installed"; finish; }
 if ! podman image exists docker.io/library/debian:bookworm-slim; then
   base=../shared/tools/local-base-image.sh
-  [ -x "$base" ] || base=/work/shared/tools/local-base-image.sh
+  [ -f "$base" ] || base=/work/shared/tools/local-base-image.sh
   echo "== base image missing: running $base"
   bash "$base" || { fail "local base image ($base)"; finish; }
 fi
