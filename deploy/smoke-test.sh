@@ -45,8 +45,8 @@ finish() {
   exit
 }
 
-command -v podman >/dev/null || { fail "podman not installed"; finish; }
-if ! podman image exists docker.io/library/debian:bookworm-slim; then
+# The base-image script also installs podman, buildah, runc and debootstrap when missing.
+if ! command -v podman >/dev/null || ! podman image exists docker.io/library/debian:bookworm-slim; then
   base=../shared/tools/local-base-image.sh
   [ -f "$base" ] || base=/work/shared/tools/local-base-image.sh
   echo "== base image missing: running $base"
