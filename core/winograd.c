@@ -18,6 +18,7 @@
 #include "winograd.h"
 
 #include <cblas.h>
+#include <pthread.h>
 #include <string.h>
 
 #define VL 8
@@ -134,7 +135,7 @@ size_t resattn_winograd_scratch(int m, int cin, int cout, int n, int h, int w) {
         n = (int)(CHUNK_BYTES / ((size_t)(m + 2) * (m + 2) * (cin + cout) * sizeof(float))) + 1;
     plan p = make_plan(m, cin, cout, n, h, w);
     size_t a2 = (size_t)p.alpha * p.alpha;
-    return a2 * (size_t)(cin + cout) * p.ldv + (size_t)(p.th * m + 2 + p.alpha) * m * p.jp;
+    return a2 * (size_t)(cin + cout) * p.ldv + 2 * (size_t)(p.th * m + 2 + p.alpha) * m * p.jp;
 }
 
 /*
@@ -235,52 +236,55 @@ static inline __attribute__((always_inline)) void output_row(int m, const plan *
     }
 }
 
-static inline __attribute__((always_inline)) void forward_m(int m, const float *u, const float *b,
-                                                            int cin, int cout, const float *in,
-                                                            int n, int h, int w, float *out,
-                                                            int relu, float *scratch) {
-    plan p = make_plan(m, cin, cout, n, h, w);
-    int a2 = p.alpha * p.alpha;
-    size_t vplane = (size_t)cin * p.ldv, mplane = (size_t)cout * p.ldv;
-    float *V = scratch;                 /* [a2, cin, ldv] */
-    float *M = V + (size_t)a2 * vplane; /* [a2, cout, ldv] */
-    /* P: the phase-split input rows of one image, padded row r = image row r - 1:
-     * [th*m + 2, m, jp]; later reused as H [alpha, m, jp] of the output transform. */
-    float *P = M + (size_t)a2 * mplane;
-    float *B1 = P + (size_t)(p.th * m + 2) * m * p.jp; /* [alpha, m, jp] */
-    size_t prow = (size_t)m * p.jp;
-    for (int r0 = 0; r0 < p.rows; r0 += p.chunk_rows) {
-        int rc = p.rows - r0 < p.chunk_rows ? p.rows - r0 : p.chunk_rows;
-        int nt = rc * p.tw;
-        for (int ci = 0; ci < cin; ci++)
-            for (int rr = 0; rr < rc;) {
-                /* the chunk's tile rows ty0 .. ty0+run-1 of one image need padded rows
-                 * [ty0*m, (ty0+run)*m + 2) */
-                int g = r0 + rr, img = g / p.th, ty0 = g % p.th;
-                int run = rc - rr < p.th - ty0 ? rc - rr : p.th - ty0;
-                const float *x = in + ((size_t)img * cin + ci) * h * w;
-                for (int r = ty0 * m; r < (ty0 + run) * m + 2; r++) {
-                    int iy = r - 1;
-                    split_row(m, p.jp, iy >= 0 && iy < h ? x + (size_t)iy * w : NULL, w,
-                              P + r * prow);
-                }
-                for (int k = 0; k < run; k++)
-                    input_row(m, &p, P + (size_t)(ty0 + k) * m * prow, B1, V + (size_t)ci * p.ldv,
-                              vplane, (rr + k) * p.tw);
-                rr += run;
+/* One chunk's transforms, shared by the parts (threads) that split its channels. */
+typedef struct stage {
+    const plan *p;
+    const float *in, *b;
+    float *out, *V, *M;
+    float *bufs[2]; /* per part: P [th*m + 2, m, jp] then B1 [alpha, m, jp] */
+    int cin, cout, h, w, r0, rc, relu;
+} stage;
+
+/* Input transform of channels [cin*part/nparts, cin*(part+1)/nparts) of the chunk. */
+static inline __attribute__((always_inline)) void input_stage(int m, const stage *s, int part,
+                                                              int nparts) {
+    const plan *p = s->p;
+    size_t prow = (size_t)m * p->jp, vplane = (size_t)s->cin * p->ldv;
+    float *P = s->bufs[part], *B1 = P + (size_t)(p->th * m + 2) * prow;
+    int c0 = s->cin * part / nparts, c1 = s->cin * (part + 1) / nparts;
+    for (int ci = c0; ci < c1; ci++)
+        for (int rr = 0; rr < s->rc;) {
+            /* the chunk's tile rows ty0 .. ty0+run-1 of one image need padded rows
+             * [ty0*m, (ty0+run)*m + 2) */
+            int g = s->r0 + rr, img = g / p->th, ty0 = g % p->th;
+            int run = s->rc - rr < p->th - ty0 ? s->rc - rr : p->th - ty0;
+            const float *x = s->in + ((size_t)img * s->cin + ci) * s->h * s->w;
+            for (int r = ty0 * m; r < (ty0 + run) * m + 2; r++) {
+                int iy = r - 1;
+                split_row(m, p->jp, iy >= 0 && iy < s->h ? x + (size_t)iy * s->w : NULL, s->w,
+                          P + r * prow);
             }
-        for (int pt = 0; pt < a2; pt++)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, nt, cin, 1.0f,
-                        u + (size_t)pt * cout * cin, cin, V + (size_t)pt * vplane, p.ldv, 0.0f,
-                        M + (size_t)pt * mplane, p.ldv);
-        for (int co = 0; co < cout; co++)
-            for (int rr = 0; rr < rc; rr++) {
-                int g = r0 + rr, img = g / p.th, ty = g % p.th;
-                float *y = out + ((size_t)img * cout + co) * h * w;
-                output_row(m, &p, M + (size_t)co * p.ldv, mplane, rr * p.tw, b[co], relu, P, B1, y,
-                           h, w, ty);
-            }
-    }
+            for (int k = 0; k < run; k++)
+                input_row(m, p, P + (size_t)(ty0 + k) * m * prow, B1, s->V + (size_t)ci * p->ldv,
+                          vplane, (rr + k) * p->tw);
+            rr += run;
+        }
+}
+
+/* Output transform + epilogue of output channels [cout*part/nparts, ...) of the chunk. */
+static inline __attribute__((always_inline)) void output_stage(int m, const stage *s, int part,
+                                                               int nparts) {
+    const plan *p = s->p;
+    size_t mplane = (size_t)s->cout * p->ldv;
+    float *H = s->bufs[part], *Y = H + (size_t)(p->th * m + 2) * m * p->jp;
+    int c0 = s->cout * part / nparts, c1 = s->cout * (part + 1) / nparts;
+    for (int co = c0; co < c1; co++)
+        for (int rr = 0; rr < s->rc; rr++) {
+            int g = s->r0 + rr, img = g / p->th, ty = g % p->th;
+            float *y = s->out + ((size_t)img * s->cout + co) * s->h * s->w;
+            output_row(m, p, s->M + (size_t)co * p->ldv, mplane, rr * p->tw, s->b[co], s->relu, H,
+                       Y, y, s->h, s->w, ty);
+        }
 }
 
 /* An AVX2 clone beside the baseline one on x86-64 (GCC/Clang pick it at load time). */
@@ -290,16 +294,131 @@ static inline __attribute__((always_inline)) void forward_m(int m, const float *
 #define FAST_CLONES
 #endif
 
-FAST_CLONES
+typedef void (*stage_fn)(void *s, int part, int nparts);
+FAST_CLONES static void input_stage2(void *s, int part, int nparts) {
+    input_stage(2, s, part, nparts);
+}
+FAST_CLONES static void input_stage4(void *s, int part, int nparts) {
+    input_stage(4, s, part, nparts);
+}
+FAST_CLONES static void output_stage2(void *s, int part, int nparts) {
+    output_stage(2, s, part, nparts);
+}
+FAST_CLONES static void output_stage4(void *s, int part, int nparts) {
+    output_stage(4, s, part, nparts);
+}
+
+/*
+ * A helper thread for the transforms when OpenBLAS runs with more than one thread (the
+ * GEMMs then scale and the single-threaded transforms would not). One process-wide helper,
+ * started on first use; a caller that finds it busy (another context) runs both parts
+ * itself. After fork() the child has no helper and runs alone.
+ */
+static struct {
+    pthread_mutex_t mu, owner;
+    pthread_cond_t go, done;
+    stage_fn fn;
+    void *arg;
+    int state; /* 0 idle, 1 job posted, 2 job finished */
+    int started;
+} helper = {PTHREAD_MUTEX_INITIALIZER,
+            PTHREAD_MUTEX_INITIALIZER,
+            PTHREAD_COND_INITIALIZER,
+            PTHREAD_COND_INITIALIZER,
+            NULL,
+            NULL,
+            0,
+            0};
+static pthread_once_t helper_once = PTHREAD_ONCE_INIT;
+
+static void *helper_main(void *unused) {
+    (void)unused;
+    pthread_mutex_lock(&helper.mu);
+    for (;;) {
+        while (helper.state != 1)
+            pthread_cond_wait(&helper.go, &helper.mu);
+        pthread_mutex_unlock(&helper.mu);
+        helper.fn(helper.arg, 1, 2);
+        pthread_mutex_lock(&helper.mu);
+        helper.state = 2;
+        pthread_cond_signal(&helper.done);
+    }
+    return NULL;
+}
+
+static void helper_forget(void) {
+    helper.started = 0;
+}
+
+static void helper_start(void) {
+    pthread_t t;
+    pthread_attr_t attr;
+    if (pthread_attr_init(&attr))
+        return;
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&t, &attr, helper_main, NULL) == 0 &&
+        pthread_atfork(NULL, NULL, helper_forget) == 0)
+        helper.started = 1;
+    pthread_attr_destroy(&attr);
+}
+
+/* fn(s, 0, 1), or fn(s, 0, 2) here and fn(s, 1, 2) on the helper when two = 1. */
+static void run_parts(stage_fn fn, stage *s, int two) {
+    if (two)
+        pthread_once(&helper_once, helper_start);
+    if (!two || !helper.started || pthread_mutex_trylock(&helper.owner)) {
+        fn(s, 0, 1);
+        return;
+    }
+    pthread_mutex_lock(&helper.mu);
+    helper.fn = fn, helper.arg = s, helper.state = 1;
+    pthread_cond_signal(&helper.go);
+    pthread_mutex_unlock(&helper.mu);
+    fn(s, 0, 2);
+    pthread_mutex_lock(&helper.mu);
+    while (helper.state != 2)
+        pthread_cond_wait(&helper.done, &helper.mu);
+    helper.state = 0;
+    pthread_mutex_unlock(&helper.mu);
+    pthread_mutex_unlock(&helper.owner);
+}
+
+/* Below this many transformed floats per chunk, a thread hand-off costs more than it saves. */
+#define TWO_PART_MIN (1 << 16)
+
 void resattn_winograd_forward(int m, const float *u, const float *b, int cin, int cout,
                               const float *in, int n, int h, int w, float *out, int relu,
                               float *scratch) {
-    if (m == 2)
-        forward_m(2, u, b, cin, cout, in, n, h, w, out, relu, scratch);
-    else
-        forward_m(4, u, b, cin, cout, in, n, h, w, out, relu, scratch);
+    plan p = make_plan(m, cin, cout, n, h, w);
+    int a2 = p.alpha * p.alpha;
+    size_t vplane = (size_t)cin * p.ldv, mplane = (size_t)cout * p.ldv;
+    size_t part = (size_t)(p.th * m + 2 + p.alpha) * m * p.jp;
+    stage s = {.p = &p,
+               .in = in,
+               .b = b,
+               .out = out,
+               .cin = cin,
+               .cout = cout,
+               .h = h,
+               .w = w,
+               .relu = relu};
+    s.V = scratch;                   /* [a2, cin, ldv] */
+    s.M = s.V + (size_t)a2 * vplane; /* [a2, cout, ldv] */
+    s.bufs[0] = s.M + (size_t)a2 * mplane;
+    s.bufs[1] = s.bufs[0] + part;
+    int threads = openblas_get_num_threads() > 1;
+    for (s.r0 = 0; s.r0 < p.rows; s.r0 += p.chunk_rows) {
+        s.rc = p.rows - s.r0 < p.chunk_rows ? p.rows - s.r0 : p.chunk_rows;
+        int nt = s.rc * p.tw;
+        int two = threads && (size_t)a2 * nt * (cin < cout ? cin : cout) >= TWO_PART_MIN;
+        run_parts(m == 2 ? input_stage2 : input_stage4, &s, two);
+        for (int pt = 0; pt < a2; pt++)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, nt, cin, 1.0f,
+                        u + (size_t)pt * cout * cin, cin, s.V + (size_t)pt * vplane, p.ldv, 0.0f,
+                        s.M + (size_t)pt * mplane, p.ldv);
+        run_parts(m == 2 ? output_stage2 : output_stage4, &s, two);
+    }
 }
-
 /*
  * Measured on the 2-core Zen 5 with OpenBLAS 0.3.21 (Haswell kernels), ResNet-18 widths,
  * one thread, against im2col + sgemm: F(4,3) ran 1.9-2.2x faster on 16x16 and larger maps,

@@ -3,13 +3,15 @@
  * (3x3, stride 1, pad 1) over odd shapes: 45x37, 1x1, 7x5, 2x9 maps; 1, 3, 17 and 64
  * channels; batches 1-3; with and without ReLU. The error of each output is bounded
  * relative to its magnitude sum |b| + sum |w x| (the scale float rounding works on), and
- * the test also checks that the forward writes nothing outside `out` and does not depend
- * on what the scratch held before.
+ * the test also checks that the forward writes nothing outside `out`, does not depend on
+ * what the scratch held before, and stays right with the two-thread transform split.
  */
 #include "winograd.h"
 
+#include <cblas.h>
 #include <check.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -137,6 +139,29 @@ START_TEST(test_many_chunks) {
 }
 END_TEST
 
+/* With OpenBLAS at 2 threads the transforms are split with a helper thread; two callers at
+ * once must both get right answers (one of them runs without the helper). */
+static void *concurrent_case(void *arg) {
+    int m = *(const int *)arg;
+    run_case(m, 2, 64, 64, 45, 37, 1);
+    run_case(m, 3, 17, 64, 7, 5, 0);
+    return NULL;
+}
+
+START_TEST(test_two_threads) {
+    openblas_set_num_threads(2);
+    run_all(2);
+    run_all(4);
+    pthread_t t[2];
+    int ms[2] = {2, 4};
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(pthread_create(&t[i], NULL, concurrent_case, &ms[i]), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    openblas_set_num_threads(1);
+}
+END_TEST
+
 START_TEST(test_choose) {
     /* tiny channel counts stay direct; wide layers use a Winograd tile size */
     ck_assert_int_eq(resattn_winograd_choose(3, 64, 224, 224), 0);
@@ -157,6 +182,7 @@ Suite *winograd_suite(void) {
     tcase_add_test(tc, test_f2_matches_direct);
     tcase_add_test(tc, test_f4_matches_direct);
     tcase_add_test(tc, test_many_chunks);
+    tcase_add_test(tc, test_two_threads);
     tcase_add_test(tc, test_choose);
     suite_add_tcase(s, tc);
     return s;
