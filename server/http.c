@@ -11,6 +11,7 @@
  * Responses are only ever queued from the handler, on the libmicrohttpd thread.
  */
 #include "http.h"
+#include "web/index_html.h"
 #include <arpa/inet.h>
 #include <jansson.h>
 #include <microhttpd.h>
@@ -95,6 +96,7 @@ static void h_v2_model_ready(request *r);
 static void h_infer(request *r);
 static void h_v1_model(request *r);
 static void h_metrics(request *r);
+static void h_web(request *r);
 
 static const route routes[] = {
     {"GET", "/v2", RESATTN_EP_V2_SERVER, h_v2_server},
@@ -113,6 +115,7 @@ static const route routes[] = {
     {"GET", "/healthz", RESATTN_EP_HEALTHZ, h_live},
     {"GET", "/readyz", RESATTN_EP_READYZ, h_ready},
     {"GET", "/metrics", RESATTN_EP_METRICS, h_metrics},
+    {"GET", "/", RESATTN_EP_WEB, h_web},
     /* Image endpoints (POST /predict, POST /predict/{m}: multipart or raw image bodies,
      * top-k labels out, RESATTN_EP_PREDICT) are added here. */
 };
@@ -284,6 +287,18 @@ static void h_metrics(request *r) {
     set_answer(r, 200, (unsigned char *)text, len, "text/plain; version=0.0.4; charset=utf-8");
 }
 
+/* The page (server/web/index.html, linked into the binary); a copy, as answers are freed. */
+static void h_web(request *r) {
+    size_t len = (size_t)resattn_web_index_html_size;
+    unsigned char *page = malloc(len ? len : 1);
+    if (!page) {
+        answer_error(r, 500, "out of memory for the page");
+        return;
+    }
+    memcpy(page, resattn_web_index_html, len);
+    set_answer(r, 200, page, len, "text/html; charset=utf-8");
+}
+
 /* ---- inference ------------------------------------------------------------------------ */
 
 /* Worker (or reaper) thread: encode the answer, then let libmicrohttpd resume the request. */
@@ -292,6 +307,8 @@ static void on_job_done(resattn_job *job) {
     const resattn_served_model *sm = &r->srv->models[r->model];
     int k = resattn_model_get_info(sm->model)->num_classes;
     r->batch_size = job->batch_size;
+    r->ireq.masks = job->masks; /* the request owns them from here (freed with it) */
+    job->masks = NULL;
     if (job->status == 504) {
         answer_error(r, 504, "request timed out after %d ms waiting for a worker",
                      r->srv->opt.request_timeout_ms);
@@ -382,6 +399,7 @@ static void h_infer(request *r) {
     r->job.deadline = r->start + s->opt.request_timeout_ms * 1e-3;
     r->job.done = on_job_done;
     r->job.user = r;
+    r->job.want_masks = r->ireq.attention != 0;
     r->state = ST_SUSPENDED;
     /* suspend before the push: the worker may resume the connection at once */
     MHD_suspend_connection(r->conn);

@@ -39,7 +39,7 @@ struct resattn_metrics {
 
 static const char *endpoint_names[RESATTN_EP_COUNT] = {
     "v2_server",  "v2_live", "v2_ready", "v2_model", "v2_model_ready", "v2_infer", "v1_model",
-    "v1_predict", "healthz", "readyz",   "metrics",  "predict",        "unknown",
+    "v1_predict", "healthz", "readyz",   "metrics",  "predict",        "web",      "unknown",
 };
 
 static const char *reject_names[RESATTN_REJECT_COUNT] = {"queue_full", "timeout", "draining",

@@ -23,6 +23,7 @@ typedef enum resattn_endpoint {
     RESATTN_EP_READYZ,
     RESATTN_EP_METRICS,
     RESATTN_EP_PREDICT, /* image endpoints */
+    RESATTN_EP_WEB,     /* GET /: the page (server/web/index.html) */
     RESATTN_EP_UNKNOWN, /* no route matched */
     RESATTN_EP_COUNT
 } resattn_endpoint;

@@ -6,6 +6,7 @@
  * deadline passed while every worker was busy, so a 504 never waits for a worker.
  */
 #include "pool.h"
+#include "mask_summary.h"
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -159,17 +160,28 @@ static void run_batch(worker *w, resattn_job **batch, int count) {
         out = w->logits;
     }
     char err[RESATTN_ERR_LEN] = "";
+    int masks = 0; /* capture costs a copy per block: only for batches that ask */
+    for (int i = 0; i < live; i++)
+        masks |= batch[i]->want_masks;
+    resattn_ctx_capture_masks(w->ctx[batch[0]->model], masks);
     double t0 = resattn_now();
     resattn_status st = resattn_forward(w->ctx[batch[0]->model], in, total, out, err, sizeof err);
     double dt = resattn_now() - t0;
     if (p->metrics && st == RESATTN_OK)
         resattn_metrics_batch(p->metrics, total, dt);
     size_t off = 0;
+    int first = 0; /* the job's first image in the batch */
     for (int i = 0; i < live; i++) {
         resattn_job *j = batch[i];
         j->batch_size = total;
         j->infer_seconds = dt;
-        if (st != RESATTN_OK) {
+        first += j->n;
+        resattn_status cs = RESATTN_OK;
+        if (st == RESATTN_OK && j->want_masks)
+            cs = resattn_mask_set_copy(p->models[j->model], w->ctx[j->model], first - j->n, j->n,
+                                       &j->masks, err, sizeof err);
+        if (st != RESATTN_OK || cs != RESATTN_OK) {
+            off += k * j->n;
             complete(p, j, 500, err);
             continue;
         }
@@ -357,6 +369,7 @@ void resattn_pool_push(resattn_pool *p, resattn_job *job) {
     job->status = 0;
     job->err[0] = 0;
     job->batch_size = 0;
+    job->masks = NULL;
     pthread_mutex_lock(&p->mu);
     if (p->tail)
         p->tail->next = job;

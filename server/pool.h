@@ -25,12 +25,15 @@ struct resattn_job {
     double deadline;    /* resattn_now() value after which the job answers 504 */
     resattn_job_done_fn done;
     void *user;
+    int want_masks; /* capture this job's attention masks into `masks` */
     /* Filled by the pool before done(). */
     int status;
     char err[RESATTN_ERR_LEN];
     int batch_size;       /* images in the forward pass that computed this job */
     double queue_wait;    /* seconds from push to pick-up */
     double infer_seconds; /* duration of that forward pass */
+    /* With want_masks: the job's n images' masks, owned by the submitter (mask_summary.h) */
+    struct resattn_mask_set *masks;
     /* Private. */
     double enqueued;
     resattn_job *next;

@@ -35,6 +35,15 @@ enum {
     RESATTN_OUT_TOPK = 1 << 2,
 };
 
+/* What a request asked of the attention masks (server/attention_api.h). */
+enum {
+    RESATTN_ATTN_SUMMARY = 1 << 0, /* per-block mask summary in the JSON answer */
+    RESATTN_ATTN_IMAGES = 1 << 1,  /* plus base64 PNG heatmaps / bars per block */
+    RESATTN_ATTN_TENSORS = 1 << 2, /* v2 output tensors "attention/<block>[/<kind>]" */
+};
+struct resattn_attn_output;
+struct resattn_mask_set;
+
 /* One parsed inference request, ready for the worker pool. Owns its buffers. */
 typedef struct resattn_infer_request {
     resattn_protocol protocol;
@@ -48,6 +57,10 @@ typedef struct resattn_infer_request {
     int top_k;          /* for RESATTN_OUT_TOPK */
     int tfs_columnar;   /* TF Serving: request used "inputs" (answer "outputs") */
     int tfs_nchw;       /* TF Serving: instances given as [C,H,W] (else [H,W,C] is accepted) */
+    unsigned attention; /* RESATTN_ATTN_* asked for; 0: the worker does not capture masks */
+    struct resattn_attn_output *attn_outputs; /* [num_attn_outputs] v2 mask outputs, owned */
+    int num_attn_outputs;
+    struct resattn_mask_set *masks; /* this request's masks after inference, owned */
 } resattn_infer_request;
 
 void resattn_infer_request_release(resattn_infer_request *r);

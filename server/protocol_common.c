@@ -5,6 +5,8 @@
  */
 #include "protocol_common.h"
 
+#include "attention_api.h"
+
 #include "npy.h"
 
 #include <math.h>
@@ -18,6 +20,7 @@ void resattn_infer_request_release(resattn_infer_request *r) {
     free(r->input);
     free(r->id);
     free(r->input_name);
+    resattn_attention_request_release(r);
     memset(r, 0, sizeof *r);
 }
 
