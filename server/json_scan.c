@@ -99,10 +99,13 @@ const char *resattn_json_member(const char *obj, const char *end, const char *ke
         if (p >= end || *p != ':')
             return NULL;
         const char *v = resattn_json_ws(p + 1, end);
+        int match = (size_t)(kend - 1 - k) == klen && !memcmp(k, key, klen);
+        if (match && !vend)
+            return v < end ? v : NULL;
         const char *ve = resattn_json_skip(v, end, max_depth - 1);
         if (!ve)
             return NULL;
-        if ((size_t)(kend - 1 - k) == klen && !memcmp(k, key, klen)) {
+        if (match) {
             *vend = ve;
             return v;
         }
@@ -144,8 +147,12 @@ static int number_slow(const char *p, size_t n, int want_float, double *v) {
 static int float_fast(uint64_t m, long exp10, double *v) {
     if (exp10 < -22 || exp10 > 22)
         return -1;
-    double d = (double)m;
-    d = exp10 < 0 ? d / pow10_exact[-exp10] : d * pow10_exact[exp10];
+    /* 10^-k is not exact in binary: one more half ulp of error, well inside the guard */
+    static const double pow10_neg[23] = {1e0,   1e-1,  1e-2,  1e-3,  1e-4,  1e-5,  1e-6,  1e-7,
+                                         1e-8,  1e-9,  1e-10, 1e-11, 1e-12, 1e-13, 1e-14, 1e-15,
+                                         1e-16, 1e-17, 1e-18, 1e-19, 1e-20, 1e-21, 1e-22};
+    double d = m <= INT64_MAX ? (double)(int64_t)m : (double)m;
+    d = exp10 < 0 ? d * pow10_neg[-exp10] : d * pow10_exact[exp10];
     if (!(d >= 1.2e-38 && d <= 3.4e38)) /* float subnormals and overflow: slow path */
         return -1;
     uint64_t bits;
@@ -155,6 +162,20 @@ static int float_fast(uint64_t m, long exp10, double *v) {
         return -1;
     *v = (double)(float)d;
     return 0;
+}
+
+/* SWAR digit parsing (as in fast_float / simdjson): 8 ASCII digits in a little-endian word. */
+static int eight_digits(uint64_t v) {
+    return (((v & 0xF0F0F0F0F0F0F0F0u) |
+             (((v + 0x0606060606060606u) & 0xF0F0F0F0F0F0F0F0u) >> 4)) == 0x3333333333333333u);
+}
+
+static uint32_t parse_eight(uint64_t v) {
+    const uint64_t mask = 0x000000FF000000FFu, mul1 = 0x000F424000000064u,
+                   mul2 = 0x0000271000000001u;
+    v -= 0x3030303030303030u;
+    v = (v * 10) + (v >> 8);
+    return (uint32_t)((((v & mask) * mul1) + (((v >> 16) & mask) * mul2)) >> 32);
 }
 
 /* A JSON number; want_float: only the float32 rounding of the value matters. */
@@ -187,9 +208,22 @@ static int parse_number(const char *p, const char *end, int want_float, double *
         s++;
         if (s >= end || !is_digit(*s))
             return -1;
+        if (m == 0) /* leading zeros of 0.000123 are not significant */
+            for (; s < end && *s == '0'; s++)
+                exp10--;
+        while (nd <= 11 && end - s >= 8) { /* eight digits at a time */
+            uint64_t v;
+            memcpy(&v, s, 8);
+            if (!eight_digits(v))
+                break;
+            m = m * 100000000u + parse_eight(v);
+            nd += 8;
+            exp10 -= 8;
+            s += 8;
+        }
         for (; s < end && is_digit(*s); s++) {
             if (m == 0 && *s == '0') {
-                exp10--; /* leading zeros of 0.000123 are not significant */
+                exp10--;
             } else if (nd < 19) {
                 m = m * 10 + (uint64_t)(*s - '0');
                 nd++;
@@ -261,7 +295,9 @@ static int scan_element(const char *p, const char *end, const resattn_elem_rule 
         return 400;
     }
     const char *lit = NULL;
-    if (starts(p, end, "NaN"))
+    if (p >= end || (*p != 'N' && *p != 'I' && *p != '-'))
+        ; /* not a literal: the common case skips the comparisons */
+    else if (starts(p, end, "NaN"))
         lit = "NaN", d = NAN;
     else if (starts(p, end, "Infinity"))
         lit = "Infinity", d = INFINITY;
@@ -310,6 +346,13 @@ static int scan_element(const char *p, const char *end, const resattn_elem_rule 
 int resattn_json_scan_tensor(const char *p, const char *end, const resattn_elem_rule *rule,
                              float *out, size_t cap, resattn_scan_shape *shape, const char *what,
                              char *err, size_t err_len) {
+    return resattn_json_scan_tensor_prefix(p, end, rule, out, cap, shape, NULL, what, err, err_len);
+}
+
+int resattn_json_scan_tensor_prefix(const char *p, const char *end, const resattn_elem_rule *rule,
+                                    float *out, size_t cap, resattn_scan_shape *shape,
+                                    const char **endp, const char *what, char *err,
+                                    size_t err_len) {
     size_t cnt[RESATTN_SCAN_MAX_DIMS + 1];      /* elements so far in the open array at depth */
     int64_t dims[RESATTN_SCAN_MAX_DIMS + 1];    /* length of arrays at depth, once known */
     int known[RESATTN_SCAN_MAX_DIMS + 1] = {0}; /* dims[d] is known */
@@ -395,7 +438,9 @@ int resattn_json_scan_tensor(const char *p, const char *end, const resattn_elem_
             break;
         goto after;
     }
-    if (resattn_json_ws(p, end) != end)
+    if (endp)
+        *endp = p;
+    else if (resattn_json_ws(p, end) != end)
         goto trailing;
     shape->ndim = leaf > 0 ? leaf : maxdepth;
     for (int d = 0; d < shape->ndim; d++)

@@ -50,8 +50,9 @@ const char *resattn_json_skip(const char *p, const char *end, int max_depth);
 
 /*
  * In the object starting at obj, the value of member `key` (compared byte for byte, so a
- * key written with escapes is not found): returns its first byte and sets *vend past it;
- * NULL when absent or when the object is malformed (callers then fall back to jansson).
+ * key written with escapes is not found): returns its first byte and sets *vend past it
+ * (vend NULL: the value is not skipped, for callers that scan it themselves); NULL when
+ * absent or when the object is malformed (callers then fall back to jansson).
  */
 const char *resattn_json_member(const char *obj, const char *end, const char *key,
                                 const char **vend, int max_depth);
@@ -75,5 +76,10 @@ int resattn_json_number_f32(const char *p, const char *end, float *f, const char
 int resattn_json_scan_tensor(const char *p, const char *end, const resattn_elem_rule *rule,
                              float *out, size_t cap, resattn_scan_shape *shape, const char *what,
                              char *err, size_t err_len);
+
+/* The same, for an array followed by anything: *endp is set past its closing bracket. */
+int resattn_json_scan_tensor_prefix(const char *p, const char *end, const resattn_elem_rule *rule,
+                                    float *out, size_t cap, resattn_scan_shape *shape,
+                                    const char **endp, const char *what, char *err, size_t err_len);
 
 #endif

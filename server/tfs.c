@@ -26,15 +26,19 @@ typedef struct tfs_ctx {
     size_t err_len;
 } tfs_ctx;
 
-/* The value of {"input": v} (the only member) at [p, end), or NULL. */
-static const char *input_member(const char *p, const char *end, const char **vend, int depth) {
+/* The value of {"input": v} at p (its first member must be "input"), or NULL; the caller
+ * scans it and then checks that the object closes after it (close_input). */
+static const char *input_member(const char *p, const char *end, int depth) {
     const char *k = resattn_json_ws(p + 1, end);
     if (end - k < 7 || memcmp(k, "\"input\"", 7))
         return NULL;
-    const char *v = resattn_json_member(p, end, "input", vend, depth);
-    if (!v || resattn_json_ws(*vend, end) != end - 1)
-        return NULL;
-    return v;
+    return resattn_json_member(p, end, "input", NULL, depth);
+}
+
+/* Past the '}' that must follow the "input" value at q, or NULL. */
+static const char *close_input(const char *q, const char *end) {
+    q = resattn_json_ws(q, end);
+    return q < end && *q == '}' ? q + 1 : NULL;
 }
 
 /* [H,W,C] image at src into [C,H,W] at dst. */
@@ -72,8 +76,9 @@ static int bad_shape(tfs_ctx *t, const char *what, const resattn_scan_shape *s, 
     return 422;
 }
 
-static int process_instances(tfs_ctx *t, const char *p, const char *end, resattn_infer_request *out,
-                             size_t body_len) {
+/* "instances" at p: each element scanned once, in place; *endp past the closing bracket. */
+static int process_instances(tfs_ctx *t, const char *p, const char *end, const char **endp,
+                             resattn_infer_request *out, size_t body_len) {
     int max = t->limits->max_batch > 0 ? t->limits->max_batch : 1;
     p = resattn_json_ws(p, end);
     if (p >= end || *p != '[') {
@@ -99,29 +104,28 @@ static int process_instances(tfs_ctx *t, const char *p, const char *end, resattn
     while (!st) {
         char what[48];
         snprintf(what, sizeof what, "instances[%d]", n);
-        if (n >= max) {
+        if (n >= max || (size_t)n >= cap) { /* cap < max only when the body cannot hold more */
             snprintf(t->err, t->err_len, "instances: more than max batch %d images", max);
             st = 413;
             break;
         }
-        const char *ee = resattn_json_skip(p, end, t->depth - 1), *v = p, *ve = ee;
-        if (ee && *p == '{')
-            v = input_member(p, ee, &ve, t->depth - 1);
-        if (!ee || !v || (*v != '[')) {
+        const char *v = p < end && *p == '{' ? input_member(p, end, t->depth - 1) : p, *ve;
+        if (!v || v >= end || *v != '[') {
             snprintf(t->err, t->err_len,
                      "%s must be an image (nested array or flat list) or {\"input\": image}", what);
             st = 400;
             break;
         }
-        if ((size_t)n >= cap) { /* cannot happen: cap bounds what the body can hold */
-            st = 400;
-            snprintf(t->err, t->err_len, "instances: too many images for the body size");
-            break;
-        }
         resattn_scan_shape s;
-        st = resattn_json_scan_tensor(v, ve, &rule, scratch, t->chw, &s, what, t->err, t->err_len);
+        st = resattn_json_scan_tensor_prefix(v, end, &rule, scratch, t->chw, &s, &ve, what, t->err,
+                                             t->err_len);
         if (st)
             break;
+        if (*p == '{' && !(ve = close_input(ve, end))) {
+            snprintf(t->err, t->err_len, "%s: the object may hold only \"input\"", what);
+            st = 400;
+            break;
+        }
         int layout = image_layout(s.dims, s.ndim, t->model, t->chw);
         if (layout < 0) {
             st = bad_shape(t, what, &s, 0);
@@ -135,13 +139,15 @@ static int process_instances(tfs_ctx *t, const char *p, const char *end, resattn
                        t->model->in_width);
         out->tfs_nchw = layout;
         n++;
-        p = resattn_json_ws(ee, end);
+        p = resattn_json_ws(ve, end);
         if (p < end && *p == ',') {
             p = resattn_json_ws(p + 1, end);
             continue;
         }
-        if (p < end && *p == ']' && resattn_json_ws(p + 1, end) == end)
+        if (p < end && *p == ']') {
+            *endp = p + 1;
             break;
+        }
         snprintf(t->err, t->err_len, "instances: expected ',' or ']' after instances[%d]", n - 1);
         st = 400;
     }
@@ -150,18 +156,15 @@ static int process_instances(tfs_ctx *t, const char *p, const char *end, resattn
     return st;
 }
 
-static int process_inputs(tfs_ctx *t, const char *p, const char *end, resattn_infer_request *out,
-                          size_t body_len) {
+/* "inputs" at p (a batch array or {"input": batch}); *endp past it. */
+static int process_inputs(tfs_ctx *t, const char *p, const char *end, const char **endp,
+                          resattn_infer_request *out, size_t body_len) {
     int max = t->limits->max_batch > 0 ? t->limits->max_batch : 1;
     p = resattn_json_ws(p, end);
-    const char *v = p, *ve = end;
-    if (p < end && *p == '{') {
-        const char *oe = resattn_json_skip(p, end, t->depth);
-        v = oe ? input_member(p, oe, &ve, t->depth - 1) : NULL;
-        if (!v) {
-            snprintf(t->err, t->err_len, "inputs must be a batch array or {\"input\": batch}");
-            return 400;
-        }
+    const char *v = p < end && *p == '{' ? input_member(p, end, t->depth - 1) : p;
+    if (!v || v >= end || *v != '[') {
+        snprintf(t->err, t->err_len, "inputs must be a batch array or {\"input\": batch}");
+        return 400;
     }
     size_t cap = (size_t)max * t->chw, bound = body_len / 2 + 1;
     cap = cap < bound ? cap : bound;
@@ -173,7 +176,12 @@ static int process_inputs(tfs_ctx *t, const char *p, const char *end, resattn_in
     }
     resattn_elem_rule rule = {RESATTN_ELEM_FLOAT, 0, 0, "float", t->limits->allow_nonfinite, 413};
     resattn_scan_shape s;
-    int st = resattn_json_scan_tensor(v, ve, &rule, buf, cap, &s, "inputs", t->err, t->err_len);
+    int st = resattn_json_scan_tensor_prefix(v, end, &rule, buf, cap, &s, endp, "inputs", t->err,
+                                             t->err_len);
+    if (!st && *p == '{' && !(*endp = close_input(*endp, end))) {
+        snprintf(t->err, t->err_len, "inputs: the object may hold only \"input\"");
+        return 400;
+    }
     if (st == 413 && cap == (size_t)max * t->chw)
         snprintf(t->err, t->err_len, "inputs: more than max batch %d images", max);
     else if (st == 413)
@@ -209,6 +217,25 @@ static int process_inputs(tfs_ctx *t, const char *p, const char *end, resattn_in
     return 0;
 }
 
+/* "instances" or "inputs" at [p, end) per out->tfs_columnar; *endp past it. */
+static int process_at(tfs_ctx *t, const char *p, const char *end, const char **endp,
+                      resattn_infer_request *out, size_t body_len) {
+    return out->tfs_columnar ? process_inputs(t, p, end, endp, out, body_len)
+                             : process_instances(t, p, end, endp, out, body_len);
+}
+
+/* The same for a whole text (jansson's copy): nothing may follow the value. */
+static int process(tfs_ctx *t, const char *p, const char *end, resattn_infer_request *out,
+                   size_t body_len) {
+    const char *e = NULL;
+    int st = process_at(t, p, end, &e, out, body_len);
+    if (!st && resattn_json_ws(e, end) != end) {
+        snprintf(t->err, t->err_len, "unexpected bytes after the tensor");
+        st = 400;
+    }
+    return st;
+}
+
 int resattn_tfs_parse(const unsigned char *body, size_t len, const resattn_model_info *model,
                       const resattn_parse_limits *limits, resattn_infer_request *out, char *err,
                       size_t err_len) {
@@ -226,34 +253,46 @@ int resattn_tfs_parse(const unsigned char *body, size_t len, const resattn_model
         return 400;
     }
     const char *js = (const char *)body, *end = js + len, *ve = NULL;
-    const char *key = "instances", *v = resattn_json_member(js, end, key, &ve, t.depth);
+    const char *key = "instances", *v = resattn_json_member(js, end, key, NULL, t.depth);
     if (!v) {
         key = "inputs";
-        v = resattn_json_member(js, end, key, &ve, t.depth);
+        v = resattn_json_member(js, end, key, NULL, t.depth);
+    }
+    int st = 0;
+    if (v) { /* convert the tensor in place, then parse the envelope with it replaced by 0 */
+        out->tfs_columnar = !strcmp(key, "inputs");
+        st = process_at(&t, v, end, &ve, out, len);
     }
     json_error_t je;
-    json_t *root;
-    if (v) { /* parse the envelope with the tensor replaced by 0 */
+    json_t *root = NULL;
+    if (st) {
+        /* the tensor's error */
+    } else if (v) {
         size_t pre = (size_t)(v - js), post = (size_t)(end - ve);
         char *copy = malloc(pre + post + 1);
         if (!copy) {
             snprintf(err, err_len, "out of memory parsing the request");
-            return 500;
+            st = 500;
+        } else {
+            memcpy(copy, js, pre);
+            copy[pre] = '0';
+            memcpy(copy + pre + 1, ve, post);
+            root = json_loadb(copy, pre + post + 1, JSON_REJECT_DUPLICATES, &je);
+            free(copy);
         }
-        memcpy(copy, js, pre);
-        copy[pre] = '0';
-        memcpy(copy + pre + 1, ve, post);
-        root = json_loadb(copy, pre + post + 1, JSON_REJECT_DUPLICATES, &je);
-        free(copy);
     } else {
         root = json_loadb(js, len, JSON_REJECT_DUPLICATES, &je);
     }
-    if (!root) {
+    if (!st && !root) {
         snprintf(err, err_len, "invalid JSON at line %d column %d: %s", je.line, je.column,
                  je.text);
-        return 400;
+        st = 400;
     }
-    int st = 0;
+    if (st) {
+        resattn_infer_request_release(out);
+        out->protocol = RESATTN_PROTO_TFS;
+        return st;
+    }
     json_t *sig = json_object_get(root, "signature_name");
     json_t *inst = json_object_get(root, "instances"), *inp = json_object_get(root, "inputs");
     char *text = NULL;
@@ -281,10 +320,9 @@ int resattn_tfs_parse(const unsigned char *body, size_t len, const resattn_model
         }
     }
     json_decref(root);
-    if (!st) {
+    if (!st && text) {
         out->tfs_columnar = !strcmp(key, "inputs");
-        st = out->tfs_columnar ? process_inputs(&t, v, ve, out, len)
-                               : process_instances(&t, v, ve, out, len);
+        st = process(&t, v, ve, out, len);
     }
     free(text);
     if (st) {

@@ -56,20 +56,47 @@ static int parse_npy(const unsigned char *body, size_t len, const resattn_model_
     return out->input_name ? 0 : 500;
 }
 
-/* Byte span of inputs[0].data when it is an array written plainly, else ds = NULL. */
-static void locate_data(const char *js, const char *end, int depth, const char **ds,
-                        const char **de) {
-    const char *ie, *fe;
-    *ds = NULL;
-    const char *inputs = resattn_json_member(js, end, "inputs", &ie, depth);
+/*
+ * inputs[0].data found byte-for-byte and, when it reads as float numbers, already converted
+ * (one pass over the big array; the datatype is only known after the envelope is parsed,
+ * so integer/BOOL datatypes or a failing scan are redone with the right rule from [ds, de)).
+ */
+typedef struct prescan {
+    const char *ds, *de; /* the data array's bytes, or ds NULL */
+    float *buf;          /* converted values when ok, malloc'ed */
+    resattn_scan_shape shape;
+    int ok;
+} prescan;
+
+static void locate_data(const char *js, const char *end, const resattn_model_info *model,
+                        const resattn_parse_limits *limits, int depth, prescan *ps) {
+    memset(ps, 0, sizeof *ps);
+    const char *inputs = resattn_json_member(js, end, "inputs", NULL, depth);
     if (!inputs || *inputs != '[')
         return;
-    const char *first = resattn_json_ws(inputs + 1, ie);
-    if (first >= ie || *first != '{' || !(fe = resattn_json_skip(first, ie, depth - 2)))
+    const char *first = resattn_json_ws(inputs + 1, end);
+    if (first >= end || *first != '{')
         return;
-    const char *d = resattn_json_member(first, fe, "data", de, depth - 2);
-    if (d && *d == '[')
-        *ds = d;
+    const char *d = resattn_json_member(first, end, "data", NULL, depth - 2);
+    if (!d || *d != '[')
+        return;
+    size_t chw = (size_t)model->in_channels * model->in_height * model->in_width;
+    size_t cap = (size_t)(limits->max_batch > 0 ? limits->max_batch : 1) * chw,
+           bound = (size_t)(end - d) / 2 + 1;
+    cap = cap < bound ? cap : bound;
+    resattn_elem_rule rule = {RESATTN_ELEM_FLOAT, 0, 0, "FP32", limits->allow_nonfinite, 400};
+    char err[RESATTN_PROTO_ERR_LEN];
+    ps->buf = malloc(cap * sizeof(float));
+    if (ps->buf && !resattn_json_scan_tensor_prefix(d, end, &rule, ps->buf, cap, &ps->shape,
+                                                    &ps->de, "data", err, sizeof err)) {
+        ps->ok = 1;
+        ps->ds = d;
+        return;
+    }
+    free(ps->buf);
+    ps->buf = NULL;
+    ps->de = resattn_json_skip(d, end, depth - 3);
+    ps->ds = ps->de ? d : NULL;
 }
 
 /* jansson on js with [ds, de) replaced by an empty array (when ds). */
@@ -219,10 +246,14 @@ static int read_binary(const resattn_dtype *dt, json_t *bds, size_t count, const
                                 err_len);
 }
 
+static int check_data_shape(const resattn_scan_shape *got, const int64_t *dims, int ndim,
+                            size_t count, const char *shape_s, char *err, size_t err_len);
+
 /* inputs[0].data as JSON: from the cut-out span, or re-serialised from jansson. */
-static int read_json_data(const resattn_dtype *dt, json_t *data, const char *ds, const char *de,
-                          const int64_t *dims, int ndim, size_t count, const char *shape_s,
-                          int allow_nonfinite, float *dst, char *err, size_t err_len) {
+static int read_json_data(const resattn_dtype *dt, json_t *data, prescan *ps, const int64_t *dims,
+                          int ndim, size_t count, const char *shape_s, int allow_nonfinite,
+                          float **dstp, char *err, size_t err_len) {
+    const char *ds = ps->ds, *de = ps->de;
     if (!ds && !data)
         return fail(err, err_len, 400, "%s is missing (and no binary_data_size given)",
                     "inputs[0].data");
@@ -230,6 +261,16 @@ static int read_json_data(const resattn_dtype *dt, json_t *data, const char *ds,
         return fail(err, err_len, 400,
                     "inputs[0].datatype %s is accepted only as binary data (binary_data_size)",
                     dt->name);
+    resattn_scan_shape got;
+    int st = 0;
+    if (ps->ok && dt->kind == RESATTN_ELEM_FLOAT) { /* already converted */
+        got = ps->shape;
+        *dstp = ps->buf;
+        ps->buf = NULL;
+        return check_data_shape(&got, dims, ndim, count, shape_s, err, err_len);
+    }
+    if (!(*dstp = malloc(count * sizeof(float))))
+        return fail(err, err_len, 500, "out of memory for %s", "inputs[0]");
     char *text = NULL;
     if (!ds) {
         if (!json_is_array(data))
@@ -241,23 +282,28 @@ static int read_json_data(const resattn_dtype *dt, json_t *data, const char *ds,
         de = text + strlen(text);
     }
     resattn_elem_rule rule = {dt->kind, dt->lo, dt->hi, dt->name, allow_nonfinite, 400};
-    resattn_scan_shape got;
-    int st =
-        resattn_json_scan_tensor(ds, de, &rule, dst, count, &got, "inputs[0].data", err, err_len);
+    st =
+        resattn_json_scan_tensor(ds, de, &rule, *dstp, count, &got, "inputs[0].data", err, err_len);
     free(text);
     if (st)
         return st;
-    if (got.count != count) {
-        snprintf(err, err_len, "inputs[0].data has %zu elements but shape %s needs %zu", got.count,
+    return check_data_shape(&got, dims, ndim, count, shape_s, err, err_len);
+}
+
+/* The scanned data agrees with the declared shape: same count; if nested, the same dims. */
+static int check_data_shape(const resattn_scan_shape *got, const int64_t *dims, int ndim,
+                            size_t count, const char *shape_s, char *err, size_t err_len) {
+    if (got->count != count) {
+        snprintf(err, err_len, "inputs[0].data has %zu elements but shape %s needs %zu", got->count,
                  shape_s, count);
         return 400;
     }
-    int same = got.ndim == ndim;
+    int same = got->ndim == ndim;
     for (int i = 0; same && i < ndim; i++)
-        same = got.dims[i] == dims[i];
-    if (got.ndim > 1 && !same) {
+        same = got->dims[i] == dims[i];
+    if (got->ndim > 1 && !same) {
         char g[160];
-        resattn_format_shape(got.dims, got.ndim, g, sizeof g);
+        resattn_format_shape(got->dims, got->ndim, g, sizeof g);
         snprintf(err, err_len, "inputs[0].data is nested as %s but shape is %s", g, shape_s);
         return 400;
     }
@@ -280,11 +326,15 @@ static int parse_json(const unsigned char *body, size_t len, long long header_le
         }
         jlen = (size_t)header_len;
     }
-    const char *js = (const char *)body, *ds, *de = NULL;
-    locate_data(js, js + jlen, depth, &ds, &de);
+    const char *js = (const char *)body;
+    prescan ps;
+    locate_data(js, js + jlen, model, limits, depth, &ps);
+    const char *ds = ps.ds, *de = ps.de;
     json_t *root = load_envelope(js, jlen, ds, de, err, err_len);
-    if (!root)
+    if (!root) {
+        free(ps.buf);
         return 400;
+    }
     int st = 400;
     json_t *inputs = json_object_get(root, "inputs"), *id = json_object_get(root, "id");
     json_t *in = json_array_get(inputs, 0);
@@ -342,13 +392,14 @@ static int parse_json(const unsigned char *body, size_t len, long long header_le
     }
     if (!st)
         st = read_outputs(root, out, err, err_len);
-    if (!st && !(out->input = malloc(count * sizeof(float))))
+    if (!st && bds && !(out->input = malloc(count * sizeof(float))))
         st = fail(err, err_len, 500, "out of memory for %s", "inputs[0]");
     if (!st)
         st = bds ? read_binary(dt, bds, count, shape_s, body + jlen, len - jlen,
                                limits->allow_nonfinite, out->input, err, err_len)
-                 : read_json_data(dt, json_object_get(in, "data"), ds, de, dims, ndim, count,
-                                  shape_s, limits->allow_nonfinite, out->input, err, err_len);
+                 : read_json_data(dt, json_object_get(in, "data"), &ps, dims, ndim, count, shape_s,
+                                  limits->allow_nonfinite, &out->input, err, err_len);
+    free(ps.buf);
     if (!st) {
         out->input_name = strdup(json_string_value(name));
         out->id = id ? strdup(json_string_value(id)) : NULL;

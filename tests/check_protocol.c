@@ -833,8 +833,6 @@ START_TEST(tfs_errors_and_encode) {
         {"", 400, "empty body"},
         {"{\"instances\":", 400, "invalid JSON"},
         {"{}", 400, "\"instances\""},
-        {"{\"instances\":[],\"inputs\":[]}", 400, "not both"},
-        {"{\"signature_name\":\"other\",\"instances\":[[1]]}", 400, "signature_name"},
         {"{\"instances\":[]}", 400, "instances is empty"},
         {"{\"instances\":5}", 400, "instances must be an array"},
         {"{\"instances\":[5]}", 400, "instances[0] must be an image"},
@@ -855,6 +853,24 @@ START_TEST(tfs_errors_and_encode) {
         ck_assert_msg(strstr(err, cases[i].needle), "'%s' does not name '%s'", err,
                       cases[i].needle);
         ck_assert_ptr_null(r.input);
+    }
+    /* a valid tensor in an envelope that is wrong (checked after the tensor is read) */
+    const char *env[][3] = {
+        {"{\"instances\":[", "],\"inputs\":[]}", "not both"},
+        {"{\"signature_name\":\"other\",\"instances\":[", "]}", "signature_name"},
+        {"{\"instances\":[", "]", "invalid JSON"},
+        {"{\"instances\":[", "],\"instances\":[]}", "duplicate"}};
+    for (size_t i = 0; i < sizeof env / sizeof env[0]; i++) {
+        sbuf both = {0};
+        sb_printf(&both, "%s", env[i][0]);
+        sb_data(&both, NULL, 0, CHW, "%.9g");
+        sb_printf(&both, "%s", env[i][1]);
+        resattn_infer_request r;
+        char err[RESATTN_PROTO_ERR_LEN] = "";
+        ck_assert_int_eq(tfs(both.s, &r, err), 400);
+        ck_assert_msg(strstr(err, env[i][2]), "%s: %s", both.s, err);
+        ck_assert_ptr_null(r.input);
+        free(both.s);
     }
     /* more than max batch (4) instances, and a columnar batch of 5 */
     sbuf b = {0}, c = {0};
