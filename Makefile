@@ -65,6 +65,7 @@ unit: $(BUILD)/check_resattn $(BUILD)/resattn
 
 test: deps
 	$(MAKE) unit
+	tests/integration/prometheus_scrape.sh $(BUILD)/resattn
 	$(MAKE) asan
 
 asan:
