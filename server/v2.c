@@ -8,6 +8,7 @@
  * Statuses: 400 malformed or self-contradicting request, 413 batch over the limit,
  * 415 unsupported Content-Type, 422 well-formed but not the model's input shape.
  */
+#include "attention_api.h"
 #include "npy.h"
 #include "protocol_common.h"
 
@@ -162,14 +163,19 @@ static int read_shape(json_t *shape, int64_t *dims, int *ndim, size_t *count, ch
     return 0;
 }
 
-/* Which outputs, and which as binary_data. */
-static int read_outputs(json_t *root, resattn_infer_request *out, char *err, size_t err_len) {
+/* Which outputs, and which as binary_data; "attention/..." outputs and the attention
+ * parameters go to server/attention_api.c. */
+static int read_outputs(json_t *root, const resattn_model_info *model, resattn_infer_request *out,
+                        char *err, size_t err_len) {
     json_t *params = json_object_get(root, "parameters");
     if (params && !json_is_object(params))
         return fail(err, err_len, 400, "%s is not an object", "parameters");
     json_t *bdo = json_object_get(params, "binary_data_output");
     if (bdo && !json_is_boolean(bdo))
         return fail(err, err_len, 400, "%s is not a boolean", "parameters.binary_data_output");
+    int st = resattn_attention_v2_params(params, out, model, err, err_len);
+    if (st)
+        return st;
     json_t *outs = json_object_get(root, "outputs");
     if (!outs) {
         out->outputs = RESATTN_OUT_LOGITS;
@@ -187,27 +193,34 @@ static int read_outputs(json_t *root, resattn_infer_request *out, char *err, siz
             return 400;
         }
         const char *nm = json_string_value(name);
-        unsigned bit = !strcmp(nm, "logits")          ? RESATTN_OUT_LOGITS
-                       : !strcmp(nm, "probabilities") ? RESATTN_OUT_PROBABILITIES
-                                                      : 0;
-        if (!bit) {
-            snprintf(err, err_len,
-                     "outputs[%zu].name '%.64s' is not an output of this model (logits, "
-                     "probabilities)",
-                     i, nm);
-            return 400;
-        }
         json_t *op = json_object_get(o, "parameters");
         json_t *bd = json_object_get(op, "binary_data");
         if ((op && !json_is_object(op)) || (bd && !json_is_boolean(bd))) {
             snprintf(err, err_len, "outputs[%zu].parameters.binary_data is not a boolean", i);
             return 400;
         }
+        int binary = json_is_true(bd) || (!bd && json_is_true(bdo));
+        if (resattn_attention_is_output(nm)) {
+            st = resattn_attention_add_output(out, model, nm, binary, err, err_len);
+            if (st)
+                return st;
+            continue;
+        }
+        unsigned bit = !strcmp(nm, "logits")          ? RESATTN_OUT_LOGITS
+                       : !strcmp(nm, "probabilities") ? RESATTN_OUT_PROBABILITIES
+                                                      : 0;
+        if (!bit) {
+            snprintf(err, err_len,
+                     "outputs[%zu].name '%.64s' is not an output of this model (logits, "
+                     "probabilities, attention/<block>[/<kind>])",
+                     i, nm);
+            return 400;
+        }
         out->outputs |= bit;
-        if (json_is_true(bd) || (!bd && json_is_true(bdo)))
+        if (binary)
             out->binary |= bit;
     }
-    if (!out->outputs)
+    if (!json_array_size(outs))
         out->outputs = RESATTN_OUT_LOGITS; /* "outputs": [] means the default */
     return 0;
 }
@@ -391,7 +404,7 @@ static int parse_json(const unsigned char *body, size_t len, long long header_le
         st = 400;
     }
     if (!st)
-        st = read_outputs(root, out, err, err_len);
+        st = read_outputs(root, model, out, err, err_len);
     if (!st && bds && !(out->input = malloc(count * sizeof(float))))
         st = fail(err, err_len, 500, "out of memory for %s", "inputs[0]");
     if (!st)
@@ -469,7 +482,7 @@ static void encode_output(resattn_buf *b, resattn_buf *tail, const char *name, c
 int resattn_v2_encode(const resattn_infer_request *req, const char *model_name, const float *logits,
                       int n, int num_classes, resattn_response_body *out) {
     memset(out, 0, sizeof *out);
-    unsigned want = req->outputs ? req->outputs : RESATTN_OUT_LOGITS;
+    unsigned want = req->outputs || req->num_attn_outputs ? req->outputs : RESATTN_OUT_LOGITS;
     float *probs = NULL;
     if (want & RESATTN_OUT_PROBABILITIES) {
         probs = malloc((size_t)n * (size_t)num_classes * sizeof(float));
@@ -495,13 +508,17 @@ int resattn_v2_encode(const resattn_infer_request *req, const char *model_name, 
         encode_output(&b, &tail, "probabilities", probs, n, num_classes,
                       !!(req->binary & RESATTN_OUT_PROBABILITIES));
     }
-    resattn_buf_str(&b, "]}");
+    int st = resattn_attention_v2_encode_outputs(req, &b, &tail, want != 0);
+    resattn_buf_str(&b, "]");
+    if (!st)
+        st = resattn_attention_v2_encode_params(req, &b);
+    resattn_buf_str(&b, "}");
     size_t header = b.len;
     if (tail.len)
         resattn_buf_put(&b, tail.data, tail.len);
     free(tail.data);
     free(probs);
-    if (b.failed || tail.failed) {
+    if (st || b.failed || tail.failed) {
         free(b.data);
         return 500;
     }

@@ -6,6 +6,7 @@
  * (run under ASan/UBSan by `make asan`). The model is a stand-in resattn_model_info with
  * an odd image shape [3,4,5] and 7 classes: the codecs only read its shape.
  */
+#include "attention_api.h"
 #include "json_scan.h"
 #include "npy.h"
 #include "protocol.h"
@@ -368,6 +369,45 @@ START_TEST(v2_outputs_requested) {
                                &r, err),
                      400);
     ck_assert_msg(strstr(err, "outputs[0].parameters.binary_data"), "%s", err);
+}
+END_TEST
+
+/* "attention/..." outputs and attention parameters reach server/attention_api.c. */
+START_TEST(v2_attention_outputs) {
+    resattn_model_info m = model();
+    m.attention = RESATTN_ATTENTION_SE;
+    m.num_stages = 2;
+    m.layers[0] = m.layers[1] = 1;
+    const char *head = "{\"inputs\":[{\"name\":\"x\",\"shape\":[3,4,5],\"datatype\":\"FP32\","
+                       "\"data\":";
+    const char *tails[] = {
+        "}],\"parameters\":{\"attention\":true},\"outputs\":[{\"name\":"
+        "\"attention/layer2.0/channel\",\"parameters\":{\"binary_data\":true}}]}",
+        "}],\"outputs\":[{\"name\":\"attention/layer3.0\"}]}",
+        "}],\"parameters\":{\"attention\":1}}"};
+    for (int k = 0; k < 3; k++) {
+        sbuf b = {0};
+        sb_printf(&b, "%s", head);
+        sb_data(&b, NULL, 0, CHW, "%.9g");
+        sb_printf(&b, "%s", tails[k]);
+        resattn_infer_request r;
+        char err[RESATTN_PROTO_ERR_LEN] = "";
+        int st = resattn_v2_parse("application/json", (unsigned char *)b.s, b.len, -1, &m, &limits,
+                                  &r, err, sizeof err);
+        if (k == 0) {
+            ck_assert_msg(st == 0, "%s", err);
+            ck_assert_int_eq(r.num_attn_outputs, 1);
+            ck_assert_int_eq(r.attn_outputs[0].binary, 1);
+            ck_assert_uint_eq(r.attention, RESATTN_ATTN_TENSORS | RESATTN_ATTN_SUMMARY);
+            ck_assert_uint_eq(r.outputs, 0); /* only the mask was asked for */
+        } else {
+            ck_assert_int_eq(st, 400);
+            ck_assert_msg(strstr(err, k == 1 ? "attention/layer3.0" : "parameters.attention"), "%s",
+                          err);
+        }
+        resattn_infer_request_release(&r);
+        free(b.s);
+    }
 }
 END_TEST
 
@@ -972,6 +1012,7 @@ Suite *protocol_suite(void) {
     tcase_add_test(tc, v2_binary_errors);
     tcase_add_test(tc, v2_outputs_requested);
     tcase_add_test(tc, v2_escaped_key_fallback);
+    tcase_add_test(tc, v2_attention_outputs);
     tcase_add_test(tc, v2_npy_body);
     tcase_add_test(tc, v2_errors);
     tcase_add_test(tc, v2_deep_nesting);
