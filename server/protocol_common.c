@@ -74,81 +74,83 @@ static float half_to_float(uint16_t h) {
     return f;
 }
 
+/* One element of a non-FP32 type at s (little-endian) as float32. */
+static float decode_one(const resattn_dtype *dt, const unsigned char *s) {
+    const char *name = dt->name;
+    if (dt->kind == RESATTN_ELEM_INT || dt->kind == RESATTN_ELEM_BOOL) {
+        int64_t v = 0;
+        uint64_t u = 0;
+        switch (dt->size * (dt->lo < 0 ? 1 : -1)) {
+        case 1:
+            v = (int8_t)s[0];
+            break;
+        case -1:
+            u = s[0];
+            break;
+        case 2: {
+            int16_t t;
+            memcpy(&t, s, 2);
+            v = t;
+        } break;
+        case -2: {
+            uint16_t t;
+            memcpy(&t, s, 2);
+            u = t;
+        } break;
+        case 4: {
+            int32_t t;
+            memcpy(&t, s, 4);
+            v = t;
+        } break;
+        case -4: {
+            uint32_t t;
+            memcpy(&t, s, 4);
+            u = t;
+        } break;
+        case 8:
+            memcpy(&v, s, 8);
+            break;
+        default:
+            memcpy(&u, s, 8);
+            break;
+        }
+        return dt->lo < 0 ? (float)v : (float)u;
+    }
+    if (name[2] == '6' && name[3] == '4') { /* FP64 */
+        double d;
+        memcpy(&d, s, 8);
+        return (float)d;
+    }
+    if (name[0] == 'B') { /* BF16: the high half of a float32 */
+        uint32_t bits = (uint32_t)s[0] << 16 | (uint32_t)s[1] << 24;
+        float f;
+        memcpy(&f, &bits, 4);
+        return f;
+    }
+    uint16_t h; /* FP16 */
+    memcpy(&h, s, 2);
+    return half_to_float(h);
+}
+
 int resattn_dtype_decode(const resattn_dtype *dt, const unsigned char *src, size_t count,
                          int allow_nonfinite, float *dst, const char *what, char *err,
                          size_t err_len) {
-    const char *name = dt->name;
-    for (size_t i = 0; i < count; i++) {
-        const unsigned char *s = src + i * (size_t)dt->size;
-        float f;
-        if (!strcmp(name, "FP32")) {
-            memcpy(&f, s, 4);
-        } else if (!strcmp(name, "FP64")) {
-            double d;
-            memcpy(&d, s, 8);
-            f = (float)d;
-        } else if (!strcmp(name, "FP16")) {
-            uint16_t h;
-            memcpy(&h, s, 2);
-            f = half_to_float(h);
-        } else if (!strcmp(name, "BF16")) {
-            uint32_t bits = (uint32_t)s[0] << 16 | (uint32_t)s[1] << 24;
-            memcpy(&f, &bits, 4);
-        } else if (!strcmp(name, "BOOL")) {
-            if (s[0] > 1) {
+    if (dt->kind == RESATTN_ELEM_BOOL) {
+        for (size_t i = 0; i < count; i++)
+            if (src[i] > 1) {
                 snprintf(err, err_len, "%s: BOOL element %zu is byte %u, expected 0 or 1", what, i,
-                         s[0]);
+                         src[i]);
                 return 400;
             }
-            f = s[0];
-        } else {
-            int64_t v = 0;
-            uint64_t u = 0;
-            switch (dt->size * (dt->lo < 0 ? 1 : -1)) {
-            case 1:
-                v = (int8_t)s[0];
-                break;
-            case -1:
-                u = s[0];
-                break;
-            case 2: {
-                int16_t t;
-                memcpy(&t, s, 2);
-                v = t;
-            } break;
-            case -2: {
-                uint16_t t;
-                memcpy(&t, s, 2);
-                u = t;
-            } break;
-            case 4: {
-                int32_t t;
-                memcpy(&t, s, 4);
-                v = t;
-            } break;
-            case -4: {
-                uint32_t t;
-                memcpy(&t, s, 4);
-                u = t;
-            } break;
-            case 8:
-                memcpy(&v, s, 8);
-                break;
-            default:
-                memcpy(&u, s, 8);
-                break;
-            }
-            f = dt->lo < 0 ? (float)v : (float)u;
-        }
-        if (!allow_nonfinite && !isfinite(f)) {
-            snprintf(err, err_len,
-                     "%s: element %zu is %s (as float32): non-finite values are refused", what, i,
-                     isnan(f) ? "NaN" : "infinite");
-            return 400;
-        }
-        dst[i] = f;
     }
-    return 0;
+    if (!strcmp(dt->name, "FP32"))
+        memcpy(dst, src, count * sizeof(float)); /* the common case: a copy */
+    else
+        for (size_t i = 0; i < count; i++)
+            dst[i] = decode_one(dt, src + i * (size_t)dt->size);
+    return dt->kind == RESATTN_ELEM_FLOAT
+               ? resattn_check_finite(dst, count, allow_nonfinite, what, err, err_len)
+               : 0;
 }
 
 int resattn_check_finite(const float *x, size_t count, int allow_nonfinite, const char *what,
