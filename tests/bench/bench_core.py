@@ -81,7 +81,9 @@ def vm_hwm_mb():
 
 
 def worker(case_index, threads, export_path=None):
+    import warnings
     import torch
+    warnings.filterwarnings("ignore", category=UserWarning)  # CA's resized-output notices
     torch.set_num_threads(threads)
     case = cases()[case_index]
     size, batch = case[5], case[6]
