@@ -26,6 +26,7 @@
 
 #define REQUEST_ID_LEN 64
 #define MSG_LEN 512
+#define IDLE_GRACE_S 0.05
 
 struct resattn_http {
     struct MHD_Daemon *daemon;
@@ -671,13 +672,21 @@ void resattn_http_begin_drain(resattn_http *h) {
 }
 
 int resattn_http_wait_idle(resattn_http *h, int timeout_ms) {
-    double until = resattn_now() + timeout_ms * 1e-3;
-    while (atomic_load(&h->in_flight) > 0) {
-        if (resattn_now() > until)
-            return -1;
+    double until = resattn_now() + timeout_ms * 1e-3, idle_since = -1;
+    /* idle must last IDLE_GRACE_S: a request a keep-alive client sent just before the
+     * drain may still be on its way from the socket buffer to the first callback */
+    for (;;) {
+        double now = resattn_now();
+        if (atomic_load(&h->in_flight) > 0)
+            idle_since = -1;
+        else if (idle_since < 0)
+            idle_since = now;
+        else if (now - idle_since >= IDLE_GRACE_S)
+            return 0;
+        if (now > until)
+            return atomic_load(&h->in_flight) > 0 ? -1 : 0;
         nanosleep(&(struct timespec){0, 5000000}, NULL);
     }
-    return 0;
 }
 
 void resattn_http_stop(resattn_http *h) {
