@@ -259,6 +259,16 @@ def target_table(rows):
     return "\n".join(lines), met, total
 
 
+NOTES = """What the resattn side runs: 3x3 stride-1 convolutions with at least 16 channels in
+and out use Winograd F(4x4,3x3) on maps of 16x16 and larger and F(2x2,3x3) below
+(core/winograd.c; batched cblas_sgemm per transform point, bias+ReLU fused into the output
+transform); a batch with fewer than 16 tiles in all falls back to im2col + sgemm. Other
+convolutions are im2col + sgemm (1x1 stride 1 without im2col), with the bias+ReLU epilogue
+in one vectorised pass. RESATTN_WINOGRAD=0 forces the direct path (the "direct path /
+sgemm" target row), =2 or =4 a tile size. `resattn bench` reports GFLOP/s of the model's
+direct-convolution FLOPs, so Winograd rows can exceed 100% of the sgemm probe."""
+
+
 def machine():
     cpu = "unknown"
     with open("/proc/cpuinfo") as f:
@@ -305,7 +315,7 @@ def main():
         "faster). “% of sgemm” = resattn GFLOP/s over a plain cblas_sgemm (M=128, N=3136, "
         "K=1152) with the same threads in the same run. RSS: peak resident memory of the "
         "`resattn bench` process / of the PyTorch worker after its eager runs.", "",
-        table(rows), "", "## Targets", "",
+        table(rows), "", NOTES, "", "## Targets", "",
         "%d of %d met." % (met, total), "", tt, ""])
     print("\n" + text)
     if a.out != "-":
