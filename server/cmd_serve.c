@@ -1,10 +1,12 @@
 /*
  * `resattn serve`: reads the configuration, loads the models (the built-in one when no
  * --model is given), starts the worker pool and the HTTP server, and waits for SIGTERM or
- * SIGINT in main with sigwait (the signals are blocked before any thread starts, so no
- * libmicrohttpd or worker thread ever runs a handler). On a signal it drains: readiness turns
- * 503, the listener closes, queued and running requests finish (within --drain-timeout-ms),
- * then everything stops and the process exits 0.
+ * SIGINT in main with sigtimedwait. The signals are blocked before our threads start, so
+ * libmicrohttpd and worker threads never take them; OpenBLAS starts its own threads before
+ * main, with signals unblocked, so a tiny handler that only records the signal covers a
+ * signal delivered there (the default action would kill the process mid-drain). On a signal
+ * it drains: readiness turns 503, the listener closes, queued and running requests finish
+ * (within --drain-timeout-ms), then everything stops and the process exits 0.
  */
 #include "commands.h"
 #include "config.h"
@@ -214,6 +216,25 @@ static void teardown(server *s) {
     resattn_server_config_release(&s->cfg);
 }
 
+/* Set by on_signal when a thread that does not block the signals (OpenBLAS's) takes one. */
+static volatile sig_atomic_t signal_seen;
+
+static void on_signal(int sig) {
+    signal_seen = sig;
+}
+
+/* Block until SIGTERM or SIGINT arrives, whichever thread the kernel gave it to. */
+static int wait_signal(const sigset_t *set) {
+    for (;;) {
+        struct timespec tick = {0, 100 * 1000000L};
+        int sig = sigtimedwait(set, NULL, &tick);
+        if (sig > 0)
+            return sig;
+        if (signal_seen)
+            return signal_seen;
+    }
+}
+
 int resattn_cmd_serve(int argc, char **argv) {
     static server s; /* large; zero-initialised */
     char err[RESATTN_ERR_LEN];
@@ -224,11 +245,15 @@ int resattn_cmd_serve(int argc, char **argv) {
         resattn_server_config_release(&s.cfg);
         return rc == 1 ? 0 : 2;
     }
-    /* before any thread exists: signals go to sigwait below, never to a handler thread */
+    /* before our threads exist: they inherit the mask, main takes the signals below */
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
     json_object_seed(0);
@@ -246,8 +271,7 @@ int resattn_cmd_serve(int argc, char **argv) {
         teardown(&s);
         return 1;
     }
-    int sig = 0;
-    sigwait(&set, &sig);
+    int sig = wait_signal(&set);
     say(&s, "info", "%s: draining (timeout %d ms)", sig == SIGINT ? "SIGINT" : "SIGTERM",
         s.cfg.drain_timeout_ms);
     rc = drain(&s);

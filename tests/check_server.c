@@ -818,7 +818,23 @@ START_TEST(test_sigterm_under_load) {
         ca[i] = (client_arg){.port = s.port, .id = i, .model = m, .path = infer, .stop = &stop};
         ck_assert(pthread_create(&t[i], NULL, client_main, &ca[i]) == 0);
     }
+    uh_client *probe = uh_client_new(s.port); /* a keep-alive connection opened before */
+    uh_response r;
+    uh_client_request(probe, "GET", "/readyz", NULL, NULL, 0, &r);
+    ck_assert_int_eq(r.status, 200);
+    uh_response_release(&r);
     usleep(800000);
+    kill(s.pid, SIGTERM);
+    long ready_status = 0; /* readiness turns 503 at once while requests still drain */
+    for (int i = 0; i < 200 && ready_status != 503; i++) {
+        uh_client_request(probe, "GET", "/readyz", NULL, NULL, 0, &r);
+        ready_status = r.status;
+        uh_response_release(&r);
+        if (!ready_status)
+            break; /* connection closed: the drain already finished */
+        usleep(10000);
+    }
+    uh_client_free(probe);
     int status = uh_server_stop(&s, SIGTERM, 60000);
     atomic_store(&stop, 1);
     for (int i = 0; i < N; i++)
@@ -829,6 +845,7 @@ START_TEST(test_sigterm_under_load) {
         failed += ca[i].failed + ca[i].other + ca[i].s504;
     }
     ck_assert_int_eq(status, 0);
+    ck_assert_msg(ready_status == 503, "/readyz during the drain: %ld", ready_status);
     ck_assert_msg(failed == 0, "%d accepted requests were not answered properly", failed);
     ck_assert_msg(ok > 0, "no request was answered before the signal");
     resattn_model_free(m);
