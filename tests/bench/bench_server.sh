@@ -1,0 +1,228 @@
+#!/bin/bash
+# Server benchmark (issue 3): wrk at 1, 8 and 32 connections against `resattn serve` on a
+# CIFAR-size SE-ResNet-18 (3x32x32, random weights), v2 JSON and v2 binary bodies, batching
+# on (--max-batch 8) and off (--max-batch 1), and in the same run a FastAPI + uvicorn +
+# PyTorch service doing the same job (tests/bench/fastapi_server.py). Then the non-forward
+# overhead of a 224x224 request: in process (tests/bench/bench_server.c, codec time vs the
+# forward pass) and end to end (wrk, one connection, p50 latency minus the forward pass).
+#
+#   tests/bench/bench_server.sh [DURATION_SECONDS]     (default 10 per wrk run)
+#
+# Environment: BUILD (default build-bench), OUT (default tests/bench/SERVER_RESULTS.md;
+# "-" prints only). Needs wrk, curl, /usr/bin/python3 with torch, fastapi, uvicorn.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT"
+DUR=${1:-10}
+BUILD=${BUILD:-build-bench}
+OUT=${OUT:-tests/bench/SERVER_RESULTS.md}
+PY=/usr/bin/python3
+WORK=$(mktemp -d /tmp/resattn-bench-server.XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+make -s BUILD="$BUILD" "$BUILD/resattn" >/dev/null
+BIN=$ROOT/$BUILD/resattn
+"$PY" tests/bench/bench_server_models.py "$WORK" >/dev/null
+# shellcheck disable=SC2046 # pkg-config flags are meant to split
+cc -std=c11 -O2 -D_GNU_SOURCE -pthread -Iinclude -Icore -Iserver \
+    $(pkg-config --cflags jansson openblas) -o "$WORK/bench_server_codec" tests/bench/bench_server.c \
+    "$BUILD"/obj/server/{v2,tfs,json_scan,protocol_common,attention_api}.o "$BUILD/libresattn.a" \
+    $(pkg-config --libs jansson openblas libpng libjpeg) -lm
+
+# Request bodies, written the way a Python client would (json.dumps of tolist(): 17-digit
+# reprs of the float32 values; the binary extension: JSON header + little-endian FP32).
+"$PY" - "$WORK" <<'PYEOF'
+import json, sys, numpy as np
+out = sys.argv[1]
+for name, size in (("cifar", 32), ("big", 224)):
+    x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
+    inp = {"name": "input", "shape": list(x.shape), "datatype": "FP32"}
+    with open(f"{out}/{name}.json", "w") as f:
+        json.dump({"inputs": [dict(inp, data=x.ravel().tolist())]}, f)
+    head = json.dumps({"inputs": [dict(inp, parameters={"binary_data_size": x.nbytes})],
+                       "outputs": [{"name": "logits", "parameters": {"binary_data": True}}]}).encode()
+    with open(f"{out}/{name}.bin", "wb") as f:
+        f.write(head + x.tobytes())
+    with open(f"{out}/{name}.hlen", "w") as f:
+        f.write(str(len(head)))
+PYEOF
+
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_ready() { # url
+    for _ in $(seq 1 600); do
+        curl -sf -o /dev/null "$1" && return 0
+        sleep 0.1
+    done
+    echo "server at $1 did not become ready" >&2
+    return 1
+}
+
+start_resattn() { # model max_batch -> sets PORT, SPID
+    PORT=$(free_port)
+    "$BIN" serve --model "$1" --host 127.0.0.1 --port "$PORT" --max-batch "$2" \
+        2>"$WORK/resattn.log" &
+    SPID=$!
+    PIDS+=("$SPID")
+    wait_ready "http://127.0.0.1:$PORT/v2/health/ready"
+}
+
+start_fastapi() {
+    PORT=$(free_port)
+    "$PY" tests/bench/fastapi_server.py --model-dir "$WORK" --port "$PORT" --threads "$1" \
+        2>"$WORK/fastapi.log" &
+    SPID=$!
+    PIDS+=("$SPID")
+    wait_ready "http://127.0.0.1:$PORT/v2/health/ready"
+}
+
+stop_server() {
+    kill "$SPID"
+    wait "$SPID" 2>/dev/null || true
+}
+
+run_wrk() { # label form(json|bin) conns duration bodyname model
+    local body=$WORK/$5.$2 ct=application/json hlen=""
+    if [ "$2" = bin ]; then
+        ct=application/octet-stream
+        hlen=$(cat "$WORK/$5.hlen")
+    fi
+    local t=$(($3 < 2 ? 1 : 2))
+    local line
+    line=$(BODY=$body CT=$ct HLEN=$hlen wrk -t"$t" -c"$3" -d"$4"s --timeout 30s \
+        -s tests/bench/bench_server.lua "http://127.0.0.1:$PORT/v2/models/$6/infer" | tail -1)
+    echo "{\"server\": \"$1\", \"form\": \"$2\", \"conns\": $3, \"body\": \"$5\", \"wrk\": $line}" \
+        >>"$WORK/results.jsonl"
+    echo "$1 $2 c=$3: $line" >&2
+}
+
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+for server in "resattn batch=8" "resattn batch=1" "fastapi torch-threads=2" \
+    "fastapi torch-threads=1"; do
+    case $server in
+    "resattn batch=8") start_resattn "$WORK/cifar_se.safetensors" 8 ;;
+    "resattn batch=1") start_resattn "$WORK/cifar_se.safetensors" 1 ;;
+    "fastapi torch-threads=2") start_fastapi 2 ;;
+    "fastapi torch-threads=1") start_fastapi 1 ;;
+    esac
+    BODY=$WORK/cifar.json CT=application/json wrk -t2 -c8 -d2s -s tests/bench/bench_server.lua \
+        "http://127.0.0.1:$PORT/v2/models/cifar_se/infer" >/dev/null # warm-up
+    for form in json bin; do
+        for c in 1 8 32; do
+            run_wrk "$server" "$form" "$c" "$DUR" cifar cifar_se
+        done
+    done
+    stop_server
+done
+
+# 224x224: forward time, codec time in process, end-to-end latency at one connection.
+FWD=$("$BIN" bench --model "$WORK/imagenet_se.safetensors" --batch 1 --threads 1 --iters 10)
+"$WORK/bench_server_codec" "$WORK/imagenet_se.safetensors" 11 cpu >"$WORK/codec_cpu.md"
+"$WORK/bench_server_codec" "$WORK/imagenet_se.safetensors" 11 >"$WORK/codec_wall.md"
+start_resattn "$WORK/imagenet_se.safetensors" 1
+run_wrk "resattn 224 batch=1" json 1 "$DUR" big imagenet_se
+run_wrk "resattn 224 batch=1" bin 1 "$DUR" big imagenet_se
+# The server's own CPU time per request (all its threads, /proc/PID/stat utime+stime, in
+# clock ticks), N sequential requests per form: robust to the other jobs on the machine.
+N=30
+TCK=$(getconf CLK_TCK)
+for form in json bin; do
+    a=$(awk '{print $14+$15}' "/proc/$SPID/stat")
+    for _ in $(seq 1 $N); do
+        if [ $form = json ]; then
+            curl -sf -o /dev/null -H 'Content-Type: application/json' --data-binary "@$WORK/big.json" \
+                "http://127.0.0.1:$PORT/v2/models/imagenet_se/infer"
+        else
+            curl -sf -o /dev/null -H 'Content-Type: application/octet-stream' \
+                -H "Inference-Header-Content-Length: $(cat "$WORK/big.hlen")" \
+                --data-binary "@$WORK/big.bin" "http://127.0.0.1:$PORT/v2/models/imagenet_se/infer"
+        fi
+    done
+    b=$(awk '{print $14+$15}' "/proc/$SPID/stat")
+    echo "{\"form\": \"$form\", \"cpu_ms_per_request\": $(( (b - a) * 1000 / TCK / N ))}" >>"$WORK/cpu.jsonl"
+done
+stop_server
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+
+"$PY" - "$WORK" "$OUT" "$DUR" "$LOAD_BEFORE" "$LOAD_AFTER" "$FWD" <<'PYEOF'
+import json, platform, subprocess, sys, time
+work, out, dur, lb, la, fwd = sys.argv[1:]
+fwd = json.loads(fwd)
+rows = [json.loads(l) for l in open(f"{work}/results.jsonl")]
+def get(server, form, c):
+    for r in rows:
+        if r["server"] == server and r["form"] == form and r["conns"] == c:
+            return r["wrk"]
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+mem = next(l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal"))
+import torch, fastapi, uvicorn
+wrkv = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0]
+L = []
+L.append("# Server benchmark results\n")
+L.append(f"Generated by `tests/bench/bench_server.sh {dur}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n")
+L.append(f"Machine: {cpu}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} usable cores, "
+         f"{int(mem)//1024} MiB RAM, {platform.platform()}; OpenBLAS core forced to Haswell. "
+         f"{wrkv}; torch {torch.__version__}, FastAPI {fastapi.__version__}, uvicorn {uvicorn.__version__}.\n")
+L.append(f"**The machine was shared**: load average {lb} before and {la} after the run (other jobs on the "
+         "same 2 cores), and wrk runs on the same cores as the servers. Absolute numbers are therefore "
+         "low and noisy; the side-by-side ratios from the same run are the meaningful part.\n")
+L.append("Model: Pattern-1 SE-ResNet-18 (CIFAR stem, 3x32x32, 10 classes, random weights, "
+         f"{fwd.get('gflops_per_image', 0):.2f} GFLOP for the 224 model below). resattn serve with default workers/BLAS threads "
+         "(2 workers x 1 thread on 2 cores), --max-batch 8 (batching on, max delay 2 ms) or 1 (off). "
+         "FastAPI: one uvicorn process, torch.set_num_threads(2), torch.inference_mode(). "
+         f"Each cell: one wrk run of {dur} s; requests/s and the p50/p99 latency wrk reports.\n")
+for form, title in (("json", "v2 JSON (body: json.dumps of tolist(), 17-digit numbers)"),
+                    ("bin", "v2 binary tensor extension (FP32 bytes; resattn answers binary logits)")):
+    L.append(f"\n## {title}\n")
+    L.append("| connections | server | requests/s | p50 ms | p99 ms | non-2xx |")
+    L.append("|---:|---|---:|---:|---:|---:|")
+    for c in (1, 8, 32):
+        for s in ("resattn batch=8", "resattn batch=1", "fastapi torch-threads=2",
+                  "fastapi torch-threads=1"):
+            w = get(s, form, c)
+            if w:
+                L.append(f"| {c} | {s} | {w['rps']:.1f} | {w['p50_ms']:.1f} | {w['p99_ms']:.1f} | {w['non2xx'] + w['socket_errors']} |")
+    L.append("\nRatios at 32 connections:")
+    a, b = get("resattn batch=8", form, 32), get("resattn batch=1", form, 32)
+    fs = [w for w in (get("fastapi torch-threads=2", form, 32), get("fastapi torch-threads=1", form, 32)) if w and w["rps"] > 0]
+    f = max(fs, key=lambda w: w["rps"]) if fs else None
+    if a and f:
+        L.append(f"- resattn (batching on) / the better FastAPI variant, requests/s: **{a['rps']/f['rps']:.2f}x** (target >= 5x); "
+                 f"p99 resattn / FastAPI: **{a['p99_ms']/f['p99_ms']:.2f}** (target <= 0.33)")
+    if a and b:
+        L.append(f"- batching on / off requests/s: **{a['rps']/b['rps']:.2f}x** (target >= 1.5x)")
+L.append("\n## Non-forward overhead of a 224x224 request (ImageNet-stem SE-ResNet-18, 1000 classes)\n")
+L.append(f"Forward pass, `resattn bench --batch 1 --threads 1 --iters 10`: {fwd['ms_per_image']:.1f} ms mean.\n")
+L.append("In process (tests/bench/bench_server.c: parse + encode, median of 11), this thread's CPU time:\n")
+L.append(open(f"{work}/codec_cpu.md").read())
+L.append("Same, wall clock (stretched by the other jobs):\n")
+L.append(open(f"{work}/codec_wall.md").read())
+L.append("End to end over HTTP, one connection, `--max-batch 1` (wrk p50 latency, which includes the forward pass, "
+         "libmicrohttpd receiving the body, the worker hand-off and wrk on the same cores):\n")
+L.append("| body | requests/s | p50 ms | p50 - forward ms | (p50 - forward) / forward |")
+L.append("|---|---:|---:|---:|---:|")
+for form in ("json", "bin"):
+    w = get("resattn 224 batch=1", form, 1)
+    if w:
+        d = w["p50_ms"] - fwd["ms_per_image"]
+        L.append(f"| {form} | {w['rps']:.1f} | {w['p50_ms']:.1f} | {d:.1f} | {100*d/fwd['ms_per_image']:.1f}% |")
+cpu = {json.loads(l)["form"]: json.loads(l)["cpu_ms_per_request"] for l in open(f"{work}/cpu.jsonl")}
+fwd_cpu = next((float(l.split(":")[1].split("ms")[0]) for l in open(f"{work}/codec_cpu.md") if "Forward pass" in l), None)
+L.append("\nThe server process's CPU time per request (all threads, /proc/PID/stat, 30 sequential curl "
+         "requests per body; robust to the other jobs), against the forward pass's CPU time above:\n")
+L.append("| body | server CPU ms / request | minus forward CPU ms | overhead / forward |")
+L.append("|---|---:|---:|---:|")
+for form in ("json", "bin"):
+    if form in cpu and fwd_cpu:
+        d = cpu[form] - fwd_cpu
+        L.append(f"| {form} | {cpu[form]} | {d:.1f} | {100*d/fwd_cpu:.1f}% |")
+text = "\n".join(L) + "\n"
+print(text)
+if out != "-":
+    open(out, "w").write(text)
+PYEOF
