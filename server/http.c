@@ -11,6 +11,7 @@
  * Responses are only ever queued from the handler, on the libmicrohttpd thread.
  */
 #include "http.h"
+#include "image_api.h"
 #include "web/index_html.h"
 #include <arpa/inet.h>
 #include <jansson.h>
@@ -117,8 +118,10 @@ static const route routes[] = {
     {"GET", "/readyz", RESATTN_EP_READYZ, h_ready},
     {"GET", "/metrics", RESATTN_EP_METRICS, h_metrics},
     {"GET", "/", RESATTN_EP_WEB, h_web},
-    /* Image endpoints (POST /predict, POST /predict/{m}: multipart or raw image bodies,
-     * top-k labels out, RESATTN_EP_PREDICT) are added here. */
+    /* Image endpoints: multipart, raw image or base64 JSON bodies, top-k labels out
+     * (server/image_api.c); /predict is the first model ("default" without --model). */
+    {"POST", "/predict", RESATTN_EP_PREDICT, h_infer},
+    {"POST", "/predict/{m}", RESATTN_EP_PREDICT, h_infer},
 };
 
 #define NUM_ROUTES (sizeof routes / sizeof routes[0])
@@ -317,9 +320,13 @@ static void on_job_done(resattn_job *job) {
         answer_error(r, job->status, "inference failed: %s", job->err);
     } else {
         resattn_response_body b = {0};
-        int rc = r->ireq.protocol == RESATTN_PROTO_TFS
-                     ? resattn_tfs_encode(&r->ireq, r->logits, r->ireq.n, k, &b)
-                     : resattn_v2_encode(&r->ireq, sm->name, r->logits, r->ireq.n, k, &b);
+        int rc =
+            resattn_image_api_owns(&r->ireq)
+                ? resattn_image_api_encode(&r->ireq, sm->name, resattn_model_get_info(sm->model),
+                                           r->logits, r->ireq.n, &b)
+            : r->ireq.protocol == RESATTN_PROTO_TFS
+                ? resattn_tfs_encode(&r->ireq, r->logits, r->ireq.n, k, &b)
+                : resattn_v2_encode(&r->ireq, sm->name, r->logits, r->ireq.n, k, &b);
         if (rc || !b.data) {
             resattn_response_body_release(&b);
             answer_error(r, 500, "could not encode the answer");
@@ -340,6 +347,24 @@ static int parse_infer(request *r, char *err, size_t err_len) {
     const resattn_served_model *sm = &r->srv->models[r->model];
     const resattn_model_info *info = resattn_model_get_info(sm->model);
     const char *ct = header(r, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (r->ep == RESATTN_EP_PREDICT ||
+        (r->ep == RESATTN_EP_V2_INFER && resattn_image_api_is_image(ct, r->body, r->len))) {
+        const char *q = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "top_k");
+        int top_k = -1;
+        if (q) {
+            char *end;
+            long k = strtol(q, &end, 10);
+            if (end == q || *end || k < 1 || k > 1000000) {
+                snprintf(err, err_len, "query parameter top_k '%.32s' is not a positive integer",
+                         q);
+                return 400;
+            }
+            top_k = (int)k;
+        }
+        return resattn_image_api_parse(
+            r->ep == RESATTN_EP_PREDICT ? RESATTN_PROTO_PREDICT : RESATTN_PROTO_V2, ct, r->body,
+            r->len, top_k, 0, info, &r->srv->opt.limits, &r->ireq, err, err_len);
+    }
     if (r->ep == RESATTN_EP_V1_PREDICT) {
         if (ct && strncasecmp(ct, "application/json", 16)) {
             snprintf(err, err_len, "Content-Type '%s' is not supported here: use application/json",
@@ -424,6 +449,19 @@ static void make_request_id(request *r) {
     snprintf(r->request_id, sizeof r->request_id, "%08x%08llx", r->srv->id_salt, n);
 }
 
+static int name_is(const char *name, const char *p, size_t n) {
+    return name && strlen(name) == n && !strncmp(name, p, n);
+}
+
+/* A served model by URL name; "default", unless a model has that name, is the first model
+ * (the built-in one without --model), as for POST /predict. */
+static int find_model(const resattn_http *s, const char *p, size_t n) {
+    for (int j = 0; j < s->num_models; j++)
+        if (name_is(s->models[j].name, p, n))
+            return j;
+    return name_is("default", p, n) && s->num_models > 0 ? 0 : -1;
+}
+
 /* Route the request and decide early errors (404, 405, 413). */
 static void route_request(request *r, const char *url, const char *method) {
     const char *allow = NULL;
@@ -437,12 +475,10 @@ static void route_request(request *r, const char *url, const char *method) {
             allow = routes[i].method;
             continue;
         }
+        if (!m.p && r->ep == RESATTN_EP_PREDICT)
+            r->model = 0; /* POST /predict: the first (or built-in "default") model */
         if (m.p) {
-            r->model = -1;
-            for (int j = 0; j < r->srv->num_models; j++)
-                if (strlen(r->srv->models[j].name) == m.n &&
-                    !strncmp(r->srv->models[j].name, m.p, m.n))
-                    r->model = j;
+            r->model = find_model(r->srv, m.p, m.n);
             if (r->model < 0) {
                 answer_error(r, 404, "model '%.*s' not found", (int)m.n, m.p);
                 return;
