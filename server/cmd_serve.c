@@ -161,6 +161,7 @@ static int start(server *s) {
         .host = s->cfg.host,
         .port = s->cfg.port,
         .max_body_bytes = s->cfg.max_body_bytes,
+        .threads = s->cfg.http_threads,
         .request_timeout_ms = s->cfg.request_timeout_ms,
         .log_json = s->cfg.log_json,
         .log = stderr,

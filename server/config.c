@@ -36,6 +36,8 @@ static const option_def options[] = {
      "TCP port; 0 picks a free one and prints it"},
     {"workers", "RESATTN_WORKERS", OPT_INT, OFF(workers), "0", 0, 256, "N",
      "inference worker threads; 0 = usable CPUs / BLAS threads"},
+    {"http-threads", "RESATTN_HTTP_THREADS", OPT_INT, OFF(http_threads), "1", 1, 64, "N",
+     "libmicrohttpd threads (they parse request bodies); more on big machines"},
     {"blas-threads", "RESATTN_BLAS_THREADS", OPT_INT, OFF(blas_threads), "0", 0, 256, "N",
      "OpenBLAS threads per GEMM; 0 = usable CPUs / workers (at least 1)"},
     {"max-batch", "RESATTN_MAX_BATCH", OPT_INT, OFF(max_batch), "8", 1, 1024, "N",

@@ -19,6 +19,7 @@ typedef struct resattn_server_config {
     char *host;         /* listen address, owned */
     int port;           /* 0 = pick a free port */
     int workers;        /* worker threads (0 in the table = automatic; resolved on parse) */
+    int http_threads;   /* libmicrohttpd threads (request parsing and answers) */
     int blas_threads;   /* OpenBLAS threads per GEMM (0 = automatic; resolved on parse) */
     int max_batch;      /* most images in one forward pass */
     int max_delay_ms;   /* longest wait for more requests to fill a batch */

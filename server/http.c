@@ -678,7 +678,8 @@ resattn_status resattn_http_start(const resattn_http_options *opt,
                                  on_mhd_error, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
                                  MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                                  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
-                                 MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
+                                 MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_THREAD_POOL_SIZE,
+                                 (unsigned)(opt->threads > 1 ? opt->threads : 0), MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!s->daemon) {
         snprintf(err, err_len, "cannot listen on %s:%d (address in use or not available)",

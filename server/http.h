@@ -25,6 +25,7 @@ typedef struct resattn_http_options {
     int port;         /* 0 = any free port */
     long long max_body_bytes;
     int request_timeout_ms;
+    int threads;  /* libmicrohttpd threads (epoll each); 1 = one internal thread */
     int log_json; /* access log as JSON lines */
     FILE *log;    /* access and error log; NULL = no logging */
     resattn_parse_limits limits;
