@@ -2,10 +2,14 @@
  * `resattn predict`: run a model on an input tensor and write or print the logits.
  * The input file becomes a float32 [N, C, H, W] tensor in load_input (one place, so other
  * input kinds such as images plug in there); a [C, H, W] array is taken as N = 1.
+ * A PNG or JPEG input is decoded and preprocessed per the model's "preprocess" config
+ * (core/preprocess.c) into [1, C, H, W], and its top-k labels are printed (--top-k, 5).
  * Output: --output Y.npy gets float32 [N, num_classes]; otherwise the logits are printed.
  */
 #include "commands.h"
 #include "npy.h"
+#include "preprocess.h"
+#include "protocol_common.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,17 +42,53 @@ static int read_file(const char *path, unsigned char **buf, size_t *len) {
     return 0;
 }
 
+/* A PNG/JPEG file (buf) preprocessed for the model into x [1, C, H, W]. */
+static int load_image(const char *path, const unsigned char *buf, size_t len,
+                      const resattn_model_info *in, resattn_npy *x) {
+    char err[RESATTN_ERR_LEN];
+    resattn_preprocess p;
+    if (resattn_preprocess_from_model(in, &p, err, sizeof err)) {
+        fprintf(stderr, "resattn predict: %s: this model does not take images: %s\n", path, err);
+        return 1;
+    }
+    memset(x, 0, sizeof *x);
+    x->ndim = 4;
+    x->shape[0] = 1;
+    x->shape[1] = in->in_channels;
+    x->shape[2] = in->in_height;
+    x->shape[3] = in->in_width;
+    x->count = (size_t)in->in_channels * in->in_height * in->in_width;
+    x->data = malloc(x->count * sizeof(float));
+    if (!x->data) {
+        fprintf(stderr, "resattn predict: out of memory\n");
+        return 1;
+    }
+    if (resattn_preprocess_bytes(&p, buf, len, 0, x->data, err, sizeof err)) {
+        fprintf(stderr, "resattn predict: %s: %s\n", path, err);
+        resattn_npy_release(x);
+        return 1;
+    }
+    return 0;
+}
+
 /*
  * Turn the --input file into a float32 tensor [N, C, H, W] matching the model's input;
- * returns 0 or prints a one-line error and returns non-zero.
+ * returns 0 or prints a one-line error and returns non-zero. *is_image tells PNG/JPEG.
  */
-static int load_input(const char *path, const resattn_model_info *in, resattn_npy *x) {
+static int load_input(const char *path, const resattn_model_info *in, resattn_npy *x,
+                      int *is_image) {
     unsigned char *buf;
     size_t len;
     char err[RESATTN_ERR_LEN];
     if (read_file(path, &buf, &len)) {
         fprintf(stderr, "resattn predict: cannot read input %s\n", path);
         return 1;
+    }
+    *is_image = resattn_image_sniff(buf, len) != RESATTN_IMAGE_FORMAT_UNKNOWN;
+    if (*is_image) {
+        int rc = load_image(path, buf, len, in, x);
+        free(buf);
+        return rc;
     }
     resattn_status s = resattn_npy_parse(buf, len, x, err, sizeof err);
     free(buf);
@@ -133,15 +173,38 @@ static void print_logits(const resattn_model_info *in, const float *logits, int 
     }
 }
 
+/* The top_k labels of one image by softmax probability. */
+static void print_top_k(const resattn_model_info *in, const float *logits, int top_k) {
+    int k = in->num_classes;
+    float *p = malloc(sizeof(float) * (size_t)k);
+    if (!p)
+        return;
+    resattn_softmax_rows(logits, 1, k, p);
+    for (int i = 0; i < top_k && i < k; i++) {
+        int best = -1;
+        for (int c = 0; c < k; c++)
+            if (p[c] >= 0 && (best < 0 || p[c] > p[best]))
+                best = c;
+        printf("%d. %s (class %d): %.4f\n", i + 1, in->labels ? in->labels[best] : "-", best,
+               p[best]);
+        p[best] = -1; /* taken */
+    }
+    free(p);
+}
+
 static void usage(FILE *f) {
-    fprintf(f, "usage: resattn predict [--model M.safetensors] --input X.npy [--output Y.npy]\n\n"
+    fprintf(f, "usage: resattn predict [--model M.safetensors] --input X.npy|X.png|X.jpg\n"
+               "                       [--output Y.npy] [--top-k K]\n\n"
                "Run the model on X (float32 [N, C, H, W] or [C, H, W]). With --output, write\n"
                "the logits as float32 [N, num_classes] .npy and print a summary; without it,\n"
-               "print each image's class and logits. Without --model, the built-in model.\n");
+               "print each image's class and logits. A PNG or JPEG image is preprocessed as the\n"
+               "model's config says, and its K most likely labels are printed (default 5).\n"
+               "Without --model, the built-in model.\n");
 }
 
 int resattn_cmd_predict(int argc, char **argv) {
     const char *model = NULL, *input = NULL, *output = NULL;
+    int top_k = 5, is_image = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
@@ -152,6 +215,15 @@ int resattn_cmd_predict(int argc, char **argv) {
             input = argv[++i];
         } else if (!strcmp(argv[i], "--output") && i + 1 < argc) {
             output = argv[++i];
+        } else if (!strcmp(argv[i], "--top-k") && i + 1 < argc) {
+            char *end;
+            long k = strtol(argv[++i], &end, 10);
+            if (end == argv[i] || *end || k < 1 || k > 100000) {
+                fprintf(stderr, "resattn predict: --top-k '%s' is not a positive integer\n",
+                        argv[i]);
+                return 2;
+            }
+            top_k = (int)k;
         } else {
             fprintf(stderr, "resattn predict: unknown or incomplete option '%s'\n", argv[i]);
             usage(stderr);
@@ -168,7 +240,7 @@ int resattn_cmd_predict(int argc, char **argv) {
         return rc;
     const resattn_model_info *in = resattn_model_get_info(m);
     resattn_npy x;
-    if ((rc = load_input(input, in, &x))) {
+    if ((rc = load_input(input, in, &x, &is_image))) {
         resattn_model_free(m);
         return rc;
     }
@@ -180,6 +252,8 @@ int resattn_cmd_predict(int argc, char **argv) {
         if (!rc)
             printf("predict: %d image%s -> %s [%d, %d]\n", n, n == 1 ? "" : "s", output, n,
                    in->num_classes);
+    } else if (!rc && is_image) {
+        print_top_k(in, logits, top_k);
     } else if (!rc) {
         print_logits(in, logits, n);
     }
