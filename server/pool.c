@@ -35,6 +35,7 @@ struct resattn_pool {
     pthread_cond_t stopped;  /* for the reaper's sleep */
     resattn_job *head, *tail;
     int depth, slots, stop;
+    int busy; /* workers between taking a batch and finishing it */
     int num_warm, warm_failed;
     char warm_err[RESATTN_ERR_LEN + 64];
     worker *workers;
@@ -111,7 +112,10 @@ static int take_batch(resattn_pool *p, resattn_job **batch, int *count) {
     int model = p->head->model, total = 0;
     *count = 0;
     gather(p, model, batch, count, &total);
-    if (total < p->opt.max_batch && p->opt.max_delay_ms > 0 && !p->stop) {
+    /* Wait for more only when no other worker is idle: an idle worker would take the next
+     * request at once, so waiting would only add latency (e.g. to a lone client). */
+    if (total < p->opt.max_batch && p->opt.max_delay_ms > 0 && !p->stop &&
+        p->busy >= p->opt.workers - 1) {
         struct timespec until = abs_after(p->opt.max_delay_ms * 1e-3);
         while (total < p->opt.max_batch && !p->stop) {
             int rc = pthread_cond_timedwait(&p->nonempty, &p->mu, &until);
@@ -123,6 +127,7 @@ static int take_batch(resattn_pool *p, resattn_job **batch, int *count) {
     /* other workers may be asleep while jobs for another model wait */
     if (p->head)
         pthread_cond_signal(&p->nonempty);
+    p->busy++;
     pthread_mutex_unlock(&p->mu);
     return 1;
 }
@@ -218,8 +223,12 @@ static void *worker_main(void *arg) {
     warm_up(w);
     resattn_job **batch = malloc(sizeof *batch * (size_t)w->pool->opt.max_batch);
     int count;
-    while (batch && take_batch(w->pool, batch, &count))
+    while (batch && take_batch(w->pool, batch, &count)) {
         run_batch(w, batch, count);
+        pthread_mutex_lock(&w->pool->mu);
+        w->pool->busy--;
+        pthread_mutex_unlock(&w->pool->mu);
+    }
     free(batch);
     return NULL;
 }
