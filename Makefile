@@ -21,7 +21,7 @@ CORE_OBJ   = $(CORE_SRC:%.c=$(BUILD)/obj/%.o)
 SERVER_OBJ = $(SERVER_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/models/default_model.o
 TEST_OBJ   = $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 
-.PHONY: all deps run test unit asan format format-check clean fixtures
+.PHONY: all deps run test unit asan format format-check clean fixtures fuzz
 all: $(BUILD)/resattn
 
 deps:
@@ -83,6 +83,13 @@ format-check:
 
 fixtures:
 	/usr/bin/python3 tools/make_fixtures.py
+
+# libFuzzer driver for the image inputs (fuzz/README.md), built with clang.
+fuzz:
+	$(MAKE) BUILD=$(BUILD) CC=clang OPT="-O1 -g -fsanitize=fuzzer-no-link,address,undefined" \
+	  $(BUILD)/fuzz_image
+$(BUILD)/fuzz_image: fuzz/fuzz_image.c $(SERVER_OBJ) $(BUILD)/libresattn.a
+	$(CC) $(CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $^ $(LDLIBS)
 
 clean:
 	rm -rf build build-asan

@@ -1,0 +1,16 @@
+#!/bin/sh
+# Seeds for fuzz/fuzz_image.c from the test fixtures: "<target byte><type byte><payload>".
+set -e
+cd "$(dirname "$0")/.."
+out=fuzz/corpus
+mkdir -p "$out"
+seed() { { printf "$1"; cat "$2"; } > "$out/$3"; }
+seed '\000\000' tests/fixtures/images/palette.png img-palette
+seed '\000\000' tests/fixtures/images/gray.jpg img-gray-jpg
+seed '\000\000' tests/fixtures/images/progressive.jpg img-progressive
+seed '\000\000' tests/fixtures/images/gray16.png img-gray16
+seed '\002\001' models/examples/0_ankle-boot.png predict-raw
+printf '\001\000--XyZ\r\nContent-Disposition: form-data; name="image"; filename="a"\r\nContent-Type: image/png\r\n\r\nDATA\r\n--XyZ\r\nContent-Disposition: form-data; name=top_k\r\n\r\n3\r\n--XyZ--\r\n' > "$out/multipart"
+{ printf '\002\002{"images":["'; base64 -w0 tests/fixtures/images/tiny.png; printf '"],"top_k":2}'; } > "$out/predict-json"
+{ printf '\003\002{"id":"x","inputs":[{"name":"i","shape":[1],"datatype":"BYTES","data":["'; base64 -w0 tests/fixtures/images/tiny.png; printf '"]}]}'; } > "$out/v2-bytes"
+printf '\004\000QUJD\r\nRA==' > "$out/base64"
