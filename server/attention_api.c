@@ -124,6 +124,26 @@ int resattn_attention_query(const char *value) {
     return -1;
 }
 
+int resattn_attention_apply_query(resattn_infer_request *req, const resattn_model_info *model,
+                                  const char *value, char *err, size_t err_len) {
+    if (!value)
+        return 0;
+    int flags = resattn_attention_query(value);
+    if (flags < 0) {
+        snprintf(err, err_len,
+                 "query parameter attention '%.32s' is not one of 1, true, summary, images, 0, "
+                 "false",
+                 value);
+        return 400;
+    }
+    if (flags && model->attention == RESATTN_ATTENTION_NONE) {
+        snprintf(err, err_len, "query parameter attention: this model has no attention");
+        return 400;
+    }
+    req->attention |= (unsigned)flags;
+    return 0;
+}
+
 void resattn_attention_request_release(resattn_infer_request *req) {
     for (int i = 0; i < req->num_attn_outputs; i++)
         free(req->attn_outputs[i].name);
@@ -232,4 +252,18 @@ int resattn_attention_v2_encode_params(const resattn_infer_request *req, resattn
     resattn_buf_str(b, "}");
     free(text);
     return b->failed ? 500 : 0;
+}
+
+json_t *resattn_attention_predict_json(const resattn_infer_request *req) {
+    if (req->n == 1)
+        return resattn_attention_image_json(req, 0);
+    json_t *all = json_array();
+    for (int i = 0; all && i < req->n; i++) {
+        json_t *one = resattn_attention_image_json(req, i);
+        if (!one || json_array_append_new(all, one)) {
+            json_decref(all);
+            all = NULL;
+        }
+    }
+    return all;
 }

@@ -48,6 +48,11 @@ int resattn_attention_v2_params(json_t *params, resattn_infer_request *req,
  * "1", "true", "summary" → summary; "images" → summary + images; "0", "false", "" → 0. */
 int resattn_attention_query(const char *value);
 
+/* Apply the ?attention= query value (NULL when absent) to a parsed request: 0, or 400
+ * with err filled (unknown value, or a model without attention). */
+int resattn_attention_apply_query(resattn_infer_request *req, const resattn_model_info *model,
+                                  const char *value, char *err, size_t err_len);
+
 /* Free what the attention part of a request owns (called by resattn_infer_request_release). */
 void resattn_attention_request_release(resattn_infer_request *req);
 
@@ -58,6 +63,10 @@ int resattn_attention_v2_encode_outputs(const resattn_infer_request *req, resatt
 
 /* The summary (with pictures if asked) of image i of req, or NULL on failure. */
 json_t *resattn_attention_image_json(const resattn_infer_request *req, int i);
+
+/* The "attention" member of a /predict answer: the image summary for one image, an array
+ * of them (one per image, like "batch") for several. NULL on failure. */
+json_t *resattn_attention_predict_json(const resattn_infer_request *req);
 
 /* v2: append ',"parameters":{"attention":[...]}' for a request that asked for the summary.
  * Returns 0 or 500. */

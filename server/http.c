@@ -11,6 +11,7 @@
  * Responses are only ever queued from the handler, on the libmicrohttpd thread.
  */
 #include "http.h"
+#include "attention_api.h"
 #include "image_api.h"
 #include "web/index_html.h"
 #include <arpa/inet.h>
@@ -398,6 +399,11 @@ static void h_infer(request *r) {
     }
     char err[RESATTN_PROTO_ERR_LEN] = "";
     int status = parse_infer(r, err, sizeof err);
+    if (!status && r->ep != RESATTN_EP_V1_PREDICT) /* ?attention=1|images (attention_api.h) */
+        status = resattn_attention_apply_query(
+            &r->ireq, resattn_model_get_info(s->models[r->model].model),
+            MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "attention"), err,
+            sizeof err);
     free(r->body); /* the parsed request holds its own copy of the input */
     r->body = NULL;
     r->len = r->cap = 0;

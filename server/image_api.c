@@ -5,6 +5,7 @@
  * top-k answer sorts each image's softmax probabilities.
  */
 #include "image_api.h"
+#include "attention_api.h"
 
 #include "base64.h"
 #include "image.h"
@@ -397,6 +398,13 @@ int resattn_image_api_encode(const resattn_infer_request *req, const char *model
             json_array_append_new(
                 batch, predictions(model, probs + (size_t)i * k, idx + (size_t)i * top, top));
         root = json_pack("{s:s, s:o}", "model", model_name ? model_name : "", "batch", batch);
+    }
+    if (root && req->protocol == RESATTN_PROTO_PREDICT && (req->attention & RESATTN_ATTN_SUMMARY)) {
+        json_t *att = resattn_attention_predict_json(req); /* attention_api.h */
+        if (!att || json_object_set_new(root, "attention", att)) {
+            json_decref(root);
+            root = NULL;
+        }
     }
 done:
     free(probs);
