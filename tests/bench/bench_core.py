@@ -304,8 +304,9 @@ def main():
     tt, met, total = target_table(rows)
     text = "\n".join([
         "# resattn vs PyTorch: CPU inference benchmark (issue 8)", "",
-        "Produced by `/usr/bin/python3 tests/bench/bench_core.py --rounds %d%s` on %s UTC, %.0f s."
+        "Produced by `/usr/bin/python3 tests/bench/bench_core.py --rounds %d%s%s` on %s UTC, %.0f s."
         % (a.rounds, " --only '%s'" % a.only if a.only else "",
+           " --build %s" % a.build if a.build != "build" else "",
            time.strftime("%Y-%m-%d %H:%M", time.gmtime(t0)), time.time() - t0), "",
         "Machine: " + machine() + ".", "",
         "Load average (1/5/15 min) at start %.2f/%.2f/%.2f, at end %.2f/%.2f/%.2f: the machine "
