@@ -7,13 +7,16 @@
  * Output: --output Y.npy gets float32 [N, num_classes]; otherwise the logits are printed.
  */
 #include "commands.h"
+#include "heatmap.h"
 #include "npy.h"
 #include "preprocess.h"
 #include "protocol_common.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* Read a whole file into a new buffer. */
 static int read_file(const char *path, unsigned char **buf, size_t *len) {
@@ -133,8 +136,28 @@ static int write_output(const char *path, const float *logits, int64_t n, int64_
     return 0;
 }
 
+/* With --attention-dir: the pictures of images [first, first + k) of the last forward pass
+ * (core/heatmap.h), named <block>_<kind>.png, prefixed img<i>_ when there are several. */
+static int write_attention(const resattn_model *m, const resattn_ctx *ctx, const resattn_npy *x,
+                           int first, int k, const char *dir, int *written) {
+    const resattn_model_info *in = resattn_model_get_info(m);
+    size_t img = (size_t)in->in_channels * in->in_height * in->in_width;
+    for (int j = 0; j < k; j++) {
+        char prefix[32], err[RESATTN_ERR_LEN];
+        snprintf(prefix, sizeof prefix, "img%d_", first + j);
+        int w = 0;
+        if (resattn_attention_write_dir(m, ctx, j, x->data + (size_t)(first + j) * img, dir,
+                                        x->shape[0] > 1 ? prefix : NULL, &w, err, sizeof err)) {
+            fprintf(stderr, "resattn predict: --attention-dir: %s\n", err);
+            return 1;
+        }
+        *written += w;
+    }
+    return 0;
+}
+
 /* Run the whole batch in chunks of at most max_batch images. */
-static int run(const resattn_model *m, const resattn_npy *x, float *logits) {
+static int run(const resattn_model *m, const resattn_npy *x, float *logits, const char *attn_dir) {
     const resattn_model_info *in = resattn_model_get_info(m);
     int n = (int)x->shape[0], chunk = n < 16 ? n : 16;
     size_t img = (size_t)in->in_channels * in->in_height * in->in_width;
@@ -144,6 +167,8 @@ static int run(const resattn_model *m, const resattn_npy *x, float *logits) {
         fprintf(stderr, "resattn predict: %s\n", err);
         return 1;
     }
+    resattn_ctx_capture_masks(ctx, attn_dir != NULL);
+    int written = 0;
     for (int i = 0; i < n; i += chunk) {
         int k = n - i < chunk ? n - i : chunk;
         if (resattn_forward(ctx, x->data + (size_t)i * img, k, logits + (size_t)i * in->num_classes,
@@ -152,8 +177,15 @@ static int run(const resattn_model *m, const resattn_npy *x, float *logits) {
             resattn_ctx_free(ctx);
             return 1;
         }
+        if (attn_dir && write_attention(m, ctx, x, i, k, attn_dir, &written)) {
+            resattn_ctx_free(ctx);
+            return 1;
+        }
     }
     resattn_ctx_free(ctx);
+    if (attn_dir)
+        fprintf(stderr, "predict: %d attention picture%s in %s\n", written, written == 1 ? "" : "s",
+                attn_dir);
     return 0;
 }
 
@@ -194,16 +226,19 @@ static void print_top_k(const resattn_model_info *in, const float *logits, int t
 
 static void usage(FILE *f) {
     fprintf(f, "usage: resattn predict [--model M.safetensors] --input X.npy|X.png|X.jpg\n"
-               "                       [--output Y.npy] [--top-k K]\n\n"
+               "                       [--output Y.npy] [--top-k K] [--attention-dir DIR]\n\n"
                "Run the model on X (float32 [N, C, H, W] or [C, H, W]). With --output, write\n"
                "the logits as float32 [N, num_classes] .npy and print a summary; without it,\n"
                "print each image's class and logits. A PNG or JPEG image is preprocessed as the\n"
                "model's config says, and its K most likely labels are printed (default 5).\n"
-               "Without --model, the built-in model.\n");
+               "Without --model, the built-in model. --attention-dir writes each block's\n"
+               "attention as PNGs: <block>_channel.png (one bar per channel), <block>_spatial.png\n"
+               "(CBAM) or <block>_coord.png (coordinate attention) heatmaps over the input\n"
+               "(prefixed img<i>_ for several images).\n");
 }
 
 int resattn_cmd_predict(int argc, char **argv) {
-    const char *model = NULL, *input = NULL, *output = NULL;
+    const char *model = NULL, *input = NULL, *output = NULL, *attn_dir = NULL;
     int top_k = 5, is_image = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -213,6 +248,8 @@ int resattn_cmd_predict(int argc, char **argv) {
             model = argv[++i];
         } else if (!strcmp(argv[i], "--input") && i + 1 < argc) {
             input = argv[++i];
+        } else if (!strcmp(argv[i], "--attention-dir") && i + 1 < argc) {
+            attn_dir = argv[++i];
         } else if (!strcmp(argv[i], "--output") && i + 1 < argc) {
             output = argv[++i];
         } else if (!strcmp(argv[i], "--top-k") && i + 1 < argc) {
@@ -239,6 +276,17 @@ int resattn_cmd_predict(int argc, char **argv) {
     if (rc)
         return rc;
     const resattn_model_info *in = resattn_model_get_info(m);
+    if (attn_dir && in->attention == RESATTN_ATTENTION_NONE) {
+        fprintf(stderr, "resattn predict: --attention-dir: this model has no attention\n");
+        resattn_model_free(m);
+        return 2;
+    }
+    if (attn_dir && mkdir(attn_dir, 0777) && errno != EEXIST) {
+        fprintf(stderr, "resattn predict: --attention-dir: cannot create %s: %s\n", attn_dir,
+                strerror(errno));
+        resattn_model_free(m);
+        return 1;
+    }
     resattn_npy x;
     if ((rc = load_input(input, in, &x, &is_image))) {
         resattn_model_free(m);
@@ -246,7 +294,7 @@ int resattn_cmd_predict(int argc, char **argv) {
     }
     int n = (int)x.shape[0];
     float *logits = malloc((size_t)n * in->num_classes * sizeof *logits);
-    rc = logits ? run(m, &x, logits) : 1;
+    rc = logits ? run(m, &x, logits, attn_dir) : 1;
     if (!rc && output) {
         rc = write_output(output, logits, n, in->num_classes);
         if (!rc)

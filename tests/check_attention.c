@@ -9,14 +9,17 @@
 #include "mask_summary.h"
 #include "npy.h"
 #include "safetensors.h"
+#include "util_http.h"
 #include "util_st.h"
 
 #include <check.h>
+#include <dirent.h>
 #include <math.h>
 #include <png.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* Cases: every attention type with both stems and both block kinds among them. */
@@ -237,6 +240,95 @@ START_TEST(summary_and_none) {
 }
 END_TEST
 
+/* `resattn predict --attention-dir` writes, for every image and block, the pictures of the
+ * model's attention type, which decode at the expected sizes. */
+START_TEST(predict_attention_dir) {
+    const char *name = cases[_i];
+    run r = {0};
+    run_fixture(name, &r); /* for the block names and shapes */
+    const resattn_model_info *info = resattn_model_get_info(r.model);
+    char dir[] = "/tmp/check_attention_cli_XXXXXX", cmd[1024];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(cmd, sizeof cmd,
+             "%s predict --model tests/fixtures/%s.safetensors --input tests/fixtures/%s.in.npy "
+             "--attention-dir %s/out >/dev/null 2>&1",
+             uh_binary(), name, name, dir);
+    ck_assert_msg(system(cmd) == 0, "failed: %s", cmd);
+    int oh, ow, files = 0;
+    resattn_heatmap_display_size(info->in_height, info->in_width, RESATTN_HEATMAP_MIN_SIDE, &oh,
+                                 &ow);
+    for (int img = 0; img < r.n; img++)
+        for (int b = 0; b < info->num_blocks; b++)
+            for (int k = 0; k < 3; k++) {
+                static const char *const kinds[3] = {"channel", "spatial", "coord"};
+                int want = k == 0   ? !has_attention(name, "ca")
+                           : k == 1 ? has_attention(name, "cbam")
+                                    : has_attention(name, "ca");
+                char path[512];
+                snprintf(path, sizeof path, "%s/out/img%d_%s_%s.png", dir, img,
+                         resattn_model_block_name(r.model, b), kinds[k]);
+                int w = 0, h = 0;
+                ck_assert_msg((access(path, F_OK) == 0) == want, "%s: %s %s", name, path,
+                              want ? "missing" : "unexpected");
+                if (!want)
+                    continue;
+                ck_assert_msg(png_size(path, &w, &h), "%s does not decode", path);
+                if (k == 0) {
+                    ck_assert_int_eq(h, RESATTN_BARS_HEIGHT);
+                    ck_assert_int_gt(w, 0);
+                } else {
+                    ck_assert_int_eq(w, ow);
+                    ck_assert_int_eq(h, oh);
+                }
+                unlink(path);
+                files++;
+            }
+    ck_assert_int_gt(files, 0);
+    char out[512];
+    snprintf(out, sizeof out, "%s/out", dir);
+    ck_assert_msg(rmdir(out) == 0, "%s: files beyond the expected ones", name);
+    rmdir(dir);
+    run_release(&r);
+}
+END_TEST
+
+/* One image (a PNG through the built-in model's preprocessing): no img<i>_ prefix; a
+ * model without attention is refused. */
+START_TEST(predict_attention_dir_image_and_none) {
+    char dir[] = "/tmp/check_attention_cli_XXXXXX", cmd[1024];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(cmd, sizeof cmd,
+             "%s predict --input models/examples/13_dress.png --attention-dir %s >/dev/null 2>&1",
+             uh_binary(), dir);
+    ck_assert_msg(system(cmd) == 0, "failed: %s", cmd);
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        int w, h;
+        ck_assert_msg(!strncmp(e->d_name, "layer", 5), "unexpected file %s", e->d_name);
+        ck_assert_ptr_nonnull(strstr(e->d_name, "_channel.png")); /* SE: bars only */
+        ck_assert_msg(png_size(path, &w, &h), "%s does not decode", path);
+        ck_assert_int_eq(h, RESATTN_BARS_HEIGHT);
+        unlink(path);
+        n++;
+    }
+    closedir(d);
+    ck_assert_int_gt(n, 0);
+    snprintf(cmd, sizeof cmd,
+             "%s predict --model tests/fixtures/basic_cifar_none.safetensors --input "
+             "tests/fixtures/basic_cifar_none.in.npy --attention-dir %s >/dev/null 2>&1",
+             uh_binary(), dir);
+    int st = system(cmd);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2);
+    ck_assert_int_eq(rmdir(dir), 0);
+}
+END_TEST
+
 Suite *attention_suite(void) {
     Suite *s = suite_create("attention");
     TCase *tc = tcase_create("fixtures");
@@ -244,6 +336,8 @@ Suite *attention_suite(void) {
     tcase_add_loop_test(tc, copied_masks_match_pytorch, 0, NCASES);
     tcase_add_loop_test(tc, pictures_for_every_attention_type, 0, NCASES);
     tcase_add_test(tc, summary_and_none);
+    tcase_add_loop_test(tc, predict_attention_dir, 0, NCASES);
+    tcase_add_test(tc, predict_attention_dir_image_and_none);
     suite_add_tcase(s, tc);
     return s;
 }
