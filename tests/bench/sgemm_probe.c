@@ -5,6 +5,7 @@
  * after 2 warm-ups. Built and run by tests/bench/bench_core.py.
  *     sgemm_probe THREADS [M N K]
  */
+#define _POSIX_C_SOURCE 200809L
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
