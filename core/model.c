@@ -7,6 +7,7 @@
  * ignored. The input buffer is not kept.
  */
 #include "model.h"
+#include "winograd.h"
 #include "safetensors.h"
 
 #include <math.h>
@@ -418,6 +419,74 @@ static void fill_info(resattn_model *m, const resattn_st *st) {
             in->num_params += st->tensors[i].count;
 }
 
+/*
+ * The 3x3 stride-1 convolutions of the blocks, each with the h x w it runs on: the layers
+ * Winograd may take. Returns how many were written to convs/hs/ws (at most 2 per block).
+ */
+static int winograd_candidates(resattn_model *m, resattn_conv **convs, int *hs, int *ws) {
+    int k = 0;
+    for (int i = 0; i < m->info.num_blocks; i++) {
+        resattn_block *b = &m->blocks[i];
+        int bottleneck = b->conv3.w != NULL;
+        resattn_conv *cs[2] = {bottleneck ? &b->conv2 : &b->conv1, bottleneck ? NULL : &b->conv2};
+        int h[2] = {b->h, b->ho}, w[2] = {b->w, b->wo};
+        for (int j = 0; j < 2; j++)
+            if (cs[j] && cs[j]->k == 3 && cs[j]->stride == 1 && cs[j]->pad == 1)
+                convs[k] = cs[j], hs[k] = h[j], ws[k++] = w[j];
+    }
+    return k;
+}
+
+/*
+ * Give eligible layers a Winograd plan (tile size from resattn_winograd_choose) and their
+ * transformed weights, kept beside the direct ones (small batches fall back to direct), and
+ * grow the scratch to fit. RESATTN_WINOGRAD=0 turns it off; =2 or =4 forces that tile size
+ * on every 3x3 stride-1 layer (tests and benchmarks).
+ */
+static resattn_status plan_winograd(resattn_model *m, char *err, size_t err_len) {
+    const char *env = getenv("RESATTN_WINOGRAD");
+    int force = env && *env ? atoi(env) : -1;
+    if (force == 0)
+        return RESATTN_OK;
+    int nb = m->info.num_blocks, *hs = malloc(sizeof(int) * 4 * (size_t)nb), *ws = hs + 2 * nb;
+    resattn_conv **convs = malloc(sizeof *convs * 2 * (size_t)nb);
+    if (!hs || !convs) {
+        free(hs);
+        free(convs);
+        snprintf(err, err_len, "out of memory planning Winograd layers");
+        return RESATTN_ERR_NOMEM;
+    }
+    int n = winograd_candidates(m, convs, hs, ws);
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        resattn_conv *c = convs[i];
+        int tm = resattn_winograd_choose(c->cin, c->cout, hs[i], ws[i]);
+        c->wino_m = force == 2 || force == 4 ? force : tm;
+        if (c->wino_m)
+            total += resattn_winograd_weight_floats(c->wino_m, c->cin, c->cout);
+    }
+    m->wino_arena = total ? malloc(total * sizeof(float)) : NULL;
+    if (total && !m->wino_arena) {
+        free(hs);
+        free(convs);
+        snprintf(err, err_len, "out of memory for Winograd weights (%zu floats)", total);
+        return RESATTN_ERR_NOMEM;
+    }
+    float *u = m->wino_arena;
+    for (int i = 0; i < n; i++) {
+        resattn_conv *c = convs[i];
+        if (!c->wino_m)
+            continue;
+        resattn_winograd_transform_weights(c->wino_m, c->w, c->cin, c->cout, u);
+        c->wino_u = u;
+        u += resattn_winograd_weight_floats(c->wino_m, c->cin, c->cout);
+        m->scratch_max = max_sz(m->scratch_max, resattn_conv_scratch(c, hs[i], ws[i]));
+    }
+    free(hs);
+    free(convs);
+    return RESATTN_OK;
+}
+
 static resattn_status build(resattn_model *m, resattn_st *st, char *err, size_t err_len) {
     resattn_status s = resattn_config_parse(st->config_json, &m->cfg, err, err_len);
     if (s)
@@ -446,7 +515,7 @@ static resattn_status build(resattn_model *m, resattn_st *st, char *err, size_t 
                 .eps = m->cfg.bn_eps,
                 .err = err,
                 .err_len = err_len};
-    if ((s = bind_network(&b, m)) || (s = check_extra(&b)))
+    if ((s = bind_network(&b, m)) || (s = check_extra(&b)) || (s = plan_winograd(m, err, err_len)))
         return s;
     fill_info(m, st);
     return RESATTN_OK;
@@ -531,6 +600,7 @@ void resattn_model_free(resattn_model *m) {
     resattn_config_release(&m->cfg);
     free(m->blocks);
     free(m->arena);
+    free(m->wino_arena);
     free(m);
 }
 

@@ -4,6 +4,7 @@
  * W [cout, cin*k*k] x col [cin*k*k, ho*wo] -> out [cout, ho*wo].
  */
 #include "ops.h"
+#include "winograd.h"
 
 #include <cblas.h>
 #include <float.h>
@@ -12,9 +13,14 @@
 size_t resattn_conv_scratch(const resattn_conv *c, int h, int w) {
     int ho = resattn_conv_out(h, c->k, c->stride, c->pad);
     int wo = resattn_conv_out(w, c->k, c->stride, c->pad);
+    size_t direct = (size_t)c->cin * c->k * c->k * ho * wo;
     if (c->k == 1 && c->stride == 1 && c->pad == 0)
-        return 0;
-    return (size_t)c->cin * c->k * c->k * ho * wo;
+        direct = 0;
+    if (c->wino_m) {
+        size_t wino = resattn_winograd_scratch(c->wino_m, c->cin, c->cout, 0, h, w);
+        return wino > direct ? wino : direct;
+    }
+    return direct;
 }
 
 void resattn_im2col(const float *in, int cin, int h, int w, int k, int stride, int pad, int ho,
@@ -40,18 +46,29 @@ void resattn_im2col(const float *in, int cin, int h, int w, int k, int stride, i
             }
 }
 
+/* 4-float vectors (GCC/Clang extensions, baseline SSE): -O2 does not vectorise these loops. */
+typedef float v4f __attribute__((vector_size(16)));
+typedef int v4i __attribute__((vector_size(16)));
+
 /* out [cout, hw] += b, then ReLU if asked: the GEMM epilogue in one pass. */
 static void bias_act(float *out, const float *b, int cout, int hw, int relu) {
+    v4f zero = {0, 0, 0, 0};
     for (int co = 0; co < cout; co++) {
         float *o = out + (size_t)co * hw, bb = b[co];
-        if (relu)
-            for (int i = 0; i < hw; i++) {
-                float v = o[i] + bb;
-                o[i] = v > 0.0f ? v : 0.0f;
-            }
-        else
-            for (int i = 0; i < hw; i++)
-                o[i] += bb;
+        v4f vb = {bb, bb, bb, bb};
+        int i = 0;
+        for (; i + 4 <= hw; i += 4) {
+            v4f v;
+            memcpy(&v, o + i, sizeof v);
+            v += vb;
+            if (relu) /* ReLU as a bit mask: C has no ternary on vectors */
+                v = (v4f)((v4i)v & (v > zero));
+            memcpy(o + i, &v, sizeof v);
+        }
+        for (; i < hw; i++) {
+            float v = o[i] + bb;
+            o[i] = relu && v < 0.0f ? 0.0f : v;
+        }
     }
 }
 
@@ -60,6 +77,11 @@ void resattn_conv_forward(const resattn_conv *c, const float *in, int n, int h, 
     int ho = resattn_conv_out(h, c->k, c->stride, c->pad);
     int wo = resattn_conv_out(w, c->k, c->stride, c->pad);
     int kk = c->cin * c->k * c->k, hw = ho * wo;
+    if (c->wino_m && resattn_winograd_worth(c->wino_m, n, h, w)) {
+        resattn_winograd_forward(c->wino_m, c->wino_u, c->b, c->cin, c->cout, in, n, h, w, out,
+                                 relu, scratch);
+        return;
+    }
     for (int i = 0; i < n; i++) {
         const float *x = in + (size_t)i * c->cin * h * w;
         float *y = out + (size_t)i * c->cout * hw;

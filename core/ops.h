@@ -11,20 +11,24 @@
 /* A convolution with BatchNorm already folded in: out = w * in + b. */
 typedef struct resattn_conv {
     int cin, cout, k, stride, pad;
-    const float *w; /* [cout, cin, k, k] */
-    const float *b; /* [cout] */
+    const float *w;      /* [cout, cin, k, k] */
+    const float *b;      /* [cout] */
+    int wino_m;          /* Winograd output tile (2 or 4) for 3x3/1 pad-1 layers, 0: direct only */
+    const float *wino_u; /* [(wino_m+2)^2, cout, cin] transformed w (core/winograd.h) */
 } resattn_conv;
 
 static inline int resattn_conv_out(int in, int k, int stride, int pad) {
     return (in + 2 * pad - k) / stride + 1;
 }
 
-/* Floats of scratch resattn_conv_forward needs for one image of h x w input. */
+/* Floats of scratch resattn_conv_forward needs for one image of h x w input (for any batch
+ * when the layer has a Winograd plan). */
 size_t resattn_conv_scratch(const resattn_conv *c, int h, int w);
 
 /*
  * in [n, cin, h, w] -> out [n, cout, ho, wo], out = conv(in) + b, then ReLU when relu != 0.
- * The single dispatch point for convolution algorithms: 1x1 stride 1 is one GEMM on the
+ * The single dispatch point for convolution algorithms: Winograd when the layer has a plan
+ * and the batch has enough tiles (resattn_winograd_worth), 1x1 stride 1 is one GEMM on the
  * input, 1x1 stride s gathers then GEMMs, others go through im2col. scratch holds
  * resattn_conv_scratch floats.
  */
