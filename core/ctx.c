@@ -7,6 +7,7 @@
 #include "model.h"
 
 #include <cblas.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,8 +35,10 @@ resattn_status resattn_ctx_new(const resattn_model *m, int max_batch, resattn_ct
     resattn_ctx *c = calloc(1, sizeof *c);
     size_t act = B * m->act_max;
     size_t total = 6 * act + m->scratch_max + m->att_max + B * m->mask_floats + B * m->feat_c;
+    if (B >= 2) /* a second conv and attention scratch: the batch may be split over 2 threads */
+        total += m->scratch_max + m->att_max;
     /* 16 floats of slack per buffer keeps every buffer 64-byte aligned */
-    total += 11 * 16;
+    total += 13 * 16;
     if (c) {
         c->mem = aligned_alloc(64, ((total * sizeof(float) + 63) / 64) * 64);
         c->mask_list = calloc(2 * (size_t)m->info.num_blocks + 1, sizeof *c->mask_list);
@@ -61,6 +64,10 @@ resattn_status resattn_ctx_new(const resattn_model *m, int max_batch, resattn_ct
     CARVE(att, m->att_max);
     CARVE(masks, B * m->mask_floats);
     CARVE(pooled, B * m->feat_c);
+    if (B >= 2) {
+        CARVE(scratch2, m->scratch_max);
+        CARVE(att2, m->att_max);
+    }
 #undef CARVE
     *out = c;
     return RESATTN_OK;
@@ -100,6 +107,69 @@ static void record_masks(resattn_ctx *c, int n) {
     }
 }
 
+/* Floats per image of block b's mask j. */
+static size_t mask_image_floats(const resattn_block *b, int j) {
+    resattn_mask_kind kind;
+    int mc, mh, mw;
+    resattn_attn_mask_shape(&b->att, j, b->ho, b->wo, &kind, &mc, &mh, &mw);
+    return (size_t)mc * mh * mw;
+}
+
+/*
+ * Images [i0, i0 + n) of a batch, through the whole network. Each part works in its own
+ * slice of the activation buffers (offset i0 * act_max, disjoint from the other part's)
+ * and writes its images' masks, pooled features and logits where the whole batch would.
+ */
+typedef struct part {
+    resattn_ctx *c;
+    const float *input;
+    float *logits;
+    int i0, n;
+    float *scratch, *att; /* this part's conv and attention scratch */
+} part;
+
+static void forward_part(const part *p) {
+    resattn_ctx *c = p->c;
+    const resattn_model *m = c->model;
+    const resattn_config *cfg = &m->cfg;
+    int n = p->n;
+    size_t off = (size_t)p->i0 * m->act_max;
+    const float *input =
+        p->input + (size_t)p->i0 * cfg->in_channels * cfg->in_height * cfg->in_width;
+    float *cur = c->x + off, *nxt = c->y + off;
+    if (cfg->stem == RESATTN_STEM_IMAGENET) {
+        resattn_conv_forward(&m->stem, input, n, cfg->in_height, cfg->in_width, c->t1 + off, 1,
+                             p->scratch);
+        resattn_maxpool3s2(c->t1 + off, n * m->stem.cout, m->stem_h, m->stem_w, cur);
+    } else {
+        resattn_conv_forward(&m->stem, input, n, cfg->in_height, cfg->in_width, cur, 1, p->scratch);
+    }
+    resattn_block_ws ws = {.t1 = c->t1 + off,
+                           .t2 = c->t2 + off,
+                           .t3 = c->t3 + off,
+                           .s = c->s + off,
+                           .scratch = p->scratch,
+                           .att = p->att};
+    for (int i = 0; i < m->info.num_blocks; i++) {
+        const resattn_block *b = &m->blocks[i];
+        int nm = resattn_attn_mask_count(b->att.kind);
+        ws.m0 = nm > 0 ? mask_ptr(c, b, 0) + (size_t)p->i0 * mask_image_floats(b, 0) : NULL;
+        ws.m1 = nm > 1 ? mask_ptr(c, b, 1) + (size_t)p->i0 * mask_image_floats(b, 1) : NULL;
+        resattn_block_forward(b, cur, n, nxt, &ws);
+        float *t = cur;
+        cur = nxt, nxt = t;
+    }
+    float *pooled = c->pooled + (size_t)p->i0 * m->feat_c;
+    resattn_gap(cur, n * m->feat_c, m->feat_h * m->feat_w, pooled);
+    resattn_linear(pooled, n, m->feat_c, m->fc_w, m->fc_b, cfg->num_classes,
+                   p->logits + (size_t)p->i0 * cfg->num_classes);
+}
+
+static void *part_main(void *arg) {
+    forward_part(arg);
+    return NULL;
+}
+
 resattn_status resattn_forward(resattn_ctx *c, const float *input, int n, float *logits, char *err,
                                size_t err_len) {
     if (!c || !input || !logits || n < 1 || n > c->max_batch) {
@@ -108,29 +178,29 @@ resattn_status resattn_forward(resattn_ctx *c, const float *input, int n, float 
                      c ? c->max_batch : 0);
         return RESATTN_ERR_INVALID_ARGUMENT;
     }
-    const resattn_model *m = c->model;
-    const resattn_config *cfg = &m->cfg;
-    float *cur = c->x, *nxt = c->y;
-    if (cfg->stem == RESATTN_STEM_IMAGENET) {
-        resattn_conv_forward(&m->stem, input, n, cfg->in_height, cfg->in_width, c->t1, 1,
-                             c->scratch);
-        resattn_maxpool3s2(c->t1, n * m->stem.cout, m->stem_h, m->stem_w, cur);
+    part a = {c, input, logits, 0, n, c->scratch, c->att};
+    int threads = openblas_get_num_threads();
+    if (n >= 2 && threads >= 2 && c->scratch2) {
+        /*
+         * Two threads, two half batches, one OpenBLAS thread each: the whole network runs
+         * in parallel (im2col, transforms, pooling, attention, epilogues), not only inside
+         * the GEMMs. The OpenBLAS setting is process-wide: restored afterwards.
+         */
+        part b = {c, input, logits, (n + 1) / 2, n / 2, c->scratch2, c->att2};
+        a.n = (n + 1) / 2;
+        pthread_t t;
+        openblas_set_num_threads(1);
+        if (pthread_create(&t, NULL, part_main, &b) == 0) {
+            forward_part(&a);
+            pthread_join(t, NULL);
+        } else {
+            forward_part(&a);
+            forward_part(&b);
+        }
+        openblas_set_num_threads(threads);
     } else {
-        resattn_conv_forward(&m->stem, input, n, cfg->in_height, cfg->in_width, cur, 1, c->scratch);
+        forward_part(&a);
     }
-    resattn_block_ws ws = {
-        .t1 = c->t1, .t2 = c->t2, .t3 = c->t3, .s = c->s, .scratch = c->scratch, .att = c->att};
-    for (int i = 0; i < m->info.num_blocks; i++) {
-        const resattn_block *b = &m->blocks[i];
-        int nm = resattn_attn_mask_count(b->att.kind);
-        ws.m0 = nm > 0 ? mask_ptr(c, b, 0) : NULL;
-        ws.m1 = nm > 1 ? mask_ptr(c, b, 1) : NULL;
-        resattn_block_forward(b, cur, n, nxt, &ws);
-        float *t = cur;
-        cur = nxt, nxt = t;
-    }
-    resattn_gap(cur, n * m->feat_c, m->feat_h * m->feat_w, c->pooled);
-    resattn_linear(c->pooled, n, m->feat_c, m->fc_w, m->fc_b, cfg->num_classes, logits);
     record_masks(c, n);
     return RESATTN_OK;
 }

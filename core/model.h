@@ -89,6 +89,7 @@ struct resattn_ctx {
     float *x, *y, *t1, *t2, *t3, *s; /* [max_batch, act_max] each */
     float *scratch;                  /* [scratch_max] */
     float *att;                      /* [max_batch, att_max] */
+    float *scratch2, *att2;          /* second half of a split batch (max_batch >= 2), or NULL */
     float *masks;                    /* [max_batch, mask_floats] */
     float *pooled;                   /* [max_batch, feat_c] */
     int capture, mask_count;
