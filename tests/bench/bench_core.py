@@ -266,7 +266,18 @@ transform); a batch with fewer than 16 tiles in all falls back to im2col + sgemm
 convolutions are im2col + sgemm (1x1 stride 1 without im2col), with the bias+ReLU epilogue
 in one vectorised pass. RESATTN_WINOGRAD=0 forces the direct path (the "direct path /
 sgemm" target row), =2 or =4 a tile size. `resattn bench` reports GFLOP/s of the model's
-direct-convolution FLOPs, so Winograd rows can exceed 100% of the sgemm probe."""
+direct-convolution FLOPs, so Winograd rows can exceed 100% of the sgemm probe.
+With 2 threads and a batch of 2 or more, the batch is split over two threads with one
+OpenBLAS thread each (the whole network runs in parallel, not only the GEMMs); a single
+image uses OpenBLAS's 2 threads inside each GEMM, the Winograd transforms split over a
+helper thread, everything else on one thread.
+
+Why targets are missed (as measured while writing this): PyTorch 1.13's oneDNN uses AVX-512
+kernels, while OpenBLAS 0.3.21 is pinned to its Haswell AVX2 kernels here (~120 GFLOP/s
+per core at best); at batch 1 OpenBLAS re-packs every weight matrix on every call (about
+15% of the time in `sgemm_oncopy`), and the non-GEMM work (im2col, pooling, attention,
+epilogues) runs on one thread for a single image. Other helpers' jobs share the 2 cores,
+so rows can move by 30% or more between runs (2-thread rows most)."""
 
 
 def machine():
