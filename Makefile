@@ -72,8 +72,11 @@ asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
 	  LDFLAGS="-fsanitize=address,undefined" unit
 
+# The quickstart server listens on loopback; containers set RESATTN_HOST=0.0.0.0.
+HOST ?= 127.0.0.1
+PORT ?= 8080
 run: deps all
-	$(BUILD)/resattn serve
+	$(BUILD)/resattn serve --host $(HOST) --port $(PORT)
 
 format:
 	clang-format -i $(wildcard include/resattn/*.h core/*.[ch] server/*.[ch] tests/*.[ch])
