@@ -66,6 +66,8 @@ unit: $(BUILD)/check_resattn $(BUILD)/resattn
 test: deps
 	$(MAKE) unit
 	tests/integration/prometheus_scrape.sh $(BUILD)/resattn
+	RESATTN_BIN=$(abspath $(BUILD)/resattn) tests/browser/run.sh
+	deploy/validate.sh
 	$(MAKE) asan
 
 asan:
