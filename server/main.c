@@ -19,8 +19,9 @@ static const struct {
 };
 
 static void usage(FILE *out) {
-    fprintf(out, "resattn %s — residual-attention CNN inference\n\nusage: resattn <command> "
-                 "[options]\n\ncommands:\n",
+    fprintf(out,
+            "resattn %s — residual-attention CNN inference\n\nusage: resattn <command> "
+            "[options]\n\ncommands:\n",
             resattn_version());
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].help);

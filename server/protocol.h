@@ -86,8 +86,8 @@ int resattn_v2_parse(const char *content_type, const unsigned char *body, size_t
                      size_t err_len);
 
 /* v2 infer response for logits [n, num_classes]. */
-int resattn_v2_encode(const resattn_infer_request *req, const char *model_name,
-                      const float *logits, int n, int num_classes, resattn_response_body *out);
+int resattn_v2_encode(const resattn_infer_request *req, const char *model_name, const float *logits,
+                      int n, int num_classes, resattn_response_body *out);
 
 /* TF Serving :predict body ("instances" or "inputs"). Same conventions as resattn_v2_parse. */
 int resattn_tfs_parse(const unsigned char *body, size_t len, const resattn_model_info *model,

@@ -79,7 +79,7 @@ typedef struct resattn_model_info {
     int layers[RESATTN_MAX_STAGES]; /* blocks per stage */
     int num_classes;
     int in_channels, in_height, in_width;
-    const char *const *labels; /* num_classes names, or NULL when the config has none */
+    const char *const *labels;   /* num_classes names, or NULL when the config has none */
     const char *preprocess_json; /* the config's "preprocess" object as JSON text, or NULL */
     const char *config_json;     /* the whole resattn.config string */
     size_t num_params;           /* parameters as stored (before BatchNorm folding) */
@@ -120,9 +120,9 @@ typedef enum resattn_mask_kind {
 } resattn_mask_kind;
 
 typedef struct resattn_mask {
-    int block;        /* block index; resattn_model_block_name gives its name */
+    int block; /* block index; resattn_model_block_name gives its name */
     resattn_mask_kind kind;
-    int c, h, w;      /* per-image extents; unused ones are 1 */
+    int c, h, w;       /* per-image extents; unused ones are 1 */
     const float *data; /* [n, ...] for the last forward pass; owned by the context */
 } resattn_mask;
 
