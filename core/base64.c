@@ -1,10 +1,13 @@
 /*
- * Base64 decoding (see base64.h): one table lookup per character, four characters make
+ * Base64 (see base64.h). Decoding: one table lookup per character, four characters make
  * three bytes; padding and whitespace are handled on the way, so the input is read once.
+ * Encoding: three bytes make four characters of the standard alphabet, padded.
  */
 #include "base64.h"
 
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 /* 0..63 for alphabet characters (both alphabets), 64 whitespace, 65 '=', 255 invalid. */
 static unsigned char value_of(unsigned char c) {
@@ -79,4 +82,28 @@ int resattn_base64_decode(const char *src, size_t len, unsigned char *dst, size_
     }
     *out_len = n;
     return 0;
+}
+
+char *resattn_base64_encode(const unsigned char *data, size_t len) {
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    if (len > (SIZE_MAX - 1) / 4 * 3 - 3)
+        return NULL;
+    size_t out_len = (len + 2) / 3 * 4;
+    char *out = malloc(out_len + 1), *o = out;
+    if (!out)
+        return NULL;
+    size_t i = 0;
+    for (; i + 2 < len; i += 3) {
+        uint32_t v = (uint32_t)data[i] << 16 | (uint32_t)data[i + 1] << 8 | data[i + 2];
+        *o++ = tab[v >> 18], *o++ = tab[(v >> 12) & 63], *o++ = tab[(v >> 6) & 63];
+        *o++ = tab[v & 63];
+    }
+    if (i < len) {
+        uint32_t v = (uint32_t)data[i] << 16 | (i + 1 < len ? (uint32_t)data[i + 1] << 8 : 0);
+        *o++ = tab[v >> 18], *o++ = tab[(v >> 12) & 63];
+        *o++ = i + 1 < len ? tab[(v >> 6) & 63] : '=';
+        *o++ = '=';
+    }
+    *o = '\0';
+    return out;
 }

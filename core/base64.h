@@ -1,7 +1,7 @@
 /*
- * Base64 decoding (RFC 4648) for images sent inside JSON. Accepts the standard and the
- * URL-safe alphabets, with or without '=' padding, and ignores ASCII whitespace (line
- * breaks of MIME-style encoders). Anything else — a stray character, padding in the middle,
+ * Base64 (RFC 4648): decoding for images sent inside JSON, encoding for PNGs sent back. Accepts the
+ * standard and the URL-safe alphabets, with or without '=' padding, and ignores ASCII whitespace
+ * (line breaks of MIME-style encoders). Anything else — a stray character, padding in the middle,
  * leftover bits that are not zero, a lone final character — is an error naming the offset.
  */
 #ifndef RESATTN_BASE64_H
@@ -18,5 +18,8 @@ size_t resattn_base64_decoded_max(size_t len);
  */
 int resattn_base64_decode(const char *src, size_t len, unsigned char *dst, size_t *out_len,
                           char *err, size_t err_len);
+
+/* Standard base64 (with padding) of data: a new NUL-terminated malloc'ed string, or NULL. */
+char *resattn_base64_encode(const unsigned char *data, size_t len);
 
 #endif

@@ -4,6 +4,7 @@
  * write API, which reports errors in the png_image instead of longjmp'ing). See heatmap.h.
  */
 #include "heatmap.h"
+#include "base64.h"
 
 #include <png.h>
 #include <stdarg.h>
@@ -271,30 +272,6 @@ resattn_status resattn_png_write_file(const char *path, const unsigned char *rgb
     if (!ok)
         return fail(err, err_len, RESATTN_ERR_IO, "png: could not write '%s'", path);
     return RESATTN_OK;
-}
-
-char *resattn_base64_encode(const unsigned char *data, size_t len) {
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    if (len > (SIZE_MAX - 1) / 4 * 3 - 3)
-        return NULL;
-    size_t out_len = (len + 2) / 3 * 4;
-    char *out = malloc(out_len + 1), *o = out;
-    if (!out)
-        return NULL;
-    size_t i = 0;
-    for (; i + 2 < len; i += 3) {
-        uint32_t v = (uint32_t)data[i] << 16 | (uint32_t)data[i + 1] << 8 | data[i + 2];
-        *o++ = tab[v >> 18], *o++ = tab[(v >> 12) & 63], *o++ = tab[(v >> 6) & 63];
-        *o++ = tab[v & 63];
-    }
-    if (i < len) {
-        uint32_t v = (uint32_t)data[i] << 16 | (i + 1 < len ? (uint32_t)data[i + 1] << 8 : 0);
-        *o++ = tab[v >> 18], *o++ = tab[(v >> 12) & 63];
-        *o++ = i + 1 < len ? tab[(v >> 6) & 63] : '=';
-        *o++ = '=';
-    }
-    *o = '\0';
-    return out;
 }
 
 void resattn_heatmap_display_size(int h, int w, int min_side, int *oh, int *ow) {

@@ -60,9 +60,6 @@ resattn_status resattn_png_encode(const unsigned char *rgb, int w, int h, unsign
 resattn_status resattn_png_write_file(const char *path, const unsigned char *rgb, int w, int h,
                                       char *err, size_t err_len);
 
-/* Standard base64 (with padding) of data: a new NUL-terminated malloc'ed string, or NULL. */
-char *resattn_base64_encode(const unsigned char *data, size_t len);
-
 /* ---- Every picture of one image's masks ------------------------------------------------- */
 
 typedef struct resattn_attn_picture {

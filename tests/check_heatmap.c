@@ -6,6 +6,7 @@
  * fixtures in check_attention.c.
  */
 #include "heatmap.h"
+#include "base64.h"
 #include "mask_summary.h"
 
 #include <check.h>
