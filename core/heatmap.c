@@ -4,6 +4,7 @@
  * write API, which reports errors in the png_image instead of longjmp'ing). See heatmap.h.
  */
 #include "heatmap.h"
+#include "error.h"
 #include "base64.h"
 
 #include <png.h>
@@ -12,16 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static resattn_status fail(char *err, size_t err_len, resattn_status s, const char *fmt, ...) {
-    if (err && err_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_len, fmt, ap);
-        va_end(ap);
-    }
-    return s;
-}
 
 /* Largest picture side we render: keeps w * h * 3 far from overflowing an int. */
 #define MAX_SIDE 8192
@@ -57,8 +48,8 @@ resattn_status resattn_picture_from_tensor(const float *chw, int c, int h, int w
                                            resattn_picture **out, char *err, size_t err_len) {
     *out = NULL;
     if (!chw || c < 1 || h < 1 || w < 1 || h > MAX_SIDE || w > MAX_SIDE)
-        return fail(err, err_len, RESATTN_ERR_INVALID_ARGUMENT,
-                    "picture: bad input tensor shape [%d, %d, %d]", c, h, w);
+        return resattn_fail(err, err_len, RESATTN_ERR_INVALID_ARGUMENT,
+                            "picture: bad input tensor shape [%d, %d, %d]", c, h, w);
     size_t plane = (size_t)h * (size_t)w, total = plane * (size_t)c;
     float lo = chw[0], hi = chw[0];
     for (size_t i = 0; i < total; i++) {
@@ -72,7 +63,7 @@ resattn_status resattn_picture_from_tensor(const float *chw, int c, int h, int w
         p->px = malloc(plane * (size_t)ch);
     if (!p || !p->px) {
         resattn_picture_free(p);
-        return fail(err, err_len, RESATTN_ERR_NOMEM, "picture: out of memory");
+        return resattn_fail(err, err_len, RESATTN_ERR_NOMEM, "picture: out of memory");
     }
     p->w = w, p->h = h, p->channels = ch;
     for (size_t i = 0; i < plane; i++) {
@@ -156,22 +147,22 @@ resattn_status resattn_heatmap_render(const float *mask, int mh, int mw,
                                       const resattn_picture *base, int ow, int oh, float alpha,
                                       unsigned char *rgb, char *err, size_t err_len) {
     if (!mask || mh < 1 || mw < 1 || mh > MAX_SIDE || mw > MAX_SIDE)
-        return fail(err, err_len, RESATTN_ERR_INVALID_ARGUMENT, "heatmap: bad mask shape [%d, %d]",
-                    mh, mw);
+        return resattn_fail(err, err_len, RESATTN_ERR_INVALID_ARGUMENT,
+                            "heatmap: bad mask shape [%d, %d]", mh, mw);
     if (ow < 1 || oh < 1 || ow > MAX_SIDE || oh > MAX_SIDE)
-        return fail(err, err_len, RESATTN_ERR_INVALID_ARGUMENT, "heatmap: bad output size %dx%d",
-                    ow, oh);
+        return resattn_fail(err, err_len, RESATTN_ERR_INVALID_ARGUMENT,
+                            "heatmap: bad output size %dx%d", ow, oh);
     if (base &&
         (!base->px || base->w < 1 || base->h < 1 || (base->channels != 1 && base->channels != 3)))
-        return fail(err, err_len, RESATTN_ERR_INVALID_ARGUMENT,
-                    "heatmap: bad base picture (%dx%d, %d channels)", base->w, base->h,
-                    base->channels);
+        return resattn_fail(err, err_len, RESATTN_ERR_INVALID_ARGUMENT,
+                            "heatmap: bad base picture (%dx%d, %d channels)", base->w, base->h,
+                            base->channels);
     if (!(alpha >= 0.0f && alpha <= 1.0f))
-        return fail(err, err_len, RESATTN_ERR_INVALID_ARGUMENT, "heatmap: alpha %g not in 0..1",
-                    (double)alpha);
+        return resattn_fail(err, err_len, RESATTN_ERR_INVALID_ARGUMENT,
+                            "heatmap: alpha %g not in 0..1", (double)alpha);
     float *up = malloc((size_t)ow * (size_t)oh * sizeof *up); /* [oh, ow] */
     if (!up)
-        return fail(err, err_len, RESATTN_ERR_NOMEM, "heatmap: out of memory");
+        return resattn_fail(err, err_len, RESATTN_ERR_NOMEM, "heatmap: out of memory");
     resattn_resize_bilinear(mask, mh, mw, up, oh, ow);
     for (int y = 0; y < oh; y++) {
         for (int x = 0; x < ow; x++) {
@@ -200,8 +191,8 @@ int resattn_bars_width(int c) {
 resattn_status resattn_bars_render(const float *mask, int c, int height, unsigned char *rgb,
                                    char *err, size_t err_len) {
     if (!mask || c < 1 || c > MAX_SIDE || height < 2 || height > MAX_SIDE)
-        return fail(err, err_len, RESATTN_ERR_INVALID_ARGUMENT,
-                    "bars: bad channel count %d or height %d", c, height);
+        return resattn_fail(err, err_len, RESATTN_ERR_INVALID_ARGUMENT,
+                            "bars: bad channel count %d or height %d", c, height);
     int w = resattn_bars_width(c), bar = w / c;
     /* Rows counted from the top; a value v fills the bottom round(v * height) rows. */
     int row_low = height - 1 - (int)(0.1f * (float)(height - 1) + 0.5f);
@@ -231,7 +222,8 @@ resattn_status resattn_png_encode(const unsigned char *rgb, int w, int h, unsign
     *png = NULL;
     *len = 0;
     if (!rgb || w < 1 || h < 1 || w > MAX_SIDE || h > MAX_SIDE)
-        return fail(err, err_len, RESATTN_ERR_INVALID_ARGUMENT, "png: bad image %dx%d", w, h);
+        return resattn_fail(err, err_len, RESATTN_ERR_INVALID_ARGUMENT, "png: bad image %dx%d", w,
+                            h);
     png_image img;
     memset(&img, 0, sizeof img);
     img.version = PNG_IMAGE_VERSION;
@@ -242,11 +234,12 @@ resattn_status resattn_png_encode(const unsigned char *rgb, int w, int h, unsign
     size_t cap = PNG_IMAGE_PNG_SIZE_MAX(img);
     unsigned char *buf = malloc(cap);
     if (!buf)
-        return fail(err, err_len, RESATTN_ERR_NOMEM, "png: out of memory (%zu bytes)", cap);
+        return resattn_fail(err, err_len, RESATTN_ERR_NOMEM, "png: out of memory (%zu bytes)", cap);
     png_alloc_size_t size = cap;
     if (!png_image_write_to_memory(&img, buf, &size, 0, rgb, 0, NULL)) {
-        resattn_status s = fail(err, err_len, RESATTN_ERR_IO,
-                                "png: libpng could not encode %dx%d: %s", w, h, img.message);
+        resattn_status s =
+            resattn_fail(err, err_len, RESATTN_ERR_IO, "png: libpng could not encode %dx%d: %s", w,
+                         h, img.message);
         png_image_free(&img);
         free(buf);
         return s;
@@ -270,7 +263,7 @@ resattn_status resattn_png_write_file(const char *path, const unsigned char *rgb
         ok = 0;
     free(png);
     if (!ok)
-        return fail(err, err_len, RESATTN_ERR_IO, "png: could not write '%s'", path);
+        return resattn_fail(err, err_len, RESATTN_ERR_IO, "png: could not write '%s'", path);
     return RESATTN_OK;
 }
 
@@ -332,7 +325,7 @@ static resattn_status render_mask(const resattn_mask_set *set, int i, int image,
         int w = resattn_bars_width(m->c);
         rgb = malloc((size_t)w * (size_t)bar_height * 3);
         if (!rgb)
-            return fail(err, err_len, RESATTN_ERR_NOMEM, "pictures: out of memory");
+            return resattn_fail(err, err_len, RESATTN_ERR_NOMEM, "pictures: out of memory");
         s = resattn_bars_render(v, m->c, bar_height, rgb, err, err_len);
         if (s == RESATTN_OK)
             s = add_picture(out, set, i, "channel", rgb, w, bar_height, err, err_len);
@@ -343,8 +336,9 @@ static resattn_status render_mask(const resattn_mask_set *set, int i, int image,
         return RESATTN_OK; /* drawn together with its coord_h */
     int j = m->kind == RESATTN_MASK_COORD_H ? coord_partner(set, i) : -1;
     if (m->kind == RESATTN_MASK_COORD_H && j < 0)
-        return fail(err, err_len, RESATTN_ERR_INVALID_ARGUMENT,
-                    "pictures: block %s has coord_h but no coord_w mask", set->block_names[i]);
+        return resattn_fail(err, err_len, RESATTN_ERR_INVALID_ARGUMENT,
+                            "pictures: block %s has coord_h but no coord_w mask",
+                            set->block_names[i]);
     int mh = m->h, mw = m->kind == RESATTN_MASK_COORD_H ? set->masks[j].w : m->w;
     rgb = malloc((size_t)ow * (size_t)oh * 3);
     if (m->kind == RESATTN_MASK_COORD_H)
@@ -352,7 +346,7 @@ static resattn_status render_mask(const resattn_mask_set *set, int i, int image,
     if (!rgb || (m->kind == RESATTN_MASK_COORD_H && !spatial)) {
         free(rgb);
         free(spatial);
-        return fail(err, err_len, RESATTN_ERR_NOMEM, "pictures: out of memory");
+        return resattn_fail(err, err_len, RESATTN_ERR_NOMEM, "pictures: out of memory");
     }
     if (spatial)
         resattn_coord_to_spatial(v, resattn_mask_image(&set->masks[j], image), m->c, mh, mw,
@@ -372,12 +366,12 @@ resattn_status resattn_attn_pictures_render(const resattn_mask_set *set, int ima
                                             size_t err_len) {
     *out = NULL;
     if (!set || image < 0 || image >= set->n)
-        return fail(err, err_len, RESATTN_ERR_INVALID_ARGUMENT, "pictures: image %d out of range",
-                    image);
+        return resattn_fail(err, err_len, RESATTN_ERR_INVALID_ARGUMENT,
+                            "pictures: image %d out of range", image);
     resattn_attn_pictures *p = calloc(1, sizeof *p);
     if (!p || (set->count > 0 && !(p->items = calloc((size_t)set->count, sizeof *p->items)))) {
         free(p);
-        return fail(err, err_len, RESATTN_ERR_NOMEM, "pictures: out of memory");
+        return resattn_fail(err, err_len, RESATTN_ERR_NOMEM, "pictures: out of memory");
     }
     for (int i = 0; i < set->count; i++) {
         resattn_status s = render_mask(set, i, image, base, ow, oh, bar_height, p, err, err_len);
@@ -401,14 +395,15 @@ resattn_status resattn_attn_pictures_write_dir(const resattn_attn_pictures *p, c
         int n = snprintf(path, sizeof path, "%s/%s%s_%s.png", dir, prefix ? prefix : "",
                          it->block_name, it->kind);
         if (n < 0 || (size_t)n >= sizeof path)
-            return fail(err, err_len, RESATTN_ERR_INVALID_ARGUMENT,
-                        "pictures: path too long in directory '%s'", dir);
+            return resattn_fail(err, err_len, RESATTN_ERR_INVALID_ARGUMENT,
+                                "pictures: path too long in directory '%s'", dir);
         FILE *f = fopen(path, "wb");
         int ok = f && fwrite(it->png, 1, it->png_len, f) == it->png_len;
         if (f && fclose(f) != 0)
             ok = 0;
         if (!ok)
-            return fail(err, err_len, RESATTN_ERR_IO, "pictures: could not write '%s'", path);
+            return resattn_fail(err, err_len, RESATTN_ERR_IO, "pictures: could not write '%s'",
+                                path);
         if (written)
             (*written)++;
     }
@@ -448,7 +443,8 @@ json_t *resattn_attention_json(const resattn_mask_set *set, int image, const flo
                                int h, int w, char *err, size_t err_len) {
     json_t *summary = resattn_mask_summary_json(set, image);
     if (!summary) {
-        fail(err, err_len, RESATTN_ERR_NOMEM, "attention summary: out of memory or bad image");
+        resattn_fail(err, err_len, RESATTN_ERR_NOMEM,
+                     "attention summary: out of memory or bad image");
         return NULL;
     }
     if (!chw)
@@ -475,7 +471,7 @@ json_t *resattn_attention_json(const resattn_mask_set *set, int image, const flo
                 json_decref(str);
             json_decref(summary);
             resattn_attn_pictures_free(p);
-            fail(err, err_len, RESATTN_ERR_NOMEM, "attention pictures: out of memory");
+            resattn_fail(err, err_len, RESATTN_ERR_NOMEM, "attention pictures: out of memory");
             return NULL;
         }
     }

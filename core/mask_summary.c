@@ -4,21 +4,12 @@
  * See mask_summary.h for why the copies exist.
  */
 #include "mask_summary.h"
+#include "error.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static resattn_status fail(char *err, size_t err_len, resattn_status s, const char *fmt, ...) {
-    if (err && err_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_len, fmt, ap);
-        va_end(ap);
-    }
-    return s;
-}
 
 size_t resattn_mask_size(const resattn_mask *m) {
     return (size_t)m->c * (size_t)m->h * (size_t)m->w;
@@ -59,11 +50,11 @@ resattn_status resattn_mask_set_copy(const resattn_model *model, const resattn_c
                                      int n, resattn_mask_set **out, char *err, size_t err_len) {
     *out = NULL;
     if (!model || !ctx || first < 0 || n < 1)
-        return fail(err, err_len, RESATTN_ERR_INVALID_ARGUMENT,
-                    "mask copy: bad arguments (first %d, n %d)", first, n);
+        return resattn_fail(err, err_len, RESATTN_ERR_INVALID_ARGUMENT,
+                            "mask copy: bad arguments (first %d, n %d)", first, n);
     resattn_mask_set *set = calloc(1, sizeof *set);
     if (!set)
-        return fail(err, err_len, RESATTN_ERR_NOMEM, "mask copy: out of memory");
+        return resattn_fail(err, err_len, RESATTN_ERR_NOMEM, "mask copy: out of memory");
     set->n = n;
     int count = resattn_ctx_mask_count(ctx);
     if (count > 0) {
@@ -96,7 +87,7 @@ resattn_status resattn_mask_set_copy(const resattn_model *model, const resattn_c
     return RESATTN_OK;
 nomem:
     resattn_mask_set_free(set);
-    return fail(err, err_len, RESATTN_ERR_NOMEM, "mask copy: out of memory");
+    return resattn_fail(err, err_len, RESATTN_ERR_NOMEM, "mask copy: out of memory");
 }
 
 void resattn_mask_stats_compute(const float *v, size_t count, resattn_mask_stats *out) {

@@ -4,21 +4,12 @@
  * small scanner that never reads past the header length.
  */
 #include "npy.h"
+#include "error.h"
 
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-
-static resattn_status fail(char *err, size_t err_len, const char *fmt, ...) {
-    if (err && err_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_len, fmt, ap);
-        va_end(ap);
-    }
-    return RESATTN_ERR_FORMAT;
-}
 
 /* Find the value after 'key': in hdr[0..len); NULL if absent. */
 static const char *find_key(const char *hdr, size_t len, const char *key) {
@@ -119,7 +110,8 @@ resattn_status resattn_npy_parse(const void *buf, size_t len, resattn_npy *out, 
     memset(out, 0, sizeof *out);
     const unsigned char *b = buf;
     if (!b || len < 10 || memcmp(b, "\x93NUMPY", 6))
-        return fail(err, err_len, "not a .npy file (missing \\x93NUMPY magic)");
+        return resattn_fail(err, err_len, RESATTN_ERR_FORMAT,
+                            "not a .npy file (missing \\x93NUMPY magic)");
     int major = b[6];
     size_t hl, start;
     if (major == 1) {
@@ -127,36 +119,41 @@ resattn_status resattn_npy_parse(const void *buf, size_t len, resattn_npy *out, 
         start = 10;
     } else if (major == 2 || major == 3) {
         if (len < 12)
-            return fail(err, err_len, ".npy: truncated header");
+            return resattn_fail(err, err_len, RESATTN_ERR_FORMAT, ".npy: truncated header");
         hl = (size_t)b[8] | (size_t)b[9] << 8 | (size_t)b[10] << 16 | (size_t)b[11] << 24;
         start = 12;
     } else {
-        return fail(err, err_len, ".npy: unsupported format version %d", major);
+        return resattn_fail(err, err_len, RESATTN_ERR_FORMAT, ".npy: unsupported format version %d",
+                            major);
     }
     if (hl > len - start)
-        return fail(err, err_len, ".npy: header length %zu beyond the file (%zu bytes)", hl, len);
+        return resattn_fail(err, err_len, RESATTN_ERR_FORMAT,
+                            ".npy: header length %zu beyond the file (%zu bytes)", hl, len);
     const char *hdr = (const char *)b + start, *end = hdr + hl;
     const char *d = find_key(hdr, hl, "descr"), *fo = find_key(hdr, hl, "fortran_order"),
                *sh = find_key(hdr, hl, "shape");
     dtype dt;
     if (!d || !parse_descr(d, end, &dt))
-        return fail(err, err_len,
-                    ".npy: unsupported or missing 'descr' (want little-endian "
-                    "float or integer)");
+        return resattn_fail(err, err_len, RESATTN_ERR_FORMAT,
+                            ".npy: unsupported or missing 'descr' (want little-endian "
+                            "float or integer)");
     if (!fo || (size_t)(end - fo) < 5 || memcmp(fo, "False", 5))
-        return fail(err, err_len, ".npy: only C order (fortran_order False) is supported");
+        return resattn_fail(err, err_len, RESATTN_ERR_FORMAT,
+                            ".npy: only C order (fortran_order False) is supported");
     if (!sh || !parse_shape(sh, end, out))
-        return fail(err, err_len, ".npy: cannot parse 'shape'");
+        return resattn_fail(err, err_len, RESATTN_ERR_FORMAT, ".npy: cannot parse 'shape'");
     size_t count = 1;
     for (int i = 0; i < out->ndim; i++) {
         if (out->shape[i] && count > SIZE_MAX / 8 / (size_t)out->shape[i])
-            return fail(err, err_len, ".npy: shape element count overflows");
+            return resattn_fail(err, err_len, RESATTN_ERR_FORMAT,
+                                ".npy: shape element count overflows");
         count *= (size_t)out->shape[i];
     }
     size_t data_len = len - start - hl;
     if (count * (size_t)dt.size != data_len)
-        return fail(err, err_len, ".npy: shape needs %zu bytes of data, file has %zu",
-                    count * (size_t)dt.size, data_len);
+        return resattn_fail(err, err_len, RESATTN_ERR_FORMAT,
+                            ".npy: shape needs %zu bytes of data, file has %zu",
+                            count * (size_t)dt.size, data_len);
     out->count = count;
     out->data = malloc((count ? count : 1) * sizeof(float));
     if (!out->data) {

@@ -4,6 +4,7 @@
  * to overlap before any data is read. F16 and BF16 are widened to float32 on read.
  */
 #include "safetensors.h"
+#include "error.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -11,16 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static resattn_status fail(char *err, size_t err_len, resattn_status s, const char *fmt, ...) {
-    if (err && err_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_len, fmt, ap);
-        va_end(ap);
-    }
-    return s;
-}
 
 static const struct {
     const char *name;
@@ -46,12 +37,13 @@ static resattn_status parse_entry(resattn_st_tensor *t, json_t *v, size_t data_l
                                   size_t err_len) {
     const char *n = t->name;
     if (!json_is_object(v))
-        return fail(err, err_len, RESATTN_ERR_FORMAT, "tensor %s: header entry is not an object",
-                    n);
+        return resattn_fail(err, err_len, RESATTN_ERR_FORMAT,
+                            "tensor %s: header entry is not an object", n);
     json_t *jd = json_object_get(v, "dtype"), *js = json_object_get(v, "shape"),
            *jo = json_object_get(v, "data_offsets");
     if (!json_is_string(jd))
-        return fail(err, err_len, RESATTN_ERR_FORMAT, "tensor %s: missing string \"dtype\"", n);
+        return resattn_fail(err, err_len, RESATTN_ERR_FORMAT, "tensor %s: missing string \"dtype\"",
+                            n);
     size_t esize = 0;
     for (size_t i = 0; i < sizeof dtypes / sizeof dtypes[0]; i++)
         if (!strcmp(json_string_value(jd), dtypes[i].name)) {
@@ -60,69 +52,72 @@ static resattn_status parse_entry(resattn_st_tensor *t, json_t *v, size_t data_l
             snprintf(t->dtype_name, sizeof t->dtype_name, "%s", dtypes[i].name);
         }
     if (!esize)
-        return fail(err, err_len, RESATTN_ERR_FORMAT, "tensor %s: unknown dtype \"%.32s\"", n,
-                    json_string_value(jd));
+        return resattn_fail(err, err_len, RESATTN_ERR_FORMAT, "tensor %s: unknown dtype \"%.32s\"",
+                            n, json_string_value(jd));
     if (!json_is_array(js) || json_array_size(js) > RESATTN_ST_MAX_DIMS)
-        return fail(err, err_len, RESATTN_ERR_FORMAT,
-                    "tensor %s: \"shape\" must be an array of at most %d integers", n,
-                    RESATTN_ST_MAX_DIMS);
+        return resattn_fail(err, err_len, RESATTN_ERR_FORMAT,
+                            "tensor %s: \"shape\" must be an array of at most %d integers", n,
+                            RESATTN_ST_MAX_DIMS);
     t->ndim = (int)json_array_size(js);
     size_t count = 1;
     for (int i = 0; i < t->ndim; i++) {
         json_t *d = json_array_get(js, (size_t)i);
         if (!json_is_integer(d) || json_integer_value(d) < 0)
-            return fail(err, err_len, RESATTN_ERR_FORMAT,
-                        "tensor %s: shape[%d] is not a non-negative integer", n, i);
+            return resattn_fail(err, err_len, RESATTN_ERR_FORMAT,
+                                "tensor %s: shape[%d] is not a non-negative integer", n, i);
         uint64_t dim = (uint64_t)json_integer_value(d);
         if (dim && count > SIZE_MAX / dim)
-            return fail(err, err_len, RESATTN_ERR_FORMAT, "tensor %s: shape overflows", n);
+            return resattn_fail(err, err_len, RESATTN_ERR_FORMAT, "tensor %s: shape overflows", n);
         count *= dim;
         t->shape[i] = (int64_t)dim;
     }
     t->count = count;
     if (!json_is_array(jo) || json_array_size(jo) != 2 || !json_is_integer(json_array_get(jo, 0)) ||
         !json_is_integer(json_array_get(jo, 1)))
-        return fail(err, err_len, RESATTN_ERR_FORMAT,
-                    "tensor %s: \"data_offsets\" must be [begin, end]", n);
+        return resattn_fail(err, err_len, RESATTN_ERR_FORMAT,
+                            "tensor %s: \"data_offsets\" must be [begin, end]", n);
     json_int_t b = json_integer_value(json_array_get(jo, 0)),
                e = json_integer_value(json_array_get(jo, 1));
     if (b < 0 || e < b)
-        return fail(err, err_len, RESATTN_ERR_FORMAT,
-                    "tensor %s: data_offsets [%lld, %lld] are not 0 <= begin <= end", n,
-                    (long long)b, (long long)e);
+        return resattn_fail(err, err_len, RESATTN_ERR_FORMAT,
+                            "tensor %s: data_offsets [%lld, %lld] are not 0 <= begin <= end", n,
+                            (long long)b, (long long)e);
     if ((uint64_t)e > data_len)
-        return fail(err, err_len, RESATTN_ERR_FORMAT,
-                    "tensor %s: data_offsets end %lld is beyond the data section (%zu bytes)", n,
-                    (long long)e, data_len);
+        return resattn_fail(
+            err, err_len, RESATTN_ERR_FORMAT,
+            "tensor %s: data_offsets end %lld is beyond the data section (%zu bytes)", n,
+            (long long)e, data_len);
     t->begin = (size_t)b;
     t->end = (size_t)e;
     if (count > SIZE_MAX / esize || count * esize != t->end - t->begin)
-        return fail(err, err_len, RESATTN_ERR_FORMAT,
-                    "tensor %s: %zu bytes in data_offsets but shape x %s needs %zu", n,
-                    t->end - t->begin, t->dtype_name, count * esize);
+        return resattn_fail(err, err_len, RESATTN_ERR_FORMAT,
+                            "tensor %s: %zu bytes in data_offsets but shape x %s needs %zu", n,
+                            t->end - t->begin, t->dtype_name, count * esize);
     return RESATTN_OK;
 }
 
 static resattn_status parse_metadata(resattn_st *st, json_t *meta, char *err, size_t err_len) {
     if (!json_is_object(meta))
-        return fail(err, err_len, RESATTN_ERR_FORMAT, "__metadata__ is not an object");
+        return resattn_fail(err, err_len, RESATTN_ERR_FORMAT, "__metadata__ is not an object");
     json_t *c = json_object_get(meta, "resattn.config");
     if (!c)
         return RESATTN_OK;
     if (!json_is_string(c))
-        return fail(err, err_len, RESATTN_ERR_FORMAT,
-                    "__metadata__[\"resattn.config\"] is not a string");
+        return resattn_fail(err, err_len, RESATTN_ERR_FORMAT,
+                            "__metadata__[\"resattn.config\"] is not a string");
     st->config_json = strdup(json_string_value(c));
-    return st->config_json ? RESATTN_OK : fail(err, err_len, RESATTN_ERR_NOMEM, "out of memory");
+    return st->config_json ? RESATTN_OK
+                           : resattn_fail(err, err_len, RESATTN_ERR_NOMEM, "out of memory");
 }
 
 static resattn_status parse_header(resattn_st *st, json_t *root, char *err, size_t err_len) {
     if (!json_is_object(root))
-        return fail(err, err_len, RESATTN_ERR_FORMAT, "safetensors header is not a JSON object");
+        return resattn_fail(err, err_len, RESATTN_ERR_FORMAT,
+                            "safetensors header is not a JSON object");
     size_t n = json_object_size(root);
     st->tensors = calloc(n ? n : 1, sizeof *st->tensors);
     if (!st->tensors)
-        return fail(err, err_len, RESATTN_ERR_NOMEM, "out of memory");
+        return resattn_fail(err, err_len, RESATTN_ERR_NOMEM, "out of memory");
     const char *key;
     json_t *v;
     json_object_foreach(root, key, v) {
@@ -134,7 +129,7 @@ static resattn_status parse_header(resattn_st *st, json_t *root, char *err, size
         }
         resattn_st_tensor *t = &st->tensors[st->num_tensors++];
         if (!(t->name = strdup(key)))
-            return fail(err, err_len, RESATTN_ERR_NOMEM, "out of memory");
+            return resattn_fail(err, err_len, RESATTN_ERR_NOMEM, "out of memory");
         resattn_status s = parse_entry(t, v, st->data_len, err, err_len);
         if (s)
             return s;
@@ -142,9 +137,9 @@ static resattn_status parse_header(resattn_st *st, json_t *root, char *err, size
     qsort(st->tensors, (size_t)st->num_tensors, sizeof *st->tensors, cmp_begin);
     for (int i = 1; i < st->num_tensors; i++)
         if (st->tensors[i].begin < st->tensors[i - 1].end)
-            return fail(err, err_len, RESATTN_ERR_FORMAT,
-                        "tensors %s and %s have overlapping data_offsets", st->tensors[i - 1].name,
-                        st->tensors[i].name);
+            return resattn_fail(err, err_len, RESATTN_ERR_FORMAT,
+                                "tensors %s and %s have overlapping data_offsets",
+                                st->tensors[i - 1].name, st->tensors[i].name);
     return RESATTN_OK;
 }
 
@@ -153,22 +148,22 @@ resattn_status resattn_st_parse(const void *buf, size_t len, resattn_st *st, cha
     memset(st, 0, sizeof *st);
     const unsigned char *p = buf;
     if (!p || len < 8)
-        return fail(err, err_len, RESATTN_ERR_FORMAT,
-                    "truncated file: %zu bytes, a safetensors file needs at least 8", len);
+        return resattn_fail(err, err_len, RESATTN_ERR_FORMAT,
+                            "truncated file: %zu bytes, a safetensors file needs at least 8", len);
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--)
         hlen = hlen << 8 | p[i];
     if (hlen > len - 8)
-        return fail(err, err_len, RESATTN_ERR_FORMAT,
-                    "header length %llu is beyond the end of the file (%zu bytes)",
-                    (unsigned long long)hlen, len);
+        return resattn_fail(err, err_len, RESATTN_ERR_FORMAT,
+                            "header length %llu is beyond the end of the file (%zu bytes)",
+                            (unsigned long long)hlen, len);
     st->data = p + 8 + hlen;
     st->data_len = len - 8 - (size_t)hlen;
     json_error_t je;
     json_t *root = json_loadb((const char *)p + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &je);
     if (!root)
-        return fail(err, err_len, RESATTN_ERR_FORMAT, "invalid JSON header at byte %d: %s",
-                    je.position, je.text);
+        return resattn_fail(err, err_len, RESATTN_ERR_FORMAT, "invalid JSON header at byte %d: %s",
+                            je.position, je.text);
     resattn_status s = parse_header(st, root, err, err_len);
     json_decref(root);
     if (s)
