@@ -89,12 +89,28 @@ format-check:
 fixtures:
 	/usr/bin/python3 tools/make_fixtures.py
 
-# libFuzzer driver for the image inputs (fuzz/README.md), built with clang.
-fuzz:
-	$(MAKE) BUILD=$(BUILD) CC=clang OPT="-O1 -g -fsanitize=fuzzer-no-link,address,undefined" \
-	  $(BUILD)/fuzz_image
-$(BUILD)/fuzz_image: fuzz/fuzz_image.c $(SERVER_OBJ) $(BUILD)/libresattn.a
-	$(CC) $(CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $^ $(LDLIBS)
+# libFuzzer harnesses (tests/fuzz/README.md), built with clang in $(BUILD)-fuzz/ so the
+# instrumented objects never mix with the normal build. Each runs FUZZ_SECONDS on a copy of
+# its seed corpus tests/fuzz/corpus_<name>/; crashes are written to $(BUILD)-fuzz/crash-*.
+FUZZERS      = image v2_json v2_binary tfs npy model
+FUZZ_SECONDS ?= 60
+FUZZ_BUILD    = $(BUILD)-fuzz
+.PHONY: fuzz fuzz-build fuzz-short valgrind
+fuzz-build:
+	$(MAKE) BUILD=$(FUZZ_BUILD) CC=clang OPT="-O1 -g -fsanitize=fuzzer-no-link,address,undefined" \
+	  $(FUZZERS:%=$(FUZZ_BUILD)/fuzz_%)
+$(BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard tests/fuzz/*.h) $(SERVER_OBJ) $(BUILD)/libresattn.a
+	$(CC) $(CFLAGS) -Itests/fuzz -fsanitize=fuzzer,address,undefined -o $@ $< $(SERVER_OBJ) \
+	  $(BUILD)/libresattn.a $(LDLIBS)
+fuzz: fuzz-build
+	@set -e; for f in $(FUZZERS); do \
+	  mkdir -p $(FUZZ_BUILD)/corpus/$$f; echo "== fuzz_$$f $(FUZZ_SECONDS) s"; \
+	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 $(FUZZ_BUILD)/fuzz_$$f \
+	    -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=2048 -print_final_stats=1 \
+	    -artifact_prefix=$(FUZZ_BUILD)/crash-$$f- $(FUZZ_BUILD)/corpus/$$f tests/fuzz/corpus_$$f; \
+	  done
+fuzz-short:
+	$(MAKE) FUZZ_SECONDS=20 fuzz
 
 clean:
 	rm -rf build build-asan

@@ -4,8 +4,8 @@
  *   1: resattn_multipart_parse (boundary "XyZ");
  *   2: resattn_image_api_parse as /predict, 3: as v2 (content type from the second byte);
  *   4: resattn_base64_decode.
- * Build and run (see fuzz/README.md):
- *   make BUILD=build-fuzz fuzz && build-fuzz/fuzz_image -max_len=65536 fuzz/corpus
+ * Build and run (see tests/fuzz/README.md):
+ *   make BUILD=build-fuzz fuzz && build-tests/fuzz/fuzz_image -max_len=65536 tests/fuzz/corpus
  * The pixel limit is lowered to 1 megapixel so the fuzzer explores parsers, not memory.
  */
 #include "base64.h"
@@ -61,9 +61,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         m.preprocess_json = "{\"color\":\"gray\",\"invert\":\"auto\"}";
         resattn_parse_limits lim = {4, 0, 64};
         resattn_infer_request r;
-        int st = resattn_image_api_parse(target == 2 ? RESATTN_PROTO_PREDICT : RESATTN_PROTO_V2,
-                                         ct, data, size, -1, 1 << 20, &m, &lim, &r, err,
-                                         sizeof err);
+        int st = resattn_image_api_parse(target == 2 ? RESATTN_PROTO_PREDICT : RESATTN_PROTO_V2, ct,
+                                         data, size, -1, 1 << 20, &m, &lim, &r, err, sizeof err);
         if (!st) {
             float logits[4 * 3] = {0};
             resattn_response_body b;

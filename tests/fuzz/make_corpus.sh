@@ -1,8 +1,8 @@
 #!/bin/sh
-# Seeds for fuzz/fuzz_image.c from the test fixtures: "<target byte><type byte><payload>".
+# Seeds for tests/fuzz/fuzz_image.c from the test fixtures: "<target byte><type byte><payload>".
 set -e
 cd "$(dirname "$0")/.."
-out=fuzz/corpus
+out=tests/fuzz/corpus_image
 mkdir -p "$out"
 seed() { { printf "$1"; cat "$2"; } > "$out/$3"; }
 seed '\000\000' tests/fixtures/images/palette.png img-palette

@@ -1,0 +1,37 @@
+/*
+ * Shared by the protocol harnesses (fuzz_v2_json.c, fuzz_v2_binary.c, fuzz_tfs.c): a fixed
+ * model description loaded once from a small fixture, so that the parsers check shapes and
+ * label counts against a real model (basic_cifar_se: 3x32x32 in, 10 classes).
+ * RESATTN_FUZZ_MODEL overrides the path; the default is relative to the repository root,
+ * where `make fuzz` runs the harnesses.
+ */
+#ifndef RESATTN_FUZZ_COMMON_H
+#define RESATTN_FUZZ_COMMON_H
+
+#include "protocol.h"
+
+#include <resattn/resattn.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static resattn_model *fuzz_model;
+
+/* Limits as `resattn serve` sets them by default (server/cmd_serve.c), batch raised to 4. */
+static const resattn_parse_limits fuzz_limits = {
+    .max_batch = 4, .allow_nonfinite = 0, .max_json_depth = 64};
+
+static const resattn_model_info *fuzz_model_info(void) {
+    if (!fuzz_model) {
+        const char *path = getenv("RESATTN_FUZZ_MODEL");
+        char err[256];
+        if (!path)
+            path = "tests/fixtures/basic_cifar_se.safetensors";
+        if (resattn_model_load_file(path, &fuzz_model, err, sizeof err)) {
+            fprintf(stderr, "fuzz: cannot load %s: %s\n", path, err);
+            abort();
+        }
+    }
+    return resattn_model_get_info(fuzz_model);
+}
+
+#endif
