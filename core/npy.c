@@ -38,9 +38,12 @@ static int parse_descr(const char *p, const char *end, dtype *dt) {
     if (order != '<' && order != '|' && order != '=')
         return 0;
     dt->kind = *p++;
-    char *e;
-    long sz = strtol(p, &e, 10);
-    if (e >= end || *e != q || (dt->kind != 'f' && dt->kind != 'i' && dt->kind != 'u'))
+    /* Digits by hand, bounded by `end`: the header is not NUL-terminated, so strtol could
+     * read past the buffer (found by tests/fuzz/fuzz_npy.c). */
+    long sz = 0;
+    while (p < end && *p >= '0' && *p <= '9' && sz < 100)
+        sz = sz * 10 + (*p++ - '0');
+    if (p >= end || *p != q || (dt->kind != 'f' && dt->kind != 'i' && dt->kind != 'u'))
         return 0;
     dt->size = (int)sz;
     if (dt->kind == 'f')
