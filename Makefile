@@ -112,5 +112,16 @@ fuzz: fuzz-build
 fuzz-short:
 	$(MAKE) FUZZ_SECONDS=20 fuzz
 
+# The integration suites under valgrind memcheck (CK_FORK=no so valgrind sees the tests
+# themselves); servers the tests start run under valgrind too (RESATTN_TEST_WRAPPER, read by
+# tests/util_http.c), and a server with errors exits 99, which the tests' exit-0 checks catch.
+# parity/attention/ops/winograd are left out: numeric kernels, too slow under valgrind.
+VALGRIND        = valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite
+VALGRIND_SUITES ?= fuzz_regressions protocol loader multipart image attention_http server
+valgrind: $(BUILD)/check_resattn $(BUILD)/resattn
+	@set -e; for s in $(VALGRIND_SUITES); do echo "== valgrind: suite $$s"; \
+	  CK_FORK=no CK_RUN_SUITE=$$s CK_TIMEOUT_MULTIPLIER=10 RESATTN_BIN=$(abspath $(BUILD)/resattn) \
+	  RESATTN_TEST_WRAPPER="$(VALGRIND)" $(VALGRIND) $(BUILD)/check_resattn; done
+
 clean:
 	rm -rf build build-asan

@@ -47,10 +47,23 @@ int uh_server_start(uh_server *s, const char *const *args) {
     snprintf(s->log, sizeof s->log, "%s/server.log", s->dir);
     char port_file[128];
     snprintf(port_file, sizeof port_file, "%s/port", s->dir);
-    const char *argv[64] = {uh_binary(), "serve", "--host",      "127.0.0.1",
-                            "--port",    "0",     "--port-file", port_file};
-    int n = 8;
-    for (int i = 0; args && args[i] && n < 63; i++)
+    /* RESATTN_TEST_WRAPPER (e.g. "valgrind --error-exitcode=99 ...", set by `make valgrind`)
+     * is split on spaces and put in front of the server command line. */
+    const char *argv[96];
+    int n = 0;
+    char wrap[512] = "";
+    const char *w = getenv("RESATTN_TEST_WRAPPER");
+    if (w && *w) {
+        snprintf(wrap, sizeof wrap, "%s", w);
+        char *save = NULL;
+        for (char *t = strtok_r(wrap, " ", &save); t && n < 24; t = strtok_r(NULL, " ", &save))
+            argv[n++] = t;
+    }
+    const char *base[8] = {uh_binary(), "serve", "--host",      "127.0.0.1",
+                           "--port",    "0",     "--port-file", port_file};
+    for (int i = 0; i < 8; i++)
+        argv[n++] = base[i];
+    for (int i = 0; args && args[i] && n < 95; i++)
         argv[n++] = args[i];
     argv[n] = NULL;
     s->pid = fork();
@@ -62,10 +75,10 @@ int uh_server_start(uh_server *s, const char *const *args) {
             dup2(fd, 1);
             dup2(fd, 2);
         }
-        execv(argv[0], (char *const *)argv);
+        execvp(argv[0], (char *const *)argv);
         _exit(127);
     }
-    for (int i = 0; i < 600; i++) { /* up to 60 s: sanitizer builds start slowly */
+    for (int i = 0; i < (wrap[0] ? 1800 : 600); i++) { /* 60 s (180 s wrapped): slow starts */
         int st;
         if (waitpid(s->pid, &st, WNOHANG) == s->pid) {
             s->pid = 0;
@@ -89,6 +102,9 @@ int uh_server_start(uh_server *s, const char *const *args) {
 int uh_server_stop(uh_server *s, int sig, int timeout_ms) {
     int status = -1;
     if (s->pid > 0) {
+        const char *w = getenv("RESATTN_TEST_WRAPPER");
+        if (w && *w) /* valgrind: exit and leak check take far longer */
+            timeout_ms *= 10;
         kill(s->pid, sig);
         int st = 0, done = 0;
         for (int t = 0; t < timeout_ms && !done; t += 10) {
