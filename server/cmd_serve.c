@@ -35,7 +35,42 @@ typedef struct server {
     resattn_metrics *metrics;
     resattn_pool *pool;
     resattn_http *http;
+    char *tls_cert_pem, *tls_key_pem; /* --tls-cert/--tls-key contents, NUL-terminated */
 } server;
+
+/* A whole PEM file as a NUL-terminated string (libmicrohttpd takes certificates as text). */
+static char *read_pem(const char *path, const char *flag, char *err, size_t err_len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, err_len, "%s %s: cannot open", flag, path);
+        return NULL;
+    }
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    for (size_t n; buf && (n = fread(buf + len, 1, cap - 1 - len, f)) > 0;) {
+        len += n;
+        if (len + 1 == cap && cap < ((size_t)1 << 24)) {
+            char *b = realloc(buf, cap *= 2);
+            if (!b) {
+                free(buf);
+                buf = NULL;
+            } else
+                buf = b;
+        }
+    }
+    fclose(f);
+    if (!buf) {
+        snprintf(err, err_len, "%s %s: out of memory", flag, path);
+        return NULL;
+    }
+    buf[len] = 0;
+    if (!strstr(buf, "-----BEGIN ")) {
+        snprintf(err, err_len, "%s %s: not a PEM file (no '-----BEGIN ' line)", flag, path);
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
 
 /* Server messages (not the access log): text, or JSON lines with --log-format json. */
 static void say(const server *s, const char *level, const char *fmt, ...) {
@@ -165,6 +200,15 @@ static int start(server *s) {
         .request_timeout_ms = s->cfg.request_timeout_ms,
         .log_json = s->cfg.log_json,
         .log = stderr,
+        .api_keys = (const char *const *)s->cfg.api_keys,
+        .num_api_keys = s->cfg.num_api_keys,
+        .auth_health = s->cfg.auth_health,
+        .tls_cert = s->tls_cert_pem,
+        .tls_key = s->tls_key_pem,
+        .max_connections = s->cfg.max_connections,
+        .connection_timeout_s = s->cfg.connection_timeout_s,
+        .max_connections_per_ip = s->cfg.max_connections_per_ip,
+        .max_header_bytes = s->cfg.max_header_bytes,
         .limits = {.max_batch = s->cfg.max_batch,
                    .allow_nonfinite = s->cfg.allow_nonfinite,
                    .max_json_depth = 64},
@@ -172,12 +216,12 @@ static int start(server *s) {
     if (resattn_http_start(&ho, s->served, s->num_models, s->pool, s->metrics, &s->http, err,
                            sizeof err)) {
         say(s, "error", "%s", err);
-        return -1;
+        return s->tls_cert_pem ? -2 : -1; /* a certificate GnuTLS refused: a usage error */
     }
     int port = resattn_http_port(s->http);
-    say(s, "info", "listening on %s:%d (%d workers x %d BLAS threads, max batch %d, %s)",
-        s->cfg.host, port, s->cfg.workers, s->cfg.blas_threads, s->cfg.max_batch,
-        resattn_blas_corename());
+    say(s, "info", "listening on %s%s:%d (%d workers x %d BLAS threads, max batch %d, %s)",
+        s->tls_cert_pem ? "https://" : "", s->cfg.host, port, s->cfg.workers, s->cfg.blas_threads,
+        s->cfg.max_batch, resattn_blas_corename());
     if (s->cfg.port == 0) {
         printf("%d\n", port);
         fflush(stdout);
@@ -215,6 +259,8 @@ static void teardown(server *s) {
         free(s->names[i]);
     }
     resattn_server_config_release(&s->cfg);
+    free(s->tls_cert_pem);
+    free(s->tls_key_pem);
 }
 
 /* Set by on_signal when a thread that does not block the signals (OpenBLAS's) takes one. */
@@ -258,19 +304,26 @@ int resattn_cmd_serve(int argc, char **argv) {
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
     json_object_seed(0);
+    if (s.cfg.tls_cert &&
+        (!(s.tls_cert_pem = read_pem(s.cfg.tls_cert, "--tls-cert", err, sizeof err)) ||
+         !(s.tls_key_pem = read_pem(s.cfg.tls_key, "--tls-key", err, sizeof err)))) {
+        fprintf(stderr, "resattn serve: %s\n", err);
+        teardown(&s);
+        return 2;
+    }
     check_blas(&s);
     if (load_models(&s)) {
         teardown(&s);
         return 2;
     }
-    if (start(&s)) {
+    if ((rc = start(&s))) {
         if (s.http) { /* nothing is in flight yet unless clients came early: drain anyway */
             resattn_http_begin_drain(s.http);
             if (resattn_http_wait_idle(s.http, DRAIN_GRACE_MS))
                 return 1; /* cannot stop the daemon with suspended connections */
         }
         teardown(&s);
-        return 1;
+        return rc == -2 ? 2 : 1;
     }
     int sig = wait_signal(&set);
     say(&s, "info", "%s: draining (timeout %d ms)", sig == SIGINT ? "SIGINT" : "SIGTERM",

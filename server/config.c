@@ -13,7 +13,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum opt_type { OPT_INT, OPT_LLONG, OPT_STR, OPT_BOOL, OPT_LOGFMT, OPT_MODELS } opt_type;
+typedef enum opt_type {
+    OPT_INT,
+    OPT_LLONG,
+    OPT_STR,
+    OPT_BOOL,
+    OPT_LOGFMT,
+    OPT_MODELS,
+    OPT_KEYS
+} opt_type;
 
 typedef struct option_def {
     const char *name; /* flag without the leading "--" */
@@ -58,6 +66,25 @@ static const option_def options[] = {
      "accept NaN and Inf in input tensors"},
     {"port-file", "RESATTN_PORT_FILE", OPT_STR, OFF(port_file), NULL, 0, 0, "PATH",
      "write the bound port number to this file once listening"},
+    {"api-key", "RESATTN_API_KEY", OPT_KEYS, OFF(api_keys), NULL, 0, 0, "KEY",
+     "require 'Authorization: Bearer KEY' on inference and metadata endpoints; repeatable"},
+    {"api-key-file", "RESATTN_API_KEY_FILE", OPT_STR, OFF(api_key_file), NULL, 0, 0, "PATH",
+     "more API keys, one per line ('#' starts a comment)"},
+    {"auth-health", "RESATTN_AUTH_HEALTH", OPT_BOOL, OFF(auth_health), "0", 0, 0, NULL,
+     "with API keys, also protect /healthz, /readyz, /v2/health/* and /metrics"},
+    {"tls-cert", "RESATTN_TLS_CERT", OPT_STR, OFF(tls_cert), NULL, 0, 0, "PATH",
+     "serve HTTPS with this PEM certificate (needs --tls-key)"},
+    {"tls-key", "RESATTN_TLS_KEY", OPT_STR, OFF(tls_key), NULL, 0, 0, "PATH",
+     "PEM private key of --tls-cert"},
+    {"max-connections", "RESATTN_MAX_CONNECTIONS", OPT_INT, OFF(max_connections), "1024", 1,
+     1000000, "N", "most open connections; beyond it, new ones are closed at once"},
+    {"connection-timeout-s", "RESATTN_CONNECTION_TIMEOUT_S", OPT_INT, OFF(connection_timeout_s),
+     "30", 1, 86400, "S", "close a connection idle this long"},
+    {"max-connections-per-ip", "RESATTN_MAX_CONNECTIONS_PER_IP", OPT_INT,
+     OFF(max_connections_per_ip), "0", 0, 1000000, "N",
+     "most connections from one address (0 = no limit)"},
+    {"max-header-bytes", "RESATTN_MAX_HEADER_BYTES", OPT_INT, OFF(max_header_bytes), "65536", 8192,
+     16777216, "BYTES", "memory per connection for the request line and headers (431 beyond)"},
 };
 
 #define NUM_OPTIONS (sizeof options / sizeof options[0])
@@ -85,6 +112,57 @@ static int models_add(resattn_server_config *cfg, const char *path, size_t len, 
     }
     cfg->models[cfg->num_models++] = strndup(path, len);
     return 0;
+}
+
+/* Append one API key (owned copy); empty keys are refused so "" never authorizes. */
+static int keys_add(resattn_server_config *cfg, const char *key, size_t len, const char *from,
+                    char *err, size_t err_len) {
+    if (len == 0) {
+        set_err(err, err_len, "%s: an API key must not be empty", from);
+        return -1;
+    }
+    char **k = realloc(cfg->api_keys, sizeof *k * (size_t)(cfg->num_api_keys + 1));
+    if (!k || !(k[cfg->num_api_keys] = strndup(key, len))) {
+        if (k)
+            cfg->api_keys = k;
+        set_err(err, err_len, "%s: out of memory", from);
+        return -1;
+    }
+    cfg->api_keys = k;
+    cfg->num_api_keys++;
+    return 0;
+}
+
+/* --api-key-file: one key per line; blank lines and lines starting with '#' are skipped,
+ * surrounding spaces trimmed. Messages name the file and line, never the key. */
+static int keys_read_file(resattn_server_config *cfg, const char *path, char *err, size_t err_len) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        set_err(err, err_len, "--api-key-file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    char line[4096];
+    int rc = 0, n = 0, lineno = 0;
+    while (!rc && fgets(line, sizeof line, f)) {
+        lineno++;
+        char *p = line, *e = line + strlen(line);
+        while (e > p && isspace((unsigned char)e[-1]))
+            e--;
+        while (p < e && isspace((unsigned char)*p))
+            p++;
+        if (p == e || *p == '#')
+            continue;
+        char from[64];
+        snprintf(from, sizeof from, "--api-key-file line %d", lineno);
+        rc = keys_add(cfg, p, (size_t)(e - p), from, err, err_len);
+        n++;
+    }
+    fclose(f);
+    if (!rc && n == 0) {
+        set_err(err, err_len, "--api-key-file %s: no key in the file", path);
+        rc = -1;
+    }
+    return rc;
 }
 
 static int parse_bool(const char *s, int *out) {
@@ -139,6 +217,8 @@ static int set_value(const option_def *o, resattn_server_config *cfg, const char
         }
         *(int *)field = !strcmp(s, "json");
         return 0;
+    case OPT_KEYS:
+        return keys_add(cfg, s, strlen(s), from, err, err_len);
     case OPT_MODELS: /* environment: comma-separated list */
         for (const char *p = s;;) {
             const char *c = strchr(p, ',');
@@ -254,6 +334,13 @@ int resattn_server_config_parse(int argc, char **argv, resattn_server_config *cf
     int rc = parse_args(argc, argv, cfg, out, err, err_len);
     if (rc)
         return rc;
+    if (cfg->api_key_file && keys_read_file(cfg, cfg->api_key_file, err, err_len))
+        return 2;
+    if (!cfg->tls_cert != !cfg->tls_key) {
+        set_err(err, err_len, "--tls-cert and --tls-key go together (only %s given)",
+                cfg->tls_cert ? "--tls-cert" : "--tls-key");
+        return 2;
+    }
     resolve_threads(cfg);
     return 0;
 }
@@ -264,6 +351,12 @@ void resattn_server_config_release(resattn_server_config *cfg) {
     models_clear(cfg);
     free(cfg->host);
     free(cfg->port_file);
+    for (int i = 0; i < cfg->num_api_keys; i++)
+        free(cfg->api_keys[i]);
+    free(cfg->api_keys);
+    free(cfg->api_key_file);
+    free(cfg->tls_cert);
+    free(cfg->tls_key);
     memset(cfg, 0, sizeof *cfg);
 }
 

@@ -30,6 +30,17 @@ typedef struct resattn_server_config {
     int log_json;        /* access log as JSON lines, else text */
     int allow_nonfinite; /* accept NaN/Inf inputs */
     char *port_file;     /* write the bound port here, or NULL; owned */
+    /* security (issue 5) */
+    char **api_keys; /* [num_api_keys] accepted Bearer tokens, owned; none = auth off */
+    int num_api_keys;
+    char *api_key_file; /* read at parse time into api_keys; owned */
+    int auth_health;    /* also protect /healthz, /readyz, /v2/health/..., /metrics */
+    char *tls_cert;     /* PEM paths; both or neither; owned */
+    char *tls_key;
+    int max_connections;        /* MHD_OPTION_CONNECTION_LIMIT */
+    int connection_timeout_s;   /* MHD_OPTION_CONNECTION_TIMEOUT (idle connections) */
+    int max_connections_per_ip; /* 0 = unlimited */
+    int max_header_bytes;       /* MHD_OPTION_CONNECTION_MEMORY_LIMIT (431 beyond) */
 } resattn_server_config;
 
 /*

@@ -74,6 +74,7 @@ struct request {
     const char *content_type;
     size_t json_header_len; /* v2 binary extension, else 0 */
     const char *allow;      /* Allow header of a 405 */
+    int unauthorized;       /* 401: add WWW-Authenticate */
     int retry_after;        /* seconds, for 503 queue full */
     int batch_size;
     /* inference */
@@ -208,6 +209,8 @@ static enum MHD_Result queue_answer(request *r) {
     }
     if (r->allow)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, r->allow);
+    if (r->unauthorized)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"resattn\"");
     if (r->retry_after) {
         char n[16];
         snprintf(n, sizeof n, "%d", r->retry_after);
@@ -468,7 +471,46 @@ static int find_model(const resattn_http *s, const char *p, size_t n) {
     return name_is("default", p, n) && s->num_models > 0 ? 0 : -1;
 }
 
-/* Route the request and decide early errors (404, 405, 413). */
+/* ---- API keys ------------------------------------------------------------------------- */
+
+/* Health and metrics stay open unless --auth-health; the page is static and stays open. */
+static int needs_auth(const resattn_http *s, resattn_endpoint ep) {
+    if (s->opt.num_api_keys == 0 || ep == RESATTN_EP_WEB)
+        return 0;
+    int health = ep == RESATTN_EP_HEALTHZ || ep == RESATTN_EP_READYZ || ep == RESATTN_EP_V2_LIVE ||
+                 ep == RESATTN_EP_V2_READY || ep == RESATTN_EP_METRICS;
+    return !health || s->opt.auth_health;
+}
+
+/* Compare the token with every key without an early exit, so the time taken does not tell
+ * how much of a key matched or which key it was (only the token's own length shows). */
+static int key_matches(const resattn_http *s, const char *tok, size_t n) {
+    int found = 0;
+    for (int k = 0; k < s->opt.num_api_keys; k++) {
+        const unsigned char *key = (const unsigned char *)s->opt.api_keys[k];
+        size_t klen = strlen((const char *)key);
+        unsigned d = klen != n;
+        for (size_t i = 0; i < n; i++)
+            d |= (unsigned)((const unsigned char *)tok)[i] ^ key[klen ? i % klen : 0];
+        found |= d == 0;
+    }
+    return found;
+}
+
+static int authorized(request *r) {
+    const char *h = header(r, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!h || strncasecmp(h, "Bearer ", 7))
+        return 0;
+    h += 7;
+    while (*h == ' ')
+        h++;
+    size_t n = strlen(h);
+    while (n && h[n - 1] == ' ')
+        n--;
+    return n > 0 && key_matches(r->srv, h, n);
+}
+
+/* Route the request and decide early errors (401, 404, 405, 413). */
 static void route_request(request *r, const char *url, const char *method) {
     const char *allow = NULL;
     for (size_t i = 0; i < NUM_ROUTES; i++) {
@@ -477,6 +519,12 @@ static void route_request(request *r, const char *url, const char *method) {
             continue;
         r->ep = routes[i].ep;
         r->fn = routes[i].fn;
+        if (needs_auth(r->srv, r->ep) && !authorized(r)) {
+            r->unauthorized = 1;
+            resattn_metrics_reject(r->srv->metrics, RESATTN_REJECT_UNAUTHORIZED);
+            answer_error(r, 401, "missing or invalid API key (send 'Authorization: Bearer <key>')");
+            return;
+        }
         if (strcmp(routes[i].method, method)) {
             allow = routes[i].method;
             continue;
@@ -679,16 +727,40 @@ resattn_status resattn_http_start(const resattn_http_options *opt,
     s->metrics = metrics;
     s->id_salt = (unsigned)time(NULL) ^ ((unsigned)getpid() << 16);
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
-                     (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0);
-    s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER,
-                                 on_mhd_error, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
-                                 MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_THREAD_POOL_SIZE,
-                                 (unsigned)(opt->threads > 1 ? opt->threads : 0), MHD_OPTION_END);
+                     (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0) |
+                     (opt->tls_cert ? MHD_USE_TLS : 0);
+    /* Limits (0 = leave libmicrohttpd's default). The connection memory holds the request
+     * line and headers (431 beyond) and the read buffer of body chunks, which we copy out. */
+    struct MHD_OptionItem extra[] = {
+        {opt->max_connections > 0 ? MHD_OPTION_CONNECTION_LIMIT : MHD_OPTION_END,
+         opt->max_connections, NULL},
+        {MHD_OPTION_CONNECTION_TIMEOUT,
+         opt->connection_timeout_s > 0 ? opt->connection_timeout_s : 30, NULL},
+        {MHD_OPTION_PER_IP_CONNECTION_LIMIT, opt->max_connections_per_ip, NULL},
+        {opt->max_header_bytes > 0 ? MHD_OPTION_CONNECTION_MEMORY_LIMIT : MHD_OPTION_END,
+         opt->max_header_bytes, NULL},
+        {opt->tls_cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, (void *)opt->tls_cert},
+        {opt->tls_key ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, (void *)opt->tls_key},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    /* drop the unused entries: MHD_OPTION_END in the middle would end the array early */
+    struct MHD_OptionItem items[sizeof extra / sizeof extra[0]];
+    size_t ni = 0;
+    for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++)
+        if (extra[i].option != MHD_OPTION_END)
+            items[ni++] = extra[i];
+    items[ni] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+    s->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_error, s,
+        MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_THREAD_POOL_SIZE,
+        (unsigned)(opt->threads > 1 ? opt->threads : 0), MHD_OPTION_ARRAY, items, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!s->daemon) {
-        snprintf(err, err_len, "cannot listen on %s:%d (address in use or not available)",
+        snprintf(err, err_len,
+                 opt->tls_cert ? "cannot serve HTTPS on %s:%d (invalid --tls-cert/--tls-key, or "
+                                 "address in use)"
+                               : "cannot listen on %s:%d (address in use or not available)",
                  opt->host, opt->port);
         free(s);
         return RESATTN_ERR_IO;

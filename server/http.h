@@ -29,6 +29,16 @@ typedef struct resattn_http_options {
     int log_json; /* access log as JSON lines */
     FILE *log;    /* access and error log; NULL = no logging */
     resattn_parse_limits limits;
+    /* security and connection limits (issue 5) */
+    const char *const *api_keys; /* [num_api_keys] Bearer tokens; 0 keys = no auth */
+    int num_api_keys;
+    int auth_health;      /* protect health and metrics endpoints too */
+    const char *tls_cert; /* PEM text (not a path), or NULL for plain HTTP */
+    const char *tls_key;  /* PEM text */
+    int max_connections;  /* 0 = libmicrohttpd's default */
+    int connection_timeout_s;
+    int max_connections_per_ip; /* 0 = unlimited */
+    int max_header_bytes;       /* per-connection memory for headers; 0 = default */
 } resattn_http_options;
 
 typedef struct resattn_http resattn_http;

@@ -43,7 +43,7 @@ static const char *endpoint_names[RESATTN_EP_COUNT] = {
 };
 
 static const char *reject_names[RESATTN_REJECT_COUNT] = {"queue_full", "timeout", "draining",
-                                                         "body_too_large"};
+                                                         "body_too_large", "unauthorized"};
 
 const char *resattn_endpoint_name(resattn_endpoint e) {
     return e >= 0 && e < RESATTN_EP_COUNT ? endpoint_names[e] : "unknown";

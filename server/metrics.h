@@ -36,6 +36,7 @@ typedef enum resattn_reject_reason {
     RESATTN_REJECT_TIMEOUT,
     RESATTN_REJECT_DRAINING,
     RESATTN_REJECT_BODY_TOO_LARGE,
+    RESATTN_REJECT_UNAUTHORIZED,
     RESATTN_REJECT_COUNT
 } resattn_reject_reason;
 

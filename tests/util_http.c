@@ -19,6 +19,17 @@ struct uh_client {
     int port;
 };
 
+static const char *https_ca;             /* uh_set_https */
+static const char *const *ready_headers; /* uh_set_ready_headers */
+
+void uh_set_https(const char *ca_file) {
+    https_ca = ca_file;
+}
+
+void uh_set_ready_headers(const char *const *headers) {
+    ready_headers = headers;
+}
+
 const char *uh_binary(void) {
     const char *b = getenv("RESATTN_BIN");
     return b && *b ? b : "build/resattn";
@@ -88,7 +99,7 @@ int uh_server_start(uh_server *s, const char *const *args) {
             s->port = read_port(port_file);
         if (s->port) {
             uh_response r;
-            uh_request(s->port, "GET", "/readyz", NULL, NULL, 0, &r);
+            uh_request(s->port, "GET", "/readyz", ready_headers, NULL, 0, &r);
             long status = r.status;
             uh_response_release(&r);
             if (status == 200)
@@ -184,6 +195,7 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg) {
     HDR("Retry-After", retry_after)
     HDR("Allow", allow)
     HDR("Connection", connection)
+    HDR("WWW-Authenticate", www_authenticate)
 #undef HDR
     if (klen == 31 && !strncasecmp(data, "Inference-Header-Content-Length", klen)) {
         char tmp[32];
@@ -218,7 +230,7 @@ int uh_client_request(uh_client *c, const char *method, const char *path,
     memset(out, 0, sizeof *out);
     out->header_len = -1;
     char url[512];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", c->port, path);
+    snprintf(url, sizeof url, "%s://127.0.0.1:%d%s", https_ca ? "https" : "http", c->port, path);
     CURL *h = c->curl;
     sink k = {out, 0};
     struct curl_slist *hl = curl_slist_append(NULL, "Expect:"); /* no 100-continue round trip */
@@ -233,6 +245,8 @@ int uh_client_request(uh_client *c, const char *method, const char *path,
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &k);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, out);
+    if (https_ca)
+        curl_easy_setopt(h, CURLOPT_CAINFO, https_ca);
     if (body || strcmp(method, "GET")) {
         curl_easy_setopt(h, CURLOPT_POST, 1L);
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, body ? body : "");

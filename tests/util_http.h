@@ -35,6 +35,7 @@ typedef struct uh_response {
     char retry_after[16];
     char allow[64];
     char connection[32];
+    char www_authenticate[64];
     long long header_len; /* Inference-Header-Content-Length, -1 when absent */
 } uh_response;
 
@@ -49,5 +50,11 @@ int uh_client_request(uh_client *c, const char *method, const char *path,
 int uh_request(int port, const char *method, const char *path, const char *const *headers,
                const void *body, size_t len, uh_response *out);
 void uh_response_release(uh_response *r);
+
+/* Process-wide client settings (tests fork, so each test sets its own): ca_file != NULL makes
+ * every request https:// with that CA bundle (NULL: back to http); headers (NULL-terminated,
+ * kept by reference) go with the readiness probe of uh_server_start, e.g. an API key. */
+void uh_set_https(const char *ca_file);
+void uh_set_ready_headers(const char *const *headers);
 
 #endif

@@ -3,7 +3,7 @@
 # Called by `make run` and `make test`; safe to run again (does nothing when all are present).
 set -eu
 PKGS="build-essential pkg-config libopenblas-dev libjansson-dev libmicrohttpd-dev check
-libpng-dev libjpeg62-turbo-dev curl libcurl4-openssl-dev prometheus python3"
+libpng-dev libjpeg62-turbo-dev curl libcurl4-openssl-dev prometheus python3 openssl"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
