@@ -234,24 +234,68 @@ static int set_value(const option_def *o, resattn_server_config *cfg, const char
     return -1;
 }
 
+/* CPUs allowed by a CFS quota of quota/period microseconds (rounded up); 0 = no limit. */
+static int quota_cpus(long long quota, long long period) {
+    if (quota <= 0 || period <= 0)
+        return 0;
+    long long cap = (quota + period - 1) / period;
+    return cap > 0 && cap < INT_MAX ? (int)cap : 0;
+}
+
+/* cgroup v2: cpu.max holds "max 100000" or "<quota> <period>". */
+static int cgroup_v2_cpus(const char *root) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/cpu.max", root);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    char quota[32];
+    long long period = 0;
+    int cap = 0;
+    if (fscanf(f, "%31s %lld", quota, &period) == 2 && strcmp(quota, "max"))
+        cap = quota_cpus(atoll(quota), period);
+    fclose(f);
+    return cap;
+}
+
+static long long read_ll(const char *path, int *ok) {
+    FILE *f = fopen(path, "r");
+    long long v = 0;
+    *ok = f && fscanf(f, "%lld", &v) == 1;
+    if (f)
+        fclose(f);
+    return v;
+}
+
+/* cgroup v1: cpu.cfs_quota_us (-1 = unlimited) / cpu.cfs_period_us, under cpu/ or
+ * cpu,cpuacct/ depending on how the hierarchy was mounted. */
+static int cgroup_v1_cpus(const char *root) {
+    static const char *dirs[] = {"cpu", "cpu,cpuacct"};
+    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
+        char qp[512], pp[512];
+        snprintf(qp, sizeof qp, "%s/%s/cpu.cfs_quota_us", root, dirs[i]);
+        snprintf(pp, sizeof pp, "%s/%s/cpu.cfs_period_us", root, dirs[i]);
+        int okq, okp;
+        long long q = read_ll(qp, &okq), p = read_ll(pp, &okp);
+        if (okq && okp)
+            return quota_cpus(q, p);
+    }
+    return -1;
+}
+
+int resattn_cgroup_cpu_limit(const char *root) {
+    int cap = cgroup_v2_cpus(root);
+    return cap < 0 ? cgroup_v1_cpus(root) : cap; /* no cgroup v2 file: try v1 */
+}
+
 int resattn_usable_cpus(void) {
     int n = 1;
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof set, &set) == 0)
         n = CPU_COUNT(&set);
-    /* cgroup v2: "max 100000" or "<quota> <period>" (microseconds) */
-    FILE *f = fopen("/sys/fs/cgroup/cpu.max", "r");
-    if (f) {
-        char quota[32];
-        long long period;
-        if (fscanf(f, "%31s %lld", quota, &period) == 2 && strcmp(quota, "max") && period > 0) {
-            long long q = atoll(quota);
-            int cap = (int)((q + period - 1) / period);
-            if (cap >= 1 && cap < n)
-                n = cap;
-        }
-        fclose(f);
-    }
+    int cap = resattn_cgroup_cpu_limit("/sys/fs/cgroup");
+    if (cap >= 1 && cap < n)
+        n = cap;
     return n < 1 ? 1 : n;
 }
 

@@ -3,7 +3,7 @@
  * RESATTN_* environment variable, type, default, bounds, help); it serves the command line,
  * the environment and `--help` alike. Flags win over the environment, which wins over the
  * defaults. Thread defaults follow the CPUs this process may really use (affinity mask and
- * the cgroup v2 cpu.max quota), so workers x BLAS threads never oversubscribe them.
+ * the cgroup v2 or v1 CPU quota), so workers x BLAS threads never oversubscribe them.
  */
 #ifndef RESATTN_SERVER_CONFIG_H
 #define RESATTN_SERVER_CONFIG_H
@@ -53,7 +53,12 @@ int resattn_server_config_parse(int argc, char **argv, resattn_server_config *cf
 void resattn_server_config_release(resattn_server_config *cfg);
 /* The option table as `--help` text. */
 void resattn_server_config_help(FILE *out);
-/* CPUs this process may use: affinity mask, capped by the cgroup v2 cpu.max quota. */
+/* CPUs this process may use: affinity mask, capped by the cgroup CPU quota (v2 cpu.max, else
+ * v1 cpu.cfs_quota_us / cpu.cfs_period_us). */
 int resattn_usable_cpus(void);
+/* The CPU limit of the cgroup mounted at root (normally /sys/fs/cgroup): v2 cpu.max, else v1
+ * cpu[,cpuacct]/cpu.cfs_quota_us over cpu.cfs_period_us, rounded up. 0 = no quota,
+ * -1 = no cgroup CPU files found. */
+int resattn_cgroup_cpu_limit(const char *root);
 
 #endif

@@ -24,7 +24,7 @@
 #define MAX_HEADERS 16
 
 typedef struct bad_case {
-    char name[128];
+    char name[256];
     long status;
     char method[16], path[256];
     char *headers[MAX_HEADERS + 1]; /* NULL-terminated */
@@ -76,7 +76,7 @@ static int load_corpus(bad_case *cases) {
         if (l < 5 || strcmp(e->d_name + l - 4, ".req"))
             continue;
         ck_assert(n < MAX_CASES);
-        char path[512];
+        char path[300];
         snprintf(path, sizeof path, CORPUS "/%s", e->d_name);
         snprintf(cases[n].name, sizeof cases[n].name, "%s", e->d_name);
         parse_case(&cases[n], path);
