@@ -3,7 +3,8 @@
 # Called by `make run` and `make test`; safe to run again (does nothing when all are present).
 set -eu
 PKGS="build-essential pkg-config libopenblas-dev libjansson-dev libmicrohttpd-dev check
-libpng-dev libjpeg62-turbo-dev curl libcurl4-openssl-dev prometheus python3 openssl"
+libpng-dev libjpeg62-turbo-dev curl libcurl4-openssl-dev prometheus python3 openssl
+clang libclang-rt-14-dev valgrind clang-format"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
