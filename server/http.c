@@ -741,6 +741,8 @@ resattn_status resattn_http_start(const resattn_http_options *opt,
          opt->max_header_bytes, NULL},
         {opt->tls_cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, (void *)opt->tls_cert},
         {opt->tls_key ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, (void *)opt->tls_key},
+        /* one internal thread unless asked: a pool size of 0 or 1 only draws a warning */
+        {opt->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, opt->threads, NULL},
         {MHD_OPTION_END, 0, NULL},
     };
     /* drop the unused entries: MHD_OPTION_END in the middle would end the array early */
@@ -753,8 +755,7 @@ resattn_status resattn_http_start(const resattn_http_options *opt,
     s->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_error, s,
         MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_THREAD_POOL_SIZE,
-        (unsigned)(opt->threads > 1 ? opt->threads : 0), MHD_OPTION_ARRAY, items, MHD_OPTION_END);
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_ARRAY, items, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!s->daemon) {
         snprintf(err, err_len,
