@@ -370,7 +370,10 @@ static int parse_infer(request *r, char *err, size_t err_len) {
             r->len, top_k, 0, info, &r->srv->opt.limits, &r->ireq, err, err_len);
     }
     if (r->ep == RESATTN_EP_V1_PREDICT) {
-        if (ct && strncasecmp(ct, "application/json", 16)) {
+        /* TF Serving reads the body as JSON whatever the type; we also take curl -d's default
+         * form type, and still refuse types that are clearly something else */
+        if (ct && strncasecmp(ct, "application/json", 16) &&
+            strncasecmp(ct, "application/x-www-form-urlencoded", 33)) {
             snprintf(err, err_len, "Content-Type '%s' is not supported here: use application/json",
                      ct);
             return 415;

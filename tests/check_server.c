@@ -431,6 +431,12 @@ START_TEST(test_endpoints) {
     uh_request(port, "POST", "/v1/models/basic_cifar_se:predict", text_ct, "hello", 5, &r);
     ck_assert_int_eq(r.status, 415);
     uh_response_release(&r);
+    /* curl -d's default type is read as JSON on :predict, as TF Serving does */
+    const char *form_ct[] = {"Content-Type: application/x-www-form-urlencoded", NULL};
+    uh_request(port, "POST", "/v1/models/basic_cifar_se:predict", form_ct, "hello", 5, &r);
+    ck_assert_int_eq(r.status, 400);
+    ck_assert(strstr((char *)r.body, "\"error\""));
+    uh_response_release(&r);
     /* 400 on broken JSON, with a message */
     uh_request(port, "POST", "/v2/models/basic_cifar_se/infer", JSON_CT, "{\"inputs\": [", 12, &r);
     ck_assert_int_eq(r.status, 400);
