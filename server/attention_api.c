@@ -232,9 +232,8 @@ json_t *resattn_attention_image_json(const resattn_infer_request *req, int i) {
     return resattn_attention_json(req->masks, i, chw, req->c, req->h, req->w, err, sizeof err);
 }
 
-int resattn_attention_v2_encode_params(const resattn_infer_request *req, resattn_buf *b) {
-    if (!(req->attention & RESATTN_ATTN_SUMMARY))
-        return 0;
+/* One summary per image of the request, as a JSON array; NULL when out of memory. */
+static json_t *attention_all_images_json(const resattn_infer_request *req) {
     json_t *all = json_array();
     for (int i = 0; all && i < req->n; i++) {
         json_t *one = resattn_attention_image_json(req, i);
@@ -243,6 +242,13 @@ int resattn_attention_v2_encode_params(const resattn_infer_request *req, resattn
             all = NULL;
         }
     }
+    return all;
+}
+
+int resattn_attention_v2_encode_params(const resattn_infer_request *req, resattn_buf *b) {
+    if (!(req->attention & RESATTN_ATTN_SUMMARY))
+        return 0;
+    json_t *all = attention_all_images_json(req);
     char *text = all ? json_dumps(all, JSON_COMPACT) : NULL;
     json_decref(all);
     if (!text)
@@ -257,13 +263,5 @@ int resattn_attention_v2_encode_params(const resattn_infer_request *req, resattn
 json_t *resattn_attention_predict_json(const resattn_infer_request *req) {
     if (req->n == 1)
         return resattn_attention_image_json(req, 0);
-    json_t *all = json_array();
-    for (int i = 0; all && i < req->n; i++) {
-        json_t *one = resattn_attention_image_json(req, i);
-        if (!one || json_array_append_new(all, one)) {
-            json_decref(all);
-            all = NULL;
-        }
-    }
-    return all;
+    return attention_all_images_json(req);
 }
