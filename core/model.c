@@ -7,6 +7,7 @@
  * ignored. The input buffer is not kept.
  */
 #include "model.h"
+#include "gemm.h"
 #include "winograd.h"
 #include "safetensors.h"
 
@@ -487,6 +488,78 @@ static resattn_status plan_winograd(resattn_model *m, char *err, size_t err_len)
     return RESATTN_OK;
 }
 
+/* Every convolution of the network that goes through resattn_conv_forward; returns the count
+ * written to convs (at most 1 + 4 per block). */
+static int all_convs(resattn_model *m, resattn_conv **convs) {
+    int k = 0;
+    convs[k++] = &m->stem;
+    for (int i = 0; i < m->info.num_blocks; i++) {
+        resattn_block *b = &m->blocks[i];
+        resattn_conv *cs[4] = {&b->conv1, &b->conv2, &b->conv3, b->has_down ? &b->down : NULL};
+        for (int j = 0; j < 4; j++)
+            if (cs[j] && cs[j]->w)
+                convs[k++] = cs[j];
+    }
+    return k;
+}
+
+static size_t round16(size_t n) {
+    return (n + 15) & ~(size_t)15;
+}
+
+/*
+ * When the packed AVX-512 GEMM runs on this CPU (core/gemm.h), pack every convolution's
+ * weights for it once: the direct [cout, cin*k*k] matrix and, for Winograd layers, each
+ * transform point's [cout, cin]. The unpacked Winograd weights are then dropped (the packed
+ * ones replace them); the direct ones stay in the arena they were folded in.
+ */
+static resattn_status plan_packing(resattn_model *m, char *err, size_t err_len) {
+    if (!resattn_gemm_available())
+        return RESATTN_OK;
+    resattn_conv **convs = malloc(sizeof *convs * (1 + 4 * (size_t)m->info.num_blocks));
+    if (!convs) {
+        snprintf(err, err_len, "out of memory planning packed weights");
+        return RESATTN_ERR_NOMEM;
+    }
+    int n = all_convs(m, convs);
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        resattn_conv *c = convs[i];
+        total += round16(resattn_gemm_packed_floats(c->cout, c->cin * c->k * c->k));
+        if (c->wino_m)
+            total += round16((size_t)(c->wino_m + 2) * (c->wino_m + 2) *
+                             resattn_gemm_packed_floats(c->cout, c->cin));
+    }
+    m->pack_arena = aligned_alloc(64, total * sizeof(float));
+    if (!m->pack_arena) {
+        free(convs);
+        snprintf(err, err_len, "out of memory for packed weights (%zu floats)", total);
+        return RESATTN_ERR_NOMEM;
+    }
+    float *p = m->pack_arena;
+    for (int i = 0; i < n; i++) {
+        resattn_conv *c = convs[i];
+        int kk = c->cin * c->k * c->k;
+        resattn_gemm_pack(c->w, kk, c->cout, kk, p);
+        c->wp = p;
+        p += round16(resattn_gemm_packed_floats(c->cout, kk));
+        if (c->wino_m) {
+            size_t per = resattn_gemm_packed_floats(c->cout, c->cin);
+            int a2 = (c->wino_m + 2) * (c->wino_m + 2);
+            for (int pt = 0; pt < a2; pt++)
+                resattn_gemm_pack(c->wino_u + (size_t)pt * c->cout * c->cin, c->cin, c->cout,
+                                  c->cin, p + pt * per);
+            c->wino_up = p;
+            c->wino_u = NULL;
+            p += round16(a2 * per);
+        }
+    }
+    free(convs);
+    free(m->wino_arena);
+    m->wino_arena = NULL;
+    return RESATTN_OK;
+}
+
 static resattn_status build(resattn_model *m, resattn_st *st, char *err, size_t err_len) {
     resattn_status s = resattn_config_parse(st->config_json, &m->cfg, err, err_len);
     if (s)
@@ -515,7 +588,8 @@ static resattn_status build(resattn_model *m, resattn_st *st, char *err, size_t 
                 .eps = m->cfg.bn_eps,
                 .err = err,
                 .err_len = err_len};
-    if ((s = bind_network(&b, m)) || (s = check_extra(&b)) || (s = plan_winograd(m, err, err_len)))
+    if ((s = bind_network(&b, m)) || (s = check_extra(&b)) ||
+        (s = plan_winograd(m, err, err_len)) || (s = plan_packing(m, err, err_len)))
         return s;
     fill_info(m, st);
     return RESATTN_OK;
@@ -601,6 +675,7 @@ void resattn_model_free(resattn_model *m) {
     free(m->blocks);
     free(m->arena);
     free(m->wino_arena);
+    free(m->pack_arena);
     free(m);
 }
 

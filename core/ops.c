@@ -1,16 +1,30 @@
 /*
- * Convolution (im2col + cblas_sgemm, 1x1 as plain GEMM), fused bias/ReLU, max pool,
- * global average pool and linear layers. Per image, a convolution is one GEMM:
- * W [cout, cin*k*k] x col [cin*k*k, ho*wo] -> out [cout, ho*wo].
+ * Convolution (im2col + GEMM, 1x1 as plain GEMM), fused bias/ReLU, max pool, global
+ * average pool and linear layers. Per image, a convolution is one GEMM:
+ * W [cout, cin*k*k] x col [cin*k*k, ho*wo] -> out [cout, ho*wo], on the packed AVX-512
+ * kernel (core/gemm.c) when the weights were packed at load, else on cblas_sgemm.
  */
 #include "ops.h"
+#include "gemm.h"
 #include "winograd.h"
 
 #include <cblas.h>
 #include <float.h>
 #include <string.h>
 
+/* The scratch starts with two B-packing buffers of the packed GEMM (one per thread of a
+ * split layer) when that path is available; the im2col / Winograd buffers follow. */
+static size_t conv_work(const resattn_conv *c, int h, int w);
+
+static size_t gemm_bufs(void) {
+    return resattn_gemm_available() ? 2 * resattn_gemm_scratch() : 0;
+}
+
 size_t resattn_conv_scratch(const resattn_conv *c, int h, int w) {
+    return gemm_bufs() + conv_work(c, h, w);
+}
+
+static size_t conv_work(const resattn_conv *c, int h, int w) {
     int ho = resattn_conv_out(h, c->k, c->stride, c->pad);
     int wo = resattn_conv_out(w, c->k, c->stride, c->pad);
     size_t direct = (size_t)c->cin * c->k * c->k * ho * wo;
@@ -77,9 +91,11 @@ void resattn_conv_forward(const resattn_conv *c, const float *in, int n, int h, 
     int ho = resattn_conv_out(h, c->k, c->stride, c->pad);
     int wo = resattn_conv_out(w, c->k, c->stride, c->pad);
     int kk = c->cin * c->k * c->k, hw = ho * wo;
+    float *bbuf = scratch;
+    scratch += gemm_bufs();
     if (c->wino_m && resattn_winograd_worth(c->wino_m, n, h, w)) {
-        resattn_winograd_forward(c->wino_m, c->wino_u, c->b, c->cin, c->cout, in, n, h, w, out,
-                                 relu, scratch);
+        resattn_winograd_forward(c->wino_m, c->wino_u, c->wino_up, bbuf, c->b, c->cin, c->cout, in,
+                                 n, h, w, out, relu, scratch);
         return;
     }
     for (int i = 0; i < n; i++) {
@@ -98,9 +114,13 @@ void resattn_conv_forward(const resattn_conv *c, const float *in, int n, int h, 
             resattn_im2col(x, c->cin, h, w, c->k, c->stride, c->pad, ho, wo, scratch);
             b = scratch;
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c->cout, hw, kk, 1.0f, c->w, kk, b,
-                    hw, 0.0f, y, hw);
-        bias_act(y, c->b, c->cout, hw, relu);
+        if (c->wp) {
+            resattn_gemm_run(c->wp, c->cout, kk, b, hw, hw, y, hw, c->b, relu, bbuf);
+        } else {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c->cout, hw, kk, 1.0f, c->w, kk,
+                        b, hw, 0.0f, y, hw);
+            bias_act(y, c->b, c->cout, hw, relu);
+        }
     }
 }
 

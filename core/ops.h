@@ -11,10 +11,14 @@
 /* A convolution with BatchNorm already folded in: out = w * in + b. */
 typedef struct resattn_conv {
     int cin, cout, k, stride, pad;
-    const float *w;      /* [cout, cin, k, k] */
-    const float *b;      /* [cout] */
-    int wino_m;          /* Winograd output tile (2 or 4) for 3x3/1 pad-1 layers, 0: direct only */
-    const float *wino_u; /* [(wino_m+2)^2, cout, cin] transformed w (core/winograd.h) */
+    const float *w;       /* [cout, cin, k, k] */
+    const float *b;       /* [cout] */
+    int wino_m;           /* Winograd output tile (2 or 4) for 3x3/1 pad-1 layers, 0: direct only */
+    const float *wino_u;  /* [(wino_m+2)^2, cout, cin] transformed w (core/winograd.h), or NULL
+                             when wino_up holds them */
+    const float *wp;      /* w packed for resattn_gemm_run ([cout, cin*k*k]), or NULL */
+    const float *wino_up; /* each point's [cout, cin] of the transformed w, packed, one after
+                             another resattn_gemm_packed_floats(cout, cin) apart, or NULL */
 } resattn_conv;
 
 static inline int resattn_conv_out(int in, int k, int stride, int pad) {
@@ -22,7 +26,7 @@ static inline int resattn_conv_out(int in, int k, int stride, int pad) {
 }
 
 /* Floats of scratch resattn_conv_forward needs for one image of h x w input (for any batch
- * when the layer has a Winograd plan). */
+ * when the layer has a Winograd plan), including the B-packing buffers of the packed GEMM. */
 size_t resattn_conv_scratch(const resattn_conv *c, int h, int w);
 
 /*

@@ -16,6 +16,7 @@
  * pairs of SSE operations otherwise).
  */
 #include "winograd.h"
+#include "gemm.h"
 
 #include <cblas.h>
 #include <pthread.h>
@@ -386,9 +387,9 @@ static void run_parts(stage_fn fn, stage *s, int two) {
 /* Below this many transformed floats per chunk, a thread hand-off costs more than it saves. */
 #define TWO_PART_MIN (1 << 16)
 
-void resattn_winograd_forward(int m, const float *u, const float *b, int cin, int cout,
-                              const float *in, int n, int h, int w, float *out, int relu,
-                              float *scratch) {
+void resattn_winograd_forward(int m, const float *u, const float *up, float *bbuf, const float *b,
+                              int cin, int cout, const float *in, int n, int h, int w, float *out,
+                              int relu, float *scratch) {
     plan p = make_plan(m, cin, cout, n, h, w);
     int a2 = p.alpha * p.alpha;
     size_t vplane = (size_t)cin * p.ldv, mplane = (size_t)cout * p.ldv;
@@ -412,7 +413,11 @@ void resattn_winograd_forward(int m, const float *u, const float *b, int cin, in
         int nt = s.rc * p.tw;
         int two = threads && (size_t)a2 * nt * (cin < cout ? cin : cout) >= TWO_PART_MIN;
         run_parts(m == 2 ? input_stage2 : input_stage4, &s, two);
-        for (int pt = 0; pt < a2; pt++)
+        size_t upt = up ? resattn_gemm_packed_floats(cout, cin) : 0;
+        for (int pt = 0; pt < a2 && up; pt++)
+            resattn_gemm_run(up + pt * upt, cout, cin, s.V + (size_t)pt * vplane, p.ldv, nt,
+                             s.M + (size_t)pt * mplane, p.ldv, NULL, 0, bbuf);
+        for (int pt = 0; pt < a2 && !up; pt++)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, nt, cin, 1.0f,
                         u + (size_t)pt * cout * cin, cin, s.V + (size_t)pt * vplane, p.ldv, 0.0f,
                         s.M + (size_t)pt * mplane, p.ldv);

@@ -3,6 +3,7 @@
  * shapes: 45x37 and 7x5 images, 1 and 3 channels, kernels 1/3/7, strides 1 and 2, padding.
  */
 #include "ops.h"
+#include "gemm.h"
 #include "util_ref.h"
 
 #include <check.h>
@@ -34,16 +35,29 @@ START_TEST(conv_matches_naive) {
     ref_fill(in, nin, 1 + _i);
     ref_fill(w, nw, 100 + _i);
     ref_fill(b, (size_t)c.cout, 200 + _i);
-    resattn_conv conv = {c.cin, c.cout, c.k, c.stride, c.pad, w, b, 0, NULL};
+    resattn_conv conv = {c.cin, c.cout, c.k, c.stride, c.pad, w, b, 0, NULL, NULL, NULL};
     ck_assert_int_eq(resattn_conv_out(c.h, c.k, c.stride, c.pad), ho);
     size_t scr = resattn_conv_scratch(&conv, c.h, c.w);
     float *scratch = malloc((scr ? scr : 1) * 4);
-    resattn_conv_forward(&conv, in, c.n, c.h, c.w, got, c.relu, scratch);
     ref_conv(in, c.n, c.cin, c.h, c.w, w, b, c.cout, c.k, c.stride, c.pad, c.relu, want);
-    double err = ref_max_abs_diff(got, want, nout), scale = ref_max_abs(want, nout);
-    ck_assert_msg(err <= 1e-5 * (scale > 1 ? scale : 1), "case %d: max error %g (scale %g)", _i,
-                  err, scale);
-    free(in), free(w), free(b), free(got), free(want), free(scratch);
+    double scale = ref_max_abs(want, nout);
+    /* the sgemm path, then (where the CPU has it) the packed AVX-512 GEMM of core/gemm.c */
+    float *wp = NULL;
+    if (resattn_gemm_available()) {
+        int kk = c.cin * c.k * c.k;
+        wp = malloc(resattn_gemm_packed_floats(c.cout, kk) * 4);
+        resattn_gemm_pack(w, kk, c.cout, kk, wp);
+    }
+    for (int packed = 0; packed <= (wp != NULL); packed++) {
+        conv.wp = packed ? wp : NULL;
+        for (size_t i = 0; i < nout; i++)
+            got[i] = NAN;
+        resattn_conv_forward(&conv, in, c.n, c.h, c.w, got, c.relu, scratch);
+        double err = ref_max_abs_diff(got, want, nout);
+        ck_assert_msg(err <= 1e-5 * (scale > 1 ? scale : 1),
+                      "case %d packed %d: max error %g (scale %g)", _i, packed, err, scale);
+    }
+    free(in), free(w), free(b), free(got), free(want), free(scratch), free(wp);
 }
 END_TEST
 

@@ -7,6 +7,7 @@
  * what the scratch held before, and stays right with the two-thread transform split.
  */
 #include "winograd.h"
+#include "gemm.h"
 
 #include <cblas.h>
 #include <check.h>
@@ -51,6 +52,9 @@ static void conv_ref(const float *x, const float *wt, const float *b, int n, int
                 }
 }
 
+/* 1: run the transform-domain products on the packed GEMM (core/gemm.c) instead of sgemm. */
+static int use_packed;
+
 /* Runs one shape with tile size m; returns the worst relative error seen. */
 static double run_case(int m, int n, int cin, int cout, int h, int w, int relu) {
     size_t nin = (size_t)n * cin * h * w, nout = (size_t)n * cout * h * w;
@@ -75,7 +79,19 @@ static double run_case(int m, int n, int cin, int cout, int h, int w, int relu) 
         scratch[i] = NAN;
 
     resattn_winograd_transform_weights(m, wt, cin, cout, u);
-    resattn_winograd_forward(m, u, b, cin, cout, x, n, h, w, out, relu, scratch);
+    float *up = NULL, *bbuf = NULL;
+    if (use_packed) {
+        size_t per = resattn_gemm_packed_floats(cout, cin);
+        up = aligned_alloc(64, ((size_t)(m + 2) * (m + 2) * per * sizeof *up + 63) / 64 * 64);
+        bbuf = aligned_alloc(64, resattn_gemm_scratch() * sizeof *bbuf);
+        ck_assert(up && bbuf);
+        for (int pt = 0; pt < (m + 2) * (m + 2); pt++)
+            resattn_gemm_pack(u + (size_t)pt * cout * cin, cin, cout, cin, up + pt * per);
+    }
+    resattn_winograd_forward(m, up ? NULL : u, up, bbuf, b, cin, cout, x, n, h, w, out, relu,
+                             scratch);
+    free(up);
+    free(bbuf);
     conv_ref(x, wt, b, n, cin, cout, h, w, relu, ref, mag);
 
     double worst = 0;
@@ -139,6 +155,20 @@ START_TEST(test_many_chunks) {
 }
 END_TEST
 
+/* The same shapes with the products on the packed AVX-512 GEMM (where the CPU has it). */
+START_TEST(test_packed_gemm) {
+    if (!resattn_gemm_available()) {
+        fprintf(stderr, "winograd: packed GEMM not available on this CPU; sgemm path only\n");
+        return;
+    }
+    use_packed = 1;
+    run_all(2);
+    run_all(4);
+    run_case(4, 2, 64, 64, 64, 61, 1);
+    use_packed = 0;
+}
+END_TEST
+
 /* With OpenBLAS at 2 threads the transforms are split with a helper thread; two callers at
  * once must both get right answers (one of them runs without the helper). */
 static void *concurrent_case(void *arg) {
@@ -182,6 +212,7 @@ Suite *winograd_suite(void) {
     tcase_add_test(tc, test_f2_matches_direct);
     tcase_add_test(tc, test_f4_matches_direct);
     tcase_add_test(tc, test_many_chunks);
+    tcase_add_test(tc, test_packed_gemm);
     tcase_add_test(tc, test_two_threads);
     tcase_add_test(tc, test_choose);
     suite_add_tcase(s, tc);
