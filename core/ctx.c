@@ -5,6 +5,8 @@
  * OpenBLAS thread controls, status names and the version.
  */
 #include "model.h"
+#include "gemm.h"
+#include "parallel.h"
 
 #include <cblas.h>
 #include <pthread.h>
@@ -166,6 +168,7 @@ static void forward_part(const part *p) {
 }
 
 static void *part_main(void *arg) {
+    resattn_parallel_in_split(1);
     forward_part(arg);
     return NULL;
 }
@@ -179,17 +182,20 @@ resattn_status resattn_forward(resattn_ctx *c, const float *input, int n, float 
         return RESATTN_ERR_INVALID_ARGUMENT;
     }
     part a = {c, input, logits, 0, n, c->scratch, c->att};
-    int threads = openblas_get_num_threads();
-    if (n >= 2 && threads >= 2 && c->scratch2) {
+    if (n >= 2 && resattn_parallel_wanted() && c->scratch2) {
         /*
-         * Two threads, two half batches, one OpenBLAS thread each: the whole network runs
-         * in parallel (im2col, transforms, pooling, attention, epilogues), not only inside
-         * the GEMMs. The OpenBLAS setting is process-wide: restored afterwards.
+         * Two threads, two half batches, one thread each: the whole network runs in
+         * parallel (im2col, transforms, pooling, attention, epilogues), not only inside the
+         * GEMMs. On the sgemm path OpenBLAS drops to one thread meanwhile (its setting is
+         * process-wide: restored afterwards).
          */
         part b = {c, input, logits, (n + 1) / 2, n / 2, c->scratch2, c->att2};
         a.n = (n + 1) / 2;
         pthread_t t;
-        openblas_set_num_threads(1);
+        int blas = openblas_get_num_threads();
+        if (!resattn_gemm_available())
+            openblas_set_num_threads(1);
+        resattn_parallel_in_split(1);
         if (pthread_create(&t, NULL, part_main, &b) == 0) {
             forward_part(&a);
             pthread_join(t, NULL);
@@ -197,7 +203,9 @@ resattn_status resattn_forward(resattn_ctx *c, const float *input, int n, float 
             forward_part(&a);
             forward_part(&b);
         }
-        openblas_set_num_threads(threads);
+        resattn_parallel_in_split(0);
+        if (!resattn_gemm_available())
+            openblas_set_num_threads(blas);
     } else {
         forward_part(&a);
     }
@@ -223,12 +231,15 @@ const resattn_mask *resattn_ctx_mask(const resattn_ctx *c, int i) {
     return &c->mask_list[i];
 }
 
+/* The budget covers both engines: OpenBLAS's threads (the sgemm path) and the two-way
+ * split of core/parallel.c (the packed path, which never calls OpenBLAS in a forward). */
 void resattn_set_blas_threads(int n) {
     openblas_set_num_threads(n < 1 ? 1 : n);
+    resattn_parallel_set_threads(n);
 }
 
 int resattn_get_blas_threads(void) {
-    return openblas_get_num_threads();
+    return resattn_parallel_threads();
 }
 
 const char *resattn_blas_corename(void) {

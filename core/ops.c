@@ -6,6 +6,7 @@
  */
 #include "ops.h"
 #include "gemm.h"
+#include "parallel.h"
 #include "winograd.h"
 
 #include <cblas.h>
@@ -86,6 +87,60 @@ static void bias_act(float *out, const float *b, int cout, int hw, int relu) {
     }
 }
 
+/*
+ * The direct path on the packed GEMM as a two-part task: the columns (im2col or the strided
+ * 1x1 gather) split by input channel, a barrier, then the GEMM split by output-channel
+ * panels, each part with its own B-packing buffer. Splitting M rather than N halves the
+ * weights each core streams, which is what a single image is bound by.
+ */
+typedef struct direct_task {
+    const resattn_conv *c;
+    const float *in;
+    float *out, *col, *bbuf;
+    int n, h, w, ho, wo, relu;
+    resattn_barrier bar;
+} direct_task;
+
+static void direct_part(void *arg, int part, int nparts) {
+    direct_task *t = arg;
+    const resattn_conv *c = t->c;
+    int h = t->h, w = t->w, ho = t->ho, wo = t->wo, hw = ho * wo, kk = c->cin * c->k * c->k;
+    int plain = c->k == 1 && c->pad == 0 && c->stride == 1;
+    int gather = c->k == 1 && c->pad == 0 && c->stride != 1;
+    int c0 = c->cin * part / nparts, c1 = c->cin * (part + 1) / nparts;
+    int panels = (c->cout + RESATTN_GEMM_MR - 1) / RESATTN_GEMM_MR;
+    int m0 = panels * part / nparts * RESATTN_GEMM_MR;
+    int m1 = panels * (part + 1) / nparts * RESATTN_GEMM_MR;
+    m1 = m1 < c->cout ? m1 : c->cout;
+    float *bbuf = t->bbuf + (size_t)part * resattn_gemm_scratch();
+    for (int i = 0; i < t->n; i++) {
+        const float *x = t->in + (size_t)i * c->cin * h * w, *b = x;
+        float *y = t->out + (size_t)i * c->cout * hw;
+        if (gather) { /* strided 1x1: the sampled pixels, [cin, ho*wo] */
+            for (int ci = c0; ci < c1; ci++)
+                for (int oy = 0; oy < ho; oy++)
+                    for (int ox = 0; ox < wo; ox++)
+                        t->col[((size_t)ci * ho + oy) * wo + ox] =
+                            x[((size_t)ci * h + oy * c->stride) * w + ox * c->stride];
+        } else if (!plain) {
+            resattn_im2col(x + (size_t)c0 * h * w, c1 - c0, h, w, c->k, c->stride, c->pad, ho, wo,
+                           t->col + (size_t)c0 * c->k * c->k * hw);
+        }
+        if (!plain) {
+            b = t->col;
+            resattn_barrier_wait(&t->bar, nparts); /* every column written */
+        }
+        if (m1 > m0)
+            resattn_gemm_run(c->wp + (size_t)m0 * kk, m1 - m0, kk, b, hw, hw, y + (size_t)m0 * hw,
+                             hw, c->b + m0, t->relu, bbuf);
+        if (!plain && i + 1 < t->n)
+            resattn_barrier_wait(&t->bar, nparts); /* columns read before the next image's */
+    }
+}
+
+/* Below this many multiply-adds a thread hand-off costs more than it saves. */
+#define TWO_PART_MACS (1L << 21)
+
 void resattn_conv_forward(const resattn_conv *c, const float *in, int n, int h, int w, float *out,
                           int relu, float *scratch) {
     int ho = resattn_conv_out(h, c->k, c->stride, c->pad);
@@ -96,6 +151,22 @@ void resattn_conv_forward(const resattn_conv *c, const float *in, int n, int h, 
     if (c->wino_m && resattn_winograd_worth(c->wino_m, n, h, w)) {
         resattn_winograd_forward(c->wino_m, c->wino_u, c->wino_up, bbuf, c->b, c->cin, c->cout, in,
                                  n, h, w, out, relu, scratch);
+        return;
+    }
+    if (c->wp) {
+        direct_task t = {.c = c,
+                         .in = in,
+                         .out = out,
+                         .col = scratch,
+                         .bbuf = bbuf,
+                         .n = n,
+                         .h = h,
+                         .w = w,
+                         .ho = ho,
+                         .wo = wo,
+                         .relu = relu};
+        long macs = (long)c->cout * kk * hw;
+        resattn_parallel2(direct_part, &t, resattn_parallel_wanted() && macs >= TWO_PART_MACS);
         return;
     }
     for (int i = 0; i < n; i++) {
@@ -114,13 +185,9 @@ void resattn_conv_forward(const resattn_conv *c, const float *in, int n, int h, 
             resattn_im2col(x, c->cin, h, w, c->k, c->stride, c->pad, ho, wo, scratch);
             b = scratch;
         }
-        if (c->wp) {
-            resattn_gemm_run(c->wp, c->cout, kk, b, hw, hw, y, hw, c->b, relu, bbuf);
-        } else {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c->cout, hw, kk, 1.0f, c->w, kk,
-                        b, hw, 0.0f, y, hw);
-            bias_act(y, c->b, c->cout, hw, relu);
-        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c->cout, hw, kk, 1.0f, c->w, kk, b,
+                    hw, 0.0f, y, hw);
+        bias_act(y, c->b, c->cout, hw, relu);
     }
 }
 
@@ -157,8 +224,39 @@ void resattn_gap(const float *in, int nc, int hw, float *out) {
     }
 }
 
+/* x . w over n floats, 8 independent partial sums (vector extension; -O2 would not reorder
+ * a float reduction itself). */
+static float dot(const float *x, const float *w, int n) {
+    v4f s0 = {0, 0, 0, 0}, s1 = s0;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        v4f a0, a1, b0, b1;
+        memcpy(&a0, x + i, sizeof a0), memcpy(&a1, x + i + 4, sizeof a1);
+        memcpy(&b0, w + i, sizeof b0), memcpy(&b1, w + i + 4, sizeof b1);
+        s0 += a0 * b0, s1 += a1 * b1;
+    }
+    s0 += s1;
+    float s = s0[0] + s0[1] + s0[2] + s0[3];
+    for (; i < n; i++)
+        s += x[i] * w[i];
+    return s;
+}
+
+/*
+ * The classifier is a few hundred thousand multiply-adds per image: with the packed GEMM
+ * available it runs as plain dot products, so a forward pass never wakes OpenBLAS's thread
+ * pool (its idle workers spin for tens of milliseconds after each call and would compete
+ * with the helper thread of core/parallel.c on a small machine).
+ */
 void resattn_linear(const float *x, int n, int cin, const float *w, const float *b, int cout,
                     float *y) {
+    if (resattn_gemm_available()) {
+        for (int i = 0; i < n; i++)
+            for (int o = 0; o < cout; o++)
+                y[(size_t)i * cout + o] =
+                    dot(x + (size_t)i * cin, w + (size_t)o * cin, cin) + (b ? b[o] : 0.0f);
+        return;
+    }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, cout, cin, 1.0f, x, cin, w, cin, 0.0f,
                 y, cout);
     if (b)

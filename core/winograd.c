@@ -17,9 +17,9 @@
  */
 #include "winograd.h"
 #include "gemm.h"
+#include "parallel.h"
 
 #include <cblas.h>
-#include <pthread.h>
 #include <string.h>
 
 #define VL 8
@@ -309,83 +309,45 @@ FAST_CLONES static void output_stage4(void *s, int part, int nparts) {
     output_stage(4, s, part, nparts);
 }
 
-/*
- * A helper thread for the transforms when OpenBLAS runs with more than one thread (the
- * GEMMs then scale and the single-threaded transforms would not). One process-wide helper,
- * started on first use; a caller that finds it busy (another context) runs both parts
- * itself. After fork() the child has no helper and runs alone.
- */
-static struct {
-    pthread_mutex_t mu, owner;
-    pthread_cond_t go, done;
-    stage_fn fn;
-    void *arg;
-    int state; /* 0 idle, 1 job posted, 2 job finished */
-    int started;
-} helper = {PTHREAD_MUTEX_INITIALIZER,
-            PTHREAD_MUTEX_INITIALIZER,
-            PTHREAD_COND_INITIALIZER,
-            PTHREAD_COND_INITIALIZER,
-            NULL,
-            NULL,
-            0,
-            0};
-static pthread_once_t helper_once = PTHREAD_ONCE_INIT;
-
-static void *helper_main(void *unused) {
-    (void)unused;
-    pthread_mutex_lock(&helper.mu);
-    for (;;) {
-        while (helper.state != 1)
-            pthread_cond_wait(&helper.go, &helper.mu);
-        pthread_mutex_unlock(&helper.mu);
-        helper.fn(helper.arg, 1, 2);
-        pthread_mutex_lock(&helper.mu);
-        helper.state = 2;
-        pthread_cond_signal(&helper.done);
-    }
-    return NULL;
-}
-
-static void helper_forget(void) {
-    helper.started = 0;
-}
-
-static void helper_start(void) {
-    pthread_t t;
-    pthread_attr_t attr;
-    if (pthread_attr_init(&attr))
-        return;
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    if (pthread_create(&t, &attr, helper_main, NULL) == 0 &&
-        pthread_atfork(NULL, NULL, helper_forget) == 0)
-        helper.started = 1;
-    pthread_attr_destroy(&attr);
-}
-
-/* fn(s, 0, 1), or fn(s, 0, 2) here and fn(s, 1, 2) on the helper when two = 1. */
-static void run_parts(stage_fn fn, stage *s, int two) {
-    if (two)
-        pthread_once(&helper_once, helper_start);
-    if (!two || !helper.started || pthread_mutex_trylock(&helper.owner)) {
-        fn(s, 0, 1);
-        return;
-    }
-    pthread_mutex_lock(&helper.mu);
-    helper.fn = fn, helper.arg = s, helper.state = 1;
-    pthread_cond_signal(&helper.go);
-    pthread_mutex_unlock(&helper.mu);
-    fn(s, 0, 2);
-    pthread_mutex_lock(&helper.mu);
-    while (helper.state != 2)
-        pthread_cond_wait(&helper.done, &helper.mu);
-    helper.state = 0;
-    pthread_mutex_unlock(&helper.mu);
-    pthread_mutex_unlock(&helper.owner);
-}
-
 /* Below this many transformed floats per chunk, a thread hand-off costs more than it saves. */
 #define TWO_PART_MIN (1 << 16)
+
+/*
+ * The whole layer as one two-part task (packed GEMM path): per chunk, the input transform
+ * split by input channels, the alpha^2 products split by transform point (each part with
+ * its own B-packing buffer), the output transform split by output channels, with a barrier
+ * between the phases. One hand-off per layer instead of one per phase.
+ */
+typedef struct wino_task {
+    stage s;
+    const float *up;
+    float *bbuf;
+    int m;
+    resattn_barrier bar;
+} wino_task;
+
+static void wino_part(void *arg, int part, int nparts) {
+    wino_task *t = arg;
+    stage s = t->s; /* own copy: r0 and rc advance in step on both parts */
+    const plan *p = s.p;
+    int a2 = p->alpha * p->alpha;
+    size_t vplane = (size_t)s.cin * p->ldv, mplane = (size_t)s.cout * p->ldv;
+    size_t upt = resattn_gemm_packed_floats(s.cout, s.cin);
+    float *bbuf = t->bbuf + (size_t)part * resattn_gemm_scratch();
+    stage_fn in = t->m == 2 ? input_stage2 : input_stage4;
+    stage_fn out = t->m == 2 ? output_stage2 : output_stage4;
+    for (s.r0 = 0; s.r0 < p->rows; s.r0 += p->chunk_rows) {
+        s.rc = p->rows - s.r0 < p->chunk_rows ? p->rows - s.r0 : p->chunk_rows;
+        int nt = s.rc * p->tw;
+        in(&s, part, nparts);
+        resattn_barrier_wait(&t->bar, nparts);
+        for (int pt = a2 * part / nparts; pt < a2 * (part + 1) / nparts; pt++)
+            resattn_gemm_run(t->up + pt * upt, s.cout, s.cin, s.V + (size_t)pt * vplane, p->ldv, nt,
+                             s.M + (size_t)pt * mplane, p->ldv, NULL, 0, bbuf);
+        resattn_barrier_wait(&t->bar, nparts);
+        out(&s, part, nparts);
+    }
+}
 
 void resattn_winograd_forward(int m, const float *u, const float *up, float *bbuf, const float *b,
                               int cin, int cout, const float *in, int n, int h, int w, float *out,
@@ -407,21 +369,25 @@ void resattn_winograd_forward(int m, const float *u, const float *up, float *bbu
     s.M = s.V + (size_t)a2 * vplane; /* [a2, cout, ldv] */
     s.bufs[0] = s.M + (size_t)a2 * mplane;
     s.bufs[1] = s.bufs[0] + part;
-    int threads = openblas_get_num_threads() > 1;
+    int threads = resattn_parallel_wanted();
+    if (up) {
+        wino_task t = {.s = s, .up = up, .bbuf = bbuf, .m = m};
+        int nt = (p.rows < p.chunk_rows ? p.rows : p.chunk_rows) * p.tw;
+        resattn_parallel2(wino_part, &t,
+                          threads && (size_t)a2 * nt * (cin < cout ? cin : cout) >= TWO_PART_MIN);
+        return;
+    }
+    /* sgemm path: OpenBLAS threads the products; the transforms split over the helper */
     for (s.r0 = 0; s.r0 < p.rows; s.r0 += p.chunk_rows) {
         s.rc = p.rows - s.r0 < p.chunk_rows ? p.rows - s.r0 : p.chunk_rows;
         int nt = s.rc * p.tw;
         int two = threads && (size_t)a2 * nt * (cin < cout ? cin : cout) >= TWO_PART_MIN;
-        run_parts(m == 2 ? input_stage2 : input_stage4, &s, two);
-        size_t upt = up ? resattn_gemm_packed_floats(cout, cin) : 0;
-        for (int pt = 0; pt < a2 && up; pt++)
-            resattn_gemm_run(up + pt * upt, cout, cin, s.V + (size_t)pt * vplane, p.ldv, nt,
-                             s.M + (size_t)pt * mplane, p.ldv, NULL, 0, bbuf);
-        for (int pt = 0; pt < a2 && !up; pt++)
+        resattn_parallel2(m == 2 ? input_stage2 : input_stage4, &s, two);
+        for (int pt = 0; pt < a2; pt++)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout, nt, cin, 1.0f,
                         u + (size_t)pt * cout * cin, cin, s.V + (size_t)pt * vplane, p.ldv, 0.0f,
                         s.M + (size_t)pt * mplane, p.ldv);
-        run_parts(m == 2 ? output_stage2 : output_stage4, &s, two);
+        resattn_parallel2(m == 2 ? output_stage2 : output_stage4, &s, two);
     }
 }
 /*

@@ -30,8 +30,8 @@ size_t resattn_winograd_scratch(int m, int cin, int cout, int n, int h, int w);
 /*
  * in [n, cin, h, w] -> out [n, cout, h, w] = conv3x3(in, pad 1) + b, then ReLU when
  * relu != 0. u from resattn_winograd_transform_weights with the same m; or, when u is NULL,
- * up: each point's u[p] packed by resattn_gemm_pack, run on the packed GEMM with the
- * resattn_gemm_scratch() floats of bbuf. b [cout].
+ * up: each point's u[p] packed by resattn_gemm_pack, run on the packed GEMM with bbuf's
+ * 2 * resattn_gemm_scratch() floats (one B-packing buffer per thread). b [cout].
  * scratch holds resattn_winograd_scratch(m, cin, cout, n, h, w) floats.
  */
 void resattn_winograd_forward(int m, const float *u, const float *up, float *bbuf, const float *b,

@@ -4,6 +4,7 @@
  */
 #include "ops.h"
 #include "gemm.h"
+#include "parallel.h"
 #include "util_ref.h"
 
 #include <check.h>
@@ -23,6 +24,10 @@ static const conv_case conv_cases[] = {
     {1, 1, 1, 1, 1, 3, 1, 1, 0},   /* 1x1 image, 3x3 kernel: only the centre tap */
     {2, 4, 9, 11, 3, 5, 1, 2, 1},  /* k = 5 */
     {1, 2, 8, 8, 3, 3, 2, 0, 0},   /* no padding */
+    /* big enough (>= 2M multiply-adds) to split over two threads on the packed path */
+    {1, 64, 30, 30, 60, 3, 2, 1, 1},   /* im2col split by channel, GEMM by row panel */
+    {1, 100, 20, 20, 132, 1, 1, 0, 0}, /* plain 1x1 */
+    {2, 256, 32, 31, 128, 1, 2, 0, 1}, /* strided 1x1 gather, two images */
 };
 
 START_TEST(conv_matches_naive) {
@@ -48,15 +53,18 @@ START_TEST(conv_matches_naive) {
         wp = malloc(resattn_gemm_packed_floats(c.cout, kk) * 4);
         resattn_gemm_pack(w, kk, c.cout, kk, wp);
     }
-    for (int packed = 0; packed <= (wp != NULL); packed++) {
-        conv.wp = packed ? wp : NULL;
+    for (int run = 0; run < (wp ? 4 : 1); run++) { /* packed x threads */
+        conv.wp = run & 1 ? wp : NULL;
+        resattn_parallel_set_threads(run & 2 ? 2 : 1);
         for (size_t i = 0; i < nout; i++)
             got[i] = NAN;
         resattn_conv_forward(&conv, in, c.n, c.h, c.w, got, c.relu, scratch);
         double err = ref_max_abs_diff(got, want, nout);
         ck_assert_msg(err <= 1e-5 * (scale > 1 ? scale : 1),
-                      "case %d packed %d: max error %g (scale %g)", _i, packed, err, scale);
+                      "case %d packed %d threads %d: max error %g (scale %g)", _i, run & 1,
+                      run & 2 ? 2 : 1, err, scale);
     }
+    resattn_parallel_set_threads(1);
     free(in), free(w), free(b), free(got), free(want), free(scratch), free(wp);
 }
 END_TEST

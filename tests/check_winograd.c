@@ -83,7 +83,7 @@ static double run_case(int m, int n, int cin, int cout, int h, int w, int relu) 
     if (use_packed) {
         size_t per = resattn_gemm_packed_floats(cout, cin);
         up = aligned_alloc(64, ((size_t)(m + 2) * (m + 2) * per * sizeof *up + 63) / 64 * 64);
-        bbuf = aligned_alloc(64, resattn_gemm_scratch() * sizeof *bbuf);
+        bbuf = aligned_alloc(64, 2 * resattn_gemm_scratch() * sizeof *bbuf); /* 2 parts */
         ck_assert(up && bbuf);
         for (int pt = 0; pt < (m + 2) * (m + 2); pt++)
             resattn_gemm_pack(u + (size_t)pt * cout * cin, cin, cout, cin, up + pt * per);
