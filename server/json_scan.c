@@ -1,8 +1,11 @@
 /*
- * The strict numeric-tensor scanner of json_scan.h. Numbers take Clinger's fast path
- * (at most 15 significant digits and a power of ten up to 22: one exact double multiply
- * or divide, then rounding to float32) and fall back to strtod_l in a "C" locale for the
- * rest, so "0.5" means one half whatever setlocale() said.
+ * The strict numeric-tensor scanner of json_scan.h. Float32 tensor elements first take
+ * number_f32_fast (up to 19 digits read 8 at a time, branch-light for the varying lengths of
+ * real data, no per-byte bounds checks); anything it does not decide goes through
+ * parse_number: Clinger's fast path (at most 15 significant digits and a power of ten up to
+ * 22: one exact double multiply or divide), float_fast for float32 results, and strtod_l /
+ * strtof_l in a "C" locale for the rest, so "0.5" means one half whatever setlocale() said
+ * and every float equals strtof's (tests/check_protocol.c compares them bit for bit).
  */
 #include "json_scan.h"
 
@@ -29,7 +32,8 @@ static int is_digit(char c) {
 }
 
 const char *resattn_json_ws(const char *p, const char *end) {
-    while (p < end && is_ws(*p))
+    /* one compare for the common case: every JSON whitespace byte is <= ' ' */
+    while (p < end && (unsigned char)*p <= ' ' && is_ws(*p))
         p++;
     return p;
 }
@@ -144,7 +148,7 @@ static int number_slow(const char *p, size_t n, int want_float, double *v) {
  * is the correctly rounded float unless d lies within a few double ulps of a point halfway
  * between two floats (low 29 of the 52 fraction bits near 0x10000000): then -1 (use strtof).
  */
-static int float_fast(uint64_t m, long exp10, double *v) {
+static inline int float_fast(uint64_t m, long exp10, double *v) {
     if (exp10 < -22 || exp10 > 22)
         return -1;
     /* 10^-k is not exact in binary: one more half ulp of error, well inside the guard */
@@ -176,6 +180,98 @@ static uint32_t parse_eight(uint64_t v) {
     v -= 0x3030303030303030u;
     v = (v * 10) + (v >> 8);
     return (uint32_t)((((v & mask) * mul1) + (((v >> 16) & mask) * mul2)) >> 32);
+}
+
+/* Bytes of v (8 ASCII bytes, little-endian) before the first non-digit: 0..8. A carry out
+ * of a non-digit byte only reaches later bytes, after the first non-digit. */
+static inline int digit_run(uint64_t v) {
+    uint64_t x = v ^ 0x3030303030303030u; /* digits become 0..9 */
+    uint64_t bad = (x | (x + 0x0606060606060606u)) & 0xF0F0F0F0F0F0F0F0u;
+    return bad ? __builtin_ctzll(bad) >> 3 : 8;
+}
+
+/* The first n (0..7) bytes of v, all digits, as a number: moved to the top, '0's below. */
+static inline uint64_t digits_value(uint64_t v, int n) {
+    uint64_t top = n ? v << (8 * (8 - n)) : 0;
+    return parse_eight(top | 0x3030303030303030u >> (8 * n));
+}
+
+static const uint64_t pow10_u64[8] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000};
+
+/*
+ * The fast path of a float32 tensor element, the one that matters for big JSON bodies: a
+ * plain number of at most 19 digits (leading zeros of the fraction included) whose decimal
+ * exponent float_fast can take. Fractions go 8 digits at a time and their last few digits
+ * in one step, the sign without a branch, so the digit counts of random data cost few
+ * mispredicted branches; the end of the buffer is checked once (at most FAST_LEN bytes are
+ * read). Returns the byte past the number, or NULL when the element is anything else (other
+ * grammar, a literal, a hard case, too close to the end): the caller then takes the general
+ * path, which decides exactly and names errors. When it answers, it consumes the same bytes
+ * as parse_number and gives the same float.
+ */
+#define FAST_LEN 32
+
+static inline const char *number_f32_fast(const char *p, const char *end, float *f) {
+    if (end - p < FAST_LEN)
+        return NULL;
+    const char *s = p + (*p == '-'), *digits = s;
+    uint64_t m = 0;
+    unsigned c = (unsigned char)*s - '0';
+    if (c > 9)
+        return NULL;
+    /* Reads: the mantissa (sign, at most 19 digits counting a lone integer '0', '.') ends
+     * before p + 22, a load there reads 8 bytes more, an exponent 7: all below FAST_LEN. */
+    do { /* integer part */
+        m = m * 10 + c;
+        c = (unsigned char)*++s - '0';
+    } while (c <= 9 && s - digits < 19);
+    if (c <= 9 || (*digits == '0' && s - digits > 1))
+        return NULL;                    /* 20 integer digits or more, or a leading zero */
+    int nd = m ? (int)(s - digits) : 0; /* digits in m, leading zeros not counted */
+    long exp10 = 0;
+    if (*s == '.') {
+        const char *frac = ++s;
+        uint64_t v;
+        memcpy(&v, s, 8);
+        int k = digit_run(v);
+        while (k == 8 && nd <= 11) {
+            m = m * 100000000u + parse_eight(v);
+            nd += 8;
+            s += 8;
+            memcpy(&v, s, 8);
+            k = digit_run(v);
+        }
+        if (k == 8 || nd + k > 19 || (s == frac && k == 0))
+            return NULL; /* more than 19 digits, or "1." */
+        m = m * pow10_u64[k] + digits_value(v, k);
+        nd += k;
+        s += k;
+        exp10 = -(long)(s - frac);
+    }
+    if ((*s | 0x20) == 'e') {
+        s++;
+        int eneg = *s == '-';
+        s += *s == '-' || *s == '+';
+        c = (unsigned char)*s - '0';
+        if (c > 9)
+            return NULL;
+        long e = 0;
+        for (int i = 0; c <= 9; i++, c = (unsigned char)*++s - '0') {
+            if (i == 4)
+                return NULL;
+            e = e * 10 + c;
+        }
+        exp10 += eneg ? -e : e;
+    }
+    double d = 0;
+    if (m && float_fast(m, exp10, &d))
+        return NULL;
+    float r = (float)d;
+    uint32_t bits;
+    memcpy(&bits, &r, 4);
+    bits |= (uint32_t)(*p == '-') << 31;
+    memcpy(f, &bits, 4);
+    return s;
 }
 
 /* A JSON number; want_float: only the float32 rounding of the value matters. */
@@ -404,9 +500,14 @@ int resattn_json_scan_tensor_prefix(const char *p, const char *end, const resatt
             snprintf(err, err_len, "%s has more than %zu elements", what, cap);
             return rule->cap_status ? rule->cap_status : 400;
         }
-        int st = scan_element(p, end, rule, n, &out[n], &p, what, err, err_len);
-        if (st)
-            return st;
+        const char *q = rule->kind == RESATTN_ELEM_FLOAT ? number_f32_fast(p, end, &out[n]) : NULL;
+        if (q) {
+            p = q;
+        } else {
+            int st = scan_element(p, end, rule, n, &out[n], &p, what, err, err_len);
+            if (st)
+                return st;
+        }
         n++;
     after:
         cnt[depth]++;

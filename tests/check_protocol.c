@@ -681,6 +681,162 @@ START_TEST(numbers_f32_midpoints) {
 }
 END_TEST
 
+/* One test number for the tensor scan against strtof: random float32 values printed every
+ * way, short decimals, exponents, subnormals, zeros, the float range's edges, long digit
+ * strings and points halfway between two floats. */
+static void strtof_case(sbuf *b, int i) {
+    static const char *edge[] = {"0",
+                                 "-0",
+                                 "0.0",
+                                 "-0.0",
+                                 "0e5",
+                                 "-0E-7",
+                                 "1",
+                                 "-1",
+                                 "0.1",
+                                 "0.5",
+                                 "1e10",
+                                 "1E-5",
+                                 "2.5e+30",
+                                 "-7.25e-3",
+                                 "1e38",
+                                 "1e-38",
+                                 "1e-45",
+                                 "1.4e-45",
+                                 "1.401298464324817e-45",
+                                 "7e-46",
+                                 "7.006492321624086e-46",
+                                 "7.1e-46",
+                                 "1e-46",
+                                 "1.17549435e-38",
+                                 "1.1754942e-38",
+                                 "1.17549421069e-38",
+                                 "3.4028235e38",
+                                 "3.40282347e+38",
+                                 "3.4028235677973366e38",
+                                 "3.4028235677973362e38",
+                                 "3.4028236e38",
+                                 "-3.4028235e38",
+                                 "1e39",
+                                 "123456789012345678901234567890",
+                                 "0.000000000000000000000000000001",
+                                 "1.0000000000000000000000000000000000000000000000000001",
+                                 "0.10000000149011611938476562500000000000000000000001",
+                                 "0.100000001490116119384765625",
+                                 "0.1000000014901161193847656249999999",
+                                 "16777216.5",
+                                 "16777217",
+                                 "16777217.000000000000000000001",
+                                 "33554434.999999999",
+                                 "9007199254740993",
+                                 "18446744073709551615",
+                                 "18446744073709551616",
+                                 "1e-22",
+                                 "1e22",
+                                 "1e23",
+                                 "1e-23",
+                                 "4.7019774e-38",
+                                 "8.5e-39",
+                                 "1.5e-44",
+                                 "0.0000000000000000000000000000000000000000000014012984643248171"};
+    int n_edge = (int)(sizeof edge / sizeof edge[0]);
+    if (i < n_edge) {
+        sb_printf(b, "%s", edge[i]);
+        return;
+    }
+    uint32_t bits = (uint32_t)rand() << 16 ^ (uint32_t)rand();
+    float f;
+    memcpy(&f, &bits, 4);
+    if (!isfinite(f))
+        f = (float)i;
+    switch (i % 9) {
+    case 0:
+        sb_printf(b, "%.9g", (double)f);
+        break;
+    case 1:
+        sb_printf(b, "%.17g", (double)f);
+        break;
+    case 2: /* a normalised-image-like value, as numpy's tolist() prints it */
+        sb_printf(b, "%.17g", (double)(float)((rand() / (double)RAND_MAX) * 4.2 - 2.1));
+        break;
+    case 3: /* a short decimal */
+        sb_printf(b, "%s%d.%0*d", rand() & 1 ? "-" : "", rand() % 1000, 1 + rand() % 6,
+                  rand() % 1000000);
+        break;
+    case 4:
+        sb_printf(b, "%de%d", rand() % 100000 - 50000, rand() % 90 - 45);
+        break;
+    case 5: { /* next to or at a point halfway between two floats */
+        uint32_t nb = (bits & 0x7effffff) + 1;
+        float a, c;
+        bits &= 0x7effffff;
+        memcpy(&a, &bits, 4);
+        memcpy(&c, &nb, 4);
+        double mid = ((double)a + (double)c) / 2;
+        double x = i % 3 == 0 ? mid : i % 3 == 1 ? nextafter(mid, 0) : nextafter(mid, INFINITY);
+        sb_printf(b, i % 2 ? "%.17g" : "%.25g", x);
+        break;
+    }
+    case 6: /* a subnormal */
+        sb_printf(b, "%.*g", 3 + rand() % 15, (double)(rand() % 8388608) * 1.401298464324817e-45);
+        break;
+    case 7: { /* a long digit string */
+        int len = 20 + rand() % 80, dot = rand() % len;
+        if (rand() & 1)
+            sb_printf(b, "-");
+        sb_printf(b, "%d", 1 + rand() % 9);
+        for (int k = 1; k < len; k++)
+            sb_printf(b, k == dot ? ".%d" : "%d", rand() % 10);
+        if (rand() & 1)
+            sb_printf(b, "e%d", rand() % 80 - 60);
+        break;
+    }
+    default:
+        sb_printf(b, "%.*e", rand() % 12, (double)f);
+        break;
+    }
+}
+
+/* The tensor scan (its fast path in the middle of a big array, the general path near the
+ * end) and resattn_json_number_f32 give exactly strtof's float, bit for bit. */
+START_TEST(numbers_scan_equal_strtof) {
+    srand(11);
+    enum { N = 30000 };
+    sbuf b = {0};
+    size_t *at = malloc(N * sizeof *at);
+    sb_printf(&b, "[");
+    for (int i = 0; i < N; i++) {
+        sb_printf(&b, i ? (i % 3 ? "," : ", ") : "");
+        at[i] = b.len;
+        strtof_case(&b, i);
+    }
+    sb_printf(&b, "]");
+    float *out = malloc(N * sizeof *out);
+    resattn_elem_rule rule = {RESATTN_ELEM_FLOAT, 0, 0, "FP32", 1, 400};
+    resattn_scan_shape sh;
+    char err[RESATTN_PROTO_ERR_LEN] = "";
+    ck_assert_msg(resattn_json_scan_tensor(b.s, b.s + b.len, &rule, out, N, &sh, "data", err,
+                                           sizeof err) == 0,
+                  "%s", err);
+    ck_assert_uint_eq(sh.count, N);
+    for (int i = 0; i < N; i++) {
+        const char *t = b.s + at[i];
+        char *e;
+        float want = strtof(t, &e), g;
+        const char *end;
+        ck_assert_msg(!memcmp(&out[i], &want, 4), "scan of %.*s: %a != strtof %a", (int)(e - t), t,
+                      (double)out[i], (double)want);
+        ck_assert_msg(resattn_json_number_f32(t, e, &g, &end) == 0 && end == e, "%.*s",
+                      (int)(e - t), t);
+        ck_assert_msg(!memcmp(&g, &want, 4), "number_f32 of %.*s: %a != strtof %a", (int)(e - t), t,
+                      (double)g, (double)want);
+    }
+    free(out);
+    free(at);
+    free(b.s);
+}
+END_TEST
+
 /* Encoders: parse our own output with jansson and compare. */
 START_TEST(v2_encode_roundtrip) {
     float logits[2 * 7];
@@ -1019,6 +1175,7 @@ Suite *protocol_suite(void) {
     tcase_add_test(tc, nonfinite_allowed);
     tcase_add_test(tc, numbers_roundtrip);
     tcase_add_test(tc, numbers_f32_midpoints);
+    tcase_add_test(tc, numbers_scan_equal_strtof);
     tcase_add_test(tc, v2_encode_roundtrip);
     tcase_add_test(tc, scanner_matches_jansson);
     suite_add_tcase(s, tc);
