@@ -220,14 +220,30 @@ static int parse_json(resattn_protocol proto, const unsigned char *body, size_t 
     return st;
 }
 
+/* v2 JSON with a BYTES input (jansson decides later). When inputs[0].data is found byte for
+ * byte and starts with a number, it is a numeric tensor, and the megabytes of a big one are
+ * not searched; otherwise a cheap test: "BYTES" anywhere. */
+static int v2_json_has_bytes(const unsigned char *body, size_t len) {
+    const char *js = (const char *)body, *end = js + len;
+    const char *in = resattn_json_member(js, end, "inputs", NULL, 64);
+    if (in && *in == '[') {
+        const char *first = resattn_json_ws(in + 1, end);
+        const char *d =
+            first < end && *first == '{' ? resattn_json_member(first, end, "data", NULL, 62) : NULL;
+        while (d && d < end && (*d == '[' || *d == ' ' || *d == '\n' || *d == '\r' || *d == '\t'))
+            d++;
+        if (d && d < end && (*d == '-' || (*d >= '0' && *d <= '9')))
+            return 0;
+    }
+    return memmem(body, len, "\"BYTES\"", 7) != NULL;
+}
+
 int resattn_image_api_is_image(const char *ct, const unsigned char *body, size_t len) {
     if (has_prefix(ct, "multipart/form-data") || has_prefix(ct, "image/"))
         return 1;
     if (resattn_image_sniff(body, len) != RESATTN_IMAGE_FORMAT_UNKNOWN)
         return 1;
-    /* v2 JSON with a BYTES input: cheap test on the bytes, jansson decides later */
-    return (!ct || has_prefix(ct, "application/json")) && len &&
-           memmem(body, len, "\"BYTES\"", 7) != NULL;
+    return (!ct || has_prefix(ct, "application/json")) && len && v2_json_has_bytes(body, len);
 }
 
 /* Collect the request's images by content type. */

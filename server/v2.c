@@ -376,8 +376,13 @@ static int parse_json(const unsigned char *body, size_t len, long long header_le
     }
     const resattn_dtype *dt = st ? NULL : resattn_dtype_find(json_string_value(dtype));
     if (!st && !dt) {
-        snprintf(err, err_len, "inputs[0].datatype '%.32s' is not one of %s",
-                 json_string_value(dtype), resattn_dtype_names());
+        if (!strcmp(json_string_value(dtype), "BYTES"))
+            snprintf(err, err_len,
+                     "inputs[0].datatype BYTES holds base64-encoded images: its "
+                     "data must be strings");
+        else
+            snprintf(err, err_len, "inputs[0].datatype '%.32s' is not one of %s",
+                     json_string_value(dtype), resattn_dtype_names());
         st = 400;
     }
     int64_t dims[RESATTN_SCAN_MAX_DIMS];

@@ -254,6 +254,13 @@ START_TEST(api_forms_agree) {
                "\"data\":[\"%s\"]}],\"parameters\":{\"top_k\":20}}",
                s);
     ck_assert(resattn_image_api_is_image("application/json", (unsigned char *)body, strlen(body)));
+    /* a numeric tensor is not searched for "BYTES" (here in its id); unlocatable data is */
+    const char *num = "{\"id\":\"BYTES\",\"inputs\":[{\"name\":\"x\",\"data\":[ [-1.5,2]],"
+                      "\"datatype\":\"FP32\"}]}";
+    ck_assert(
+        !resattn_image_api_is_image("application/json", (const unsigned char *)num, strlen(num)));
+    const char *esc = "{\"inputs\":[{\"d\\u0061ta\":[\"x\"],\"datatype\":\"BYTES\"}]}";
+    ck_assert(resattn_image_api_is_image(NULL, (const unsigned char *)esc, strlen(esc)));
     ck_assert_msg(api(RESATTN_PROTO_V2, "application/json", body, strlen(body), &v2, err) == 0,
                   "%s", err);
     ck_assert_int_eq(v2.top_k, 10); /* at most the class count */
