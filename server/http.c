@@ -13,6 +13,7 @@
 #include "http.h"
 #include "attention_api.h"
 #include "image_api.h"
+#include "protocol_common.h"
 #include "web/index_html.h"
 #include <arpa/inet.h>
 #include <jansson.h>
@@ -73,6 +74,7 @@ struct request {
     size_t resp_len, resp_bytes;
     const char *content_type;
     size_t json_header_len; /* v2 binary extension, else 0 */
+    unsigned npy_out;       /* Accept: application/x-npy: the RESATTN_OUT_* tensor to answer */
     const char *allow;      /* Allow header of a 405 */
     int unauthorized;       /* 401: add WWW-Authenticate */
     int retry_after;        /* seconds, for 503 queue full */
@@ -309,6 +311,19 @@ static void h_web(request *r) {
 
 /* ---- inference ------------------------------------------------------------------------ */
 
+/* The one tensor of an application/x-npy answer, [n, k] float32. */
+static int encode_npy(const request *r, int k, resattn_response_body *b) {
+    if (r->npy_out == RESATTN_OUT_LOGITS)
+        return resattn_npy_response(r->logits, r->ireq.n, k, b);
+    float *probs = malloc(sizeof(float) * (size_t)r->ireq.n * (size_t)k);
+    if (!probs)
+        return 500;
+    resattn_softmax_rows(r->logits, r->ireq.n, k, probs);
+    int rc = resattn_npy_response(probs, r->ireq.n, k, b);
+    free(probs);
+    return rc;
+}
+
 /* Worker (or reaper) thread: encode the answer, then let libmicrohttpd resume the request. */
 static void on_job_done(resattn_job *job) {
     request *r = job->user;
@@ -325,7 +340,8 @@ static void on_job_done(resattn_job *job) {
     } else {
         resattn_response_body b = {0};
         int rc =
-            resattn_image_api_owns(&r->ireq)
+            r->npy_out ? encode_npy(r, k, &b)
+            : resattn_image_api_owns(&r->ireq)
                 ? resattn_image_api_encode(&r->ireq, sm->name, resattn_model_get_info(sm->model),
                                            r->logits, r->ireq.n, &b)
             : r->ireq.protocol == RESATTN_PROTO_TFS
@@ -345,6 +361,35 @@ static void on_job_done(resattn_job *job) {
 
 static const char *header(request *r, const char *name) {
     return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+/* Accept lists application/x-npy with a q above 0 (whatever else it lists). */
+static int accepts_npy(const char *accept) {
+    while (accept && *accept) {
+        size_t n = strcspn(accept, ",");
+        char item[128];
+        snprintf(item, sizeof item, "%.*s", (int)(n < sizeof item ? n : sizeof item - 1), accept);
+        accept += n + (accept[n] == ',');
+        char *t = item + strspn(item, " \t"), *params = strchr(t, ';');
+        size_t tl = params ? (size_t)(params - t) : strlen(t);
+        while (tl && (t[tl - 1] == ' ' || t[tl - 1] == '\t'))
+            tl--;
+        if (tl != 17 || strncasecmp(t, "application/x-npy", 17))
+            continue;
+        const char *q = params ? strcasestr(params, "q=") : NULL;
+        if (!q || strtod(q + 2, NULL) > 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* The tensor a .npy answer holds: the logits, or the probabilities when only they were asked
+ * for; 0 when the request asked for more than one tensor or for attention (406). */
+static unsigned npy_tensor(const resattn_infer_request *q) {
+    if (q->num_attn_outputs || q->attention)
+        return 0;
+    unsigned t = q->outputs & (RESATTN_OUT_LOGITS | RESATTN_OUT_PROBABILITIES);
+    return t == (RESATTN_OUT_LOGITS | RESATTN_OUT_PROBABILITIES) ? 0 : t ? t : RESATTN_OUT_LOGITS;
 }
 
 static int parse_infer(request *r, char *err, size_t err_len) {
@@ -415,6 +460,13 @@ static void h_infer(request *r) {
     r->len = r->cap = 0;
     if (status) {
         answer_error(r, status, "%s", err[0] ? err : "invalid request");
+        return;
+    }
+    if (r->ep == RESATTN_EP_V2_INFER && accepts_npy(header(r, MHD_HTTP_HEADER_ACCEPT)) &&
+        !(r->npy_out = npy_tensor(&r->ireq))) {
+        answer_error(r, 406,
+                     "an application/x-npy answer holds one tensor: ask for logits or "
+                     "probabilities (no attention), or accept application/json");
         return;
     }
     int k = resattn_model_get_info(s->models[r->model].model)->num_classes;

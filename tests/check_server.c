@@ -595,6 +595,82 @@ static void check_tfs(int port, const resattn_npy *x, const float *want, int k) 
     free(b);
 }
 
+/* A .npy answer (Accept: application/x-npy) into out [count]; 0 when it is one [n, k] array. */
+static int npy_answer(const uh_response *r, int n, int k, float *out) {
+    resattn_npy a;
+    char err[RESATTN_ERR_LEN];
+    if (strcmp(r->content_type, "application/x-npy") ||
+        resattn_npy_parse(r->body, r->len, &a, err, sizeof err) != RESATTN_OK)
+        return -1;
+    int ok = a.ndim == 2 && a.shape[0] == n && a.shape[1] == k;
+    if (ok)
+        memcpy(out, a.data, sizeof(float) * (size_t)n * k);
+    resattn_npy_release(&a);
+    return ok ? 0 : -1;
+}
+
+/* Accept: application/x-npy on the infer endpoint (both path forms, JSON, binary and npy
+ * bodies): logits, or probabilities when only they are asked for; 406 for two tensors. */
+static void check_npy_accept(int port, const resattn_npy *x, const float *want, int k) {
+    int n = (int)x->shape[0], c = (int)x->shape[1], h = (int)x->shape[2], w = (int)x->shape[3];
+    float got[256], probs[256];
+    for (int i = 0; i < n; i++) { /* softmax of the expected logits */
+        double mx = -INFINITY, sum = 0;
+        for (int j = 0; j < k; j++)
+            mx = fmax(mx, want[i * k + j]);
+        for (int j = 0; j < k; j++)
+            sum += exp(want[i * k + j] - mx);
+        for (int j = 0; j < k; j++)
+            probs[i * k + j] = (float)(exp(want[i * k + j] - mx) / sum);
+    }
+    const char *json_npy[] = {"Content-Type: application/json",
+                              "Accept: application/json;q=0.5, application/x-npy", NULL};
+    char *body = v2_body(x->data, n, c, h, w, NULL);
+    uh_response r;
+    uh_request(port, "POST", "/v2/models/basic_cifar_se/infer", json_npy, body, strlen(body), &r);
+    ck_assert_msg(r.status == 200, "npy answer: %ld %s", r.status, r.body ? (char *)r.body : "");
+    ck_assert_msg(npy_answer(&r, n, k, got) == 0, "not a [%d,%d] .npy: %s", n, k, r.content_type);
+    ck_assert_msg(close_enough(got, want, (size_t)n * k, RTOL), "npy answer logits differ");
+    uh_response_release(&r);
+    free(body);
+    /* probabilities only, on the versions path */
+    body = v2_body(x->data, n, c, h, w, ",\"outputs\":[{\"name\":\"probabilities\"}]");
+    uh_request(port, "POST", "/v2/models/basic_cifar_se/versions/1/infer", json_npy, body,
+               strlen(body), &r);
+    ck_assert_msg(r.status == 200, "npy probabilities: %ld", r.status);
+    ck_assert_msg(npy_answer(&r, n, k, got) == 0, "not a .npy: %s", r.content_type);
+    ck_assert_msg(close_enough(got, probs, (size_t)n * k, RTOL), "npy probabilities differ");
+    uh_response_release(&r);
+    free(body);
+    /* both tensors cannot be one .npy: 406 with a JSON error */
+    body = v2_body(x->data, n, c, h, w,
+                   ",\"outputs\":[{\"name\":\"logits\"},{\"name\":\"probabilities\"}]");
+    uh_request(port, "POST", "/v2/models/basic_cifar_se/infer", json_npy, body, strlen(body), &r);
+    ck_assert_int_eq(r.status, 406);
+    ck_assert_str_eq(r.content_type, "application/json");
+    ck_assert_msg(strstr((char *)r.body, "one tensor"), "%s", r.body);
+    uh_response_release(&r);
+    /* q=0 refuses npy: the usual JSON answer */
+    const char *no_npy[] = {"Content-Type: application/json",
+                            "Accept: application/x-npy;q=0, application/json", NULL};
+    uh_request(port, "POST", "/v2/models/basic_cifar_se/infer", no_npy, body, strlen(body), &r);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_str_eq(r.content_type, "application/json");
+    uh_response_release(&r);
+    free(body);
+    /* npy in, npy out */
+    unsigned char *npy = NULL;
+    size_t len = 0;
+    ck_assert(resattn_npy_encode(x->data, x->ndim, x->shape, &npy, &len) == RESATTN_OK);
+    const char *npy_npy[] = {"Content-Type: application/x-npy", "Accept: application/x-npy", NULL};
+    uh_request(port, "POST", "/v2/models/basic_cifar_se/versions/1/infer", npy_npy, npy, len, &r);
+    ck_assert_msg(r.status == 200, "npy in, npy out: %ld", r.status);
+    ck_assert_msg(npy_answer(&r, n, k, got) == 0, "not a .npy: %s", r.content_type);
+    ck_assert_msg(close_enough(got, want, (size_t)n * k, RTOL), "npy in/out logits differ");
+    uh_response_release(&r);
+    free(npy);
+}
+
 START_TEST(test_infer_equals_predict) {
     resattn_npy x;
     load_npy(FIXTURE ".in.npy", &x);
@@ -608,6 +684,7 @@ START_TEST(test_infer_equals_predict) {
     check_v2_json(s.port, &x, want, k);
     check_v2_binary(s.port, &x, want, k);
     check_npy_body(s.port, &x, want, k);
+    check_npy_accept(s.port, &x, want, k);
     check_tfs(s.port, &x, want, k);
     ck_assert_int_eq(uh_server_stop(&s, SIGTERM, 30000), 0);
     free(want);
