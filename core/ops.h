@@ -11,7 +11,7 @@
 /* A convolution with BatchNorm already folded in: out = w * in + b. */
 typedef struct resattn_conv {
     int cin, cout, k, stride, pad;
-    const float *w;       /* [cout, cin, k, k] */
+    const float *w;       /* [cout, cin, k, k]; the packed layout instead when wp == w */
     const float *b;       /* [cout] */
     int wino_m;           /* Winograd output tile (2 or 4) for 3x3/1 pad-1 layers, 0: direct only */
     const float *wino_u;  /* [(wino_m+2)^2, cout, cin] transformed w (core/winograd.h), or NULL
