@@ -191,27 +191,55 @@ void resattn_conv_forward(const resattn_conv *c, const float *in, int n, int h, 
     }
 }
 
-void resattn_maxpool3s2(const float *in, int nc, int h, int w, float *out) {
-    int ho = resattn_conv_out(h, 3, 2, 1), wo = resattn_conv_out(w, 3, 2, 1);
-    for (int c = 0; c < nc; c++) {
-        const float *x = in + (size_t)c * h * w;
-        float *y = out + (size_t)c * ho * wo;
-        for (int oy = 0; oy < ho; oy++)
-            for (int ox = 0; ox < wo; ox++) {
-                float m = -FLT_MAX;
-                for (int ky = 0; ky < 3; ky++) {
-                    int iy = oy * 2 - 1 + ky;
-                    if (iy < 0 || iy >= h)
-                        continue;
-                    for (int kx = 0; kx < 3; kx++) {
-                        int ix = ox * 2 - 1 + kx;
-                        if (ix >= 0 && ix < w && x[iy * w + ix] > m)
-                            m = x[iy * w + ix];
-                    }
+/*
+ * Max pool 3x3 stride 2 pad 1 per output row: the vertical max of the (up to) three input
+ * rows first, contiguous and vectorisable, then the horizontal stride-2 max over it.
+ * Channels split over two threads for a single image.
+ */
+typedef struct pool_task {
+    const float *in;
+    float *out;
+    int nc, h, w;
+} pool_task;
+
+#define POOL_COLS 256 /* columns per pass of the vertical max (stack buffer) */
+
+static void maxpool_part(void *arg, int part, int nparts) {
+    const pool_task *t = arg;
+    int h = t->h, w = t->w, ho = resattn_conv_out(h, 3, 2, 1), wo = resattn_conv_out(w, 3, 2, 1);
+    float vmax[POOL_COLS + 2];
+    for (int c = t->nc * part / nparts; c < t->nc * (part + 1) / nparts; c++) {
+        const float *x = t->in + (size_t)c * h * w;
+        float *y = t->out + (size_t)c * ho * wo;
+        for (int oy = 0; oy < ho; oy++) {
+            int y0 = oy * 2 - 1 < 0 ? 0 : oy * 2 - 1, y1 = oy * 2 + 1 < h ? oy * 2 + 1 : h - 1;
+            /* output columns [o0, o1) read input columns [2*o0 - 1, 2*o1) */
+            for (int o0 = 0; o0 < wo; o0 += POOL_COLS / 2) {
+                int o1 = o0 + POOL_COLS / 2 < wo ? o0 + POOL_COLS / 2 : wo;
+                int x0 = 2 * o0 - 1 < 0 ? 0 : 2 * o0 - 1, x1 = 2 * o1 < w ? 2 * o1 : w;
+                memcpy(vmax, x + (size_t)y0 * w + x0, (size_t)(x1 - x0) * sizeof *vmax);
+                for (int yy = y0 + 1; yy <= y1; yy++) {
+                    const float *r = x + (size_t)yy * w + x0;
+                    for (int k = 0; k < x1 - x0; k++)
+                        vmax[k] = r[k] > vmax[k] ? r[k] : vmax[k];
                 }
-                y[oy * wo + ox] = m;
+                for (int ox = o0; ox < o1; ox++) { /* padding never wins: clip the window */
+                    int a = 2 * ox - 1 < 0 ? 0 : 2 * ox - 1,
+                        e = 2 * ox + 1 < w ? 2 * ox + 1 : w - 1;
+                    float m = vmax[a - x0];
+                    for (int xx = a + 1; xx <= e; xx++)
+                        m = vmax[xx - x0] > m ? vmax[xx - x0] : m;
+                    y[(size_t)oy * wo + ox] = m;
+                }
             }
+        }
     }
+}
+
+void resattn_maxpool3s2(const float *in, int nc, int h, int w, float *out) {
+    pool_task t = {in, out, nc, h, w};
+    resattn_parallel2(maxpool_part, &t,
+                      resattn_parallel_wanted() && (size_t)nc * h * w >= (size_t)1 << 17);
 }
 
 void resattn_gap(const float *in, int nc, int hw, float *out) {

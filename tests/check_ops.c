@@ -70,7 +70,10 @@ START_TEST(conv_matches_naive) {
 END_TEST
 
 START_TEST(maxpool_matches_naive) {
-    static const int dims[][3] = {{3, 45, 37}, {1, 1, 1}, {2, 2, 3}, {4, 23, 19}};
+    /* the last two: wider than one 256-column pass; big enough to split over two threads */
+    static const int dims[][3] = {{3, 45, 37}, {1, 1, 1},   {2, 2, 3},
+                                  {4, 23, 19}, {2, 9, 601}, {8, 130, 140}};
+    resattn_parallel_set_threads(2);
     int nc = dims[_i][0], h = dims[_i][1], w = dims[_i][2];
     int ho = resattn_conv_out(h, 3, 2, 1), wo = resattn_conv_out(w, 3, 2, 1);
     float *in = malloc((size_t)nc * h * w * 4), *got = malloc((size_t)nc * ho * wo * 4),
@@ -134,7 +137,7 @@ Suite *ops_suite(void) {
     TCase *tc = tcase_create("ops");
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, conv_matches_naive, 0, sizeof conv_cases / sizeof conv_cases[0]);
-    tcase_add_loop_test(tc, maxpool_matches_naive, 0, 4);
+    tcase_add_loop_test(tc, maxpool_matches_naive, 0, 6);
     tcase_add_test(tc, gap_and_linear_match_naive);
     tcase_add_test(tc, pointwise_functions);
     tcase_add_test(tc, im2col_layout);
