@@ -242,11 +242,21 @@ void resattn_maxpool3s2(const float *in, int nc, int h, int w, float *out) {
                       resattn_parallel_wanted() && (size_t)nc * h * w >= (size_t)1 << 17);
 }
 
+/* Mean of each channel, with 8 partial sums in two vectors (-O2 keeps a float reduction in
+ * order, one add at a time). */
 void resattn_gap(const float *in, int nc, int hw, float *out) {
     for (int c = 0; c < nc; c++) {
         const float *x = in + (size_t)c * hw;
-        float s = 0.0f;
-        for (int i = 0; i < hw; i++)
+        v4f s0 = {0, 0, 0, 0}, s1 = s0;
+        int i = 0;
+        for (; i + 8 <= hw; i += 8) {
+            v4f a, b;
+            memcpy(&a, x + i, sizeof a), memcpy(&b, x + i + 4, sizeof b);
+            s0 += a, s1 += b;
+        }
+        s0 += s1;
+        float s = (s0[0] + s0[1]) + (s0[2] + s0[3]);
+        for (; i < hw; i++)
             s += x[i];
         out[c] = s / (float)hw;
     }
