@@ -144,9 +144,11 @@ static int number_slow(const char *p, size_t n, int want_float, double *v) {
 
 /*
  * Fast float32 conversion of m * 10^e for up to 19 digits (numpy's tolist() sends 17-digit
- * reprs, beyond Clinger's exact 15): d carries at most ~2 double ulps of error, so (float)d
- * is the correctly rounded float unless d lies within a few double ulps of a point halfway
- * between two floats (low 29 of the 52 fraction bits near 0x10000000): then -1 (use strtof).
+ * reprs, beyond Clinger's exact 15): d carries at most ~2 double ulps of rounding error, plus
+ * up to ~10 more when m is a number's first 16+ significant digits and the rest were cut off
+ * (less than 1e-15 of the value), so (float)d is the correctly rounded float unless d lies
+ * within 64 double ulps of a point halfway between two floats (low 29 of the 52 fraction
+ * bits near 0x10000000, one number in 4 million): then -1 (use strtof).
  */
 static inline int float_fast(uint64_t m, long exp10, double *v) {
     if (exp10 < -22 || exp10 > 22)
@@ -162,7 +164,7 @@ static inline int float_fast(uint64_t m, long exp10, double *v) {
     uint64_t bits;
     memcpy(&bits, &d, 8);
     int64_t low = (int64_t)(bits & ((1u << 29) - 1)) - (1 << 28);
-    if (low >= -8 && low <= 8)
+    if (low >= -64 && low <= 64)
         return -1;
     *v = (double)(float)d;
     return 0;
@@ -200,16 +202,17 @@ static const uint64_t pow10_u64[8] = {1, 10, 100, 1000, 10000, 100000, 1000000, 
 
 /*
  * The fast path of a float32 tensor element, the one that matters for big JSON bodies: a
- * plain number of at most 19 digits (leading zeros of the fraction included) whose decimal
- * exponent float_fast can take. Fractions go 8 digits at a time and their last few digits
- * in one step, the sign without a branch, so the digit counts of random data cost few
- * mispredicted branches; the end of the buffer is checked once (at most FAST_LEN bytes are
- * read). Returns the byte past the number, or NULL when the element is anything else (other
- * grammar, a literal, a hard case, too close to the end): the caller then takes the general
- * path, which decides exactly and names errors. When it answers, it consumes the same bytes
- * as parse_number and gives the same float.
+ * plain number whose decimal exponent float_fast can take, with at most 19 digits (leading
+ * zeros of the fraction included) or at least 16 significant ones before the rest, which is
+ * skipped (numpy's 17-digit reprs). Fractions go 8 digits at a time and their last few
+ * digits in one step, the sign without a branch, so the digit counts of random data cost
+ * few mispredicted branches; the end of the buffer is checked once (at most FAST_LEN bytes
+ * are read). Returns the byte past the number, or NULL when the element is anything else
+ * (other grammar, a literal, a hard case, too close to the end): the caller then takes the
+ * general path, which decides exactly and names errors. When it answers, it consumes the
+ * same bytes as parse_number and gives the same float.
  */
-#define FAST_LEN 32
+#define FAST_LEN 48
 
 static inline const char *number_f32_fast(const char *p, const char *end, float *f) {
     if (end - p < FAST_LEN)
@@ -219,8 +222,9 @@ static inline const char *number_f32_fast(const char *p, const char *end, float 
     unsigned c = (unsigned char)*s - '0';
     if (c > 9)
         return NULL;
-    /* Reads: the mantissa (sign, at most 19 digits counting a lone integer '0', '.') ends
-     * before p + 22, a load there reads 8 bytes more, an exponent 7: all below FAST_LEN. */
+    /* Reads: a mantissa kept whole (sign, at most 19 digits counting a lone integer '0',
+     * '.') ends before p + 22, one cut short before p + FAST_LEN - 9; a load there reads 8
+     * bytes more, an exponent 7: all below FAST_LEN. */
     do { /* integer part */
         m = m * 10 + c;
         c = (unsigned char)*++s - '0';
@@ -241,12 +245,24 @@ static inline const char *number_f32_fast(const char *p, const char *end, float 
             memcpy(&v, s, 8);
             k = digit_run(v);
         }
-        if (k == 8 || nd + k > 19 || (s == frac && k == 0))
-            return NULL; /* more than 19 digits, or "1." */
-        m = m * pow10_u64[k] + digits_value(v, k);
-        nd += k;
-        s += k;
-        exp10 = -(long)(s - frac);
+        if (s == frac && k == 0)
+            return NULL;             /* "1." */
+        if (m < 1000000000000000u) { /* under 16 significant digits: the last ones count */
+            if (k == 8 || nd + k > 19)
+                return NULL;
+            m = m * pow10_u64[k] + digits_value(v, k);
+            s += k;
+            exp10 = -(long)(s - frac);
+        } else { /* the rest moves the value by less than 1e-15 of it: skip it */
+            exp10 = -(long)(s - frac);
+            for (; k == 8; k = digit_run(v)) {
+                s += 8;
+                if (s > p + FAST_LEN - 16)
+                    return NULL;
+                memcpy(&v, s, 8);
+            }
+            s += k;
+        }
     }
     if ((*s | 0x20) == 'e') {
         s++;
