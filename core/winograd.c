@@ -805,11 +805,12 @@ int resattn_winograd_choose(int cin, int cout, int h, int w) {
 /*
  * With few tiles the transform-domain GEMMs are matrix-vector products that stream
  * alpha^2 / 9 times the weights of the direct GEMM: 512 -> 512 channels on a 4x4 map at
- * batch 1 took 1.15 ms direct, 1.79 ms with F(2,3). With the packed GEMM, a 7x7 map at
- * batch 1 (16 tiles) also went faster direct (1.33 vs 1.54 ms, ResNet-18 layer4): the
- * 16 weight planes of F(2,3) are 1.8x the bytes of the direct weights, read for 16 columns.
+ * batch 1 took 1.15 ms direct, 1.79 ms with F(2,3). At 16 tiles it pays again with the
+ * packed GEMM and the AVX-512 transforms: whole CIFAR ResNet-18 at batch 1 (8x8 maps, 16
+ * tiles) 6.9 ms with the threshold at 16 against 9.3 ms at 32; ResNet-18 at 224 (7x7,
+ * 16 tiles) was within 4 % either way.
  */
 int resattn_winograd_worth(int m, int n, int h, int w) {
     int tiles = ((h + m - 1) / m) * ((w + m - 1) / m);
-    return (long)n * tiles >= 32;
+    return (long)n * tiles >= 16;
 }
