@@ -135,7 +135,12 @@ const resattn_mask *resattn_ctx_mask(const resattn_ctx *ctx, int i);
 
 /* ---- Threads -------------------------------------------------------------------------- */
 
-/* Threads OpenBLAS may use inside one GEMM (process-wide in OpenBLAS). */
+/*
+ * Threads one forward call may use (process-wide). With 2 or more: a batch of 2+ images is
+ * split over two threads; a single image has its layers split over two threads (on CPUs
+ * with AVX-512F, where resattn's packed GEMM computes the convolutions) or OpenBLAS uses
+ * n threads inside each GEMM (elsewhere). Before any call: OpenBLAS's own setting.
+ */
 void resattn_set_blas_threads(int n);
 int resattn_get_blas_threads(void);
 /* OpenBLAS core name and parallel mode (0 serial, 1 pthreads, 2 OpenMP), for metrics. */
