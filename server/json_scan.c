@@ -194,7 +194,7 @@ static inline int digit_run(uint64_t v) {
 
 /* The first n (0..7) bytes of v, all digits, as a number: moved to the top, '0's below. */
 static inline uint64_t digits_value(uint64_t v, int n) {
-    uint64_t top = n ? v << (8 * (8 - n)) : 0;
+    uint64_t top = v << (8 * (7 - n)) << 8; /* two shifts: no branch for n = 0 */
     return parse_eight(top | 0x3030303030303030u >> (8 * n));
 }
 
@@ -229,8 +229,10 @@ static inline const char *number_f32_fast(const char *p, const char *end, float 
         m = m * 10 + c;
         c = (unsigned char)*++s - '0';
     } while (c <= 9 && s - digits < 19);
-    if (c <= 9 || (*digits == '0' && s - digits > 1))
-        return NULL;                    /* 20 integer digits or more, or a leading zero */
+    /* 20 integer digits or more, or a leading zero (the rare case tested first: no branch
+     * on the first digit, 0 or not, which random data makes unpredictable) */
+    if (c <= 9 || (s - digits > 1 && *digits == '0'))
+        return NULL;
     int nd = m ? (int)(s - digits) : 0; /* digits in m, leading zeros not counted */
     long exp10 = 0;
     if (*s == '.') {
