@@ -140,22 +140,61 @@ static AVX512 void pack_b(const float *B, int ldb, int kc, int nc, float *bp) {
     }
 }
 
+/*
+ * The last few columns (a block's tail of at most COLS_MAX) turned the other way: 16 rows
+ * of A (two panels) in one register per k, each column's B value broadcast, one
+ * accumulator per column. The row-vector kernels would spend a whole 16-column vector (and
+ * 8 broadcasts) per k on them; this spends one FMA per column. Matters for 7x7 maps (49 =
+ * 48 + 1 columns) and 14x14 (196 = 4 * 48 + 4). The columns come back through a small
+ * buffer: C's rows are ldc apart.
+ */
+#define COLS_MAX 8
+
+static AVX512 void col_kernel(int kc, const float *a0, const float *a1, const float *b, float *c,
+                              int ldc, int rows, int ncols, int accumulate, const float *bias,
+                              int relu) {
+    __m512 acc[COLS_MAX];
+#pragma GCC unroll 8
+    for (int j = 0; j < COLS_MAX; j++)
+        acc[j] = _mm512_setzero_ps();
+    for (int k = 0; k < kc; k++, b += 16) {
+        __m256 lo = _mm256_loadu_ps(a0 + (size_t)k * MR);
+        __m256 hi = a1 ? _mm256_loadu_ps(a1 + (size_t)k * MR) : _mm256_setzero_ps();
+        __m512 av = _mm512_castpd_ps(_mm512_insertf64x4(
+            _mm512_castps_pd(_mm512_castps256_ps512(lo)), _mm256_castps_pd(hi), 1));
+#pragma GCC unroll 8
+        for (int j = 0; j < COLS_MAX; j++)
+            if (j < ncols)
+                acc[j] = _mm512_fmadd_ps(av, _mm512_set1_ps(b[j]), acc[j]);
+    }
+    float col[16];
+    for (int j = 0; j < ncols; j++) {
+        _mm512_storeu_ps(col, acc[j]);
+        for (int r = 0; r < rows; r++) {
+            float v = col[r] + (accumulate ? c[(size_t)r * ldc + j] : 0.0f);
+            v += bias ? bias[r] : 0.0f;
+            c[(size_t)r * ldc + j] = relu && v < 0.0f ? 0.0f : v;
+        }
+    }
+}
+
 static AVX512 void gemm_avx512(const float *Ap, int M, int K, const float *B, int ldb, int N,
                                float *C, int ldc, const float *bias, int relu, float *bbuf) {
     int panels = (M + MR - 1) / MR;
     for (int n0 = 0; n0 < N; n0 += NC) {
         int nc = N - n0 < NC ? N - n0 : NC;
+        int tail = nc % NR <= COLS_MAX ? nc % NR : 0, body = nc - tail;
         for (int k0 = 0; k0 < K; k0 += KC) {
             int kc = K - k0 < KC ? K - k0 : KC, first = k0 == 0, last = k0 + kc == K;
+            int rl = last && relu;
             pack_b(B + (size_t)k0 * ldb + n0, ldb, kc, nc, bbuf);
             for (int p = 0; p < panels; p++) {
                 const float *a = Ap + ((size_t)p * K + k0) * MR;
                 float *c = C + (size_t)p * MR * ldc + n0;
                 int mr = M - p * MR < MR ? M - p * MR : MR;
                 const float *pb = last && bias ? bias + p * MR : NULL;
-                int rl = last && relu;
-                for (int j0 = 0; j0 < nc; j0 += NR) {
-                    int w = nc - j0 < NR ? nc - j0 : NR;
+                for (int j0 = 0; j0 < body; j0 += NR) {
+                    int w = body - j0 < NR ? body - j0 : NR;
                     const float *b = bbuf + (size_t)j0 * kc;
                     if (w > 32)
                         kernel3(kc, a, b, c + j0, ldc, mr, w, !first, pb, rl);
@@ -164,6 +203,14 @@ static AVX512 void gemm_avx512(const float *Ap, int M, int K, const float *B, in
                     else
                         kernel1(kc, a, b, c + j0, ldc, mr, w, !first, pb, rl);
                 }
+            }
+            for (int p = 0; tail && p < panels; p += 2) {
+                const float *a0 = Ap + ((size_t)p * K + k0) * MR;
+                const float *a1 = p + 1 < panels ? Ap + ((size_t)(p + 1) * K + k0) * MR : NULL;
+                int rows = M - p * MR < 2 * MR ? M - p * MR : 2 * MR;
+                col_kernel(kc, a0, a1, bbuf + (size_t)body * kc,
+                           C + (size_t)p * MR * ldc + n0 + body, ldc, rows, tail, !first,
+                           last && bias ? bias + p * MR : NULL, rl);
             }
         }
     }
