@@ -42,13 +42,8 @@ size_t resattn_attn_scratch(const resattn_attn *a, int h, int w) {
 
 /* y[o] = b[o] + sum_i w[o, i] x[i]: tiny dense layers of the attention modules. */
 static void dense(const float *w, const float *b, const float *x, int in, int out, float *y) {
-    for (int o = 0; o < out; o++) {
-        float s = b ? b[o] : 0.0f;
-        const float *wr = w + (size_t)o * in;
-        for (int i = 0; i < in; i++)
-            s += wr[i] * x[i];
-        y[o] = s;
-    }
+    for (int o = 0; o < out; o++)
+        y[o] = (b ? b[o] : 0.0f) + resattn_dot(w + (size_t)o * in, x, in);
 }
 
 static void mean_hw(const float *f, int c, int hw, float *out) {

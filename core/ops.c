@@ -262,9 +262,9 @@ void resattn_gap(const float *in, int nc, int hw, float *out) {
     }
 }
 
-/* x . w over n floats, 8 independent partial sums (vector extension; -O2 would not reorder
- * a float reduction itself). */
-static float dot(const float *x, const float *w, int n) {
+/* 8 independent partial sums (vector extension; -O2 would not reorder a float reduction
+ * itself). */
+float resattn_dot(const float *x, const float *w, int n) {
     v4f s0 = {0, 0, 0, 0}, s1 = s0;
     int i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -292,7 +292,7 @@ void resattn_linear(const float *x, int n, int cin, const float *w, const float 
         for (int i = 0; i < n; i++)
             for (int o = 0; o < cout; o++)
                 y[(size_t)i * cout + o] =
-                    dot(x + (size_t)i * cin, w + (size_t)o * cin, cin) + (b ? b[o] : 0.0f);
+                    resattn_dot(x + (size_t)i * cin, w + (size_t)o * cin, cin) + (b ? b[o] : 0.0f);
         return;
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, cout, cin, 1.0f, x, cin, w, cin, 0.0f,

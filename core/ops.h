@@ -55,6 +55,9 @@ void resattn_linear(const float *x, int n, int cin, const float *w, const float 
 
 void resattn_relu_inplace(float *x, size_t count);
 
+/* x . w over n floats. */
+float resattn_dot(const float *x, const float *w, int n);
+
 static inline float resattn_sigmoid(float x) {
     return 1.0f / (1.0f + __builtin_expf(-x));
 }
