@@ -96,33 +96,43 @@ static void cbam_masks(const resattn_attn *a, const float *f, int h, int w, floa
     cbam_mlp(a, mx, hid, o2);
     for (int c = 0; c < C; c++)
         mc[c] = resattn_sigmoid(mc[c] + o2[c]);
-    /* map [2, H, W] = [mean_c f', max_c f'] with f' = mc ⊙ f, not materialised */
-    for (int i = 0; i < hw; i++) {
-        float s = 0.0f, m = -FLT_MAX;
-        for (int c = 0; c < C; c++) {
-            float v = f[(size_t)c * hw + i] * mc[c];
-            s += v;
-            m = v > m ? v : m;
+    /* map [2, H, W] = [mean_c f', max_c f'] with f' = mc ⊙ f, not materialised; channel
+     * by channel so every pass is contiguous (and vectorisable); per pixel the channels
+     * still add up in order */
+    float *sum = map, *mxm = map + hw;
+    for (int i = 0; i < hw; i++)
+        sum[i] = 0.0f, mxm[i] = -FLT_MAX;
+    for (int c = 0; c < C; c++) {
+        const float *fc = f + (size_t)c * hw;
+        float g = mc[c];
+        for (int i = 0; i < hw; i++) {
+            float v = fc[i] * g;
+            sum[i] += v;
+            mxm[i] = v > mxm[i] ? v : mxm[i];
         }
-        map[i] = s / (float)C;
-        map[hw + i] = m;
     }
-    for (int y = 0; y < h; y++)
-        for (int x = 0; x < w; x++) {
-            float s = a->bk;
-            for (int ch = 0; ch < 2; ch++)
-                for (int ky = 0; ky < k; ky++) {
+    for (int i = 0; i < hw; i++)
+        sum[i] /= (float)C;
+    /* the k x k conv as shifted row updates (taps in the same order for every pixel) */
+    for (int i = 0; i < hw; i++)
+        ms[i] = a->bk;
+    for (int ch = 0; ch < 2; ch++)
+        for (int ky = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++) {
+                float wv = a->wk[(ch * k + ky) * k + kx];
+                int x0 = pad - kx > 0 ? pad - kx : 0, x1 = w + pad - kx < w ? w + pad - kx : w;
+                for (int y = 0; y < h; y++) {
                     int iy = y + ky - pad;
                     if (iy < 0 || iy >= h)
                         continue;
-                    for (int kx = 0; kx < k; kx++) {
-                        int ix = x + kx - pad;
-                        if (ix >= 0 && ix < w)
-                            s += a->wk[(ch * k + ky) * k + kx] * map[ch * hw + iy * w + ix];
-                    }
+                    const float *src = map + (size_t)ch * hw + (size_t)iy * w + kx - pad;
+                    float *dst = ms + (size_t)y * w;
+                    for (int x = x0; x < x1; x++)
+                        dst[x] += wv * src[x];
                 }
-            ms[y * w + x] = resattn_sigmoid(s);
-        }
+            }
+    for (int i = 0; i < hw; i++)
+        ms[i] = resattn_sigmoid(ms[i]);
 }
 
 static void ca_masks(const resattn_attn *a, const float *f, int h, int w, float *mh, float *mw,
