@@ -259,25 +259,25 @@ def target_table(rows):
     return "\n".join(lines), met, total
 
 
-NOTES = """What the resattn side runs: 3x3 stride-1 convolutions with at least 16 channels in
-and out use Winograd F(4x4,3x3) on maps of 16x16 and larger and F(2x2,3x3) below
-(core/winograd.c; batched cblas_sgemm per transform point, bias+ReLU fused into the output
-transform); a batch with fewer than 16 tiles in all falls back to im2col + sgemm. Other
-convolutions are im2col + sgemm (1x1 stride 1 without im2col), with the bias+ReLU epilogue
-in one vectorised pass. RESATTN_WINOGRAD=0 forces the direct path (the "direct path /
-sgemm" target row), =2 or =4 a tile size. `resattn bench` reports GFLOP/s of the model's
-direct-convolution FLOPs, so Winograd rows can exceed 100% of the sgemm probe.
-With 2 threads and a batch of 2 or more, the batch is split over two threads with one
-OpenBLAS thread each (the whole network runs in parallel, not only the GEMMs); a single
-image uses OpenBLAS's 2 threads inside each GEMM, the Winograd transforms split over a
-helper thread, everything else on one thread.
+NOTES = """What the resattn side runs (this CPU has AVX-512F): every convolution on resattn's
+packed-weight GEMM (core/gemm.c: weights packed once at load, an 8x48 AVX-512 micro-kernel
+with the bias+ReLU epilogue on the tile in registers, a column kernel for 1-8 leftover
+columns). 3x3 stride-1 convolutions with at least 16 channels in and out use Winograd
+F(4x4,3x3) on maps of 16x16 and larger and F(2x2,3x3) below (core/winograd.c: AVX-512
+input/output transforms over 16 tiles per vector, one packed GEMM per transform point),
+falling back to im2col + GEMM below 16 tiles; 1x1 stride-1 convolutions are one GEMM on the
+input. With 2 threads, a batch of 2 or more is split over two threads (the whole network
+runs in parallel); a single image has each layer split over a helper thread (im2col and
+transforms by channel, GEMMs by output-row panel or by transform point; block tail and max
+pool by channel). OpenBLAS (pinned to its Haswell AVX2 kernels here) is what CPUs without
+AVX-512F and RESATTN_GEMM=openblas use. RESATTN_WINOGRAD=0 forces the direct path (the
+"direct path / sgemm" target row), =2 or =4 a tile size. `resattn bench` reports GFLOP/s of
+the model's direct-convolution FLOPs, so Winograd rows can exceed 100% of the sgemm probe;
+the probe is OpenBLAS's cblas_sgemm, which the AVX-512 kernel outruns on its own (about
+215-245 against 105-127 GFLOP/s on one thread for conv-shaped matrices).
 
-Why targets are missed (as measured while writing this): PyTorch 1.13's oneDNN uses AVX-512
-kernels, while OpenBLAS 0.3.21 is pinned to its Haswell AVX2 kernels here (~120 GFLOP/s
-per core at best); at batch 1 OpenBLAS re-packs every weight matrix on every call (about
-15% of the time in `sgemm_oncopy`), and the non-GEMM work (im2col, pooling, attention,
-epilogues) runs on one thread for a single image. Other helpers' jobs share the 2 cores,
-so rows can move by 30% or more between runs (2-thread rows most)."""
+Other jobs share the 2 cores, so rows can move by 30% or more between runs (2-thread rows
+most); the ratios come from interleaved runs."""
 
 
 def machine():
