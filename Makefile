@@ -60,8 +60,12 @@ $(BUILD)/resattn: $(BUILD)/obj/server/main.o $(SERVER_OBJ) $(BUILD)/libresattn.a
 $(BUILD)/check_resattn: $(TEST_OBJ) $(SERVER_OBJ) $(BUILD)/libresattn.a
 	$(CC) $(CFLAGS) -o $@ $^ $(CHECK_LIBS) $(LDLIBS)
 
+# The numeric suites run twice: on this CPU's fastest path, then on the portable one
+# (OpenBLAS GEMMs, generic Winograd transforms) that CPUs without AVX-512F take.
 unit: $(BUILD)/check_resattn $(BUILD)/resattn
 	RESATTN_BIN=$(abspath $(BUILD)/resattn) $(BUILD)/check_resattn
+	@for s in parity ops winograd; do echo "== portable path: suite $$s"; \
+	  RESATTN_GEMM=openblas RESATTN_WINOGRAD=generic CK_RUN_SUITE=$$s $(BUILD)/check_resattn || exit 1; done
 
 test: deps
 	$(MAKE) unit

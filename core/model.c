@@ -442,11 +442,12 @@ static int winograd_candidates(resattn_model *m, resattn_conv **convs, int *hs, 
  * Give eligible layers a Winograd plan (tile size from resattn_winograd_choose) and their
  * transformed weights, kept beside the direct ones (small batches fall back to direct), and
  * grow the scratch to fit. RESATTN_WINOGRAD=0 turns it off; =2 or =4 forces that tile size
- * on every 3x3 stride-1 layer (tests and benchmarks).
+ * on every 3x3 stride-1 layer (tests and benchmarks); =generic keeps the plan and picks the
+ * portable transforms (core/winograd.c).
  */
 static resattn_status plan_winograd(resattn_model *m, char *err, size_t err_len) {
     const char *env = getenv("RESATTN_WINOGRAD");
-    int force = env && *env ? atoi(env) : -1;
+    int force = env && *env >= '0' && *env <= '9' ? atoi(env) : -1;
     if (force == 0)
         return RESATTN_OK;
     int nb = m->info.num_blocks, *hs = malloc(sizeof(int) * 4 * (size_t)nb), *ws = hs + 2 * nb;
