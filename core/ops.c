@@ -88,10 +88,12 @@ static void bias_act(float *out, const float *b, int cout, int hw, int relu) {
 }
 
 /*
- * The direct path on the packed GEMM as a two-part task: the columns (im2col or the strided
- * 1x1 gather) split by input channel, a barrier, then the GEMM split by output-channel
- * panels, each part with its own B-packing buffer. Splitting M rather than N halves the
- * weights each core streams, which is what a single image is bound by.
+ * The direct path as a task of one or two parts: the columns (im2col or the strided 1x1
+ * gather) split by input channel, a barrier, then the GEMM. On the packed GEMM the parts
+ * split it by output-channel panels, each with its own B-packing buffer: splitting M
+ * rather than N halves the weights each core streams, which is what a single image is
+ * bound by. Without packed weights it runs as one part with cblas_sgemm (OpenBLAS threads
+ * it) and the bias/ReLU pass.
  */
 typedef struct direct_task {
     const resattn_conv *c;
@@ -130,9 +132,14 @@ static void direct_part(void *arg, int part, int nparts) {
             b = t->col;
             resattn_barrier_wait(&t->bar, nparts); /* every column written */
         }
-        if (m1 > m0)
+        if (!c->wp) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c->cout, hw, kk, 1.0f, c->w, kk,
+                        b, hw, 0.0f, y, hw);
+            bias_act(y, c->b, c->cout, hw, t->relu);
+        } else if (m1 > m0) {
             resattn_gemm_run(c->wp + (size_t)m0 * kk, m1 - m0, kk, b, hw, hw, y + (size_t)m0 * hw,
                              hw, c->b + m0, t->relu, bbuf);
+        }
         if (!plain && i + 1 < t->n)
             resattn_barrier_wait(&t->bar, nparts); /* columns read before the next image's */
     }
@@ -153,42 +160,19 @@ void resattn_conv_forward(const resattn_conv *c, const float *in, int n, int h, 
                                  n, h, w, out, relu, scratch);
         return;
     }
-    if (c->wp) {
-        direct_task t = {.c = c,
-                         .in = in,
-                         .out = out,
-                         .col = scratch,
-                         .bbuf = bbuf,
-                         .n = n,
-                         .h = h,
-                         .w = w,
-                         .ho = ho,
-                         .wo = wo,
-                         .relu = relu};
-        long macs = (long)c->cout * kk * hw;
-        resattn_parallel2(direct_part, &t, resattn_parallel_wanted() && macs >= TWO_PART_MACS);
-        return;
-    }
-    for (int i = 0; i < n; i++) {
-        const float *x = in + (size_t)i * c->cin * h * w;
-        float *y = out + (size_t)i * c->cout * hw;
-        const float *b = x;
-        if (c->k == 1 && c->pad == 0 && c->stride != 1) {
-            /* strided 1x1: gather the sampled pixels, [cin, ho*wo] */
-            for (int ci = 0; ci < c->cin; ci++)
-                for (int oy = 0; oy < ho; oy++)
-                    for (int ox = 0; ox < wo; ox++)
-                        scratch[((size_t)ci * ho + oy) * wo + ox] =
-                            x[((size_t)ci * h + oy * c->stride) * w + ox * c->stride];
-            b = scratch;
-        } else if (!(c->k == 1 && c->pad == 0)) {
-            resattn_im2col(x, c->cin, h, w, c->k, c->stride, c->pad, ho, wo, scratch);
-            b = scratch;
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c->cout, hw, kk, 1.0f, c->w, kk, b,
-                    hw, 0.0f, y, hw);
-        bias_act(y, c->b, c->cout, hw, relu);
-    }
+    direct_task t = {.c = c,
+                     .in = in,
+                     .out = out,
+                     .col = scratch,
+                     .bbuf = bbuf,
+                     .n = n,
+                     .h = h,
+                     .w = w,
+                     .ho = ho,
+                     .wo = wo,
+                     .relu = relu};
+    long macs = (long)c->cout * kk * hw;
+    resattn_parallel2(direct_part, &t, c->wp && resattn_parallel_wanted() && macs >= TWO_PART_MACS);
 }
 
 /*
