@@ -9,7 +9,6 @@
 #include "parallel.h"
 
 #include <cblas.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -167,10 +166,15 @@ static void forward_part(const part *p) {
                    p->logits + (size_t)p->i0 * cfg->num_classes);
 }
 
-static void *part_main(void *arg) {
+/* The two halves of a split batch as a core/parallel.c task; when the helper thread is
+ * taken (another context holds it) the one part runs both halves in turn. The layers of a
+ * half run whole: the helper is already busy with the other half. */
+static void split_part(void *arg, int which, int nparts) {
+    const part *halves = arg;
     resattn_parallel_in_split(1);
-    forward_part(arg);
-    return NULL;
+    for (int h = which; h < 2; h += nparts)
+        forward_part(&halves[h]);
+    resattn_parallel_in_split(0);
 }
 
 resattn_status resattn_forward(resattn_ctx *c, const float *input, int n, float *logits, char *err,
@@ -181,7 +185,6 @@ resattn_status resattn_forward(resattn_ctx *c, const float *input, int n, float 
                      c ? c->max_batch : 0);
         return RESATTN_ERR_INVALID_ARGUMENT;
     }
-    part a = {c, input, logits, 0, n, c->scratch, c->att};
     if (n >= 2 && resattn_parallel_wanted() && c->scratch2) {
         /*
          * Two threads, two half batches, one thread each: the whole network runs in
@@ -189,25 +192,17 @@ resattn_status resattn_forward(resattn_ctx *c, const float *input, int n, float 
          * GEMMs. On the sgemm path OpenBLAS drops to one thread meanwhile (its setting is
          * process-wide: restored afterwards).
          */
-        part b = {c, input, logits, (n + 1) / 2, n / 2, c->scratch2, c->att2};
-        a.n = (n + 1) / 2;
-        pthread_t t;
+        part halves[2] = {{c, input, logits, 0, (n + 1) / 2, c->scratch, c->att},
+                          {c, input, logits, (n + 1) / 2, n / 2, c->scratch2, c->att2}};
         int blas = openblas_get_num_threads();
         if (!resattn_gemm_available())
             openblas_set_num_threads(1);
-        resattn_parallel_in_split(1);
-        if (pthread_create(&t, NULL, part_main, &b) == 0) {
-            forward_part(&a);
-            pthread_join(t, NULL);
-        } else {
-            forward_part(&a);
-            forward_part(&b);
-        }
-        resattn_parallel_in_split(0);
+        resattn_parallel2(split_part, halves, 1);
         if (!resattn_gemm_available())
             openblas_set_num_threads(blas);
     } else {
-        forward_part(&a);
+        part whole = {c, input, logits, 0, n, c->scratch, c->att};
+        forward_part(&whole);
     }
     record_masks(c, n);
     return RESATTN_OK;
