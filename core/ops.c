@@ -13,18 +13,6 @@
 #include <float.h>
 #include <string.h>
 
-/* The scratch starts with two B-packing buffers of the packed GEMM (one per thread of a
- * split layer) when that path is available; the im2col / Winograd buffers follow. */
-static size_t conv_work(const resattn_conv *c, int h, int w);
-
-static size_t gemm_bufs(void) {
-    return resattn_gemm_available() ? 2 * resattn_gemm_scratch() : 0;
-}
-
-size_t resattn_conv_scratch(const resattn_conv *c, int h, int w) {
-    return gemm_bufs() + conv_work(c, h, w);
-}
-
 static size_t conv_work(const resattn_conv *c, int h, int w) {
     int ho = resattn_conv_out(h, c->k, c->stride, c->pad);
     int wo = resattn_conv_out(w, c->k, c->stride, c->pad);
@@ -36,6 +24,16 @@ static size_t conv_work(const resattn_conv *c, int h, int w) {
         return wino > direct ? wino : direct;
     }
     return direct;
+}
+
+/* The scratch starts with two B-packing buffers of the packed GEMM (one per thread of a
+ * split layer) when that path is available; the im2col / Winograd buffers follow. */
+static size_t gemm_bufs(void) {
+    return resattn_gemm_available() ? 2 * resattn_gemm_scratch() : 0;
+}
+
+size_t resattn_conv_scratch(const resattn_conv *c, int h, int w) {
+    return gemm_bufs() + conv_work(c, h, w);
 }
 
 void resattn_im2col(const float *in, int cin, int h, int w, int k, int stride, int pad, int ho,
