@@ -32,6 +32,7 @@ struct resattn_metrics {
     atomic_ullong errors[MAX_CODE];
     atomic_ullong rejected[RESATTN_REJECT_COUNT];
     atomic_long queue_depth, in_flight;
+    atomic_ullong inference_cpu_ns; /* the workers' thread CPU time inside forward passes */
     histogram request_duration, queue_wait, inference, batch_size;
     char *model_lines[MAX_MODEL_LINES]; /* label sets of resattn_model_info, owned */
     int num_models;
@@ -168,9 +169,11 @@ void resattn_metrics_queue_wait(resattn_metrics *m, double seconds) {
     hist_observe(&m->queue_wait, seconds);
 }
 
-void resattn_metrics_batch(resattn_metrics *m, int batch, double seconds) {
+void resattn_metrics_batch(resattn_metrics *m, int batch, double seconds, double cpu_seconds) {
     hist_observe(&m->batch_size, batch);
     hist_observe(&m->inference, seconds);
+    atomic_fetch_add_explicit(&m->inference_cpu_ns, (unsigned long long)(cpu_seconds * 1e9 + 0.5),
+                              memory_order_relaxed);
 }
 
 void resattn_metrics_queue_depth_add(resattn_metrics *m, long delta) {
@@ -288,6 +291,11 @@ char *resattn_metrics_render(resattn_metrics *m, size_t *len) {
     render_hist(f, &m->queue_wait);
     render_hist(f, &m->inference);
     render_hist(f, &m->batch_size);
+    head(f, "resattn_inference_cpu_seconds_total", "counter",
+         "CPU time of the worker threads inside forward passes (a worker's second compute "
+         "thread not included).");
+    fprintf(f, "resattn_inference_cpu_seconds_total %.9f\n",
+            atomic_load_explicit(&m->inference_cpu_ns, memory_order_relaxed) * 1e-9);
     head(f, "resattn_queue_depth", "gauge", "Inference requests waiting for a worker.");
     fprintf(f, "resattn_queue_depth %ld\n",
             atomic_load_explicit(&m->queue_depth, memory_order_relaxed));

@@ -54,8 +54,9 @@ void resattn_metrics_request(resattn_metrics *m, resattn_endpoint e, int status,
 void resattn_metrics_error(resattn_metrics *m, int status);
 void resattn_metrics_reject(resattn_metrics *m, resattn_reject_reason r);
 void resattn_metrics_queue_wait(resattn_metrics *m, double seconds);
-/* One forward pass of `batch` images that took `seconds`. */
-void resattn_metrics_batch(resattn_metrics *m, int batch, double seconds);
+/* One forward pass of `batch` images that took `seconds`, `cpu_seconds` of them on the
+ * calling worker thread's CPU. */
+void resattn_metrics_batch(resattn_metrics *m, int batch, double seconds, double cpu_seconds);
 void resattn_metrics_queue_depth_add(resattn_metrics *m, long delta);
 void resattn_metrics_in_flight_add(resattn_metrics *m, long delta);
 long resattn_metrics_in_flight(const resattn_metrics *m);

@@ -3,7 +3,9 @@
  * linked FIFO) and the slot count; `slots` counts reserved plus queued jobs so that the HTTP
  * layer can refuse a request (503) before suspending its connection. Workers hold the mutex
  * only to pick jobs, never while computing. A reaper thread answers queued jobs whose
- * deadline passed while every worker was busy, so a 504 never waits for a worker.
+ * deadline passed while every worker was busy, so a 504 never waits for a worker. It sleeps
+ * until that can happen (jobs queued, every worker busy), then until the earliest deadline:
+ * an idle server, or one whose workers keep up, never wakes it.
  */
 #include "pool.h"
 #include "mask_summary.h"
@@ -13,8 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-#define REAPER_PERIOD_MS 10
 
 typedef struct worker {
     resattn_pool *pool;
@@ -32,10 +32,12 @@ struct resattn_pool {
     pthread_mutex_t mu;
     pthread_cond_t nonempty; /* a job was queued, or stop */
     pthread_cond_t warmed;   /* a worker finished its warm-up */
-    pthread_cond_t stopped;  /* for the reaper's sleep */
+    pthread_cond_t reap;     /* for the reaper's sleep */
     resattn_job *head, *tail;
     int depth, slots, stop;
-    int busy; /* workers between taking a batch and finishing it */
+    int busy;           /* workers between taking a batch and finishing it */
+    int reaper_idle;    /* the reaper waits for jobs to become expirable */
+    double reaper_wake; /* while it sleeps until a deadline: that time, else 0 */
     int num_warm, warm_failed;
     char warm_err[RESATTN_ERR_LEN + 64];
     worker *workers;
@@ -128,8 +130,18 @@ static int take_batch(resattn_pool *p, resattn_job **batch, int *count) {
     if (p->head)
         pthread_cond_signal(&p->nonempty);
     p->busy++;
+    if (p->reaper_idle && p->head && p->busy >= p->opt.workers)
+        pthread_cond_signal(&p->reap);
     pthread_mutex_unlock(&p->mu);
     return 1;
+}
+
+/* This thread's CPU time: with the wall time it shows how much of a forward pass the worker
+ * really computed (other jobs on the machine stretch only the wall time). */
+static double thread_cpu_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 static void run_batch(worker *w, resattn_job **batch, int count) {
@@ -169,11 +181,11 @@ static void run_batch(worker *w, resattn_job **batch, int count) {
     for (int i = 0; i < live; i++)
         masks |= batch[i]->want_masks;
     resattn_ctx_capture_masks(w->ctx[batch[0]->model], masks);
-    double t0 = resattn_now();
+    double t0 = resattn_now(), c0 = thread_cpu_seconds();
     resattn_status st = resattn_forward(w->ctx[batch[0]->model], in, total, out, err, sizeof err);
     double dt = resattn_now() - t0;
     if (p->metrics && st == RESATTN_OK)
-        resattn_metrics_batch(p->metrics, total, dt);
+        resattn_metrics_batch(p->metrics, total, dt, thread_cpu_seconds() - c0);
     size_t off = 0;
     int first = 0; /* the job's first image in the batch */
     for (int i = 0; i < live; i++) {
@@ -233,14 +245,36 @@ static void *worker_main(void *arg) {
     return NULL;
 }
 
-/* Answers queued jobs past their deadline every REAPER_PERIOD_MS. */
+/* The earliest deadline of the queued jobs, or 0 when a queued job could not expire unseen:
+ * while a worker is idle it takes each job at once and checks the deadline itself. */
+static double reap_deadline(const resattn_pool *p) {
+    if (!p->head || p->busy < p->opt.workers)
+        return 0;
+    double first = p->head->deadline;
+    for (const resattn_job *j = p->head->next; j; j = j->next)
+        first = j->deadline < first ? j->deadline : first;
+    return first;
+}
+
+/* Answers queued jobs whose deadline passed while every worker was busy. */
 static void *reaper_main(void *arg) {
     resattn_pool *p = arg;
     pthread_mutex_lock(&p->mu);
     while (!p->stop) {
-        struct timespec until = abs_after(REAPER_PERIOD_MS * 1e-3);
-        pthread_cond_timedwait(&p->stopped, &p->mu, &until);
-        double now = resattn_now();
+        double first = reap_deadline(p), now = resattn_now();
+        if (first == 0) {
+            p->reaper_idle = 1;
+            pthread_cond_wait(&p->reap, &p->mu);
+            p->reaper_idle = 0;
+            continue;
+        }
+        if (first >= now) { /* a millisecond late, so that the job has expired on waking */
+            p->reaper_wake = first;
+            struct timespec until = abs_after(first - now + 1e-3);
+            pthread_cond_timedwait(&p->reap, &p->mu, &until);
+            p->reaper_wake = 0;
+            continue;
+        }
         resattn_job *expired = NULL, *prev = NULL, *j = p->head;
         while (j) {
             resattn_job *next = j->next;
@@ -309,7 +343,7 @@ resattn_status resattn_pool_new(resattn_model *const *models, int num_models,
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->nonempty, NULL);
     pthread_cond_init(&p->warmed, NULL);
-    pthread_cond_init(&p->stopped, NULL);
+    pthread_cond_init(&p->reap, NULL);
     p->workers = calloc((size_t)opt->workers, sizeof *p->workers);
     if (!p->workers) {
         resattn_pool_free(p);
@@ -389,6 +423,10 @@ void resattn_pool_push(resattn_pool *p, resattn_job *job) {
     if (p->metrics)
         resattn_metrics_queue_depth_add(p->metrics, 1);
     pthread_cond_signal(&p->nonempty);
+    /* wake the reaper only when this job could expire before it next looks */
+    if (p->busy >= p->opt.workers &&
+        (p->reaper_idle || (p->reaper_wake > 0 && job->deadline < p->reaper_wake)))
+        pthread_cond_signal(&p->reap);
     pthread_mutex_unlock(&p->mu);
 }
 
@@ -422,7 +460,7 @@ void resattn_pool_free(resattn_pool *p) {
     pthread_mutex_lock(&p->mu);
     p->stop = 1; /* workers empty the queue before they exit */
     pthread_cond_broadcast(&p->nonempty);
-    pthread_cond_broadcast(&p->stopped);
+    pthread_cond_broadcast(&p->reap);
     pthread_mutex_unlock(&p->mu);
     for (int i = 0; i < p->started; i++)
         pthread_join(p->workers[i].thread, NULL);
@@ -439,7 +477,7 @@ void resattn_pool_free(resattn_pool *p) {
     free(p->workers);
     pthread_cond_destroy(&p->nonempty);
     pthread_cond_destroy(&p->warmed);
-    pthread_cond_destroy(&p->stopped);
+    pthread_cond_destroy(&p->reap);
     pthread_mutex_destroy(&p->mu);
     free(p);
 }

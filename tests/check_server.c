@@ -248,8 +248,8 @@ START_TEST(test_metrics_promtool) {
     resattn_metrics_error(m, 404);
     resattn_metrics_reject(m, RESATTN_REJECT_QUEUE_FULL);
     resattn_metrics_queue_wait(m, 0.002);
-    resattn_metrics_batch(m, 5, 0.01);
-    resattn_metrics_batch(m, 1, 20.0);
+    resattn_metrics_batch(m, 5, 0.01, 0.008);
+    resattn_metrics_batch(m, 1, 20.0, 1.5);
     size_t len = 0;
     char *text = resattn_metrics_render(m, &len);
     ck_assert(text != NULL);
@@ -259,6 +259,7 @@ START_TEST(test_metrics_promtool) {
     ck_assert(strstr(text, "resattn_batch_size_bucket{le=\"4\"} 1\n"));
     ck_assert(strstr(text, "resattn_batch_size_bucket{le=\"8\"} 2\n"));
     ck_assert(strstr(text, "resattn_inference_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
+    ck_assert(strstr(text, "resattn_inference_cpu_seconds_total 1.508000000\n"));
     ck_assert(strstr(text, "model=\"with \\\"quote\\\"\""));
     ck_assert(strstr(text, "resattn_requests_rejected_total{reason=\"queue_full\"} 1"));
     ck_assert_int_gt(metric_value(text, "process_resident_memory_bytes "), 0);
