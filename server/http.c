@@ -64,7 +64,8 @@ struct request {
     char method[16];
     char path[256]; /* for the log, truncated */
     char request_id[REQUEST_ID_LEN + 1];
-    unsigned char *body; /* [len] collected so far, capacity cap */
+    unsigned char *body;     /* [len] collected so far, capacity cap, at body_mem + a pad */
+    unsigned char *body_mem; /* the allocation (free this) */
     size_t len, cap;
     req_state state;
     int discard; /* an error answer is decided: drop body chunks */
@@ -436,8 +437,17 @@ static int parse_infer(request *r, char *err, size_t err_len) {
             return 400;
         }
     }
-    return resattn_v2_parse(ct ? ct : "application/json", r->body, r->len, hlen, info,
-                            &r->srv->opt.limits, &r->ireq, err, err_len);
+    /* the body stays until the request completes, so FP32 binary data is used in place */
+    resattn_parse_limits limits = r->srv->opt.limits;
+    limits.input_in_body_ok = 1;
+    return resattn_v2_parse(ct ? ct : "application/json", r->body, r->len, hlen, info, &limits,
+                            &r->ireq, err, err_len);
+}
+
+static void body_free(request *r) {
+    free(r->body_mem);
+    r->body = r->body_mem = NULL;
+    r->len = r->cap = 0;
 }
 
 static void h_infer(request *r) {
@@ -455,9 +465,8 @@ static void h_infer(request *r) {
             &r->ireq, resattn_model_get_info(s->models[r->model].model),
             MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "attention"), err,
             sizeof err);
-    free(r->body); /* the parsed request holds its own copy of the input */
-    r->body = NULL;
-    r->len = r->cap = 0;
+    if (!r->ireq.input_in_body)
+        body_free(r); /* the parsed request holds its own copy of the input */
     if (status) {
         answer_error(r, status, "%s", err[0] ? err : "invalid request");
         return;
@@ -633,15 +642,21 @@ static request *request_new(resattn_http *s, struct MHD_Connection *conn, const 
     return r;
 }
 
+/* Bytes before the body in its allocation that put the binary part of a v2 binary-extension
+ * body at a multiple of 64 (0 without the header). */
+static size_t body_pad(request *r) {
+    const char *h = header(r, "Inference-Header-Content-Length");
+    unsigned long long hl = h ? strtoull(h, NULL, 10) : 0;
+    return (size_t)((64 - hl % 64) % 64);
+}
+
 /* Append a body chunk under the running-total cap. */
 static void append_body(request *r, const char *data, size_t n) {
     long long max = r->srv->opt.max_body_bytes;
     if ((long long)(r->len + n) > max) {
         resattn_metrics_reject(r->srv->metrics, RESATTN_REJECT_BODY_TOO_LARGE);
         answer_error(r, 413, "body exceeds the limit of %lld bytes", max);
-        free(r->body);
-        r->body = NULL;
-        r->len = r->cap = 0;
+        body_free(r);
         return;
     }
     if (r->len + n > r->cap) {
@@ -652,12 +667,18 @@ static void append_body(request *r, const char *data, size_t n) {
             cap = want;
         while (cap < r->len + n)
             cap *= 2;
-        unsigned char *b = realloc(r->body, cap);
+        /* The first allocation puts the binary part of a v2 binary-extension body (after
+         * Inference-Header-Content-Length bytes) on a cache line, so that its FP32 tensor
+         * needs no copy; a later realloc keeps it aligned to malloc's 16 bytes. */
+        size_t pad = r->body_mem ? (size_t)(r->body - r->body_mem) : body_pad(r);
+        unsigned char *b = r->body_mem ? realloc(r->body_mem, pad + cap)
+                                       : aligned_alloc(64, (pad + cap + 63) / 64 * 64);
         if (!b) {
             answer_error(r, 500, "out of memory for a %zu-byte body", r->len + n);
             return;
         }
-        r->body = b;
+        r->body_mem = b;
+        r->body = b + pad;
         r->cap = cap;
     }
     memcpy(r->body + r->len, data, n);
@@ -732,7 +753,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     log_request(r, dt);
     resattn_infer_request_release(&r->ireq);
     free(r->logits);
-    free(r->body);
+    free(r->body_mem);
     free(r->resp);
     free(r);
     *req_cls = NULL;

@@ -26,6 +26,9 @@ typedef struct resattn_parse_limits {
     int max_batch;       /* most images in one request */
     int allow_nonfinite; /* accept NaN/Inf in inputs */
     int max_json_depth;  /* nesting depth of `data` arrays and envelopes */
+    /* the caller keeps the body alive and unchanged until it releases the request: a v2
+     * binary FP32 tensor that is aligned in the body is then used in place, not copied */
+    int input_in_body_ok;
 } resattn_parse_limits;
 
 /* The outputs a request asked for. */
@@ -49,7 +52,8 @@ typedef struct resattn_infer_request {
     resattn_protocol protocol;
     int n;              /* images */
     int c, h, w;        /* per-image shape, equal to the model's input */
-    float *input;       /* [n, c, h, w], malloc'ed, owned */
+    float *input;       /* [n, c, h, w], malloc'ed, owned (unless input_in_body) */
+    int input_in_body;  /* input points into the parsed body (input_in_body_ok): not freed */
     char *id;           /* v2 request "id" to echo, or NULL; owned */
     char *input_name;   /* v2 input tensor name, or NULL; owned */
     unsigned outputs;   /* RESATTN_OUT_* requested */

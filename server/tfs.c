@@ -239,7 +239,7 @@ static int process(tfs_ctx *t, const char *p, const char *end, resattn_infer_req
 int resattn_tfs_parse(const unsigned char *body, size_t len, const resattn_model_info *model,
                       const resattn_parse_limits *limits, resattn_infer_request *out, char *err,
                       size_t err_len) {
-    static const resattn_parse_limits defaults = {1, 0, DEFAULT_DEPTH};
+    static const resattn_parse_limits defaults = {.max_batch = 1, .max_json_depth = DEFAULT_DEPTH};
     memset(out, 0, sizeof *out);
     limits = limits ? limits : &defaults;
     tfs_ctx t = {model,

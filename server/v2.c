@@ -13,6 +13,7 @@
 #include "protocol_common.h"
 
 #include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -410,11 +411,18 @@ static int parse_json(const unsigned char *body, size_t len, long long header_le
     }
     if (!st)
         st = read_outputs(root, model, out, err, err_len);
-    if (!st && bds && !(out->input = malloc(count * sizeof(float))))
+    /* FP32 binary data, aligned in a body the caller keeps: the tensor itself, no copy */
+    const unsigned char *bin = body + jlen;
+    if (!st && bds && limits->input_in_body_ok && !strcmp(dt->name, "FP32") &&
+        (uintptr_t)bin % _Alignof(float) == 0) {
+        out->input = (float *)(uintptr_t)bin;
+        out->input_in_body = 1;
+    }
+    if (!st && bds && !out->input && !(out->input = malloc(count * sizeof(float))))
         st = fail(err, err_len, 500, "out of memory for %s", "inputs[0]");
     if (!st)
-        st = bds ? read_binary(dt, bds, count, shape_s, body + jlen, len - jlen,
-                               limits->allow_nonfinite, out->input, err, err_len)
+        st = bds ? read_binary(dt, bds, count, shape_s, bin, len - jlen, limits->allow_nonfinite,
+                               out->input, err, err_len)
                  : read_json_data(dt, json_object_get(in, "data"), &ps, dims, ndim, count, shape_s,
                                   limits->allow_nonfinite, &out->input, err, err_len);
     free(ps.buf);
@@ -432,7 +440,7 @@ int resattn_v2_parse(const char *content_type, const unsigned char *body, size_t
                      long long header_len, const resattn_model_info *model,
                      const resattn_parse_limits *limits, resattn_infer_request *out, char *err,
                      size_t err_len) {
-    static const resattn_parse_limits defaults = {1, 0, DEFAULT_DEPTH};
+    static const resattn_parse_limits defaults = {.max_batch = 1, .max_json_depth = DEFAULT_DEPTH};
     memset(out, 0, sizeof *out);
     out->protocol = RESATTN_PROTO_V2;
     out->c = model->in_channels;

@@ -177,7 +177,7 @@ static resattn_model_info fashion(void) {
     return m;
 }
 
-static const resattn_parse_limits limits = {4, 0, 64};
+static const resattn_parse_limits limits = {.max_batch = 4, .max_json_depth = 64};
 
 static unsigned char *example(size_t *len) {
     unsigned char *b = ut_read_file("models/examples/0_ankle-boot.png", len);

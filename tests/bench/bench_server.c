@@ -165,7 +165,7 @@ int main(int argc, char **argv) {
         resattn_npy_encode(x, 4, sh, &nb, &nl);
         forms[nf++] = (form){"application/x-npy", "application/x-npy", nb, nl, -1};
     }
-    resattn_parse_limits lim = {8, 0, 64};
+    resattn_parse_limits lim = {.max_batch = 8, .max_json_depth = 64};
     printf("Times are %s. Forward pass (batch 1, 1 BLAS thread), median of %d: %.2f ms\n\n",
            cpu_clock ? "this thread's CPU time" : "wall clock", reps, fwd);
     printf("| request form | body bytes | parse ms | encode ms | overhead / forward |\n");

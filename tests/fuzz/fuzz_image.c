@@ -59,7 +59,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         m.num_classes = 3;
         m.labels = labels;
         m.preprocess_json = "{\"color\":\"gray\",\"invert\":\"auto\"}";
-        resattn_parse_limits lim = {4, 0, 64};
+        resattn_parse_limits lim = {.max_batch = 4, .max_json_depth = 64};
         resattn_infer_request r;
         int st = resattn_image_api_parse(target == 2 ? RESATTN_PROTO_PREDICT : RESATTN_PROTO_V2, ct,
                                          data, size, -1, 1 << 20, &m, &lim, &r, err, sizeof err);
