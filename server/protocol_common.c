@@ -10,6 +10,7 @@
 #include "npy.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +18,8 @@
 void resattn_infer_request_release(resattn_infer_request *r) {
     if (!r)
         return;
-    free(r->input);
+    if (!r->input_in_body)
+        free(r->input);
     free(r->id);
     free(r->input_name);
     resattn_attention_request_release(r);
@@ -143,9 +145,10 @@ int resattn_dtype_decode(const resattn_dtype *dt, const unsigned char *src, size
                 return 400;
             }
     }
-    if (!strcmp(dt->name, "FP32"))
-        memcpy(dst, src, count * sizeof(float)); /* the common case: a copy */
-    else
+    if (!strcmp(dt->name, "FP32")) {
+        if ((const void *)dst != (const void *)src) /* in place: nothing to convert */
+            memcpy(dst, src, count * sizeof(float));
+    } else
         for (size_t i = 0; i < count; i++)
             dst[i] = decode_one(dt, src + i * (size_t)dt->size);
     return dt->kind == RESATTN_ELEM_FLOAT
@@ -212,13 +215,108 @@ void resattn_buf_json_string(resattn_buf *b, const char *s) {
     resattn_buf_put(b, "\"", 1);
 }
 
+/* q = the exact value m * 2^e scaled by 10^p, rounded to an integer (ties to even), for the
+ * magnitudes resattn_format_f32 takes on its fast path (no overflow of 128 bits there). */
+static uint64_t scaled_round(uint64_t m, int e, int p) {
+    /* clang-format off */
+    static const uint64_t pow10[20] = {
+        1u, 10u, 100u, 1000u, 10000u, 100000u, 1000000u, 10000000u, 100000000u, 1000000000u,
+        10000000000u, 100000000000u, 1000000000000u, 10000000000000u, 100000000000000u,
+        1000000000000000u, 10000000000000000u, 100000000000000000u, 1000000000000000000u,
+        10000000000000000000u};
+    /* clang-format on */
+    unsigned __int128 n = (unsigned __int128)m * (p > 0 ? pow10[p] : 1), q, r, half2;
+    if (p < 0) { /* v >= 1e9: an integer (e >= 7) divided by 10^-p */
+        n <<= e;
+        q = n / pow10[-p];
+        r = n % pow10[-p];
+        half2 = pow10[-p];
+    } else if (e >= 0) {
+        return (uint64_t)(n << e);
+    } else { /* divided by 2^-e: a shift */
+        q = n >> -e;
+        r = n - (q << -e);
+        half2 = (unsigned __int128)1 << -e;
+    }
+    if (2 * r > half2 || (2 * r == half2 && (q & 1)))
+        q++;
+    return (uint64_t)q;
+}
+
+int resattn_format_f32(float x, char *out) {
+    uint32_t bits;
+    memcpy(&bits, &x, 4);
+    int neg = (int)(bits >> 31), ex = (int)(bits >> 23 & 0xff);
+    double v = fabs((double)x);
+    /* zero, subnormals, non-finite and the extremes keep printf */
+    if (!(v >= 1e-9 && v < 1e12) || ex == 0)
+        return snprintf(out, 32, "%.9g", (double)x);
+    uint64_t m = (bits & 0x7fffff) | 0x800000;
+    int e = ex - 150; /* v = m * 2^e exactly */
+    /* floor(log10(2^(ex-127))) (78913 / 2^18 ~ log10 2): k or one below it */
+    int k = ((ex - 127) * 78913) >> 18, tries = 0;
+    uint64_t q;
+    /* nine digits: q in [1e8, 1e9); the estimate may be one low, and rounding 9.999999999...
+     * up moves to the next decade */
+    for (;; tries++) {
+        q = scaled_round(m, e, 8 - k);
+        if (tries == 3)
+            return snprintf(out, 32, "%.9g", (double)x);
+        if (q >= 1000000000u)
+            k++;
+        else if (q < 100000000u)
+            k--;
+        else
+            break;
+    }
+    char d[9];
+    for (int i = 8; i >= 0; i--, q /= 10)
+        d[i] = (char)('0' + q % 10);
+    int nd = 9; /* %g drops trailing zeros */
+    while (nd > 1 && d[nd - 1] == '0')
+        nd--;
+    char *o = out;
+    if (neg)
+        *o++ = '-';
+    if (k < -4 || k >= 9) { /* d.ddde+XX */
+        *o++ = d[0];
+        if (nd > 1) {
+            *o++ = '.';
+            memcpy(o, d + 1, (size_t)nd - 1);
+            o += nd - 1;
+        }
+        int ae = k < 0 ? -k : k;
+        *o++ = 'e';
+        *o++ = k < 0 ? '-' : '+';
+        *o++ = (char)('0' + ae / 10);
+        *o++ = (char)('0' + ae % 10);
+    } else if (k >= 0) { /* ddd.ddd */
+        int ni = k + 1;
+        memcpy(o, d, (size_t)ni);
+        o += ni;
+        if (nd > ni) {
+            *o++ = '.';
+            memcpy(o, d + ni, (size_t)(nd - ni));
+            o += nd - ni;
+        }
+    } else { /* 0.000ddd */
+        *o++ = '0';
+        *o++ = '.';
+        for (int i = 0; i < -k - 1; i++)
+            *o++ = '0';
+        memcpy(o, d, (size_t)nd);
+        o += nd;
+    }
+    *o = 0;
+    return (int)(o - out);
+}
+
 void resattn_buf_floats(resattn_buf *b, const float *x, size_t n) {
     buf_reserve(b, n * 17 + 2);
     resattn_buf_put(b, "[", 1);
     for (size_t i = 0; i < n; i++) {
         char t[32];
-        int len = isfinite(x[i]) ? snprintf(t, sizeof t, "%.9g", (double)x[i])
-                                 : snprintf(t, sizeof t, "null");
+        int len = isfinite(x[i]) ? resattn_format_f32(x[i], t) : snprintf(t, sizeof t, "null");
         if (i)
             resattn_buf_put(b, ",", 1);
         resattn_buf_put(b, t, (size_t)len);

@@ -35,7 +35,7 @@ static resattn_model_info model(void) {
     return m;
 }
 
-static const resattn_parse_limits limits = {4, 0, 64};
+static const resattn_parse_limits limits = {.max_batch = 4, .max_json_depth = 64};
 
 /* A growing string for building bodies. */
 typedef struct sbuf {
@@ -288,6 +288,54 @@ START_TEST(v2_binary_datatypes) {
         }
         resattn_infer_request_release(&r);
     }
+}
+END_TEST
+
+/* With input_in_body_ok, an aligned FP32 tensor is used where it lies in the body (no copy),
+ * still checked for non-finite values; a misaligned one, or another datatype, is copied. */
+START_TEST(v2_binary_in_place) {
+    char head[256];
+    int hl = snprintf(head, sizeof head,
+                      "{\"inputs\":[{\"name\":\"input\",\"shape\":[1,3,4,5],\"datatype\":\"FP32\","
+                      "\"parameters\":{\"binary_data_size\":%d}}]}",
+                      CHW * 4);
+    float x[CHW];
+    for (int i = 0; i < CHW; i++)
+        x[i] = (float)ref_value(i);
+    resattn_parse_limits lim = limits;
+    lim.input_in_body_ok = 1;
+    resattn_model_info m = model();
+    unsigned char *mem = aligned_alloc(64, 64 * 8);
+    for (int shift = 0; shift < 4; shift++) { /* where the tensor starts, mod 4 */
+        size_t pad = (size_t)((64 - hl % 64) % 64 + shift);
+        unsigned char *body = mem + pad, *bin = body + hl;
+        memcpy(body, head, (size_t)hl);
+        memcpy(bin, x, sizeof x);
+        resattn_infer_request r;
+        char err[RESATTN_PROTO_ERR_LEN] = "";
+        ck_assert_int_eq(resattn_v2_parse("application/octet-stream", body, (size_t)hl + sizeof x,
+                                          hl, &m, &lim, &r, err, sizeof err),
+                         0);
+        ck_assert_int_eq(r.input_in_body, shift == 0);
+        ck_assert_int_eq((const unsigned char *)r.input == bin, shift == 0);
+        ck_assert(!memcmp(r.input, x, sizeof x));
+        resattn_infer_request_release(&r); /* frees only a copy */
+        /* the check for non-finite values still runs on the tensor in place */
+        float inf = INFINITY;
+        memcpy(bin + 7 * 4, &inf, 4);
+        ck_assert_int_eq(resattn_v2_parse("application/octet-stream", body, (size_t)hl + sizeof x,
+                                          hl, &m, &lim, &r, err, sizeof err),
+                         400);
+        ck_assert_msg(strstr(err, "element 7 is infinite"), "%s", err);
+        resattn_infer_request_release(&r);
+    }
+    free(mem);
+    /* without input_in_body_ok the codec never keeps a pointer into the body */
+    resattn_infer_request r;
+    char err[RESATTN_PROTO_ERR_LEN] = "";
+    ck_assert_int_eq(v2_binary("FP32", x, sizeof x, sizeof x, "", &r, err), 0);
+    ck_assert_int_eq(r.input_in_body, 0);
+    resattn_infer_request_release(&r);
 }
 END_TEST
 
@@ -800,6 +848,44 @@ static void strtof_case(sbuf *b, int i) {
     }
 }
 
+/* resattn_format_f32 writes the same bytes as printf's "%.9g": 2^20 float bit patterns spread
+ * over every exponent, and the edges of its fast path (decades, rounding up into the next
+ * decade, the switches to exponent form, ties). */
+START_TEST(format_f32_equals_printf) {
+    char want[64], got[64];
+    uint32_t seed = 12345;
+    for (int i = 0; i < (1 << 20) + 4000; i++) {
+        uint32_t bits;
+        float f;
+        if (i < (1 << 20)) {
+            seed = seed * 1664525u + 1013904223u; /* LCG: every exponent, every sign */
+            bits = seed;
+        } else { /* near powers of ten: the float below, at and above 10^j */
+            int j = (i - (1 << 20)) / 100 - 20, d = (i - (1 << 20)) % 100 - 50;
+            f = (float)pow(10.0, j);
+            memcpy(&bits, &f, 4);
+            bits += (uint32_t)d;
+        }
+        memcpy(&f, &bits, 4);
+        if (!isfinite(f))
+            continue;
+        snprintf(want, sizeof want, "%.9g", (double)f);
+        int n = resattn_format_f32(f, got);
+        ck_assert_msg(!strcmp(want, got) && n == (int)strlen(want), "%08x: printf %s, ours %s",
+                      bits, want, got);
+    }
+    static const float edges[] = {
+        0.0f,    -0.0f,           1e-9f,  1e12f,    0.0001f, 0.00001f,   999999999.f, 999999999.5f,
+        1e9f,    123456789.f,     0.5f,   1.5f,     2.5f,    16777216.f, 16777217.f,  1e-10f,
+        3.4e38f, 1.17549435e-38f, 1e-45f, -7.25e-5f};
+    for (size_t i = 0; i < sizeof edges / sizeof edges[0]; i++) {
+        snprintf(want, sizeof want, "%.9g", (double)edges[i]);
+        resattn_format_f32(edges[i], got);
+        ck_assert_msg(!strcmp(want, got), "%a: printf %s, ours %s", (double)edges[i], want, got);
+    }
+}
+END_TEST
+
 /* The tensor scan (its fast path in the middle of a big array, the general path near the
  * end) and resattn_json_number_f32 give exactly strtof's float, bit for bit. */
 START_TEST(numbers_scan_equal_strtof) {
@@ -1168,6 +1254,7 @@ Suite *protocol_suite(void) {
     tcase_add_test(tc, v2_json_fp32_flat_and_nested);
     tcase_add_test(tc, v2_json_datatypes);
     tcase_add_test(tc, v2_binary_datatypes);
+    tcase_add_test(tc, v2_binary_in_place);
     tcase_add_test(tc, v2_binary_errors);
     tcase_add_test(tc, v2_outputs_requested);
     tcase_add_test(tc, v2_escaped_key_fallback);
@@ -1179,6 +1266,7 @@ Suite *protocol_suite(void) {
     tcase_add_test(tc, numbers_roundtrip);
     tcase_add_test(tc, numbers_f32_midpoints);
     tcase_add_test(tc, numbers_scan_equal_strtof);
+    tcase_add_test(tc, format_f32_equals_printf);
     tcase_add_test(tc, v2_encode_roundtrip);
     tcase_add_test(tc, scanner_matches_jansson);
     suite_add_tcase(s, tc);
