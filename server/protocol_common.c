@@ -160,7 +160,18 @@ int resattn_check_finite(const float *x, size_t count, int allow_nonfinite, cons
                          char *err, size_t err_len) {
     if (allow_nonfinite)
         return 0;
-    for (size_t i = 0; i < count; i++)
+    /* whole blocks without an early exit, which the compiler vectorises (a 224x224 tensor
+     * about 2x faster); the element is looked for only from a block that has one */
+    size_t i = 0;
+    for (; i + 256 <= count; i += 256) {
+        uint32_t b[256], any = 0;
+        memcpy(b, x + i, sizeof b);
+        for (int j = 0; j < 256; j++)
+            any |= (b[j] & 0x7f800000u) == 0x7f800000u; /* exponent all ones: Inf or NaN */
+        if (any)
+            break;
+    }
+    for (; i < count; i++)
         if (!isfinite(x[i])) {
             snprintf(err, err_len, "%s: element %zu is %s: non-finite values are refused", what, i,
                      isnan(x[i]) ? "NaN" : "infinite");

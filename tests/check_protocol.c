@@ -339,6 +339,33 @@ START_TEST(v2_binary_in_place) {
 }
 END_TEST
 
+/* The non-finite check scans whole blocks first: the first bad element is still the one
+ * named, wherever it lies relative to the blocks. */
+START_TEST(check_finite_names_first) {
+    enum { N = 1000 };
+    float *x = malloc(sizeof(float) * N);
+    for (int i = 0; i < N; i++)
+        x[i] = (float)ref_value(i);
+    char err[RESATTN_PROTO_ERR_LEN];
+    ck_assert_int_eq(resattn_check_finite(x, N, 0, "t", err, sizeof err), 0);
+    static const int at[] = {0, 1, 255, 256, 257, 511, 700, 767, 768, 999};
+    for (size_t k = 0; k < sizeof at / sizeof at[0]; k++) {
+        x[at[k]] = k % 2 ? INFINITY : NAN;
+        if (at[k] + 300 < N)
+            x[at[k] + 300] = NAN; /* a later one is not named */
+        char want[64];
+        snprintf(want, sizeof want, "element %d is %s", at[k], k % 2 ? "infinite" : "NaN");
+        ck_assert_int_eq(resattn_check_finite(x, N, 0, "t", err, sizeof err), 400);
+        ck_assert_msg(strstr(err, want), "%s (want %s)", err, want);
+        ck_assert_int_eq(resattn_check_finite(x, N, 1, "t", err, sizeof err), 0);
+        x[at[k]] = (float)ref_value(at[k]);
+        if (at[k] + 300 < N)
+            x[at[k] + 300] = (float)ref_value(at[k] + 300);
+    }
+    free(x);
+}
+END_TEST
+
 START_TEST(v2_binary_errors) {
     float f32[CHW] = {0};
     resattn_infer_request r;
@@ -1255,6 +1282,7 @@ Suite *protocol_suite(void) {
     tcase_add_test(tc, v2_json_datatypes);
     tcase_add_test(tc, v2_binary_datatypes);
     tcase_add_test(tc, v2_binary_in_place);
+    tcase_add_test(tc, check_finite_names_first);
     tcase_add_test(tc, v2_binary_errors);
     tcase_add_test(tc, v2_outputs_requested);
     tcase_add_test(tc, v2_escaped_key_fallback);
