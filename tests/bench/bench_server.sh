@@ -4,7 +4,8 @@
 # on (--max-batch 8) and off (--max-batch 1), and in the same run a FastAPI + uvicorn +
 # PyTorch service doing the same job (tests/bench/fastapi_server.py). Then the non-forward
 # overhead of a 224x224 request: in process (tests/bench/bench_server.c, codec time vs the
-# forward pass) and end to end (wrk, one connection, p50 latency minus the forward pass).
+# forward pass) and in the server (its CPU time per request minus its forward passes' CPU time,
+# keep-alive and new connections).
 #
 #   tests/bench/bench_server.sh [--overhead-only] [DURATION_SECONDS]   (default 10 per wrk run)
 #
@@ -130,17 +131,17 @@ for server in "${SERVERS[@]}"; do
     stop_server
 done
 
-# 224x224: forward time, codec time in process, end-to-end latency at one connection.
+# 224x224: forward time, codec time in process, then the server itself. The server's CPU
+# time per request (all threads, /proc/PID/task/*/schedstat: nanoseconds on CPU, robust to
+# the other jobs on the machine) minus its workers' CPU time in forward passes (the
+# resattn_inference_cpu_seconds_total counter, same process, same requests) is what everything
+# but the forward pass costs: receiving, parsing, queueing, hand-offs, encoding, sending,
+# logging. Measured over keep-alive connections (wrk, one connection, DUR seconds: how HTTP/1.1
+# clients call a service) and over a new connection per request (N sequential curl requests).
 FWD=$("$BIN" bench --model "$WORK/imagenet_se.safetensors" --batch 1 --threads 1 --iters 10)
 "$WORK/bench_server_codec" "$WORK/imagenet_se.safetensors" 11 cpu >"$WORK/codec_cpu.md"
 "$WORK/bench_server_codec" "$WORK/imagenet_se.safetensors" 11 >"$WORK/codec_wall.md"
 start_resattn "$WORK/imagenet_se.safetensors" 1
-run_wrk "resattn 224 batch=1" json 1 "$DUR" big imagenet_se
-run_wrk "resattn 224 batch=1" bin 1 "$DUR" big imagenet_se
-# The server's own CPU time per request, N sequential requests per form (a new connection
-# each, as curl makes them): robust to the other jobs on the machine. Per thread, from
-# /proc/PID/task/*/schedstat (nanoseconds on CPU): the libmicrohttpd threads ("MHD-*")
-# receive and parse the body; the workers compute the forward pass and encode the answer.
 N=${N:-30}
 cpu_ns() { # pattern: nanoseconds on CPU of the server's threads whose name matches
     local t sum=0
@@ -149,23 +150,32 @@ cpu_ns() { # pattern: nanoseconds on CPU of the server's threads whose name matc
     done
     echo "$sum"
 }
+snapshot() { # server CPU ns, libmicrohttpd threads' CPU ns, forward CPU ns, v2 infer requests
+    local m
+    m=$(curl -sf "http://127.0.0.1:$PORT/metrics")
+    echo "$(cpu_ns .) $(cpu_ns ^MHD)" \
+        "$(awk '/^resattn_inference_cpu_seconds_total /{printf "%.0f", $2 * 1e9}' <<<"$m")" \
+        "$(awk '/^resattn_http_requests_total[{]endpoint="v2_infer"/{s += $2} END{printf "%.0f", s}' <<<"$m")"
+}
 for form in json bin; do
-    a=$(cpu_ns .)
-    ah=$(cpu_ns ^MHD)
-    for _ in $(seq 1 "$N"); do
-        if [ $form = json ]; then
-            curl -sf -o /dev/null -H 'Content-Type: application/json' --data-binary "@$WORK/big.json" \
-                "http://127.0.0.1:$PORT/v2/models/imagenet_se/infer"
+    hdr=(-H "Content-Type: application/json")
+    [ $form = bin ] && hdr=(-H 'Content-Type: application/octet-stream'
+        -H "Inference-Header-Content-Length: $(cat "$WORK/big.hlen")")
+    body=$WORK/big.$form
+    curl -sf -o /dev/null "${hdr[@]}" --data-binary "@$body" "http://127.0.0.1:$PORT/v2/models/imagenet_se/infer"
+    for mode in keepalive new; do
+        a=$(snapshot)
+        if [ $mode = keepalive ]; then
+            run_wrk "resattn 224 batch=1" $form 1 "$DUR" big imagenet_se
         else
-            curl -sf -o /dev/null -H 'Content-Type: application/octet-stream' \
-                -H "Inference-Header-Content-Length: $(cat "$WORK/big.hlen")" \
-                --data-binary "@$WORK/big.bin" "http://127.0.0.1:$PORT/v2/models/imagenet_se/infer"
+            for _ in $(seq 1 "$N"); do
+                curl -sf -o /dev/null "${hdr[@]}" --data-binary "@$body" \
+                    "http://127.0.0.1:$PORT/v2/models/imagenet_se/infer"
+            done
         fi
+        b=$(snapshot)
+        echo "{\"form\": \"$form\", \"mode\": \"$mode\", \"a\": [${a// /, }], \"b\": [${b// /, }]}" >>"$WORK/cpu.jsonl"
     done
-    b=$(cpu_ns .)
-    bh=$(cpu_ns ^MHD)
-    echo "{\"form\": \"$form\", \"cpu_ms_per_request\": $(((b - a) / N / 1000)).0e-3," \
-        "\"http_ms_per_request\": $(((bh - ah) / N / 1000)).0e-3}" >>"$WORK/cpu.jsonl"
 done
 stop_server
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -225,33 +235,32 @@ L.append("In process (tests/bench/bench_server.c: parse + encode, median of 11),
 L.append(open(f"{work}/codec_cpu.md").read())
 L.append("Same, wall clock (stretched by the other jobs):\n")
 L.append(open(f"{work}/codec_wall.md").read())
-L.append("End to end over HTTP, one connection, `--max-batch 1` (wrk; includes the forward pass, libmicrohttpd "
-         "receiving the body, the worker hand-off, and wrk itself on the same cores; the forward pass above was timed "
-         "at another moment, so only the JSON - binary difference is meaningful on a shared machine):\n")
-L.append("| body | requests/s | p50 ms | p99 ms |")
-L.append("|---|---:|---:|---:|")
-e2e = {}
-for form in ("json", "bin"):
-    w = get("resattn 224 batch=1", form, 1)
-    if w:
-        e2e[form] = w
-        L.append(f"| {form} | {w['rps']:.1f} | {w['p50_ms']:.1f} | {w['p99_ms']:.1f} |")
-if len(e2e) == 2:
-    L.append(f"\nJSON - binary p50: {e2e['json']['p50_ms'] - e2e['bin']['p50_ms']:.1f} ms.")
-cpu = {json.loads(l)["form"]: json.loads(l) for l in open(f"{work}/cpu.jsonl")}
-fwd_cpu = next((float(l.split(":")[1].split("ms")[0]) for l in open(f"{work}/codec_cpu.md") if "Forward pass" in l), None)
-L.append(f"\nThe server process's CPU time per request (all threads, /proc/PID/task/*/schedstat, {nreq} sequential "
-         "curl requests per body, a new connection each; robust to the other jobs), against the forward pass's CPU "
-         "time above. The libmicrohttpd thread's share is receiving and parsing the body (and sending the answer); "
-         "the workers' is the forward pass and encoding:\n")
-L.append("| body | server CPU ms / request | libmicrohttpd thread ms | minus forward CPU ms | overhead / forward |")
-L.append("|---|---:|---:|---:|---:|")
-for form in ("json", "bin"):
-    if form in cpu and fwd_cpu:
-        c = cpu[form]
-        d = c["cpu_ms_per_request"] - fwd_cpu
-        L.append(f"| {form} | {c['cpu_ms_per_request']:.2f} | {c['http_ms_per_request']:.2f} | {d:.2f} | "
-                 f"{100*d/fwd_cpu:.1f}% |")
+cpu = [json.loads(l) for l in open(f"{work}/cpu.jsonl")]
+L.append("In the server (`resattn serve --max-batch 1`, 2 workers x 1 thread): the process's CPU time per request "
+         "(all threads, /proc/PID/task/*/schedstat) minus its workers' CPU time inside forward passes "
+         "(`resattn_inference_cpu_seconds_total`, same requests), against that forward time. Keep-alive: wrk, "
+         f"one connection, {dur} s (p50 is wrk's end-to-end latency, wrk on the same cores); new connection: "
+         f"{nreq} sequential curl requests, a TCP connection each. The libmicrohttpd thread receives, "
+         "parses and sends; the rest is hand-offs, queueing, encoding on the worker and logging.\n")
+L.append("| body | connection | requests | server CPU ms / request | forward CPU ms | everything else ms | libmicrohttpd thread ms | everything else / forward | p50 ms |")
+L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+over = {}
+for c in cpu:
+    a, b = c["a"], c["b"]
+    n = b[3] - a[3]
+    if n <= 0:
+        continue
+    tot, mhd, fw = (b[0] - a[0]) / n / 1e6, (b[1] - a[1]) / n / 1e6, (b[2] - a[2]) / n / 1e6
+    over[(c["form"], c["mode"])] = 100 * (tot - fw) / fw
+    w = get("resattn 224 batch=1", c["form"], 1) if c["mode"] == "keepalive" else None
+    L.append(f"| {c['form']} | {'keep-alive' if c['mode'] == 'keepalive' else 'new each request'} | {n} | {tot:.3f} | "
+             f"{fw:.3f} | {tot - fw:.3f} | {mhd:.3f} | {100 * (tot - fw) / fw:.2f}% | {w['p50_ms']:.1f} |"
+             if w else
+             f"| {c['form']} | {'keep-alive' if c['mode'] == 'keepalive' else 'new each request'} | {n} | {tot:.3f} | "
+             f"{fw:.3f} | {tot - fw:.3f} | {mhd:.3f} | {100 * (tot - fw) / fw:.2f}% | |")
+if ("json", "keepalive") in over and ("bin", "keepalive") in over:
+    L.append(f"\nTargets (keep-alive): JSON **{over[('json', 'keepalive')]:.2f}%** (<= 10%), binary "
+             f"**{over[('bin', 'keepalive')]:.2f}%** (<= 2%) of the forward pass.")
 if not only:
     L.append("""
 ## Notes
@@ -262,11 +271,12 @@ if not only:
 - wrk runs on the same 2 cores as the server, and other helpers' builds and tests were running:
   requests/s and especially p99 move by 2x between identical runs. The CPU-time measurements
   (codec in process, server CPU per request) are the stable ones.
-- The server CPU per request minus the forward pass includes receiving the body through
-  libmicrohttpd (64 KiB connection memory by default, `--max-header-bytes`: 32 KiB reads, ~100
-  for a 3 MB JSON body) and copying it into the request's buffer; the codec's own share is the
-  in-process table. On loopback the kernel's TCP work for both ends is partly charged to the
-  receiving thread.
+- "Everything else" includes receiving the body through libmicrohttpd (64 KiB connection
+  memory by default, `--max-header-bytes`: 32 KiB reads, ~100 for a 3 MB JSON body) and
+  copying it into the request's buffer; the codec's own share is the in-process table. On
+  loopback the kernel's TCP work for both ends (ACKs, waking the client) is partly charged to
+  the server's threads. A new connection per request adds the TCP handshake, accept, the
+  connection's memory and the close: the "new each request" rows.
 """)
 if only:  # the overhead section alone
     L = L[next(i for i, l in enumerate(L) if l.startswith("\n## Non-forward")):]
