@@ -378,6 +378,332 @@ static int parse_number(const char *p, const char *end, int want_float, double *
     return number_slow(p, (size_t)(s - p), want_float, v);
 }
 
+/*
+ * The AVX-512 bulk path of float32 tensors (x86-64 CPUs with AVX-512 F/BW/DQ/VL/VBMI2 and
+ * BMI2; the portable per-element path above stays for everything else). One call converts a
+ * run of `number ws* , ws*` inside one leaf array, 64 bytes at a time:
+ *
+ * - classify: each 64-byte block becomes bitmasks (digits, zeros, '.', '-', ',', JSON
+ *   whitespace, other), bit i for byte i;
+ * - validate with mask arithmetic, carrying the previous block's last bits: numbers are runs
+ *   of [0-9.-] ("tokens"); '-' only first and followed by a digit, '.' between two digits and
+ *   at most once per token, no leading zero before a digit, and between two tokens exactly one
+ *   comma (pext of the token starts among starts|commas must alternate);
+ * - digits: the significant digits (the run of '-', '0', '.' at a token's start removed)
+ *   are compressed (vpcompressb) into one stream, so each token's digits are contiguous;
+ * - convert 8 tokens at a time: the first min(16, K) significant digits of each, right
+ *   aligned in a 16-byte lane, become an integer M < 10^16 (vpmaddubsw/vpmaddwd, exact in a
+ *   double), then M * 10^e with float_fast's halfway guard; guarded lanes go to parse_number.
+ *
+ * It stops before the first token it cannot finish, anything other than those bytes
+ * (exponents, literals, ']', the last 64 bytes of the body) or a block that fails a check,
+ * and returns how many elements it wrote: the per-element path then takes the stopping
+ * token, so errors, messages and edge cases are the portable path's. Tokens are committed
+ * only when the next token's start is seen, i.e. with their separator checked.
+ */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+#define SIMD                                                                                       \
+    __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vbmi2,bmi,bmi2,popcnt")))
+
+enum {
+    BULK_BATCH = 64,    /* tokens converted per flush (more may come from the last block) */
+    BULK_TOKENS = 128,  /* BULK_BATCH + at most 32 tokens of one block, rounded up */
+    BULK_PAD = 16,      /* stream bytes before its start: a lane loads 16 bytes before a end */
+    BULK_STREAM = 2048, /* significant digits of one batch (flushed before it overflows) */
+    BULK_LONG = 64,     /* a token with more significant digits stops the bulk path */
+};
+
+/* The tokens of one batch, structure of arrays; lane masks in conversion order. */
+typedef struct bulk_batch {
+    uint8_t stream[BULK_PAD + BULK_STREAM + 64 + 64]; /* digits 0..9, 64 bytes of store slack */
+    int len;                                          /* digits in stream */
+    int nt;                                           /* tokens committed */
+    uint16_t end[BULK_TOKENS];                        /* stream offset past the lane's digits */
+    uint16_t lane[BULK_TOKENS];                       /* bytes of the 16-byte lane to keep */
+    int32_t exp10[BULK_TOKENS];                       /* value = M * 10^exp10 */
+    uint32_t sign[BULK_TOKENS];                       /* float sign bit */
+    const char *at[BULK_TOKENS];                      /* the token's text */
+} bulk_batch;
+
+/* The token being read (the last one started). */
+typedef struct bulk_token {
+    int sd, fd; /* running significant / fraction digit counts at its start */
+    uint32_t sign;
+    const char *at;
+} bulk_token;
+
+/* Bits carried from one block to the next. */
+typedef struct bulk_carry {
+    uint64_t n, d, minus, dot, fz; /* the previous byte was a token byte, digit, '-', '.', a
+                                      token's first digit and zero */
+    unsigned char lead, frac;      /* carries of the leading-run and fraction-run additions */
+    uint64_t last_start, last_dot; /* the last start/comma event was a start; the last
+                                      start/dot event was a dot */
+    int fd;                        /* running count of fraction digits */
+} bulk_carry;
+
+/* Commit t, whose K significant and F fraction digits are known now that the next token
+ * started. */
+static inline SIMD void bulk_commit(bulk_batch *b, const bulk_token *t, int K, int F) {
+    int i = b->nt++, kk = K < 16 ? K : 16;
+    /* lanes in conversion order: of 8 tokens, even ones fill the first register */
+    int slot = (i & ~7) | (i & 1) << 2 | (i & 7) >> 1;
+    b->end[i] = (uint16_t)(t->sd + kk);
+    b->lane[slot] = (uint16_t)(0xFFFFu << (16 - kk));
+    b->exp10[i] = K ? K - kk - F : 0;
+    b->sign[i] = t->sign;
+    b->at[i] = t->at;
+}
+
+/* 8 tokens from i (cnt <= 8 of them real) into out[0..cnt); the index of the first
+ * token the portable path must take instead (non-finite), or -1. */
+static inline SIMD int bulk_convert8(bulk_batch *b, int i, int cnt, const char *end, float *out) {
+    static const double pow10[45] = {1e-22, 1e-21, 1e-20, 1e-19, 1e-18, 1e-17, 1e-16, 1e-15, 1e-14,
+                                     1e-13, 1e-12, 1e-11, 1e-10, 1e-9,  1e-8,  1e-7,  1e-6,  1e-5,
+                                     1e-4,  1e-3,  1e-2,  1e-1,  1e0,   1e1,   1e2,   1e3,   1e4,
+                                     1e5,   1e6,   1e7,   1e8,   1e9,   1e10,  1e11,  1e12,  1e13,
+                                     1e14,  1e15,  1e16,  1e17,  1e18,  1e19,  1e20,  1e21,  1e22};
+    const uint8_t *s = b->stream + BULK_PAD - 16;
+    __m512i z[2];
+    for (int r = 0; r < 2; r++) {
+        __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const void *)(s + b->end[i + r])));
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const void *)(s + b->end[i + r + 2])), 1);
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const void *)(s + b->end[i + r + 4])), 2);
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const void *)(s + b->end[i + r + 6])), 3);
+        uint64_t m;
+        memcpy(&m, &b->lane[i + 4 * r], 8);
+        v = _mm512_maskz_mov_epi8(m, v);
+        v = _mm512_maddubs_epi16(v, _mm512_set1_epi16(0x010A));     /* 2 digits: 10 a + b */
+        z[r] = _mm512_madd_epi16(v, _mm512_set1_epi32(0x00010064)); /* 4 digits */
+    }
+    __m512i q = _mm512_packus_epi32(z[0], z[1]);             /* lane j: 4 of z0, 4 of z1 */
+    q = _mm512_madd_epi16(q, _mm512_set1_epi32(0x00012710)); /* 8 digits: hi, lo, hi, lo */
+    __m512i m = _mm512_add_epi64(_mm512_mul_epu32(q, _mm512_set1_epi64(100000000)),
+                                 _mm512_srli_epi64(q, 32)); /* token i + k in element k */
+    __m256i e = _mm256_loadu_si256((const void *)&b->exp10[i]);
+    __mmask8 bad = _mm256_cmpgt_epi32_mask(e, _mm256_set1_epi32(22)) |
+                   _mm256_cmpgt_epi32_mask(_mm256_set1_epi32(-22), e);
+    e = _mm256_min_epi32(_mm256_max_epi32(e, _mm256_set1_epi32(-22)), _mm256_set1_epi32(22));
+    __m512d p = _mm512_i32gather_pd(_mm256_add_epi32(e, _mm256_set1_epi32(22)), pow10, 8);
+    __m512d d = _mm512_mul_pd(_mm512_cvtepu64_pd(m), p); /* M < 10^16: exact in a double */
+    /* float_fast's guard: out of the normal float range, or near a halfway point */
+    __m512i low = _mm512_and_si512(_mm512_castpd_si512(d), _mm512_set1_epi64((1 << 29) - 1));
+    __mmask8 half = _mm512_cmple_epu64_mask(
+        _mm512_sub_epi64(low, _mm512_set1_epi64((1 << 28) - 64)), _mm512_set1_epi64(128));
+    __mmask8 range = _mm512_cmp_pd_mask(d, _mm512_set1_pd(1.2e-38), _CMP_GE_OQ) &
+                     _mm512_cmp_pd_mask(d, _mm512_set1_pd(3.4e38), _CMP_LE_OQ);
+    __mmask8 nz = _mm512_test_epi64_mask(m, m);
+    bad = (bad | half | (__mmask8)~range) & nz;
+    __m256i f = _mm256_or_si256(_mm256_castps_si256(_mm512_cvtpd_ps(d)),
+                                _mm256_loadu_si256((const void *)&b->sign[i]));
+    __mmask8 keep = (__mmask8)((1u << cnt) - 1);
+    _mm256_mask_storeu_epi32(out, keep, f);
+    for (unsigned h = bad & keep; h; h &= h - 1) {
+        int k = __builtin_ctz(h);
+        double v;
+        const char *q_end;
+        if (parse_number(b->at[i + k], end, 1, &v, &q_end) || !isfinite((float)v))
+            return k;
+        out[k] = (float)v;
+    }
+    return -1;
+}
+
+/* Convert the batch's tokens into out; how many are good (fewer when one is not finite). */
+static SIMD int bulk_flush(bulk_batch *b, const char *end, float *out) {
+    int nt = b->nt;
+    for (int i = nt; i < ((nt + 7) & ~7); i++) { /* dummy lanes for the last group */
+        int slot = (i & ~7) | (i & 1) << 2 | (i & 7) >> 1;
+        b->end[i] = 16;
+        b->lane[slot] = 0;
+        b->exp10[i] = 0;
+        b->sign[i] = 0;
+    }
+    for (int i = 0; i < nt; i += 8) {
+        int stop = bulk_convert8(b, i, nt - i < 8 ? nt - i : 8, end, out + i);
+        if (stop >= 0)
+            return i + stop;
+    }
+    return nt;
+}
+
+/* The classification of one 64-byte block: bit i for byte i. */
+typedef struct bulk_masks {
+    uint64_t d, z, dot, minus, comma, ws;
+    __m512i digits; /* the bytes minus '0' */
+} bulk_masks;
+
+static inline SIMD bulk_masks bulk_classify(const char *p) {
+    bulk_masks k;
+    __m512i x = _mm512_loadu_si512((const void *)p);
+    /* JSON whitespace by its low nibble: ' ' 0x20, '\t' 0x09, '\n' 0x0A, '\r' 0x0D; pshufb
+     * gives 0 for bytes >= 0x80, which then differ from the byte */
+    const __m512i ws = _mm512_broadcast_i32x4(
+        _mm_setr_epi8(' ', 0, 0, 0, 0, 0, 0, 0, 0, '\t', '\n', 0, 0, '\r', 0, 0));
+    k.digits = _mm512_sub_epi8(x, _mm512_set1_epi8('0'));
+    k.d = _mm512_cmplt_epu8_mask(k.digits, _mm512_set1_epi8(10));
+    k.z = _mm512_cmpeq_epi8_mask(x, _mm512_set1_epi8('0'));
+    k.dot = _mm512_cmpeq_epi8_mask(x, _mm512_set1_epi8('.'));
+    k.minus = _mm512_cmpeq_epi8_mask(x, _mm512_set1_epi8('-'));
+    k.comma = _mm512_cmpeq_epi8_mask(x, _mm512_set1_epi8(','));
+    k.ws = _mm512_cmpeq_epi8_mask(_mm512_shuffle_epi8(ws, x), x);
+    return k;
+}
+
+/* Whether the events `a` among a|b alternate, the first being an `a` unless *last_a (the
+ * last event of earlier blocks was one); updates *last_a. */
+static inline SIMD int bulk_alternate(uint64_t a, uint64_t b, uint64_t *last_a) {
+    uint64_t x = a | b, v = _pext_u64(a, x);
+    int n = (int)_mm_popcnt_u64(x);
+    uint64_t want = _bzhi_u64(*last_a ? 0xAAAAAAAAAAAAAAAAu : 0x5555555555555555u, (unsigned)n);
+    if (n)
+        *last_a = v >> (n - 1) & 1;
+    return v == want;
+}
+
+/* Whether no two '.' come without a token start between them (*last_dot: the last start/dot
+ * event of earlier blocks was a dot); updates *last_dot. */
+static inline SIMD int bulk_one_dot(uint64_t dot, uint64_t starts, uint64_t *last_dot) {
+    uint64_t x = starts | dot, v = _pext_u64(dot, x);
+    int n = (int)_mm_popcnt_u64(x), ok = !(v & v >> 1) && !(*last_dot && (v & 1));
+    if (n)
+        *last_dot = v >> (n - 1) & 1;
+    return ok;
+}
+
+/*
+ * The block at blk (its first `lim` bytes: the rest is not read as part of a token) under
+ * the carries c: validates it, compresses its significant digits into the stream and walks
+ * its token starts, committing the token before each (its digits are all those before the
+ * start: gaps have none). Returns 0 to go on, 1 to stop (t is then the token to stop at);
+ * skip: a start to pass over (the first token), room: tokens that may still be committed.
+ */
+static inline SIMD int bulk_block(const char *blk, bulk_masks k, int lim, bulk_carry *c,
+                                  bulk_batch *b, bulk_token *t, uint64_t skip, int *room) {
+    uint64_t in = _bzhi_u64(~0ull, (unsigned)lim);
+    uint64_t d = k.d & in, dot = k.dot & in, minus = k.minus & in, z = k.z & in;
+    uint64_t n = d | dot | minus, comma = k.comma & in;
+    uint64_t starts = n & ~(n << 1 | c->n);
+    uint64_t after_minus = minus << 1 | c->minus, fz = z & (starts | after_minus);
+    uint64_t bad = (minus & ~starts) | (after_minus & ~d & in) | (dot & ~(d << 1 | c->d)) |
+                   ((dot << 1 | c->dot) & ~d & in) | ((fz << 1 | c->fz) & d);
+    uint64_t last_start = c->last_start, last_dot = c->last_dot;
+    if (bad || !bulk_alternate(starts, comma, &last_start) || !bulk_one_dot(dot, starts, &last_dot))
+        return 1;
+    /* the leading run ('-', '0', '.') of each token, and the fraction run from its '.' */
+    uint64_t a = minus | z | dot, sum, fsum;
+    unsigned char cl = _addcarry_u64(c->lead, a, starts & a, (unsigned long long *)&sum);
+    unsigned char cf = _addcarry_u64(c->frac, n, dot, (unsigned long long *)&fsum);
+    uint64_t sig = d & ~(a & ~sum), frac = d & n & ~fsum;
+    int base = b->len, fbase = c->fd;
+    _mm512_storeu_si512((void *)(b->stream + BULK_PAD + base),
+                        _mm512_maskz_compress_epi8(sig, k.digits));
+    for (uint64_t ev = starts & ~skip; ev; ev &= ev - 1) {
+        uint64_t bit = ev & -ev, below = bit - 1;
+        int sd = base + (int)_mm_popcnt_u64(sig & below);
+        int fd = fbase + (int)_mm_popcnt_u64(frac & below);
+        if (*room <= 0)
+            return 1;
+        --*room;
+        bulk_commit(b, t, sd - t->sd, fd - t->fd);
+        t->sd = sd;
+        t->fd = fd;
+        t->sign = (uint32_t)(minus & bit ? 1 : 0) << 31;
+        t->at = blk + __builtin_ctzll(bit);
+    }
+    b->len = base + (int)_mm_popcnt_u64(sig);
+    c->fd = fbase + (int)_mm_popcnt_u64(frac);
+    c->n = n >> 63, c->d = d >> 63, c->minus = minus >> 63, c->dot = dot >> 63;
+    c->fz = fz >> 63, c->lead = cl, c->frac = cf;
+    c->last_start = last_start, c->last_dot = last_dot;
+    return lim < 64;
+}
+
+/* Keep the digits of the token being read (at most BULK_LONG) at the stream's start. */
+static inline SIMD void bulk_restart(bulk_batch *b, bulk_token *t, bulk_carry *c) {
+    memmove(b->stream + BULK_PAD, b->stream + BULK_PAD + t->sd, (size_t)(b->len - t->sd));
+    b->len -= t->sd;
+    t->sd = 0;
+    c->fd -= t->fd;
+    t->fd = 0;
+    b->nt = 0;
+}
+
+/* The bulk path: p is where an element of a float32 leaf array is expected; converts up to
+ * room elements into out, sets *stop to the first byte it leaves to the per-element path. */
+static SIMD size_t bulk_f32(const char *p, const char *end, float *out, size_t room,
+                            const char **stop) {
+    *stop = p;
+    if (room == 0 || end - p < 64 || (!is_digit(*p) && *p != '-'))
+        return 0;
+    bulk_batch b;
+    bulk_carry c = {0};
+    bulk_token t = {0, 0, (uint32_t)(*p == '-') << 31, p};
+    uint64_t skip = 1; /* the first token is t already */
+    b.len = b.nt = 0;
+    int left = room > (size_t)INT32_MAX ? INT32_MAX : (int)room;
+    size_t done = 0;
+    for (const char *blk = p; end - blk >= 64; blk += 64) {
+        if (b.nt >= BULK_BATCH || b.len > BULK_STREAM - 64) {
+            int good = bulk_flush(&b, end, out + done);
+            if (good < b.nt) {
+                *stop = b.at[good];
+                return done + (size_t)good;
+            }
+            done += (size_t)good;
+            bulk_restart(&b, &t, &c);
+        }
+        if (b.len - t.sd > BULK_LONG)
+            break;
+        bulk_masks k = bulk_classify(blk);
+        uint64_t other = ~(k.d | k.dot | k.minus | k.comma | k.ws);
+        if (bulk_block(blk, k, other ? __builtin_ctzll(other) : 64, &c, &b, &t, skip, &left))
+            break;
+        skip = 0;
+    }
+    int good = bulk_flush(&b, end, out + done);
+    *stop = good < b.nt ? b.at[good] : t.at;
+    return done + (size_t)good;
+}
+
+static int simd_detect(void) {
+    const char *env = getenv("RESATTN_JSON_SCAN");
+    if (env && strcmp(env, "portable") == 0)
+        return 0;
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512vbmi2") && __builtin_cpu_supports("bmi2");
+}
+#else
+static size_t bulk_f32(const char *p, const char *end, float *out, size_t room, const char **stop) {
+    (void)end, (void)out, (void)room;
+    *stop = p;
+    return 0;
+}
+
+static int simd_detect(void) {
+    return 0;
+}
+#endif
+
+static int simd_state = -1; /* racing first calls compute the same answer */
+
+int resattn_json_scan_simd(void) {
+    int s = __atomic_load_n(&simd_state, __ATOMIC_RELAXED);
+    if (s < 0) {
+        s = simd_detect();
+        __atomic_store_n(&simd_state, s, __ATOMIC_RELAXED);
+    }
+    return s;
+}
+
+void resattn_json_scan_force_portable(int on) {
+    __atomic_store_n(&simd_state, on ? 0 : simd_detect(), __ATOMIC_RELAXED);
+}
+
 int resattn_json_number(const char *p, const char *end, double *v, const char **endp) {
     return parse_number(p, end, 0, v, endp);
 }
@@ -472,6 +798,7 @@ int resattn_json_scan_tensor_prefix(const char *p, const char *end, const resatt
     int known[RESATTN_SCAN_MAX_DIMS + 1] = {0}; /* dims[d] is known */
     int depth = 0, leaf = -1, maxdepth = 0;     /* leaf: depth at which numbers appear */
     size_t n = 0;
+    int simd = rule->kind == RESATTN_ELEM_FLOAT && resattn_json_scan_simd(), backoff = 1;
     memset(shape, 0, sizeof *shape);
     p = resattn_json_ws(p, end);
     if (p >= end || *p != '[') {
@@ -517,6 +844,13 @@ int resattn_json_scan_tensor_prefix(const char *p, const char *end, const resatt
         if (n >= cap) {
             snprintf(err, err_len, "%s has more than %zu elements", what, cap);
             return rule->cap_status ? rule->cap_status : 400;
+        }
+        if (simd && !--backoff) {
+            /* room for all but one: the element it stops at is still read below */
+            size_t k = bulk_f32(p, end, out + n, cap - n - 1, &p);
+            n += k;
+            cnt[depth] += k;
+            backoff = k ? 1 : 16; /* short of data it takes (exponents): try again later */
         }
         const char *q = rule->kind == RESATTN_ELEM_FLOAT ? number_f32_fast(p, end, &out[n]) : NULL;
         if (q) {
