@@ -409,33 +409,27 @@ static int parse_number(const char *p, const char *end, int want_float, double *
 
 enum {
     BULK_BATCH = 64,    /* tokens converted per flush (more may come from the last block) */
-    BULK_TOKENS = 128,  /* BULK_BATCH + at most 32 tokens of one block, rounded up */
+    BULK_TOKENS = 128,  /* BULK_BATCH + at most 32 tokens of one block + 4, rounded up */
     BULK_PAD = 16,      /* stream bytes before its start: a lane loads 16 bytes before a end */
     BULK_STREAM = 2048, /* significant digits of one batch (flushed before it overflows) */
     BULK_LONG = 64,     /* a token with more significant digits stops the bulk path */
 };
 
-/* The tokens of one batch, structure of arrays; lane masks in conversion order. */
+/* The tokens of one batch, structure of arrays: token i's significant digits are
+ * stream[sd[i], sd[i + 1]), its fraction digits fd[i + 1] - fd[i] (no digits between tokens);
+ * tokens 0..nt-1 are committed, token nt is the one being read. */
 typedef struct bulk_batch {
     uint8_t stream[BULK_PAD + BULK_STREAM + 64 + 64]; /* digits 0..9, 64 bytes of store slack */
-    int len;                                          /* digits in stream */
-    int nt;                                           /* tokens committed */
-    uint16_t end[BULK_TOKENS];                        /* stream offset past the lane's digits */
-    uint16_t lane[BULK_TOKENS];                       /* bytes of the 16-byte lane to keep */
-    int32_t exp10[BULK_TOKENS];                       /* value = M * 10^exp10 */
-    uint32_t sign[BULK_TOKENS];                       /* float sign bit */
-    const char *at[BULK_TOKENS];                      /* the token's text */
+    int32_t sd[BULK_TOKENS + 9], fd[BULK_TOKENS + 9]; /* running counts at each start */
+    uint32_t sign[BULK_TOKENS + 8];                   /* float sign bit */
+    const char *at[BULK_TOKENS + 8];                  /* the token's text */
 } bulk_batch;
 
-/* The token being read (the last one started). */
-typedef struct bulk_token {
-    int sd, fd; /* running significant / fraction digit counts at its start */
-    uint32_t sign;
-    const char *at;
-} bulk_token;
-
-/* Bits carried from one block to the next. */
+/* What goes from one block to the next (kept out of bulk_batch, whose arrays the byte stores
+ * may alias, so that it stays in registers). */
 typedef struct bulk_carry {
+    int len;                       /* digits in the stream */
+    int nt;                        /* tokens committed to the batch */
     uint64_t n, d, minus, dot, fz; /* the previous byte was a token byte, digit, '-', '.', a
                                       token's first digit and zero */
     unsigned char lead, frac;      /* carries of the leading-run and fraction-run additions */
@@ -443,19 +437,6 @@ typedef struct bulk_carry {
                                       start/dot event was a dot */
     int fd;                        /* running count of fraction digits */
 } bulk_carry;
-
-/* Commit t, whose K significant and F fraction digits are known now that the next token
- * started. */
-static inline SIMD void bulk_commit(bulk_batch *b, const bulk_token *t, int K, int F) {
-    int i = b->nt++, kk = K < 16 ? K : 16;
-    /* lanes in conversion order: of 8 tokens, even ones fill the first register */
-    int slot = (i & ~7) | (i & 1) << 2 | (i & 7) >> 1;
-    b->end[i] = (uint16_t)(t->sd + kk);
-    b->lane[slot] = (uint16_t)(0xFFFFu << (16 - kk));
-    b->exp10[i] = K ? K - kk - F : 0;
-    b->sign[i] = t->sign;
-    b->at[i] = t->at;
-}
 
 /* 8 tokens from i (cnt <= 8 of them real) into out[0..cnt); the index of the first
  * token the portable path must take instead (non-finite), or -1. */
@@ -465,16 +446,39 @@ static inline SIMD int bulk_convert8(bulk_batch *b, int i, int cnt, const char *
                                      1e-4,  1e-3,  1e-2,  1e-1,  1e0,   1e1,   1e2,   1e3,   1e4,
                                      1e5,   1e6,   1e7,   1e8,   1e9,   1e10,  1e11,  1e12,  1e13,
                                      1e14,  1e15,  1e16,  1e17,  1e18,  1e19,  1e20,  1e21,  1e22};
+    /* K significant digits, the first kk <= 16 of them in the lane (right-aligned: bytes
+     * b >= 16 - kk kept), value M * 10^(K - kk - F) */
+    __m256i sd = _mm256_loadu_si256((const void *)&b->sd[i]);
+    __m256i K = _mm256_sub_epi32(_mm256_loadu_si256((const void *)&b->sd[i + 1]), sd);
+    __m256i F = _mm256_sub_epi32(_mm256_loadu_si256((const void *)&b->fd[i + 1]),
+                                 _mm256_loadu_si256((const void *)&b->fd[i]));
+    __m256i kk = _mm256_min_epi32(K, _mm256_set1_epi32(16));
+    __m256i e = _mm256_maskz_sub_epi32(_mm256_test_epi32_mask(K, K), _mm256_sub_epi32(K, kk), F);
+    int32_t last[8];
+    _mm256_storeu_si256((void *)last, _mm256_add_epi32(sd, kk));
+    __m512i kb = _mm512_broadcast_i32x4(_mm256_cvtepi32_epi8(kk)); /* kk as bytes, each lane */
+    const __m512i iota =
+        _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
     const uint8_t *s = b->stream + BULK_PAD - 16;
     __m512i z[2];
-    for (int r = 0; r < 2; r++) {
-        __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const void *)(s + b->end[i + r])));
-        v = _mm512_inserti32x4(v, _mm_loadu_si128((const void *)(s + b->end[i + r + 2])), 1);
-        v = _mm512_inserti32x4(v, _mm_loadu_si128((const void *)(s + b->end[i + r + 4])), 2);
-        v = _mm512_inserti32x4(v, _mm_loadu_si128((const void *)(s + b->end[i + r + 6])), 3);
-        uint64_t m;
-        memcpy(&m, &b->lane[i + 4 * r], 8);
-        v = _mm512_maskz_mov_epi8(m, v);
+    for (int r = 0; r < 2; r++) { /* register r: tokens r, r + 2, r + 4, r + 6 */
+        __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const void *)(s + last[r])));
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const void *)(s + last[r + 2])), 1);
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const void *)(s + last[r + 4])), 2);
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const void *)(s + last[r + 6])), 3);
+        __m512i lane_kk =
+            _mm512_shuffle_epi8(/* lane j: kk of token 2 j + r */
+                                kb,
+                                _mm512_set_epi64(0x0606060606060606 + r * 0x0101010101010101,
+                                                 0x0606060606060606 + r * 0x0101010101010101,
+                                                 0x0404040404040404 + r * 0x0101010101010101,
+                                                 0x0404040404040404 + r * 0x0101010101010101,
+                                                 0x0202020202020202 + r * 0x0101010101010101,
+                                                 0x0202020202020202 + r * 0x0101010101010101,
+                                                 r * 0x0101010101010101, r * 0x0101010101010101));
+        __mmask64 keep =
+            _mm512_cmpge_epu8_mask(_mm512_add_epi8(iota, lane_kk), _mm512_set1_epi8(16));
+        v = _mm512_maskz_mov_epi8(keep, v);
         v = _mm512_maddubs_epi16(v, _mm512_set1_epi16(0x010A));     /* 2 digits: 10 a + b */
         z[r] = _mm512_madd_epi16(v, _mm512_set1_epi32(0x00010064)); /* 4 digits */
     }
@@ -482,7 +486,6 @@ static inline SIMD int bulk_convert8(bulk_batch *b, int i, int cnt, const char *
     q = _mm512_madd_epi16(q, _mm512_set1_epi32(0x00012710)); /* 8 digits: hi, lo, hi, lo */
     __m512i m = _mm512_add_epi64(_mm512_mul_epu32(q, _mm512_set1_epi64(100000000)),
                                  _mm512_srli_epi64(q, 32)); /* token i + k in element k */
-    __m256i e = _mm256_loadu_si256((const void *)&b->exp10[i]);
     __mmask8 bad = _mm256_cmpgt_epi32_mask(e, _mm256_set1_epi32(22)) |
                    _mm256_cmpgt_epi32_mask(_mm256_set1_epi32(-22), e);
     e = _mm256_min_epi32(_mm256_max_epi32(e, _mm256_set1_epi32(-22)), _mm256_set1_epi32(22));
@@ -498,9 +501,9 @@ static inline SIMD int bulk_convert8(bulk_batch *b, int i, int cnt, const char *
     bad = (bad | half | (__mmask8)~range) & nz;
     __m256i f = _mm256_or_si256(_mm256_castps_si256(_mm512_cvtpd_ps(d)),
                                 _mm256_loadu_si256((const void *)&b->sign[i]));
-    __mmask8 keep = (__mmask8)((1u << cnt) - 1);
-    _mm256_mask_storeu_epi32(out, keep, f);
-    for (unsigned h = bad & keep; h; h &= h - 1) {
+    __mmask8 real = (__mmask8)((1u << cnt) - 1);
+    _mm256_mask_storeu_epi32(out, real, f);
+    for (unsigned h = bad & real; h; h &= h - 1) {
         int k = __builtin_ctz(h);
         double v;
         const char *q_end;
@@ -512,14 +515,10 @@ static inline SIMD int bulk_convert8(bulk_batch *b, int i, int cnt, const char *
 }
 
 /* Convert the batch's tokens into out; how many are good (fewer when one is not finite). */
-static SIMD int bulk_flush(bulk_batch *b, const char *end, float *out) {
-    int nt = b->nt;
-    for (int i = nt; i < ((nt + 7) & ~7); i++) { /* dummy lanes for the last group */
-        int slot = (i & ~7) | (i & 1) << 2 | (i & 7) >> 1;
-        b->end[i] = 16;
-        b->lane[slot] = 0;
-        b->exp10[i] = 0;
-        b->sign[i] = 0;
+static SIMD int bulk_flush(bulk_batch *b, int nt, const char *end, float *out) {
+    for (int i = nt + 1; i <= nt + 8; i++) { /* dummy tokens (0) to fill the last group */
+        b->sd[i] = b->sd[nt];
+        b->fd[i] = b->fd[nt];
     }
     for (int i = 0; i < nt; i += 8) {
         int stop = bulk_convert8(b, i, nt - i < 8 ? nt - i : 8, end, out + i);
@@ -581,7 +580,7 @@ static inline SIMD int bulk_one_dot(uint64_t dot, uint64_t starts, uint64_t *las
  * skip: a start to pass over (the first token), room: tokens that may still be committed.
  */
 static inline SIMD int bulk_block(const char *blk, bulk_masks k, int lim, bulk_carry *c,
-                                  bulk_batch *b, bulk_token *t, uint64_t skip, int *room) {
+                                  bulk_batch *b, uint64_t skip, int *room) {
     uint64_t in = _bzhi_u64(~0ull, (unsigned)lim);
     uint64_t d = k.d & in, dot = k.dot & in, minus = k.minus & in, z = k.z & in;
     uint64_t n = d | dot | minus, comma = k.comma & in;
@@ -597,23 +596,25 @@ static inline SIMD int bulk_block(const char *blk, bulk_masks k, int lim, bulk_c
     unsigned char cl = _addcarry_u64(c->lead, a, starts & a, (unsigned long long *)&sum);
     unsigned char cf = _addcarry_u64(c->frac, n, dot, (unsigned long long *)&fsum);
     uint64_t sig = d & ~(a & ~sum), frac = d & n & ~fsum;
-    int base = b->len, fbase = c->fd;
+    int base = c->len, fbase = c->fd;
     _mm512_storeu_si512((void *)(b->stream + BULK_PAD + base),
                         _mm512_maskz_compress_epi8(sig, k.digits));
-    for (uint64_t ev = starts & ~skip; ev; ev &= ev - 1) {
+    uint64_t ev = starts & ~skip;
+    int more = (int)_mm_popcnt_u64(ev) > *room; /* stop at the first start past room */
+    if (more)
+        ev = _pdep_u64(_bzhi_u64(~0ull, (unsigned)*room), ev);
+    *room -= (int)_mm_popcnt_u64(ev);
+    for (; ev; ev &= ev - 1) {
         uint64_t bit = ev & -ev, below = bit - 1;
-        int sd = base + (int)_mm_popcnt_u64(sig & below);
-        int fd = fbase + (int)_mm_popcnt_u64(frac & below);
-        if (*room <= 0)
-            return 1;
-        --*room;
-        bulk_commit(b, t, sd - t->sd, fd - t->fd);
-        t->sd = sd;
-        t->fd = fd;
-        t->sign = (uint32_t)(minus & bit ? 1 : 0) << 31;
-        t->at = blk + __builtin_ctzll(bit);
+        int i = ++c->nt;
+        b->sd[i] = base + (int)_mm_popcnt_u64(sig & below);
+        b->fd[i] = fbase + (int)_mm_popcnt_u64(frac & below);
+        b->sign[i] = (uint32_t)(minus & bit ? 1 : 0) << 31;
+        b->at[i] = blk + __builtin_ctzll(bit);
     }
-    b->len = base + (int)_mm_popcnt_u64(sig);
+    if (more)
+        return 1;
+    c->len = base + (int)_mm_popcnt_u64(sig);
     c->fd = fbase + (int)_mm_popcnt_u64(frac);
     c->n = n >> 63, c->d = d >> 63, c->minus = minus >> 63, c->dot = dot >> 63;
     c->fz = fz >> 63, c->lead = cl, c->frac = cf;
@@ -621,14 +622,16 @@ static inline SIMD int bulk_block(const char *blk, bulk_masks k, int lim, bulk_c
     return lim < 64;
 }
 
-/* Keep the digits of the token being read (at most BULK_LONG) at the stream's start. */
-static inline SIMD void bulk_restart(bulk_batch *b, bulk_token *t, bulk_carry *c) {
-    memmove(b->stream + BULK_PAD, b->stream + BULK_PAD + t->sd, (size_t)(b->len - t->sd));
-    b->len -= t->sd;
-    t->sd = 0;
-    c->fd -= t->fd;
-    t->fd = 0;
-    b->nt = 0;
+/* Keep the token being read (its digits, at most BULK_LONG) as the batch's token 0. */
+static inline SIMD void bulk_restart(bulk_batch *b, bulk_carry *c) {
+    int nt = c->nt, sd = b->sd[nt];
+    memmove(b->stream + BULK_PAD, b->stream + BULK_PAD + sd, (size_t)(c->len - sd));
+    c->len -= sd;
+    c->fd -= b->fd[nt];
+    b->sd[0] = b->fd[0] = 0;
+    b->sign[0] = b->sign[nt];
+    b->at[0] = b->at[nt];
+    c->nt = 0;
 }
 
 /* The bulk path: p is where an element of a float32 leaf array is expected; converts up to
@@ -640,31 +643,32 @@ static SIMD size_t bulk_f32(const char *p, const char *end, float *out, size_t r
         return 0;
     bulk_batch b;
     bulk_carry c = {0};
-    bulk_token t = {0, 0, (uint32_t)(*p == '-') << 31, p};
-    uint64_t skip = 1; /* the first token is t already */
-    b.len = b.nt = 0;
+    b.sd[0] = b.fd[0] = 0; /* token 0 starts at p */
+    b.sign[0] = (uint32_t)(*p == '-') << 31;
+    b.at[0] = p;
+    uint64_t skip = 1;
     int left = room > (size_t)INT32_MAX ? INT32_MAX : (int)room;
     size_t done = 0;
     for (const char *blk = p; end - blk >= 64; blk += 64) {
-        if (b.nt >= BULK_BATCH || b.len > BULK_STREAM - 64) {
-            int good = bulk_flush(&b, end, out + done);
-            if (good < b.nt) {
+        if (c.nt >= BULK_BATCH || c.len > BULK_STREAM - 64) {
+            int good = bulk_flush(&b, c.nt, end, out + done);
+            if (good < c.nt) {
                 *stop = b.at[good];
                 return done + (size_t)good;
             }
             done += (size_t)good;
-            bulk_restart(&b, &t, &c);
+            bulk_restart(&b, &c);
         }
-        if (b.len - t.sd > BULK_LONG)
+        if (c.len - b.sd[c.nt] > BULK_LONG)
             break;
         bulk_masks k = bulk_classify(blk);
         uint64_t other = ~(k.d | k.dot | k.minus | k.comma | k.ws);
-        if (bulk_block(blk, k, other ? __builtin_ctzll(other) : 64, &c, &b, &t, skip, &left))
+        if (bulk_block(blk, k, other ? __builtin_ctzll(other) : 64, &c, &b, skip, &left))
             break;
         skip = 0;
     }
-    int good = bulk_flush(&b, end, out + done);
-    *stop = good < b.nt ? b.at[good] : t.at;
+    int good = bulk_flush(&b, c.nt, end, out + done);
+    *stop = b.at[good];
     return done + (size_t)good;
 }
 
