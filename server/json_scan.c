@@ -379,7 +379,7 @@ static int parse_number(const char *p, const char *end, int want_float, double *
 }
 
 /*
- * The AVX-512 bulk path of float32 tensors (x86-64 CPUs with AVX-512 F/BW/DQ/VL/VBMI2 and
+ * The AVX-512 bulk path of float32 tensors (x86-64 CPUs with AVX-512 F/BW/DQ/VL/VBMI2/VPOPCNTDQ and
  * BMI2; the portable per-element path above stays for everything else). One call converts a
  * run of `number ws* , ws*` inside one leaf array, 64 bytes at a time:
  *
@@ -405,7 +405,8 @@ static int parse_number(const char *p, const char *end, int want_float, double *
 #include <immintrin.h>
 
 #define SIMD                                                                                       \
-    __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vbmi2,bmi,bmi2,popcnt")))
+    __attribute__((                                                                                \
+        target("avx512f,avx512bw,avx512dq,avx512vl,avx512vbmi2,avx512vpopcntdq,bmi,bmi2,popcnt")))
 
 enum {
     BULK_BATCH = 64,    /* tokens converted per flush (more may come from the last block) */
@@ -423,6 +424,7 @@ typedef struct bulk_batch {
     int32_t sd[BULK_TOKENS + 9], fd[BULK_TOKENS + 9]; /* running counts at each start */
     uint32_t sign[BULK_TOKENS + 8];                   /* float sign bit */
     const char *at[BULK_TOKENS + 8];                  /* the token's text */
+    /* (bulk_starts writes 8 tokens at a time: up to 7 past the last) */
 } bulk_batch;
 
 /* What goes from one block to the next (kept out of bulk_batch, whose arrays the byte stores
@@ -572,6 +574,36 @@ static inline SIMD int bulk_one_dot(uint64_t dot, uint64_t starts, uint64_t *las
     return ok;
 }
 
+/* Record the tokens starting at the bits of ev (from b's token i on), 8 at a time: their
+ * running digit counts are popcounts of the digit masks below their starts. */
+static inline SIMD void bulk_starts(bulk_batch *b, int i, uint64_t ev, const char *blk,
+                                    uint64_t sig, uint64_t frac, uint64_t minus, int base,
+                                    int fbase) {
+    uint8_t pos[64];
+    const __m512i iota = _mm512_set_epi64(
+        0x3f3e3d3c3b3a3938, 0x3736353433323130, 0x2f2e2d2c2b2a2928, 0x2726252423222120,
+        0x1f1e1d1c1b1a1918, 0x1716151413121110, 0x0f0e0d0c0b0a0908, 0x0706050403020100);
+    _mm512_storeu_si512((void *)pos, _mm512_maskz_compress_epi8(ev, iota));
+    const __m512i one = _mm512_set1_epi64(1);
+    for (int j = 0, n = (int)_mm_popcnt_u64(ev); j < n; j += 8, i += 8) {
+        __m512i at = _mm512_cvtepu8_epi64(_mm_loadl_epi64((const void *)(pos + j)));
+        __m512i below = _mm512_sub_epi64(_mm512_sllv_epi64(one, at), one);
+        __m512i sd =
+            _mm512_popcnt_epi64(_mm512_and_si512(below, _mm512_set1_epi64((long long)sig)));
+        __m512i fd =
+            _mm512_popcnt_epi64(_mm512_and_si512(below, _mm512_set1_epi64((long long)frac)));
+        __m512i sign = _mm512_slli_epi64(
+            _mm512_and_si512(_mm512_srlv_epi64(_mm512_set1_epi64((long long)minus), at), one), 31);
+        _mm256_storeu_si256((void *)&b->sd[i],
+                            _mm256_add_epi32(_mm512_cvtepi64_epi32(sd), _mm256_set1_epi32(base)));
+        _mm256_storeu_si256((void *)&b->fd[i],
+                            _mm256_add_epi32(_mm512_cvtepi64_epi32(fd), _mm256_set1_epi32(fbase)));
+        _mm256_storeu_si256((void *)&b->sign[i], _mm512_cvtepi64_epi32(sign));
+        _mm512_storeu_si512((void *)&b->at[i],
+                            _mm512_add_epi64(at, _mm512_set1_epi64((long long)(intptr_t)blk)));
+    }
+}
+
 /*
  * The block at blk (its first `lim` bytes: the rest is not read as part of a token) under
  * the carries c: validates it, compresses its significant digits into the stream and walks
@@ -604,14 +636,8 @@ static inline SIMD int bulk_block(const char *blk, bulk_masks k, int lim, bulk_c
     if (more)
         ev = _pdep_u64(_bzhi_u64(~0ull, (unsigned)*room), ev);
     *room -= (int)_mm_popcnt_u64(ev);
-    for (; ev; ev &= ev - 1) {
-        uint64_t bit = ev & -ev, below = bit - 1;
-        int i = ++c->nt;
-        b->sd[i] = base + (int)_mm_popcnt_u64(sig & below);
-        b->fd[i] = fbase + (int)_mm_popcnt_u64(frac & below);
-        b->sign[i] = (uint32_t)(minus & bit ? 1 : 0) << 31;
-        b->at[i] = blk + __builtin_ctzll(bit);
-    }
+    bulk_starts(b, c->nt + 1, ev, blk, sig, frac, minus, base, fbase);
+    c->nt += (int)_mm_popcnt_u64(ev);
     if (more)
         return 1;
     c->len = base + (int)_mm_popcnt_u64(sig);
@@ -679,7 +705,8 @@ static int simd_detect(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
-           __builtin_cpu_supports("avx512vbmi2") && __builtin_cpu_supports("bmi2");
+           __builtin_cpu_supports("avx512vbmi2") && __builtin_cpu_supports("avx512vpopcntdq") &&
+           __builtin_cpu_supports("bmi2");
 }
 #else
 static size_t bulk_f32(const char *p, const char *end, float *out, size_t room, const char **stop) {

@@ -68,8 +68,8 @@ int resattn_json_number(const char *p, const char *end, double *v, const char **
 int resattn_json_number_f32(const char *p, const char *end, float *f, const char **endp);
 
 /*
- * Whether float32 tensors take the AVX-512 bulk path (CPUs with AVX-512 F/BW/DQ/VL/VBMI2 and
- * BMI2, unless RESATTN_JSON_SCAN=portable, read once); both paths give the same results.
+ * Whether float32 tensors take the AVX-512 bulk path (CPUs with AVX-512 F/BW/DQ/VL/VBMI2/VPOPCNTDQ
+ * and BMI2, unless RESATTN_JSON_SCAN=portable, read once); both paths give the same results.
  */
 int resattn_json_scan_simd(void);
 
