@@ -378,6 +378,363 @@ static int parse_number(const char *p, const char *end, int want_float, double *
     return number_slow(p, (size_t)(s - p), want_float, v);
 }
 
+/*
+ * The AVX-512 bulk path of float32 tensors (x86-64 CPUs with AVX-512 F/BW/DQ/VL/VBMI2/VPOPCNTDQ and
+ * BMI2; the portable per-element path above stays for everything else). One call converts a
+ * run of `number ws* , ws*` inside one leaf array, 64 bytes at a time:
+ *
+ * - classify: each 64-byte block becomes bitmasks (digits, zeros, '.', '-', ',', JSON
+ *   whitespace, other), bit i for byte i;
+ * - validate with mask arithmetic, carrying the previous block's last bits: numbers are runs
+ *   of [0-9.-] ("tokens"); '-' only first and followed by a digit, '.' between two digits and
+ *   at most once per token, no leading zero before a digit, and between two tokens exactly one
+ *   comma (pext of the token starts among starts|commas must alternate);
+ * - digits: the significant digits (the run of '-', '0', '.' at a token's start removed)
+ *   are compressed (vpcompressb) into one stream, so each token's digits are contiguous;
+ * - convert 8 tokens at a time: the first min(16, K) significant digits of each, right
+ *   aligned in a 16-byte lane, become an integer M < 10^16 (vpmaddubsw/vpmaddwd, exact in a
+ *   double), then M * 10^e with float_fast's halfway guard; guarded lanes go to parse_number.
+ *
+ * It stops before the first token it cannot finish, anything other than those bytes
+ * (exponents, literals, ']', the last 64 bytes of the body) or a block that fails a check,
+ * and returns how many elements it wrote: the per-element path then takes the stopping
+ * token, so errors, messages and edge cases are the portable path's. Tokens are committed
+ * only when the next token's start is seen, i.e. with their separator checked.
+ */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+#define SIMD                                                                                       \
+    __attribute__((                                                                                \
+        target("avx512f,avx512bw,avx512dq,avx512vl,avx512vbmi2,avx512vpopcntdq,bmi,bmi2,popcnt")))
+
+enum {
+    BULK_BATCH = 64,    /* tokens converted per flush (more may come from the last block) */
+    BULK_TOKENS = 128,  /* BULK_BATCH + at most 32 tokens of one block + 4, rounded up */
+    BULK_PAD = 16,      /* stream bytes before its start: a lane loads 16 bytes before a end */
+    BULK_STREAM = 2048, /* significant digits of one batch (flushed before it overflows) */
+    BULK_LONG = 64,     /* a token with more significant digits stops the bulk path */
+};
+
+/* The tokens of one batch, structure of arrays: token i's significant digits are
+ * stream[sd[i], sd[i + 1]), its fraction digits fd[i + 1] - fd[i] (no digits between tokens);
+ * tokens 0..nt-1 are committed, token nt is the one being read. */
+typedef struct bulk_batch {
+    uint8_t stream[BULK_PAD + BULK_STREAM + 64 + 64]; /* digits 0..9, 64 bytes of store slack */
+    int32_t sd[BULK_TOKENS + 9], fd[BULK_TOKENS + 9]; /* running counts at each start */
+    uint32_t sign[BULK_TOKENS + 8];                   /* float sign bit */
+    const char *at[BULK_TOKENS + 8];                  /* the token's text */
+    /* (bulk_starts writes 8 tokens at a time: up to 7 past the last) */
+} bulk_batch;
+
+/* What goes from one block to the next (kept out of bulk_batch, whose arrays the byte stores
+ * may alias, so that it stays in registers). */
+typedef struct bulk_carry {
+    int len;                       /* digits in the stream */
+    int nt;                        /* tokens committed to the batch */
+    uint64_t n, d, minus, dot, fz; /* the previous byte was a token byte, digit, '-', '.', a
+                                      token's first digit and zero */
+    unsigned char lead, frac;      /* carries of the leading-run and fraction-run additions */
+    uint64_t last_start, last_dot; /* the last start/comma event was a start; the last
+                                      start/dot event was a dot */
+    int fd;                        /* running count of fraction digits */
+} bulk_carry;
+
+/* 8 tokens from i (cnt <= 8 of them real) into out[0..cnt); the index of the first
+ * token the portable path must take instead (non-finite), or -1. */
+static inline SIMD int bulk_convert8(bulk_batch *b, int i, int cnt, const char *end, float *out) {
+    static const double pow10[45] = {1e-22, 1e-21, 1e-20, 1e-19, 1e-18, 1e-17, 1e-16, 1e-15, 1e-14,
+                                     1e-13, 1e-12, 1e-11, 1e-10, 1e-9,  1e-8,  1e-7,  1e-6,  1e-5,
+                                     1e-4,  1e-3,  1e-2,  1e-1,  1e0,   1e1,   1e2,   1e3,   1e4,
+                                     1e5,   1e6,   1e7,   1e8,   1e9,   1e10,  1e11,  1e12,  1e13,
+                                     1e14,  1e15,  1e16,  1e17,  1e18,  1e19,  1e20,  1e21,  1e22};
+    /* K significant digits, the first kk <= 16 of them in the lane (right-aligned: bytes
+     * b >= 16 - kk kept), value M * 10^(K - kk - F) */
+    __m256i sd = _mm256_loadu_si256((const void *)&b->sd[i]);
+    __m256i K = _mm256_sub_epi32(_mm256_loadu_si256((const void *)&b->sd[i + 1]), sd);
+    __m256i F = _mm256_sub_epi32(_mm256_loadu_si256((const void *)&b->fd[i + 1]),
+                                 _mm256_loadu_si256((const void *)&b->fd[i]));
+    __m256i kk = _mm256_min_epi32(K, _mm256_set1_epi32(16));
+    __m256i e = _mm256_maskz_sub_epi32(_mm256_test_epi32_mask(K, K), _mm256_sub_epi32(K, kk), F);
+    int32_t last[8];
+    _mm256_storeu_si256((void *)last, _mm256_add_epi32(sd, kk));
+    __m512i kb = _mm512_broadcast_i32x4(_mm256_cvtepi32_epi8(kk)); /* kk as bytes, each lane */
+    const __m512i iota =
+        _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    const uint8_t *s = b->stream + BULK_PAD - 16;
+    __m512i z[2];
+    for (int r = 0; r < 2; r++) { /* register r: tokens r, r + 2, r + 4, r + 6 */
+        __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const void *)(s + last[r])));
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const void *)(s + last[r + 2])), 1);
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const void *)(s + last[r + 4])), 2);
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const void *)(s + last[r + 6])), 3);
+        __m512i lane_kk =
+            _mm512_shuffle_epi8(/* lane j: kk of token 2 j + r */
+                                kb,
+                                _mm512_set_epi64(0x0606060606060606 + r * 0x0101010101010101,
+                                                 0x0606060606060606 + r * 0x0101010101010101,
+                                                 0x0404040404040404 + r * 0x0101010101010101,
+                                                 0x0404040404040404 + r * 0x0101010101010101,
+                                                 0x0202020202020202 + r * 0x0101010101010101,
+                                                 0x0202020202020202 + r * 0x0101010101010101,
+                                                 r * 0x0101010101010101, r * 0x0101010101010101));
+        __mmask64 keep =
+            _mm512_cmpge_epu8_mask(_mm512_add_epi8(iota, lane_kk), _mm512_set1_epi8(16));
+        v = _mm512_maskz_mov_epi8(keep, v);
+        v = _mm512_maddubs_epi16(v, _mm512_set1_epi16(0x010A));     /* 2 digits: 10 a + b */
+        z[r] = _mm512_madd_epi16(v, _mm512_set1_epi32(0x00010064)); /* 4 digits */
+    }
+    __m512i q = _mm512_packus_epi32(z[0], z[1]);             /* lane j: 4 of z0, 4 of z1 */
+    q = _mm512_madd_epi16(q, _mm512_set1_epi32(0x00012710)); /* 8 digits: hi, lo, hi, lo */
+    __m512i m = _mm512_add_epi64(_mm512_mul_epu32(q, _mm512_set1_epi64(100000000)),
+                                 _mm512_srli_epi64(q, 32)); /* token i + k in element k */
+    __mmask8 bad = _mm256_cmpgt_epi32_mask(e, _mm256_set1_epi32(22)) |
+                   _mm256_cmpgt_epi32_mask(_mm256_set1_epi32(-22), e);
+    e = _mm256_min_epi32(_mm256_max_epi32(e, _mm256_set1_epi32(-22)), _mm256_set1_epi32(22));
+    __m512d p = _mm512_i32gather_pd(_mm256_add_epi32(e, _mm256_set1_epi32(22)), pow10, 8);
+    __m512d d = _mm512_mul_pd(_mm512_cvtepu64_pd(m), p); /* M < 10^16: exact in a double */
+    /* float_fast's guard: out of the normal float range, or near a halfway point */
+    __m512i low = _mm512_and_si512(_mm512_castpd_si512(d), _mm512_set1_epi64((1 << 29) - 1));
+    __mmask8 half = _mm512_cmple_epu64_mask(
+        _mm512_sub_epi64(low, _mm512_set1_epi64((1 << 28) - 64)), _mm512_set1_epi64(128));
+    __mmask8 range = _mm512_cmp_pd_mask(d, _mm512_set1_pd(1.2e-38), _CMP_GE_OQ) &
+                     _mm512_cmp_pd_mask(d, _mm512_set1_pd(3.4e38), _CMP_LE_OQ);
+    __mmask8 nz = _mm512_test_epi64_mask(m, m);
+    bad = (bad | half | (__mmask8)~range) & nz;
+    __m256i f = _mm256_or_si256(_mm256_castps_si256(_mm512_cvtpd_ps(d)),
+                                _mm256_loadu_si256((const void *)&b->sign[i]));
+    __mmask8 real = (__mmask8)((1u << cnt) - 1);
+    _mm256_mask_storeu_epi32(out, real, f);
+    for (unsigned h = bad & real; h; h &= h - 1) {
+        int k = __builtin_ctz(h);
+        double v;
+        const char *q_end;
+        if (parse_number(b->at[i + k], end, 1, &v, &q_end) || !isfinite((float)v))
+            return k;
+        out[k] = (float)v;
+    }
+    return -1;
+}
+
+/* Convert the batch's tokens into out; how many are good (fewer when one is not finite). */
+static SIMD int bulk_flush(bulk_batch *b, int nt, const char *end, float *out) {
+    for (int i = nt + 1; i <= nt + 8; i++) { /* dummy tokens (0) to fill the last group */
+        b->sd[i] = b->sd[nt];
+        b->fd[i] = b->fd[nt];
+    }
+    for (int i = 0; i < nt; i += 8) {
+        int stop = bulk_convert8(b, i, nt - i < 8 ? nt - i : 8, end, out + i);
+        if (stop >= 0)
+            return i + stop;
+    }
+    return nt;
+}
+
+/* The classification of one 64-byte block: bit i for byte i. */
+typedef struct bulk_masks {
+    uint64_t d, z, dot, minus, comma, ws;
+    __m512i digits; /* the bytes minus '0' */
+} bulk_masks;
+
+static inline SIMD bulk_masks bulk_classify(const char *p) {
+    bulk_masks k;
+    __m512i x = _mm512_loadu_si512((const void *)p);
+    /* JSON whitespace by its low nibble: ' ' 0x20, '\t' 0x09, '\n' 0x0A, '\r' 0x0D; pshufb
+     * gives 0 for bytes >= 0x80, which then differ from the byte */
+    const __m512i ws = _mm512_broadcast_i32x4(
+        _mm_setr_epi8(' ', 0, 0, 0, 0, 0, 0, 0, 0, '\t', '\n', 0, 0, '\r', 0, 0));
+    k.digits = _mm512_sub_epi8(x, _mm512_set1_epi8('0'));
+    k.d = _mm512_cmplt_epu8_mask(k.digits, _mm512_set1_epi8(10));
+    k.z = _mm512_cmpeq_epi8_mask(x, _mm512_set1_epi8('0'));
+    k.dot = _mm512_cmpeq_epi8_mask(x, _mm512_set1_epi8('.'));
+    k.minus = _mm512_cmpeq_epi8_mask(x, _mm512_set1_epi8('-'));
+    k.comma = _mm512_cmpeq_epi8_mask(x, _mm512_set1_epi8(','));
+    k.ws = _mm512_cmpeq_epi8_mask(_mm512_shuffle_epi8(ws, x), x);
+    return k;
+}
+
+/* Whether the events `a` among a|b alternate, the first being an `a` unless *last_a (the
+ * last event of earlier blocks was one); updates *last_a. */
+static inline SIMD int bulk_alternate(uint64_t a, uint64_t b, uint64_t *last_a) {
+    uint64_t x = a | b, v = _pext_u64(a, x);
+    int n = (int)_mm_popcnt_u64(x);
+    uint64_t want = _bzhi_u64(*last_a ? 0xAAAAAAAAAAAAAAAAu : 0x5555555555555555u, (unsigned)n);
+    if (n)
+        *last_a = v >> (n - 1) & 1;
+    return v == want;
+}
+
+/* Whether no two '.' come without a token start between them (*last_dot: the last start/dot
+ * event of earlier blocks was a dot); updates *last_dot. */
+static inline SIMD int bulk_one_dot(uint64_t dot, uint64_t starts, uint64_t *last_dot) {
+    uint64_t x = starts | dot, v = _pext_u64(dot, x);
+    int n = (int)_mm_popcnt_u64(x), ok = !(v & v >> 1) && !(*last_dot && (v & 1));
+    if (n)
+        *last_dot = v >> (n - 1) & 1;
+    return ok;
+}
+
+/* Record the tokens starting at the bits of ev (from b's token i on), 8 at a time: their
+ * running digit counts are popcounts of the digit masks below their starts. */
+static inline SIMD void bulk_starts(bulk_batch *b, int i, uint64_t ev, const char *blk,
+                                    uint64_t sig, uint64_t frac, uint64_t minus, int base,
+                                    int fbase) {
+    uint8_t pos[64];
+    const __m512i iota = _mm512_set_epi64(
+        0x3f3e3d3c3b3a3938, 0x3736353433323130, 0x2f2e2d2c2b2a2928, 0x2726252423222120,
+        0x1f1e1d1c1b1a1918, 0x1716151413121110, 0x0f0e0d0c0b0a0908, 0x0706050403020100);
+    _mm512_storeu_si512((void *)pos, _mm512_maskz_compress_epi8(ev, iota));
+    const __m512i one = _mm512_set1_epi64(1);
+    for (int j = 0, n = (int)_mm_popcnt_u64(ev); j < n; j += 8, i += 8) {
+        __m512i at = _mm512_cvtepu8_epi64(_mm_loadl_epi64((const void *)(pos + j)));
+        __m512i below = _mm512_sub_epi64(_mm512_sllv_epi64(one, at), one);
+        __m512i sd =
+            _mm512_popcnt_epi64(_mm512_and_si512(below, _mm512_set1_epi64((long long)sig)));
+        __m512i fd =
+            _mm512_popcnt_epi64(_mm512_and_si512(below, _mm512_set1_epi64((long long)frac)));
+        __m512i sign = _mm512_slli_epi64(
+            _mm512_and_si512(_mm512_srlv_epi64(_mm512_set1_epi64((long long)minus), at), one), 31);
+        _mm256_storeu_si256((void *)&b->sd[i],
+                            _mm256_add_epi32(_mm512_cvtepi64_epi32(sd), _mm256_set1_epi32(base)));
+        _mm256_storeu_si256((void *)&b->fd[i],
+                            _mm256_add_epi32(_mm512_cvtepi64_epi32(fd), _mm256_set1_epi32(fbase)));
+        _mm256_storeu_si256((void *)&b->sign[i], _mm512_cvtepi64_epi32(sign));
+        _mm512_storeu_si512((void *)&b->at[i],
+                            _mm512_add_epi64(at, _mm512_set1_epi64((long long)(intptr_t)blk)));
+    }
+}
+
+/*
+ * The block at blk (its first `lim` bytes: the rest is not read as part of a token) under
+ * the carries c: validates it, compresses its significant digits into the stream and walks
+ * its token starts, committing the token before each (its digits are all those before the
+ * start: gaps have none). Returns 0 to go on, 1 to stop (t is then the token to stop at);
+ * skip: a start to pass over (the first token), room: tokens that may still be committed.
+ */
+static inline SIMD int bulk_block(const char *blk, bulk_masks k, int lim, bulk_carry *c,
+                                  bulk_batch *b, uint64_t skip, int *room) {
+    uint64_t in = _bzhi_u64(~0ull, (unsigned)lim);
+    uint64_t d = k.d & in, dot = k.dot & in, minus = k.minus & in, z = k.z & in;
+    uint64_t n = d | dot | minus, comma = k.comma & in;
+    uint64_t starts = n & ~(n << 1 | c->n);
+    uint64_t after_minus = minus << 1 | c->minus, fz = z & (starts | after_minus);
+    uint64_t bad = (minus & ~starts) | (after_minus & ~d & in) | (dot & ~(d << 1 | c->d)) |
+                   ((dot << 1 | c->dot) & ~d & in) | ((fz << 1 | c->fz) & d);
+    uint64_t last_start = c->last_start, last_dot = c->last_dot;
+    if (bad || !bulk_alternate(starts, comma, &last_start) || !bulk_one_dot(dot, starts, &last_dot))
+        return 1;
+    /* the leading run ('-', '0', '.') of each token, and the fraction run from its '.' */
+    uint64_t a = minus | z | dot, sum, fsum;
+    unsigned char cl = _addcarry_u64(c->lead, a, starts & a, (unsigned long long *)&sum);
+    unsigned char cf = _addcarry_u64(c->frac, n, dot, (unsigned long long *)&fsum);
+    uint64_t sig = d & ~(a & ~sum), frac = d & n & ~fsum;
+    int base = c->len, fbase = c->fd;
+    _mm512_storeu_si512((void *)(b->stream + BULK_PAD + base),
+                        _mm512_maskz_compress_epi8(sig, k.digits));
+    uint64_t ev = starts & ~skip;
+    int more = (int)_mm_popcnt_u64(ev) > *room; /* stop at the first start past room */
+    if (more)
+        ev = _pdep_u64(_bzhi_u64(~0ull, (unsigned)*room), ev);
+    *room -= (int)_mm_popcnt_u64(ev);
+    bulk_starts(b, c->nt + 1, ev, blk, sig, frac, minus, base, fbase);
+    c->nt += (int)_mm_popcnt_u64(ev);
+    if (more)
+        return 1;
+    c->len = base + (int)_mm_popcnt_u64(sig);
+    c->fd = fbase + (int)_mm_popcnt_u64(frac);
+    c->n = n >> 63, c->d = d >> 63, c->minus = minus >> 63, c->dot = dot >> 63;
+    c->fz = fz >> 63, c->lead = cl, c->frac = cf;
+    c->last_start = last_start, c->last_dot = last_dot;
+    return lim < 64;
+}
+
+/* Keep the token being read (its digits, at most BULK_LONG) as the batch's token 0. */
+static inline SIMD void bulk_restart(bulk_batch *b, bulk_carry *c) {
+    int nt = c->nt, sd = b->sd[nt];
+    memmove(b->stream + BULK_PAD, b->stream + BULK_PAD + sd, (size_t)(c->len - sd));
+    c->len -= sd;
+    c->fd -= b->fd[nt];
+    b->sd[0] = b->fd[0] = 0;
+    b->sign[0] = b->sign[nt];
+    b->at[0] = b->at[nt];
+    c->nt = 0;
+}
+
+/* The bulk path: p is where an element of a float32 leaf array is expected; converts up to
+ * room elements into out, sets *stop to the first byte it leaves to the per-element path. */
+static SIMD size_t bulk_f32(const char *p, const char *end, float *out, size_t room,
+                            const char **stop) {
+    *stop = p;
+    if (room == 0 || end - p < 64 || (!is_digit(*p) && *p != '-'))
+        return 0;
+    bulk_batch b;
+    bulk_carry c = {0};
+    b.sd[0] = b.fd[0] = 0; /* token 0 starts at p */
+    b.sign[0] = (uint32_t)(*p == '-') << 31;
+    b.at[0] = p;
+    uint64_t skip = 1;
+    int left = room > (size_t)INT32_MAX ? INT32_MAX : (int)room;
+    size_t done = 0;
+    for (const char *blk = p; end - blk >= 64; blk += 64) {
+        if (c.nt >= BULK_BATCH || c.len > BULK_STREAM - 64) {
+            int good = bulk_flush(&b, c.nt, end, out + done);
+            if (good < c.nt) {
+                *stop = b.at[good];
+                return done + (size_t)good;
+            }
+            done += (size_t)good;
+            bulk_restart(&b, &c);
+        }
+        if (c.len - b.sd[c.nt] > BULK_LONG)
+            break;
+        bulk_masks k = bulk_classify(blk);
+        uint64_t other = ~(k.d | k.dot | k.minus | k.comma | k.ws);
+        if (bulk_block(blk, k, other ? __builtin_ctzll(other) : 64, &c, &b, skip, &left))
+            break;
+        skip = 0;
+    }
+    int good = bulk_flush(&b, c.nt, end, out + done);
+    *stop = b.at[good];
+    return done + (size_t)good;
+}
+
+static int simd_detect(void) {
+    const char *env = getenv("RESATTN_JSON_SCAN");
+    if (env && strcmp(env, "portable") == 0)
+        return 0;
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512vbmi2") && __builtin_cpu_supports("avx512vpopcntdq") &&
+           __builtin_cpu_supports("bmi2");
+}
+#else
+static size_t bulk_f32(const char *p, const char *end, float *out, size_t room, const char **stop) {
+    (void)end, (void)out, (void)room;
+    *stop = p;
+    return 0;
+}
+
+static int simd_detect(void) {
+    return 0;
+}
+#endif
+
+static int simd_state = -1; /* racing first calls compute the same answer */
+
+int resattn_json_scan_simd(void) {
+    int s = __atomic_load_n(&simd_state, __ATOMIC_RELAXED);
+    if (s < 0) {
+        s = simd_detect();
+        __atomic_store_n(&simd_state, s, __ATOMIC_RELAXED);
+    }
+    return s;
+}
+
+void resattn_json_scan_force_portable(int on) {
+    __atomic_store_n(&simd_state, on ? 0 : simd_detect(), __ATOMIC_RELAXED);
+}
+
 int resattn_json_number(const char *p, const char *end, double *v, const char **endp) {
     return parse_number(p, end, 0, v, endp);
 }
@@ -472,6 +829,7 @@ int resattn_json_scan_tensor_prefix(const char *p, const char *end, const resatt
     int known[RESATTN_SCAN_MAX_DIMS + 1] = {0}; /* dims[d] is known */
     int depth = 0, leaf = -1, maxdepth = 0;     /* leaf: depth at which numbers appear */
     size_t n = 0;
+    int simd = rule->kind == RESATTN_ELEM_FLOAT && resattn_json_scan_simd(), backoff = 1;
     memset(shape, 0, sizeof *shape);
     p = resattn_json_ws(p, end);
     if (p >= end || *p != '[') {
@@ -517,6 +875,13 @@ int resattn_json_scan_tensor_prefix(const char *p, const char *end, const resatt
         if (n >= cap) {
             snprintf(err, err_len, "%s has more than %zu elements", what, cap);
             return rule->cap_status ? rule->cap_status : 400;
+        }
+        if (simd && !--backoff) {
+            /* room for all but one: the element it stops at is still read below */
+            size_t k = bulk_f32(p, end, out + n, cap - n - 1, &p);
+            n += k;
+            cnt[depth] += k;
+            backoff = k ? 1 : 16; /* short of data it takes (exponents): try again later */
         }
         const char *q = rule->kind == RESATTN_ELEM_FLOAT ? number_f32_fast(p, end, &out[n]) : NULL;
         if (q) {

@@ -68,6 +68,15 @@ int resattn_json_number(const char *p, const char *end, double *v, const char **
 int resattn_json_number_f32(const char *p, const char *end, float *f, const char **endp);
 
 /*
+ * Whether float32 tensors take the AVX-512 bulk path (CPUs with AVX-512 F/BW/DQ/VL/VBMI2/VPOPCNTDQ
+ * and BMI2, unless RESATTN_JSON_SCAN=portable, read once); both paths give the same results.
+ */
+int resattn_json_scan_simd(void);
+
+/* Tests: force the portable path (on) or go back to the detected one (off). */
+void resattn_json_scan_force_portable(int on);
+
+/*
  * Scan the nested array at [p, end) (leading/trailing whitespace allowed, nothing else),
  * converting elements by `rule` into out[0..cap). Returns 0, or 400 with err naming `what`,
  * the element index and the problem (not an array, ragged nesting, too deep, a non-number,

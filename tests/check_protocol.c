@@ -953,6 +953,248 @@ START_TEST(numbers_scan_equal_strtof) {
 }
 END_TEST
 
+/* Scan text (copied into a buffer of exactly its size, so ASan sees over-reads) on the
+ * portable path and on the detected one (AVX-512 when the CPU has it): the status, message,
+ * shape, end and every float must agree bit for bit. Returns the status. */
+static int scan_both(const char *text, size_t len, size_t cap, int prefix, resattn_elem_kind kind,
+                     int nonfinite) {
+    char *buf = malloc(len ? len : 1);
+    memcpy(buf, text, len);
+    float *out[2] = {malloc((cap + 1) * sizeof(float)), malloc((cap + 1) * sizeof(float))};
+    char err[2][RESATTN_PROTO_ERR_LEN] = {"", ""};
+    resattn_scan_shape sh[2];
+    const char *endp[2] = {NULL, NULL};
+    int st[2];
+    resattn_elem_rule rule = {kind,      0,  255, kind == RESATTN_ELEM_FLOAT ? "FP32" : "UINT8",
+                              nonfinite, 413};
+    for (int k = 0; k < 2; k++) {
+        resattn_json_scan_force_portable(k == 0);
+        st[k] = resattn_json_scan_tensor_prefix(buf, buf + len, &rule, out[k], cap, &sh[k],
+                                                prefix ? &endp[k] : NULL, "data", err[k],
+                                                sizeof err[k]);
+    }
+    resattn_json_scan_force_portable(0);
+    ck_assert_msg(st[0] == st[1], "status %d != %d (%s | %s) for %.80s", st[0], st[1], err[0],
+                  err[1], text);
+    ck_assert_msg(!strcmp(err[0], err[1]), "'%s' != '%s'", err[0], err[1]);
+    if (st[0] == 0) {
+        ck_assert_int_eq(sh[0].ndim, sh[1].ndim);
+        ck_assert_uint_eq(sh[0].count, sh[1].count);
+        ck_assert(!memcmp(sh[0].dims, sh[1].dims, sizeof sh[0].dims));
+        ck_assert_ptr_eq(endp[0], endp[1]);
+        for (size_t i = 0; i < sh[0].count; i++)
+            ck_assert_msg(!memcmp(&out[0][i], &out[1][i], 4), "element %zu: %a != %a", i,
+                          (double)out[0][i], (double)out[1][i]);
+    }
+    free(out[0]);
+    free(out[1]);
+    free(buf);
+    return st[0];
+}
+
+/* Separators as clients write them: JSON whitespace around exactly one comma. */
+static const char *const seps[] = {",", ", ", ",\n", " ,", "\t,\r\n  ", ",\n    "};
+
+/* One number in print style `style` (0..9). */
+static void styled_number(sbuf *b, int style, int i) {
+    float f = (float)((rand() / (double)RAND_MAX) * 4.2 - 2.1);
+    switch (style) {
+    case 0:
+        sb_printf(b, "%.9g", (double)f);
+        break;
+    case 1:
+        sb_printf(b, "%.17g", (double)f);
+        break;
+    case 2:
+        sb_printf(b, "%g", (double)f * pow(10, rand() % 20 - 10));
+        break;
+    case 3:
+        sb_printf(b, "%s", rand() & 1 ? "-0" : rand() & 1 ? "0" : rand() & 1 ? "-0.0" : "0.000");
+        break;
+    case 4:
+        sb_printf(b, "%d", rand() % 2000001 - 1000000);
+        break;
+    case 5: /* exponents in every spelling */
+        sb_printf(b, "%d%s%s%d", rand() % 20 - 10, rand() & 1 ? "e" : "E",
+                  rand() % 3 == 0 ? "+"
+                  : rand() % 2    ? "-"
+                                  : "",
+                  rand() % 12);
+        break;
+    case 6: /* long digit strings, leading zeros of fractions */
+        sb_printf(b, "%s0.%0*d%d%d", rand() & 1 ? "-" : "", rand() % 12, 0, rand(), rand());
+        break;
+    default:
+        strtof_case(b, i);
+        break;
+    }
+}
+
+/* Big arrays in every print style and separator, mixed: both paths, and strtof. */
+START_TEST(simd_scan_styles) {
+    srand(21);
+    enum { N = 120000 };
+    for (int style = 0; style < 9; style++) {
+        sbuf b = {0};
+        sb_printf(&b, style % 2 ? "[" : "  [\n");
+        for (int i = 0; i < N; i++) {
+            if (i)
+                sb_printf(&b, "%s", seps[style < 8 ? rand() % 2 : rand() % 6]);
+            styled_number(&b, style < 8 ? style : rand() % 8, i);
+        }
+        sb_printf(&b, "]");
+        ck_assert_msg(scan_both(b.s, b.len, N, 0, RESATTN_ELEM_FLOAT, 1) == 0, "style %d", style);
+        free(b.s);
+    }
+}
+END_TEST
+
+/* Each number against strtof on the detected path (AVX-512 here when available), with
+ * numbers moved across every position of a 64-byte block by a growing run of spaces. */
+START_TEST(simd_scan_equal_strtof) {
+    srand(5);
+    enum { N = 40000 };
+    sbuf b = {0};
+    size_t *at = malloc(N * sizeof *at);
+    sb_printf(&b, "[");
+    for (int i = 0; i < N; i++) {
+        if (i)
+            sb_printf(&b, "%s%*s", seps[i % 6], i % 97 == 0 ? i / 97 % 64 : 0, "");
+        at[i] = b.len;
+        if (i % 5 == 0)
+            strtof_case(&b, 1000 + i); /* past the edge cases: random ones */
+        else
+            styled_number(&b, i % 7 == 3 ? 1 : i % 3, i);
+    }
+    sb_printf(&b, "]");
+    float *out = malloc(N * sizeof *out);
+    resattn_elem_rule rule = {RESATTN_ELEM_FLOAT, 0, 0, "FP32", 1, 400};
+    resattn_scan_shape sh;
+    char err[RESATTN_PROTO_ERR_LEN] = "";
+    ck_assert_msg(resattn_json_scan_tensor(b.s, b.s + b.len, &rule, out, N, &sh, "data", err,
+                                           sizeof err) == 0,
+                  "%s", err);
+    for (int i = 0; i < N; i++) {
+        float want = strtof(b.s + at[i], NULL);
+        ck_assert_msg(!memcmp(&out[i], &want, 4), "%.30s: %a != strtof %a", b.s + at[i],
+                      (double)out[i], (double)want);
+    }
+    ck_assert_int_eq(scan_both(b.s, b.len, N, 0, RESATTN_ELEM_FLOAT, 1), 0);
+    free(out);
+    free(at);
+    free(b.s);
+}
+END_TEST
+
+/* The array's end at every position near the end of the buffer, cut-off arrays, arrays
+ * followed by more bytes (prefix scan), caps, nesting: both paths agree, within bounds. */
+START_TEST(simd_scan_ends) {
+    srand(9);
+    sbuf base = {0};
+    sb_printf(&base, "[");
+    for (int i = 0; i < 400; i++) {
+        sb_printf(&base, i ? "%s" : "", seps[rand() % 6]);
+        styled_number(&base, rand() % 3, i);
+    }
+    for (int pad = 0; pad < 70; pad++) {
+        sbuf b = {0};
+        sb_printf(&b, "%s%*s]%*s", base.s, pad % 7, "", pad / 7, "");
+        ck_assert_int_eq(scan_both(b.s, b.len, 400, 0, RESATTN_ELEM_FLOAT, 0), 0);
+        ck_assert_int_eq(scan_both(b.s, b.len, 400, 1, RESATTN_ELEM_FLOAT, 0), 0);
+        sb_printf(&b, ",{\"x\":1}");
+        ck_assert_int_eq(scan_both(b.s, b.len, 400, 1, RESATTN_ELEM_FLOAT, 0), 0);
+        ck_assert_int_eq(scan_both(b.s, b.len, 400, 0, RESATTN_ELEM_FLOAT, 0), 400);
+        free(b.s);
+    }
+    for (size_t cut = base.len > 300 ? base.len - 300 : 0; cut <= base.len; cut++)
+        ck_assert_int_eq(scan_both(base.s, cut, 400, 0, RESATTN_ELEM_FLOAT, 0), 400);
+    sb_printf(&base, "]");
+    for (size_t cap = 1; cap <= 401; cap += cap < 80 ? 1 : 37)
+        ck_assert_int_eq(scan_both(base.s, base.len, cap, 0, RESATTN_ELEM_FLOAT, 0),
+                         cap < 400 ? 413 : 0);
+    ck_assert_int_eq(scan_both(base.s, base.len, 400, 0, RESATTN_ELEM_INT, 0), 400);
+    /* nested rows of every length up to 40, and a ragged one */
+    for (int row = 1; row <= 40; row++) {
+        sbuf b = {0};
+        sb_printf(&b, "[");
+        for (int r = 0; r < 30; r++) {
+            sb_printf(&b, r ? ",\n [" : "[");
+            for (int i = 0; i < row + (r == 29 && row % 3 == 0); i++) {
+                sb_printf(&b, i ? "%s" : "", seps[rand() % 6]);
+                styled_number(&b, rand() % 2, i);
+            }
+            sb_printf(&b, "]");
+        }
+        sb_printf(&b, "]");
+        ck_assert_int_eq(scan_both(b.s, b.len, 30 * 41, 0, RESATTN_ELEM_FLOAT, 0),
+                         row % 3 == 0 ? 400 : 0);
+        free(b.s);
+    }
+    free(base.s);
+}
+END_TEST
+
+/* Malformed elements and separators at many positions of a long array: both paths give the
+ * same status and message (the element index included). */
+START_TEST(simd_scan_malformed) {
+    static const char *const bad[] = {
+        ",,",
+        ",]",
+        "1.",
+        "-",
+        "01",
+        "-01",
+        ".5",
+        "-.5",
+        "1e",
+        "1e+",
+        "+1",
+        "--1",
+        "1-2",
+        "1.2.3",
+        "0x10",
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        "\"1\"",
+        "null",
+        "true",
+        "[1]",
+        "{}",
+        "1 2",
+        "1,,2",
+        "00",
+        "1.e5",
+        "\x01",
+        "\xff",
+        "1,\v2",
+        "9e99",
+        "1"
+        "00000000000000000000"
+        "000000000000000000000000000000000000000000000000000000000000"};
+    srand(13);
+    sbuf base = {0};
+    size_t *at = malloc(700 * sizeof *at);
+    sb_printf(&base, "[");
+    for (int i = 0; i < 700; i++) {
+        sb_printf(&base, i ? "%s" : "", seps[rand() % 6]);
+        at[i] = base.len;
+        styled_number(&base, rand() % 2, i);
+    }
+    sb_printf(&base, "]");
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++)
+        for (int pos = 1; pos < 700; pos += 1 + rand() % 23) {
+            sbuf b = {0};
+            sb_printf(&b, "%.*s%s,%s", (int)at[pos], base.s, bad[k], base.s + at[pos]);
+            int st = scan_both(b.s, b.len, 1000, 0, RESATTN_ELEM_FLOAT, 0);
+            ck_assert_msg(st == 400, "'%s' at %d: %d", bad[k], pos, st);
+            free(b.s);
+        }
+    free(at);
+    free(base.s);
+}
+END_TEST
+
 /* Encoders: parse our own output with jansson and compare. */
 START_TEST(v2_encode_roundtrip) {
     float logits[2 * 7];
@@ -1295,6 +1537,10 @@ Suite *protocol_suite(void) {
     tcase_add_test(tc, numbers_f32_midpoints);
     tcase_add_test(tc, numbers_scan_equal_strtof);
     tcase_add_test(tc, format_f32_equals_printf);
+    tcase_add_test(tc, simd_scan_styles);
+    tcase_add_test(tc, simd_scan_equal_strtof);
+    tcase_add_test(tc, simd_scan_ends);
+    tcase_add_test(tc, simd_scan_malformed);
     tcase_add_test(tc, v2_encode_roundtrip);
     tcase_add_test(tc, scanner_matches_jansson);
     suite_add_tcase(s, tc);
