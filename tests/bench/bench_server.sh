@@ -268,9 +268,9 @@ if not only:
 - FastAPI with torch's default of 2 threads collapses on this oversubscribed machine (OpenMP
   threads spin-waiting against the other jobs and against uvicorn); the torch-threads=1 variant
   is the fair comparison and the ratios use the better of the two.
-- wrk runs on the same 2 cores as the server, and other helpers' builds and tests were running:
-  requests/s and especially p99 move by 2x between identical runs. The CPU-time measurements
-  (codec in process, server CPU per request) are the stable ones.
+- wrk runs on the same 2 cores as the server, and the machine is shared with other jobs:
+  requests/s and especially p99 can move by 2x between identical runs. The CPU-time
+  measurements (codec in process, server CPU per request) are the stable ones.
 - "Everything else" includes receiving the body through libmicrohttpd (64 KiB connection
   memory by default, `--max-header-bytes`: 32 KiB reads, ~100 for a 3 MB JSON body) and
   copying it into the request's buffer; the codec's own share is the in-process table. On
