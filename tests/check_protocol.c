@@ -913,6 +913,32 @@ START_TEST(format_f32_equals_printf) {
 }
 END_TEST
 
+/* Scan the array in b (n numbers, the i-th at b->s + at[i]) and check every element, and
+ * resattn_json_number_f32 of it, against strtof bit for bit. */
+static void scan_vs_strtof(const sbuf *b, const size_t *at, int n) {
+    float *out = malloc((size_t)n * sizeof *out);
+    resattn_elem_rule rule = {RESATTN_ELEM_FLOAT, 0, 0, "FP32", 1, 400};
+    resattn_scan_shape sh;
+    char err[RESATTN_PROTO_ERR_LEN] = "";
+    ck_assert_msg(resattn_json_scan_tensor(b->s, b->s + b->len, &rule, out, (size_t)n, &sh, "data",
+                                           err, sizeof err) == 0,
+                  "%s", err);
+    ck_assert_uint_eq(sh.count, (size_t)n);
+    for (int i = 0; i < n; i++) {
+        const char *t = b->s + at[i];
+        char *e;
+        float want = strtof(t, &e), g;
+        const char *end;
+        ck_assert_msg(!memcmp(&out[i], &want, 4), "scan of %.*s: %a != strtof %a", (int)(e - t), t,
+                      (double)out[i], (double)want);
+        ck_assert_msg(resattn_json_number_f32(t, e, &g, &end) == 0 && end == e, "%.*s",
+                      (int)(e - t), t);
+        ck_assert_msg(!memcmp(&g, &want, 4), "number_f32 of %.*s: %a != strtof %a", (int)(e - t), t,
+                      (double)g, (double)want);
+    }
+    free(out);
+}
+
 /* The tensor scan (its fast path in the middle of a big array, the general path near the
  * end) and resattn_json_number_f32 give exactly strtof's float, bit for bit. */
 START_TEST(numbers_scan_equal_strtof) {
@@ -927,27 +953,7 @@ START_TEST(numbers_scan_equal_strtof) {
         strtof_case(&b, i);
     }
     sb_printf(&b, "]");
-    float *out = malloc(N * sizeof *out);
-    resattn_elem_rule rule = {RESATTN_ELEM_FLOAT, 0, 0, "FP32", 1, 400};
-    resattn_scan_shape sh;
-    char err[RESATTN_PROTO_ERR_LEN] = "";
-    ck_assert_msg(resattn_json_scan_tensor(b.s, b.s + b.len, &rule, out, N, &sh, "data", err,
-                                           sizeof err) == 0,
-                  "%s", err);
-    ck_assert_uint_eq(sh.count, N);
-    for (int i = 0; i < N; i++) {
-        const char *t = b.s + at[i];
-        char *e;
-        float want = strtof(t, &e), g;
-        const char *end;
-        ck_assert_msg(!memcmp(&out[i], &want, 4), "scan of %.*s: %a != strtof %a", (int)(e - t), t,
-                      (double)out[i], (double)want);
-        ck_assert_msg(resattn_json_number_f32(t, e, &g, &end) == 0 && end == e, "%.*s",
-                      (int)(e - t), t);
-        ck_assert_msg(!memcmp(&g, &want, 4), "number_f32 of %.*s: %a != strtof %a", (int)(e - t), t,
-                      (double)g, (double)want);
-    }
-    free(out);
+    scan_vs_strtof(&b, at, N);
     free(at);
     free(b.s);
 }
@@ -1067,20 +1073,8 @@ START_TEST(simd_scan_equal_strtof) {
             styled_number(&b, i % 7 == 3 ? 1 : i % 3, i);
     }
     sb_printf(&b, "]");
-    float *out = malloc(N * sizeof *out);
-    resattn_elem_rule rule = {RESATTN_ELEM_FLOAT, 0, 0, "FP32", 1, 400};
-    resattn_scan_shape sh;
-    char err[RESATTN_PROTO_ERR_LEN] = "";
-    ck_assert_msg(resattn_json_scan_tensor(b.s, b.s + b.len, &rule, out, N, &sh, "data", err,
-                                           sizeof err) == 0,
-                  "%s", err);
-    for (int i = 0; i < N; i++) {
-        float want = strtof(b.s + at[i], NULL);
-        ck_assert_msg(!memcmp(&out[i], &want, 4), "%.30s: %a != strtof %a", b.s + at[i],
-                      (double)out[i], (double)want);
-    }
+    scan_vs_strtof(&b, at, N);
     ck_assert_int_eq(scan_both(b.s, b.len, N, 0, RESATTN_ELEM_FLOAT, 1), 0);
-    free(out);
     free(at);
     free(b.s);
 }
