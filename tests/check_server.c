@@ -328,6 +328,70 @@ START_TEST(test_pool_batch_independent) {
 }
 END_TEST
 
+/* A job whose `done` blocks keeps the only worker busy (done runs on the worker thread). */
+static atomic_int hold_worker;
+
+static void blocking_done(resattn_job *job) {
+    (void)job;
+    atomic_fetch_add(&completions, 1);
+    while (atomic_load(&hold_worker))
+        usleep(1000);
+}
+
+/* A queued job whose deadline passes while every worker is busy is answered 504 at its
+ * deadline by the reaper, not when a worker comes free; jobs that wait for a free worker
+ * within their deadline are computed. */
+START_TEST(test_pool_deadline_while_busy) {
+    resattn_model *m = load_model(FIXTURE ".safetensors");
+    const resattn_model_info *info = resattn_model_get_info(m);
+    size_t per = (size_t)info->in_channels * info->in_height * info->in_width;
+    resattn_pool_options po = {.workers = 1, .max_batch = 1, .max_delay_ms = 0, .capacity = 4};
+    resattn_pool *p = NULL;
+    char err[RESATTN_ERR_LEN];
+    resattn_model *models[] = {m};
+    ck_assert(resattn_pool_new(models, 1, &po, NULL, &p, err, sizeof err) == RESATTN_OK);
+    ck_assert_int_eq(resattn_pool_wait_ready(p, err, sizeof err), 0);
+    float *x = calloc(per, sizeof(float));
+    float logits[3][64];
+    atomic_store(&completions, 0);
+    atomic_store(&hold_worker, 1);
+    resattn_job busy = {.input = x,
+                        .n = 1,
+                        .logits = logits[0],
+                        .deadline = resattn_now() + 60,
+                        .done = blocking_done};
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(resattn_pool_reserve(p), 0);
+    resattn_pool_push(p, &busy);
+    for (int i = 0; i < 2500 && atomic_load(&completions) < 1; i++)
+        usleep(2000);
+    ck_assert_int_eq(atomic_load(&completions), 1); /* the worker now blocks in done */
+    double t0 = resattn_now();
+    resattn_job late = {
+        .input = x, .n = 1, .logits = logits[1], .deadline = t0 + 0.15, .done = count_done};
+    resattn_job patient = {
+        .input = x, .n = 1, .logits = logits[2], .deadline = t0 + 60, .done = count_done};
+    resattn_pool_push(p, &patient);
+    resattn_pool_push(p, &late); /* queued behind, but it expires first */
+    for (int i = 0; i < 2500 && atomic_load(&completions) < 2; i++)
+        usleep(2000);
+    double waited = resattn_now() - t0;
+    ck_assert_int_eq(atomic_load(&completions), 2);
+    ck_assert_int_eq(late.status, 504);
+    ck_assert_msg(waited >= 0.15 && waited < 2.0, "504 after %.3f s, deadline 0.15 s", waited);
+    atomic_store(&hold_worker, 0); /* the worker comes free and computes the patient job */
+    for (int i = 0; i < 2500 && atomic_load(&completions) < 3; i++)
+        usleep(2000);
+    ck_assert_int_eq(atomic_load(&completions), 3);
+    ck_assert_int_eq(patient.status, 0);
+    ck_assert_int_eq(resattn_pool_reserve(p), 0); /* each completion gave its slot back */
+    resattn_pool_unreserve(p);
+    resattn_pool_free(p);
+    free(x);
+    resattn_model_free(m);
+}
+END_TEST
+
 START_TEST(test_pool_capacity_and_deadline) {
     resattn_model *m = load_model(FIXTURE ".safetensors");
     const resattn_model_info *info = resattn_model_get_info(m);
@@ -971,6 +1035,7 @@ Suite *server_suite(void) {
     tcase_add_test(unit, test_metrics_promtool);
     tcase_add_test(unit, test_pool_batch_independent);
     tcase_add_test(unit, test_pool_capacity_and_deadline);
+    tcase_add_test(unit, test_pool_deadline_while_busy);
     tcase_set_timeout(unit, 30);
     suite_add_tcase(s, unit);
     TCase *http = tcase_create("http");
