@@ -226,6 +226,7 @@ void resattn_buf_json_string(resattn_buf *b, const char *s) {
     resattn_buf_put(b, "\"", 1);
 }
 
+#ifdef __SIZEOF_INT128__ /* 64-bit GCC/Clang targets; elsewhere printf does it */
 /* q = the exact value m * 2^e scaled by 10^p, rounded to an integer (ties to even), for the
  * magnitudes resattn_format_f32 takes on its fast path (no overflow of 128 bits there). */
 static uint64_t scaled_round(uint64_t m, int e, int p) {
@@ -321,6 +322,11 @@ int resattn_format_f32(float x, char *out) {
     *o = 0;
     return (int)(o - out);
 }
+#else
+int resattn_format_f32(float x, char *out) {
+    return snprintf(out, 32, "%.9g", (double)x);
+}
+#endif
 
 void resattn_buf_floats(resattn_buf *b, const float *x, size_t n) {
     buf_reserve(b, n * 17 + 2);
