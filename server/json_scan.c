@@ -126,9 +126,14 @@ const char *resattn_json_member(const char *obj, const char *end, const char *ke
     return NULL;
 }
 
-static const double pow10_exact[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
-                                       1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-                                       1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+/* 10^k for k in [-22, 22] at ten_to[k]: the non-negative ones are exact in a double (what
+ * Clinger's fast path needs); 10^-k is the nearest double, half an ulp off. */
+static const double pow10_table[45] = {
+    1e-22, 1e-21, 1e-20, 1e-19, 1e-18, 1e-17, 1e-16, 1e-15, 1e-14, 1e-13, 1e-12, 1e-11,
+    1e-10, 1e-9,  1e-8,  1e-7,  1e-6,  1e-5,  1e-4,  1e-3,  1e-2,  1e-1,  1e0,   1e1,
+    1e2,   1e3,   1e4,   1e5,   1e6,   1e7,   1e8,   1e9,   1e10,  1e11,  1e12,  1e13,
+    1e14,  1e15,  1e16,  1e17,  1e18,  1e19,  1e20,  1e21,  1e22};
+static const double *const ten_to = pow10_table + 22;
 
 /* The slow path: strtod_l / strtof_l on a NUL-terminated copy (the body has no NUL after
  * it). For float32 results strtof_l rounds once, so no double rounding. */
@@ -159,11 +164,8 @@ static inline int float_fast(uint64_t m, long exp10, double *v) {
     if (exp10 < -22 || exp10 > 22)
         return -1;
     /* 10^-k is not exact in binary: one more half ulp of error, well inside the guard */
-    static const double pow10_neg[23] = {1e0,   1e-1,  1e-2,  1e-3,  1e-4,  1e-5,  1e-6,  1e-7,
-                                         1e-8,  1e-9,  1e-10, 1e-11, 1e-12, 1e-13, 1e-14, 1e-15,
-                                         1e-16, 1e-17, 1e-18, 1e-19, 1e-20, 1e-21, 1e-22};
     double d = m <= INT64_MAX ? (double)(int64_t)m : (double)m;
-    d = exp10 < 0 ? d * pow10_neg[-exp10] : d * pow10_exact[exp10];
+    d *= ten_to[exp10];
     if (!(d >= 1.2e-38 && d <= 3.4e38)) /* float subnormals and overflow: slow path */
         return -1;
     uint64_t bits;
@@ -372,7 +374,7 @@ static int parse_number(const char *p, const char *end, int want_float, double *
     }
     if (!want_float && exact && nd <= 15 && exp10 >= -22 && exp10 <= 22) {
         double d = (double)m;
-        d = exp10 < 0 ? d / pow10_exact[-exp10] : d * pow10_exact[exp10];
+        d = exp10 < 0 ? d / ten_to[-exp10] : d * ten_to[exp10];
         *v = neg ? -d : d;
         return 0;
     }
@@ -448,11 +450,6 @@ typedef struct bulk_carry {
 /* 8 tokens from i (cnt <= 8 of them real) into out[0..cnt); the index of the first
  * token the portable path must take instead (non-finite), or -1. */
 static inline SIMD int bulk_convert8(bulk_batch *b, int i, int cnt, const char *end, float *out) {
-    static const double pow10[45] = {1e-22, 1e-21, 1e-20, 1e-19, 1e-18, 1e-17, 1e-16, 1e-15, 1e-14,
-                                     1e-13, 1e-12, 1e-11, 1e-10, 1e-9,  1e-8,  1e-7,  1e-6,  1e-5,
-                                     1e-4,  1e-3,  1e-2,  1e-1,  1e0,   1e1,   1e2,   1e3,   1e4,
-                                     1e5,   1e6,   1e7,   1e8,   1e9,   1e10,  1e11,  1e12,  1e13,
-                                     1e14,  1e15,  1e16,  1e17,  1e18,  1e19,  1e20,  1e21,  1e22};
     /* K significant digits, the first kk <= 16 of them in the lane (right-aligned: bytes
      * b >= 16 - kk kept), value M * 10^(K - kk - F) */
     __m256i sd = _mm256_loadu_si256((const void *)&b->sd[i]);
@@ -496,7 +493,7 @@ static inline SIMD int bulk_convert8(bulk_batch *b, int i, int cnt, const char *
     __mmask8 bad = _mm256_cmpgt_epi32_mask(e, _mm256_set1_epi32(22)) |
                    _mm256_cmpgt_epi32_mask(_mm256_set1_epi32(-22), e);
     e = _mm256_min_epi32(_mm256_max_epi32(e, _mm256_set1_epi32(-22)), _mm256_set1_epi32(22));
-    __m512d p = _mm512_i32gather_pd(_mm256_add_epi32(e, _mm256_set1_epi32(22)), pow10, 8);
+    __m512d p = _mm512_i32gather_pd(_mm256_add_epi32(e, _mm256_set1_epi32(22)), pow10_table, 8);
     __m512d d = _mm512_mul_pd(_mm512_cvtepu64_pd(m), p); /* M < 10^16: exact in a double */
     /* float_fast's guard: out of the normal float range, or near a halfway point */
     __m512i low = _mm512_and_si512(_mm512_castpd_si512(d), _mm512_set1_epi64((1 << 29) - 1));
