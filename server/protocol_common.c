@@ -266,20 +266,15 @@ int resattn_format_f32(float x, char *out) {
     uint64_t m = (bits & 0x7fffff) | 0x800000;
     int e = ex - 150; /* v = m * 2^e exactly */
     /* floor(log10(2^(ex-127))) (78913 / 2^18 ~ log10 2): k or one below it */
-    int k = ((ex - 127) * 78913) >> 18, tries = 0;
-    uint64_t q;
+    int k = ((ex - 127) * 78913) >> 18;
     /* nine digits: q in [1e8, 1e9); the estimate may be one low, and rounding 9.999999999...
-     * up moves to the next decade */
-    for (;; tries++) {
-        q = scaled_round(m, e, 8 - k);
-        if (tries == 3)
+     * up moves to the next decade: at most two corrections */
+    uint64_t q = scaled_round(m, e, 8 - k);
+    for (int tries = 0; q < 100000000u || q >= 1000000000u; tries++) {
+        if (tries == 2)
             return snprintf(out, 32, "%.9g", (double)x);
-        if (q >= 1000000000u)
-            k++;
-        else if (q < 100000000u)
-            k--;
-        else
-            break;
+        k += q >= 1000000000u ? 1 : -1;
+        q = scaled_round(m, e, 8 - k);
     }
     char d[9];
     for (int i = 8; i >= 0; i--, q /= 10)
