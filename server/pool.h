@@ -48,8 +48,9 @@ typedef struct resattn_pool_options {
     int capacity; /* jobs queued or reserved at once */
 } resattn_pool_options;
 
-/* Start the workers; each warms up with one forward pass per model. models stay owned by
- * the caller and must outlive the pool. metrics may be NULL. */
+/* Start the workers; each warms up with one forward pass per model. The models, and the
+ * models array itself (the pool keeps the pointer), stay owned by the caller and must outlive
+ * the pool. metrics may be NULL. */
 resattn_status resattn_pool_new(resattn_model *const *models, int num_models,
                                 const resattn_pool_options *opt, resattn_metrics *metrics,
                                 resattn_pool **out, char *err, size_t err_len);

@@ -279,6 +279,16 @@ static void count_done(resattn_job *job) {
     atomic_fetch_add(&completions, 1);
 }
 
+/* A warmed-up pool on models[0] (the pool keeps the array: it must outlive the pool). */
+static resattn_pool *ready_pool(resattn_model *const *models, resattn_pool_options po) {
+    resattn_pool *p = NULL;
+    char err[RESATTN_ERR_LEN];
+    ck_assert_msg(resattn_pool_new(models, 1, &po, NULL, &p, err, sizeof err) == RESATTN_OK, "%s",
+                  err);
+    ck_assert_msg(resattn_pool_wait_ready(p, err, sizeof err) == 0, "%s", err);
+    return p;
+}
+
 START_TEST(test_pool_batch_independent) {
     resattn_model *m = load_model(FIXTURE ".safetensors");
     const resattn_model_info *info = resattn_model_get_info(m);
@@ -290,12 +300,10 @@ START_TEST(test_pool_batch_independent) {
     fill(x, per * TOTAL, 3);
     float *want = single_logits(m, x, TOTAL);
     float *got = calloc((size_t)TOTAL * k, sizeof(float));
-    resattn_pool_options po = {.workers = 1, .max_batch = 8, .max_delay_ms = 500, .capacity = 16};
-    resattn_pool *p = NULL;
-    char err[RESATTN_ERR_LEN];
     resattn_model *models[] = {m};
-    ck_assert(resattn_pool_new(models, 1, &po, NULL, &p, err, sizeof err) == RESATTN_OK);
-    ck_assert_int_eq(resattn_pool_wait_ready(p, err, sizeof err), 0);
+    resattn_pool *p = ready_pool(
+        models,
+        (resattn_pool_options){.workers = 1, .max_batch = 8, .max_delay_ms = 500, .capacity = 16});
     resattn_job jobs[J];
     memset(jobs, 0, sizeof jobs);
     atomic_store(&completions, 0);
@@ -345,12 +353,10 @@ START_TEST(test_pool_deadline_while_busy) {
     resattn_model *m = load_model(FIXTURE ".safetensors");
     const resattn_model_info *info = resattn_model_get_info(m);
     size_t per = (size_t)info->in_channels * info->in_height * info->in_width;
-    resattn_pool_options po = {.workers = 1, .max_batch = 1, .max_delay_ms = 0, .capacity = 4};
-    resattn_pool *p = NULL;
-    char err[RESATTN_ERR_LEN];
     resattn_model *models[] = {m};
-    ck_assert(resattn_pool_new(models, 1, &po, NULL, &p, err, sizeof err) == RESATTN_OK);
-    ck_assert_int_eq(resattn_pool_wait_ready(p, err, sizeof err), 0);
+    resattn_pool *p = ready_pool(
+        models,
+        (resattn_pool_options){.workers = 1, .max_batch = 1, .max_delay_ms = 0, .capacity = 4});
     float *x = calloc(per, sizeof(float));
     float logits[3][64];
     atomic_store(&completions, 0);
@@ -396,12 +402,10 @@ START_TEST(test_pool_capacity_and_deadline) {
     resattn_model *m = load_model(FIXTURE ".safetensors");
     const resattn_model_info *info = resattn_model_get_info(m);
     size_t per = (size_t)info->in_channels * info->in_height * info->in_width;
-    resattn_pool_options po = {.workers = 1, .max_batch = 2, .max_delay_ms = 0, .capacity = 2};
-    resattn_pool *p = NULL;
-    char err[RESATTN_ERR_LEN];
     resattn_model *models[] = {m};
-    ck_assert(resattn_pool_new(models, 1, &po, NULL, &p, err, sizeof err) == RESATTN_OK);
-    ck_assert_int_eq(resattn_pool_wait_ready(p, err, sizeof err), 0);
+    resattn_pool *p = ready_pool(
+        models,
+        (resattn_pool_options){.workers = 1, .max_batch = 2, .max_delay_ms = 0, .capacity = 2});
     ck_assert_int_eq(resattn_pool_reserve(p), 0);
     ck_assert_int_eq(resattn_pool_reserve(p), 0);
     ck_assert_int_eq(resattn_pool_reserve(p), -1); /* full */
