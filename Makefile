@@ -13,13 +13,15 @@ CFLAGS  += -std=c11 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE -pthread -Iinc
 LDLIBS  += $(shell pkg-config --libs jansson libmicrohttpd openblas libpng libjpeg 2>/dev/null) -lm -pthread
 CHECK_LIBS = $(shell pkg-config --libs check libcurl 2>/dev/null)
 
-CORE_SRC   = $(wildcard core/*.c)
-SERVER_SRC = $(filter-out server/main.c,$(wildcard server/*.c))
+CORE_SRC   = $(wildcard core/*/*.c)
+SERVER_SRC = $(filter-out server/cli/main.c,$(wildcard server/*/*.c))
 TEST_SRC   = $(wildcard tests/check_*.c tests/util_*.c)
 SUITES     = $(patsubst tests/check_%.c,%,$(filter-out tests/check_main.c,$(wildcard tests/check_*.c)))
 CORE_OBJ   = $(CORE_SRC:%.c=$(BUILD)/obj/%.o)
 SERVER_OBJ = $(SERVER_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/models/default_model.o
 TEST_OBJ   = $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
+HEADERS    = $(wildcard include/resattn/*.h core/*/*.h server/*/*.h server/*/*/*.h tests/*.h)
+C_FILES    = $(wildcard include/resattn/*.h core/*/*.[ch] server/*/*.[ch] tests/*.[ch] tests/fuzz/*.[ch])
 
 .PHONY: all deps run test unit asan format format-check clean fixtures fuzz
 all: $(BUILD)/resattn
@@ -27,7 +29,7 @@ all: $(BUILD)/resattn
 deps:
 	@tools/ensure-deps.sh
 
-$(BUILD)/obj/%.o: %.c $(wildcard include/resattn/*.h core/*.h server/*.h tests/*.h)
+$(BUILD)/obj/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
@@ -36,9 +38,9 @@ $(BUILD)/obj/models/default_model.o: models/default_model.S models/default.safet
 	@mkdir -p $(dir $@)
 	$(CC) -c $< -o $@
 
-# The web page served at / is linked into the binary (server/web/index.html).
-SERVER_OBJ += $(BUILD)/obj/server/web/index_html.o
-$(BUILD)/obj/server/web/index_html.o: server/web/index_html.S server/web/index.html
+# The web page served at / is linked into the binary (server/http/web/index.html).
+SERVER_OBJ += $(BUILD)/obj/server/http/web/index_html.o
+$(BUILD)/obj/server/http/web/index_html.o: server/http/web/index_html.S server/http/web/index.html
 	@mkdir -p $(dir $@)
 	$(CC) -c $< -o $@
 
@@ -54,7 +56,7 @@ $(BUILD)/obj/tests/%.o: CFLAGS += -I$(BUILD)
 $(BUILD)/libresattn.a: $(CORE_OBJ)
 	ar rcs $@ $^
 
-$(BUILD)/resattn: $(BUILD)/obj/server/main.o $(SERVER_OBJ) $(BUILD)/libresattn.a
+$(BUILD)/resattn: $(BUILD)/obj/server/cli/main.o $(SERVER_OBJ) $(BUILD)/libresattn.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/check_resattn: $(TEST_OBJ) $(SERVER_OBJ) $(BUILD)/libresattn.a
@@ -88,10 +90,10 @@ run: deps all
 	$(BUILD)/resattn serve --host $(HOST) --port $(PORT)
 
 format:
-	clang-format -i $(wildcard include/resattn/*.h core/*.[ch] server/*.[ch] tests/*.[ch])
+	clang-format -i $(C_FILES)
 
 format-check:
-	clang-format --dry-run --Werror $(wildcard include/resattn/*.h core/*.[ch] server/*.[ch] tests/*.[ch])
+	clang-format --dry-run --Werror $(C_FILES)
 
 fixtures:
 	/usr/bin/python3 tools/make_fixtures.py

@@ -124,7 +124,7 @@ bin=${RESATTN_BIN:-}
 [ -z "$bin" ] && for b in build/resattn build-deploy/resattn; do [ -x "$b" ] && bin=$b && break; done
 if [ -n "$bin" ] && "$bin" serve --help >"$TMP/known" 2>&1; then
   src="\`$bin serve --help\`"
-elif ls server/config.c >/dev/null 2>&1; then
+elif ls server/cli/config.c >/dev/null 2>&1; then
   cat server/*.c >"$TMP/known"
   src="server/*.c"
 else
@@ -136,7 +136,7 @@ fi
   grep -oE 'RESATTN_[A-Z0-9_]+=' Dockerfile | tr -d '='
 } | sort -u >"$TMP/used"
 if [ -z "$src" ]; then
-  echo "note no server binary or server/config.c yet: $(wc -l <"$TMP/used") variables not cross-checked"
+  echo "note no server binary or server/cli/config.c yet: $(wc -l <"$TMP/used") variables not cross-checked"
 else
   while read -r v; do
     run "$v is a server option ($src)" grep -qw "$v" "$TMP/known"

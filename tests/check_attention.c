@@ -5,10 +5,10 @@
  * and the pictures `resattn predict --attention-dir` and the server produce are written for
  * every attention type (se, eca, cbam, ca), decode with libpng and have the expected size.
  */
-#include "heatmap.h"
-#include "mask_summary.h"
-#include "npy.h"
-#include "safetensors.h"
+#include "maps/heatmap.h"
+#include "maps/mask_summary.h"
+#include "data/npy.h"
+#include "model/safetensors.h"
 #include "util_http.h"
 #include "util_st.h"
 

@@ -7,8 +7,8 @@
  * (decoded with libpng), the /predict-independent v2 errors, and no "parameters" when
  * nothing was asked.
  */
-#include "npy.h"
-#include "safetensors.h"
+#include "data/npy.h"
+#include "model/safetensors.h"
 #include "util_http.h"
 #include "util_st.h"
 

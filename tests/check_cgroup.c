@@ -1,9 +1,9 @@
 /*
  * Tests of the cgroup CPU quota reading behind `resattn serve`'s automatic thread counts
- * (server/config.c): cgroup v2 cpu.max and the v1 fallback (cpu/ and cpu,cpuacct/), on fake
+ * (server/cli/config.c): cgroup v2 cpu.max and the v1 fallback (cpu/ and cpu,cpuacct/), on fake
  * cgroup trees written to a temporary directory.
  */
-#include "../server/config.h"
+#include "cli/config.h"
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>

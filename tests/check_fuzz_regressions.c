@@ -5,8 +5,8 @@
  * framing: content-type byte, 2-byte header length, body), tfs-, model-. Under `make asan`
  * and `make valgrind` an out-of-bounds access would also fail the run.
  */
-#include "npy.h"
-#include "protocol.h"
+#include "data/npy.h"
+#include "protocol/protocol.h"
 
 #include <check.h>
 #include <dirent.h>

@@ -1,11 +1,11 @@
 /*
- * The packed GEMM (core/gemm.c) against a double-precision naive product over odd shapes:
+ * The packed GEMM (core/kernels/gemm.c) against a double-precision naive product over odd shapes:
  * M, N, K of 1, one under / at / over the panel and block sizes (MR 8, NR 48, KC 256,
  * NC 384), padded strides, with and without bias and ReLU. Also checks that nothing is
  * written outside C's M x N window (the columns between N and ldc, rows past M) and that
  * packing zero-fills the last panel.
  */
-#include "gemm.h"
+#include "kernels/gemm.h"
 
 #include <check.h>
 #include <math.h>

@@ -1,13 +1,13 @@
 /*
- * Tests of core/heatmap.c and core/mask_summary.c: colormap, bilinear resize (against the
+ * Tests of core/maps/heatmap.c and core/maps/mask_summary.c: colormap, bilinear resize (against the
  * PyTorch align_corners=False formula), coordinate outer product, heatmap blending, bar
  * strips, PNG encoding (decoded back with libpng), base64, mask statistics and the JSON
  * summary. Masks here are made by hand; masks from real models are tested with the
  * fixtures in check_attention.c.
  */
-#include "heatmap.h"
-#include "base64.h"
-#include "mask_summary.h"
+#include "maps/heatmap.h"
+#include "data/base64.h"
+#include "maps/mask_summary.h"
 
 #include <check.h>
 #include <math.h>

@@ -1,5 +1,5 @@
 /*
- * Image decoding, preprocessing and base64 (core/image.c, core/preprocess.c, core/base64.c)
+ * Image decoding, preprocessing and base64 (core/data/image.c, core/data/preprocess.c, core/data/base64.c)
  * against fixtures written by tools/make_image_fixtures.py with Debian's PIL and
  * torchvision: every PNG layout (gray, gray+alpha, RGB, RGBA, palette, 1-bit, 16-bit) and
  * JPEG (gray, colour, progressive) decodes to PIL's pixels; every preprocessing case in
@@ -7,10 +7,10 @@
  * broken, unsupported, zero-sized and bomb files are refused with the right status before
  * any pixel memory is allocated; base64 accepts both alphabets and rejects malformed text.
  */
-#include "base64.h"
-#include "image.h"
-#include "npy.h"
-#include "preprocess.h"
+#include "data/base64.h"
+#include "data/image.h"
+#include "data/npy.h"
+#include "data/preprocess.h"
 #include "util_st.h"
 
 #include <check.h>

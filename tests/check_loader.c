@@ -5,7 +5,7 @@
  * same files also go through the `resattn` binary (RESATTN_BIN), which must exit non-zero
  * with a one-line error.
  */
-#include "npy.h"
+#include "data/npy.h"
 #include "util_st.h"
 
 #include <check.h>

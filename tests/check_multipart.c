@@ -1,12 +1,12 @@
 /*
- * multipart/form-data parsing (server/multipart.c) and the image request forms and top-k
- * answers (server/image_api.c), as pure functions; then the image endpoints end to end
+ * multipart/form-data parsing (server/protocol/multipart.c) and the image request forms and top-k
+ * answers (server/protocol/image_api.c), as pure functions; then the image endpoints end to end
  * through a real `resattn serve` with the built-in model: every input form classifies the
  * committed examples (models/examples/<i>_<label>.png) to the label in their name, and
  * broken images get 413/415/422 with a JSON error.
  */
-#include "image_api.h"
-#include "multipart.h"
+#include "protocol/image_api.h"
+#include "protocol/multipart.h"
 #include "util_http.h"
 #include "util_st.h"
 

@@ -1,10 +1,10 @@
 /*
- * Each operator of core/ops.c against the naive reference of tests/util_ref.c, over odd
+ * Each operator of core/kernels/ops.c against the naive reference of tests/util_ref.c, over odd
  * shapes: 45x37 and 7x5 images, 1 and 3 channels, kernels 1/3/7, strides 1 and 2, padding.
  */
-#include "ops.h"
-#include "gemm.h"
-#include "parallel.h"
+#include "kernels/ops.h"
+#include "kernels/gemm.h"
+#include "kernels/parallel.h"
 #include "util_ref.h"
 
 #include <check.h>
@@ -46,7 +46,7 @@ START_TEST(conv_matches_naive) {
     float *scratch = malloc((scr ? scr : 1) * 4);
     ref_conv(in, c.n, c.cin, c.h, c.w, w, b, c.cout, c.k, c.stride, c.pad, c.relu, want);
     double scale = ref_max_abs(want, nout);
-    /* the sgemm path, then (where the CPU has it) the packed AVX-512 GEMM of core/gemm.c */
+    /* the sgemm path, then (where the CPU has it) the packed AVX-512 GEMM of core/kernels/gemm.c */
     float *wp = NULL;
     if (resattn_gemm_available()) {
         int kk = c.cin * c.k * c.k;

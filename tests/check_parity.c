@@ -8,9 +8,9 @@
  *    it does not add; a zeroed branch (last BN gamma = beta = 0, so F(x) = 0) gives
  *    relu(x) or relu(downsample(x)); the masks have the documented shapes.
  */
-#include "model.h"
-#include "npy.h"
-#include "safetensors.h"
+#include "model/model.h"
+#include "data/npy.h"
+#include "model/safetensors.h"
 #include "util_ref.h"
 #include "util_st.h"
 

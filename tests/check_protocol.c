@@ -1,16 +1,16 @@
 /*
- * The protocol codecs (server/v2.c, server/tfs.c, server/json_scan.c) as pure functions:
+ * The protocol codecs (server/protocol/v2.c, server/protocol/tfs.c, server/protocol/json_scan.c) as pure functions:
  * every request form and datatype gives the right floats, every bad request gives the
  * precise HTTP status and a message naming the offending field, encoders round-trip
  * through jansson, and truncated or mutated bodies never crash or read out of bounds
  * (run under ASan/UBSan by `make asan`). The model is a stand-in resattn_model_info with
  * an odd image shape [3,4,5] and 7 classes: the codecs only read its shape.
  */
-#include "attention_api.h"
-#include "json_scan.h"
-#include "npy.h"
-#include "protocol.h"
-#include "protocol_common.h"
+#include "protocol/attention_api.h"
+#include "protocol/json_scan.h"
+#include "data/npy.h"
+#include "protocol/protocol.h"
+#include "protocol/protocol_common.h"
 
 #include <check.h>
 #include <jansson.h>
@@ -447,7 +447,7 @@ START_TEST(v2_outputs_requested) {
 }
 END_TEST
 
-/* "attention/..." outputs and attention parameters reach server/attention_api.c. */
+/* "attention/..." outputs and attention parameters reach server/protocol/attention_api.c. */
 START_TEST(v2_attention_outputs) {
     resattn_model_info m = model();
     m.attention = RESATTN_ATTENTION_SE;

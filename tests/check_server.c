@@ -5,11 +5,11 @@
  * by libcurl: every endpoint, answers equal to `resattn predict`, 32 concurrent clients, 503
  * when the queue is full, 504 on timeout, SIGTERM under load.
  */
-#include "../server/config.h" /* not core/config.h */
-#include "default_model.h"
-#include "metrics.h"
-#include "npy.h"
-#include "pool.h"
+#include "cli/config.h"
+#include "cli/default_model.h"
+#include "runtime/metrics.h"
+#include "data/npy.h"
+#include "runtime/pool.h"
 #include "util_http.h"
 #include "util_st.h"
 #include <check.h>

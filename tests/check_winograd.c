@@ -6,8 +6,8 @@
  * the test also checks that the forward writes nothing outside `out`, does not depend on
  * what the scratch held before, and stays right with the two-thread transform split.
  */
-#include "winograd.h"
-#include "gemm.h"
+#include "kernels/winograd.h"
+#include "kernels/gemm.h"
 
 #include <cblas.h>
 #include <check.h>
@@ -53,7 +53,7 @@ static void conv_ref(const float *x, const float *wt, const float *b, int n, int
                 }
 }
 
-/* 1: run the transform-domain products on the packed GEMM (core/gemm.c) instead of sgemm. */
+/* 1: run the transform-domain products on the packed GEMM (core/kernels/gemm.c) instead of sgemm. */
 static int use_packed;
 
 /* Runs one shape with tile size m; returns the worst relative error seen. */

@@ -260,10 +260,10 @@ def target_table(rows):
 
 
 NOTES = """What the resattn side runs (this CPU has AVX-512F): every convolution on resattn's
-packed-weight GEMM (core/gemm.c: weights packed once at load, an 8x48 AVX-512 micro-kernel
+packed-weight GEMM (core/kernels/gemm.c: weights packed once at load, an 8x48 AVX-512 micro-kernel
 with the bias+ReLU epilogue on the tile in registers, a column kernel for 1-8 leftover
 columns). 3x3 stride-1 convolutions with at least 16 channels in and out use Winograd
-F(4x4,3x3) on maps of 16x16 and larger and F(2x2,3x3) below (core/winograd.c: AVX-512
+F(4x4,3x3) on maps of 16x16 and larger and F(2x2,3x3) below (core/kernels/winograd.c: AVX-512
 input/output transforms over 16 tiles per vector, one packed GEMM per transform point),
 falling back to im2col + GEMM below 16 tiles; 1x1 stride-1 convolutions are one GEMM on the
 input. With 2 threads, a batch of 2 or more is split over two threads (the whole network

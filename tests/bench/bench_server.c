@@ -9,9 +9,9 @@
  *
  * Prints one Markdown table.
  */
-#include "npy.h"
-#include "protocol.h"
-#include "protocol_common.h"
+#include "data/npy.h"
+#include "protocol/protocol.h"
+#include "protocol/protocol_common.h"
 
 #include <cblas.h>
 #include <jansson.h>

@@ -8,7 +8,7 @@
 #ifndef RESATTN_FUZZ_COMMON_H
 #define RESATTN_FUZZ_COMMON_H
 
-#include "protocol.h"
+#include "protocol/protocol.h"
 
 #include <resattn/resattn.h>
 #include <stdio.h>
@@ -16,7 +16,7 @@
 
 static resattn_model *fuzz_model;
 
-/* Limits as `resattn serve` sets them by default (server/cmd_serve.c), batch raised to 4. */
+/* Limits as `resattn serve` sets them by default (server/cli/cmd_serve.c), batch raised to 4. */
 static const resattn_parse_limits fuzz_limits = {
     .max_batch = 4, .allow_nonfinite = 0, .max_json_depth = 64};
 

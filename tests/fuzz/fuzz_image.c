@@ -8,11 +8,11 @@
  *   make BUILD=build-fuzz fuzz && build-tests/fuzz/fuzz_image -max_len=65536 tests/fuzz/corpus
  * The pixel limit is lowered to 1 megapixel so the fuzzer explores parsers, not memory.
  */
-#include "base64.h"
-#include "image.h"
-#include "image_api.h"
-#include "multipart.h"
-#include "preprocess.h"
+#include "data/base64.h"
+#include "data/image.h"
+#include "protocol/image_api.h"
+#include "protocol/multipart.h"
+#include "data/preprocess.h"
 
 #include <stdint.h>
 #include <stdlib.h>

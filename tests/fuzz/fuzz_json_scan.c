@@ -1,12 +1,12 @@
 /*
- * Differential libFuzzer harness for the tensor scanner (server/json_scan.c): the same
+ * Differential libFuzzer harness for the tensor scanner (server/protocol/json_scan.c): the same
  * bytes through the AVX-512 bulk path and through the portable per-element path must give
  * the same status, message, shape, end and floats (bit for bit). Byte 0 picks the element
  * rule (float32, float32 with non-finite values allowed, UINT8 range, BOOL) and whether the
  * array may be followed by other bytes (the prefix form); the rest is the text. On a CPU
  * without the bulk path both runs take the portable one and only the sanitizers check.
  */
-#include "json_scan.h"
+#include "protocol/json_scan.h"
 
 #include <stdint.h>
 #include <stdlib.h>

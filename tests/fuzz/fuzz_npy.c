@@ -1,9 +1,9 @@
 /*
- * libFuzzer harness for the .npy reader (resattn_npy_parse, core/npy.h): header
+ * libFuzzer harness for the .npy reader (resattn_npy_parse, core/data/npy.h): header
  * dictionary, dtype, shape, version 1/2/3 framing and the data-length check.
  * Seeds: tests/fuzz/corpus_npy/.
  */
-#include "npy.h"
+#include "data/npy.h"
 
 #include <stdint.h>
 

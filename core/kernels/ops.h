@@ -1,0 +1,71 @@
+/*
+ * The numerical operators of the forward pass, on float32 NCHW tensors. All take their
+ * scratch memory from the caller (no allocation). A naive reference of each lives in
+ * tests/check_ops.c.
+ */
+#ifndef RESATTN_OPS_H
+#define RESATTN_OPS_H
+
+#include <stddef.h>
+
+/* A convolution with BatchNorm already folded in: out = w * in + b. */
+typedef struct resattn_conv {
+    int cin, cout, k, stride, pad;
+    const float *w;       /* [cout, cin, k, k]; the packed layout instead when wp == w */
+    const float *b;       /* [cout] */
+    int wino_m;           /* Winograd output tile (2 or 4) for 3x3/1 pad-1 layers, 0: direct only */
+    const float *wino_u;  /* [(wino_m+2)^2, cout, cin] transformed w (core/kernels/winograd.h), or NULL
+                             when wino_up holds them */
+    const float *wp;      /* w packed for resattn_gemm_run ([cout, cin*k*k]), or NULL */
+    const float *wino_up; /* each point's [cout, cin] of the transformed w, packed, one after
+                             another resattn_gemm_packed_floats(cout, cin) apart, or NULL */
+} resattn_conv;
+
+static inline int resattn_conv_out(int in, int k, int stride, int pad) {
+    return (in + 2 * pad - k) / stride + 1;
+}
+
+/* Floats of scratch resattn_conv_forward needs for one image of h x w input (for any batch
+ * when the layer has a Winograd plan), including the B-packing buffers of the packed GEMM. */
+size_t resattn_conv_scratch(const resattn_conv *c, int h, int w);
+
+/*
+ * in [n, cin, h, w] -> out [n, cout, ho, wo], out = conv(in) + b, then ReLU when relu != 0.
+ * The single dispatch point for convolution algorithms: Winograd when the layer has a plan
+ * and the batch has enough tiles (resattn_winograd_worth), 1x1 stride 1 is one GEMM on the
+ * input, 1x1 stride s gathers then GEMMs, others go through im2col. scratch holds
+ * resattn_conv_scratch floats.
+ */
+void resattn_conv_forward(const resattn_conv *c, const float *in, int n, int h, int w, float *out,
+                          int relu, float *scratch);
+
+/* im2col: in [cin, h, w] -> col [cin*k*k, ho*wo], rows ordered (ci, ky, kx). */
+void resattn_im2col(const float *in, int cin, int h, int w, int k, int stride, int pad, int ho,
+                    int wo, float *col);
+
+/* Max pool 3x3, stride 2, pad 1 (padding never wins): in [nc, h, w] -> out [nc, ho, wo]. */
+void resattn_maxpool3s2(const float *in, int nc, int h, int w, float *out);
+
+/* Global average pool: in [nc, hw] -> out [nc]. */
+void resattn_gap(const float *in, int nc, int hw, float *out);
+
+/* Linear: x [n, cin], w [cout, cin], b [cout] or NULL -> y [n, cout]. */
+void resattn_linear(const float *x, int n, int cin, const float *w, const float *b, int cout,
+                    float *y);
+
+void resattn_relu_inplace(float *x, size_t count);
+
+/* x . w over n floats. */
+float resattn_dot(const float *x, const float *w, int n);
+
+static inline float resattn_sigmoid(float x) {
+    return 1.0f / (1.0f + __builtin_expf(-x));
+}
+
+static inline float resattn_hardswish(float x) {
+    float r = x + 3.0f;
+    r = r < 0.0f ? 0.0f : r > 6.0f ? 6.0f : r;
+    return x * r / 6.0f;
+}
+
+#endif

@@ -1,0 +1,133 @@
+/*
+ * `resattn inspect`: a model's architecture (block, stem, attention, stages with their
+ * widths and output sizes), parameter count and GFLOPs per image; --json for machines.
+ * Also holds resattn_cli_load_model, the --model / built-in model loader of every command.
+ */
+#include "cli/commands.h"
+#include "cli/default_model.h"
+#include "model/model.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int resattn_cli_load_model(const char *path, resattn_model **out) {
+    char err[RESATTN_ERR_LEN];
+    resattn_status s;
+    if (path) {
+        s = resattn_model_load_file(path, out, err, sizeof err);
+    } else {
+        if (resattn_default_model_size == 0) {
+            fprintf(stderr, "resattn: no built-in model in this build; pass --model\n");
+            return 2;
+        }
+        s = resattn_model_load_buffer(resattn_default_model_data,
+                                      (size_t)resattn_default_model_size, out, err, sizeof err);
+        path = "(built-in model)";
+    }
+    if (s) {
+        fprintf(stderr, "resattn: %s: %s\n", path, err);
+        return 1;
+    }
+    return 0;
+}
+
+static const char *block_name(resattn_block_kind b) {
+    return b == RESATTN_BLOCK_BASIC ? "basic" : "bottleneck";
+}
+
+static const char *stem_name(resattn_stem_kind s) {
+    return s == RESATTN_STEM_IMAGENET ? "imagenet" : "cifar";
+}
+
+static json_t *summary_json(const resattn_model *m) {
+    const resattn_model_info *in = resattn_model_get_info(m);
+    json_t *stages = json_array();
+    int bi = 0;
+    for (int s = 0; s < in->num_stages; s++) {
+        const resattn_block *last = &m->blocks[bi + in->layers[s] - 1];
+        json_array_append_new(stages, json_pack("{s:i,s:i,s:i,s:i,s:i}", "blocks", in->layers[s],
+                                                "planes", m->blocks[bi].cmid, "out_channels",
+                                                last->cout, "height", last->ho, "width", last->wo));
+        bi += in->layers[s];
+    }
+    json_t *o = json_pack(
+        "{s:s?,s:s,s:s,s:s,s:i,s:{s:i,s:i,s:i},s:i,s:o,s:I,s:f,s:i,s:b}", "name", in->name, "block",
+        block_name(in->block), "stem", stem_name(in->stem), "attention",
+        resattn_attention_name(in->attention), "num_classes", in->num_classes, "input", "channels",
+        in->in_channels, "height", in->in_height, "width", in->in_width, "stem_width", m->stem.cout,
+        "stages", stages, "num_params", (json_int_t)in->num_params, "gflops_per_image",
+        in->flops_per_image / 1e9, "num_blocks", in->num_blocks, "has_labels", in->labels != NULL);
+    if (in->labels) {
+        json_t *labels = json_array();
+        for (int i = 0; i < in->num_classes; i++)
+            json_array_append_new(labels, json_string(in->labels[i]));
+        json_object_set_new(o, "labels", labels);
+    }
+    if (in->preprocess_json)
+        json_object_set_new(o, "preprocess", json_loads(in->preprocess_json, 0, NULL));
+    return o;
+}
+
+static void print_text(const resattn_model *m) {
+    const resattn_model_info *in = resattn_model_get_info(m);
+    printf("model:      %s\n", in->name ? in->name : "(unnamed)");
+    printf("network:    %s blocks, %s stem, attention %s\n", block_name(in->block),
+           stem_name(in->stem), resattn_attention_name(in->attention));
+    printf("input:      %d x %d x %d (C x H x W)\n", in->in_channels, in->in_height, in->in_width);
+    printf("stem:       conv %dx%d/%d -> %d channels, %d x %d%s\n", m->stem.k, m->stem.k,
+           m->stem.stride, m->stem.cout, m->stem_h, m->stem_w,
+           in->stem == RESATTN_STEM_IMAGENET ? ", maxpool 3x3/2" : "");
+    int bi = 0;
+    for (int s = 0; s < in->num_stages; s++) {
+        const resattn_block *first = &m->blocks[bi], *last = &m->blocks[bi + in->layers[s] - 1];
+        printf("layer%d:     %d block%s, width %d -> %d channels, %d x %d\n", s + 1, in->layers[s],
+               in->layers[s] > 1 ? "s" : "", first->cmid, last->cout, last->ho, last->wo);
+        bi += in->layers[s];
+    }
+    printf("head:       global average pool, fc %d -> %d classes%s\n", m->feat_c, in->num_classes,
+           in->labels ? " (labelled)" : "");
+    printf("parameters: %zu\n", in->num_params);
+    printf("GFLOPs:     %.4f per image\n", in->flops_per_image / 1e9);
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: resattn inspect [--model M.safetensors] [--json]\n\n"
+               "Print a model's architecture, parameter count and GFLOPs per image.\n"
+               "Without --model, the built-in model is used.\n");
+}
+
+int resattn_cmd_inspect(int argc, char **argv) {
+    const char *path = NULL;
+    int as_json = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--model") && i + 1 < argc) {
+            path = argv[++i];
+        } else if (!strcmp(argv[i], "--json")) {
+            as_json = 1;
+        } else {
+            fprintf(stderr, "resattn inspect: unknown or incomplete option '%s'\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    resattn_model *m = NULL;
+    int rc = resattn_cli_load_model(path, &m);
+    if (rc)
+        return rc;
+    if (as_json) {
+        json_t *o = summary_json(m);
+        char *s = json_dumps(o, JSON_INDENT(2));
+        printf("%s\n", s);
+        free(s);
+        json_decref(o);
+    } else {
+        print_text(m);
+    }
+    resattn_model_free(m);
+    return 0;
+}

@@ -1,0 +1,889 @@
+/*
+ * HTTP layer of `resattn serve` on libmicrohttpd (see http.h). The life of a request:
+ *   1st callback:  allocate a `request`, route it (method, path, model), check Content-Length
+ *                  against the body cap (413 at once, before any body is read);
+ *   body chunks:   appended under the running-total cap, or dropped once an error is decided;
+ *   last callback: answer GETs directly; for inference, parse, reserve a queue slot (503 when
+ *                  full), suspend the connection and push the job to the pool;
+ *   worker:        computes, encodes the answer, resumes the connection;
+ *   next callback: queue the prepared answer (never on the first callback: keep-alive);
+ *   completed:     access-log line, metrics, free.
+ * Responses are only ever queued from the handler, on the libmicrohttpd thread.
+ */
+#include "http/http.h"
+#include "protocol/attention_api.h"
+#include "protocol/image_api.h"
+#include "protocol/protocol_common.h"
+#include "http/web/index_html.h"
+#include <arpa/inet.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define REQUEST_ID_LEN 64
+#define MSG_LEN 512
+#define IDLE_GRACE_S 0.05
+
+struct resattn_http {
+    struct MHD_Daemon *daemon;
+    resattn_http_options opt;
+    const resattn_served_model *models;
+    int num_models;
+    resattn_pool *pool;
+    resattn_metrics *metrics;
+    atomic_int ready, draining;
+    atomic_long in_flight;
+    atomic_ullong next_id;
+    unsigned id_salt;
+    int port;
+};
+
+typedef enum req_state {
+    ST_COLLECTING = 0, /* reading the body */
+    ST_SUSPENDED,      /* job in the pool, connection suspended */
+    ST_ANSWERED        /* answer prepared, to be queued */
+} req_state;
+
+typedef struct request request;
+typedef void (*route_fn)(request *r);
+
+struct request {
+    resattn_http *srv;
+    struct MHD_Connection *conn;
+    double start;
+    resattn_endpoint ep;
+    route_fn fn; /* the matched route's handler, run once the body is in */
+    int model;   /* index into srv->models, or -1 */
+    char method[16];
+    char path[256]; /* for the log, truncated */
+    char request_id[REQUEST_ID_LEN + 1];
+    unsigned char *body;     /* [len] collected so far, capacity cap, at body_mem + a pad */
+    unsigned char *body_mem; /* the allocation (free this) */
+    size_t len, cap;
+    req_state state;
+    int discard; /* an error answer is decided: drop body chunks */
+    /* the answer */
+    int status;
+    unsigned char *resp; /* malloc'ed, handed to libmicrohttpd */
+    size_t resp_len, resp_bytes;
+    const char *content_type;
+    size_t json_header_len; /* v2 binary extension, else 0 */
+    unsigned npy_out;       /* Accept: application/x-npy: the RESATTN_OUT_* tensor to answer */
+    const char *allow;      /* Allow header of a 405 */
+    int unauthorized;       /* 401: add WWW-Authenticate */
+    int retry_after;        /* seconds, for 503 queue full */
+    int batch_size;
+    /* inference */
+    resattn_infer_request ireq;
+    resattn_job job;
+    float *logits; /* [n, num_classes] */
+};
+
+/* ---- routing -------------------------------------------------------------------------- */
+
+typedef struct route {
+    const char *method;
+    const char *pattern; /* {m} = model name, {v} = model version; captures stop at / and : */
+    resattn_endpoint ep;
+    route_fn fn;
+} route;
+
+static void h_v2_server(request *r);
+static void h_live(request *r);
+static void h_ready(request *r);
+static void h_v2_model(request *r);
+static void h_v2_model_ready(request *r);
+static void h_infer(request *r);
+static void h_v1_model(request *r);
+static void h_metrics(request *r);
+static void h_web(request *r);
+
+static const route routes[] = {
+    {"GET", "/v2", RESATTN_EP_V2_SERVER, h_v2_server},
+    {"GET", "/v2/health/live", RESATTN_EP_V2_LIVE, h_live},
+    {"GET", "/v2/health/ready", RESATTN_EP_V2_READY, h_ready},
+    {"GET", "/v2/models/{m}", RESATTN_EP_V2_MODEL, h_v2_model},
+    {"GET", "/v2/models/{m}/ready", RESATTN_EP_V2_MODEL_READY, h_v2_model_ready},
+    {"POST", "/v2/models/{m}/infer", RESATTN_EP_V2_INFER, h_infer},
+    {"GET", "/v2/models/{m}/versions/{v}", RESATTN_EP_V2_MODEL, h_v2_model},
+    {"GET", "/v2/models/{m}/versions/{v}/ready", RESATTN_EP_V2_MODEL_READY, h_v2_model_ready},
+    {"POST", "/v2/models/{m}/versions/{v}/infer", RESATTN_EP_V2_INFER, h_infer},
+    {"POST", "/v1/models/{m}:predict", RESATTN_EP_V1_PREDICT, h_infer},
+    {"POST", "/v1/models/{m}/versions/{v}:predict", RESATTN_EP_V1_PREDICT, h_infer},
+    {"GET", "/v1/models/{m}", RESATTN_EP_V1_MODEL, h_v1_model},
+    {"GET", "/v1/models/{m}/versions/{v}", RESATTN_EP_V1_MODEL, h_v1_model},
+    {"GET", "/healthz", RESATTN_EP_HEALTHZ, h_live},
+    {"GET", "/readyz", RESATTN_EP_READYZ, h_ready},
+    {"GET", "/metrics", RESATTN_EP_METRICS, h_metrics},
+    {"GET", "/", RESATTN_EP_WEB, h_web},
+    /* Image endpoints: multipart, raw image or base64 JSON bodies, top-k labels out
+     * (server/protocol/image_api.c); /predict is the first model ("default" without --model). */
+    {"POST", "/predict", RESATTN_EP_PREDICT, h_infer},
+    {"POST", "/predict/{m}", RESATTN_EP_PREDICT, h_infer},
+};
+
+#define NUM_ROUTES (sizeof routes / sizeof routes[0])
+
+typedef struct span {
+    const char *p;
+    size_t n;
+} span;
+
+/* Match path against pattern; fills the {m} and {v} captures. */
+static int match(const char *pat, const char *path, span *m, span *v) {
+    while (*pat) {
+        if (*pat == '{') {
+            span *cap = pat[1] == 'm' ? m : v;
+            const char *s = path;
+            while (*path && *path != '/' && *path != ':')
+                path++;
+            if (path == s)
+                return 0;
+            cap->p = s;
+            cap->n = (size_t)(path - s);
+            pat += 3;
+            continue;
+        }
+        if (*pat++ != *path++)
+            return 0;
+    }
+    return *path == 0;
+}
+
+/* ---- answers -------------------------------------------------------------------------- */
+
+static void set_answer(request *r, int status, unsigned char *data, size_t len,
+                       const char *content_type) {
+    free(r->resp);
+    r->status = status;
+    r->resp = data;
+    r->resp_len = len;
+    r->content_type = content_type;
+    r->discard = 1;
+}
+
+/* The one error answer: {"error": "<message>"} with `status`, counted in the metrics. */
+static void answer_error(request *r, int status, const char *fmt, ...) {
+    char msg[MSG_LEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    json_t *o = json_pack("{s:s}", "error", msg);
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!text) /* a message that is not valid UTF-8, or no memory */
+        text = strdup("{\"error\":\"internal error\"}");
+    set_answer(r, status, (unsigned char *)text, text ? strlen(text) : 0, "application/json");
+    resattn_metrics_error(r->srv->metrics, status);
+}
+
+/* Answer a JSON value (stolen). */
+static void answer_json(request *r, int status, json_t *o) {
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!text) {
+        answer_error(r, 500, "out of memory building the answer");
+        return;
+    }
+    set_answer(r, status, (unsigned char *)text, strlen(text), "application/json");
+}
+
+static enum MHD_Result queue_answer(request *r) {
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(r->resp_len, r->resp, MHD_RESPMEM_MUST_FREE);
+    if (!resp)
+        return MHD_NO;
+    r->resp = NULL; /* now owned by libmicrohttpd */
+    r->resp_bytes = r->resp_len;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type);
+    MHD_add_response_header(resp, "X-Request-Id", r->request_id);
+    if (r->json_header_len) {
+        char n[32];
+        snprintf(n, sizeof n, "%zu", r->json_header_len);
+        MHD_add_response_header(resp, "Inference-Header-Content-Length", n);
+    }
+    if (r->allow)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, r->allow);
+    if (r->unauthorized)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"resattn\"");
+    if (r->retry_after) {
+        char n[16];
+        snprintf(n, sizeof n, "%d", r->retry_after);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, n);
+    }
+    if (atomic_load(&r->srv->draining))
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)r->status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+/* ---- GET handlers --------------------------------------------------------------------- */
+
+static int is_ready(const resattn_http *h) {
+    return atomic_load(&h->ready) && !atomic_load(&h->draining);
+}
+
+static void h_v2_server(request *r) {
+    answer_json(r, 200,
+                json_pack("{s:s, s:s, s:[s]}", "name", "resattn", "version", resattn_version(),
+                          "extensions", "binary_tensor_data"));
+}
+
+static void h_live(request *r) {
+    if (r->ep == RESATTN_EP_HEALTHZ)
+        answer_json(r, 200, json_pack("{s:s}", "status", "ok"));
+    else
+        answer_json(r, 200, json_pack("{s:b}", "live", 1));
+}
+
+static void h_ready(request *r) {
+    if (!is_ready(r->srv)) {
+        answer_error(r, 503,
+                     atomic_load(&r->srv->draining) ? "server is draining"
+                                                    : "models are still warming up");
+        return;
+    }
+    if (r->ep == RESATTN_EP_READYZ)
+        answer_json(r, 200, json_pack("{s:s}", "status", "ready"));
+    else
+        answer_json(r, 200, json_pack("{s:b}", "ready", 1));
+}
+
+static void h_v2_model(request *r) {
+    const resattn_served_model *sm = &r->srv->models[r->model];
+    const resattn_model_info *i = resattn_model_get_info(sm->model);
+    json_t *out = json_pack("[{s:s, s:s, s:[i,i]}, {s:s, s:s, s:[i,i]}]", "name", "logits",
+                            "datatype", "FP32", "shape", -1, i->num_classes, "name",
+                            "probabilities", "datatype", "FP32", "shape", -1, i->num_classes);
+    answer_json(r, 200,
+                json_pack("{s:s, s:[s], s:s, s:[{s:s, s:s, s:[i,i,i,i]}], s:o}", "name", sm->name,
+                          "versions", "1", "platform", "resattn", "inputs", "name", "input",
+                          "datatype", "FP32", "shape", -1, i->in_channels, i->in_height,
+                          i->in_width, "outputs", out));
+}
+
+static void h_v2_model_ready(request *r) {
+    const resattn_served_model *sm = &r->srv->models[r->model];
+    if (!is_ready(r->srv)) {
+        answer_error(r, 503, "model '%s' is not ready", sm->name);
+        return;
+    }
+    answer_json(r, 200, json_pack("{s:s, s:b}", "name", sm->name, "ready", 1));
+}
+
+static void h_v1_model(request *r) {
+    int ready = is_ready(r->srv);
+    answer_json(r, 200,
+                json_pack("{s:[{s:s, s:s, s:{s:s, s:s}}]}", "model_version_status", "version", "1",
+                          "state", ready ? "AVAILABLE" : "LOADING", "status", "error_code", "OK",
+                          "error_message", ""));
+}
+
+static void h_metrics(request *r) {
+    size_t len = 0;
+    char *text = resattn_metrics_render(r->srv->metrics, &len);
+    if (!text) {
+        answer_error(r, 500, "out of memory rendering the metrics");
+        return;
+    }
+    set_answer(r, 200, (unsigned char *)text, len, "text/plain; version=0.0.4; charset=utf-8");
+}
+
+/* The page (server/http/web/index.html, linked into the binary); a copy, as answers are freed. */
+static void h_web(request *r) {
+    size_t len = (size_t)resattn_web_index_html_size;
+    unsigned char *page = malloc(len ? len : 1);
+    if (!page) {
+        answer_error(r, 500, "out of memory for the page");
+        return;
+    }
+    memcpy(page, resattn_web_index_html, len);
+    set_answer(r, 200, page, len, "text/html; charset=utf-8");
+}
+
+/* ---- inference ------------------------------------------------------------------------ */
+
+/* The one tensor of an application/x-npy answer, [n, k] float32. */
+static int encode_npy(const request *r, int k, resattn_response_body *b) {
+    if (r->npy_out == RESATTN_OUT_LOGITS)
+        return resattn_npy_response(r->logits, r->ireq.n, k, b);
+    float *probs = malloc(sizeof(float) * (size_t)r->ireq.n * (size_t)k);
+    if (!probs)
+        return 500;
+    resattn_softmax_rows(r->logits, r->ireq.n, k, probs);
+    int rc = resattn_npy_response(probs, r->ireq.n, k, b);
+    free(probs);
+    return rc;
+}
+
+/* Worker (or reaper) thread: encode the answer, then let libmicrohttpd resume the request. */
+static void on_job_done(resattn_job *job) {
+    request *r = job->user;
+    const resattn_served_model *sm = &r->srv->models[r->model];
+    int k = resattn_model_get_info(sm->model)->num_classes;
+    r->batch_size = job->batch_size;
+    r->ireq.masks = job->masks; /* the request owns them from here (freed with it) */
+    job->masks = NULL;
+    if (job->status == 504) {
+        answer_error(r, 504, "request timed out after %d ms waiting for a worker",
+                     r->srv->opt.request_timeout_ms);
+    } else if (job->status) {
+        answer_error(r, job->status, "inference failed: %s", job->err);
+    } else {
+        resattn_response_body b = {0};
+        int rc =
+            r->npy_out ? encode_npy(r, k, &b)
+            : resattn_image_api_owns(&r->ireq)
+                ? resattn_image_api_encode(&r->ireq, sm->name, resattn_model_get_info(sm->model),
+                                           r->logits, r->ireq.n, &b)
+            : r->ireq.protocol == RESATTN_PROTO_TFS
+                ? resattn_tfs_encode(&r->ireq, r->logits, r->ireq.n, k, &b)
+                : resattn_v2_encode(&r->ireq, sm->name, r->logits, r->ireq.n, k, &b);
+        if (rc || !b.data) {
+            resattn_response_body_release(&b);
+            answer_error(r, 500, "could not encode the answer");
+        } else {
+            set_answer(r, 200, b.data, b.len, b.content_type);
+            r->json_header_len = b.json_header_len;
+        }
+    }
+    r->state = ST_ANSWERED;
+    MHD_resume_connection(r->conn);
+}
+
+static const char *header(request *r, const char *name) {
+    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+/* Accept lists application/x-npy with a q above 0 (whatever else it lists). */
+static int accepts_npy(const char *accept) {
+    while (accept && *accept) {
+        size_t n = strcspn(accept, ",");
+        char item[128];
+        snprintf(item, sizeof item, "%.*s", (int)(n < sizeof item ? n : sizeof item - 1), accept);
+        accept += n + (accept[n] == ',');
+        char *t = item + strspn(item, " \t"), *params = strchr(t, ';');
+        size_t tl = params ? (size_t)(params - t) : strlen(t);
+        while (tl && (t[tl - 1] == ' ' || t[tl - 1] == '\t'))
+            tl--;
+        if (tl != 17 || strncasecmp(t, "application/x-npy", 17))
+            continue;
+        const char *q = params ? strcasestr(params, "q=") : NULL;
+        if (!q || strtod(q + 2, NULL) > 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* The tensor a .npy answer holds: the logits, or the probabilities when only they were asked
+ * for; 0 when the request asked for more than one tensor or for attention (406). */
+static unsigned npy_tensor(const resattn_infer_request *q) {
+    if (q->num_attn_outputs || q->attention)
+        return 0;
+    unsigned t = q->outputs & (RESATTN_OUT_LOGITS | RESATTN_OUT_PROBABILITIES);
+    return t == (RESATTN_OUT_LOGITS | RESATTN_OUT_PROBABILITIES) ? 0 : t ? t : RESATTN_OUT_LOGITS;
+}
+
+static int parse_infer(request *r, char *err, size_t err_len) {
+    const resattn_served_model *sm = &r->srv->models[r->model];
+    const resattn_model_info *info = resattn_model_get_info(sm->model);
+    const char *ct = header(r, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (r->ep == RESATTN_EP_PREDICT ||
+        (r->ep == RESATTN_EP_V2_INFER && resattn_image_api_is_image(ct, r->body, r->len))) {
+        const char *q = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "top_k");
+        int top_k = -1;
+        if (q) {
+            char *end;
+            long k = strtol(q, &end, 10);
+            if (end == q || *end || k < 1 || k > 1000000) {
+                snprintf(err, err_len, "query parameter top_k '%.32s' is not a positive integer",
+                         q);
+                return 400;
+            }
+            top_k = (int)k;
+        }
+        return resattn_image_api_parse(
+            r->ep == RESATTN_EP_PREDICT ? RESATTN_PROTO_PREDICT : RESATTN_PROTO_V2, ct, r->body,
+            r->len, top_k, 0, info, &r->srv->opt.limits, &r->ireq, err, err_len);
+    }
+    if (r->ep == RESATTN_EP_V1_PREDICT) {
+        /* TF Serving reads the body as JSON whatever the type; we also take curl -d's default
+         * form type, and still refuse types that are clearly something else */
+        if (ct && strncasecmp(ct, "application/json", 16) &&
+            strncasecmp(ct, "application/x-www-form-urlencoded", 33)) {
+            snprintf(err, err_len, "Content-Type '%s' is not supported here: use application/json",
+                     ct);
+            return 415;
+        }
+        return resattn_tfs_parse(r->body, r->len, info, &r->srv->opt.limits, &r->ireq, err,
+                                 err_len);
+    }
+    long long hlen = -1;
+    const char *h = header(r, "Inference-Header-Content-Length");
+    if (h) {
+        char *end;
+        hlen = strtoll(h, &end, 10);
+        if (end == h || *end || hlen < 0) {
+            snprintf(err, err_len, "Inference-Header-Content-Length '%s' is not a byte count", h);
+            return 400;
+        }
+    }
+    /* the body stays until the request completes, so FP32 binary data is used in place */
+    resattn_parse_limits limits = r->srv->opt.limits;
+    limits.input_in_body_ok = 1;
+    return resattn_v2_parse(ct ? ct : "application/json", r->body, r->len, hlen, info, &limits,
+                            &r->ireq, err, err_len);
+}
+
+static void body_free(request *r) {
+    free(r->body_mem);
+    r->body = r->body_mem = NULL;
+    r->len = r->cap = 0;
+}
+
+static void h_infer(request *r) {
+    resattn_http *s = r->srv;
+    if (atomic_load(&s->draining)) {
+        resattn_metrics_reject(s->metrics, RESATTN_REJECT_DRAINING);
+        r->retry_after = 1;
+        answer_error(r, 503, "server is draining");
+        return;
+    }
+    char err[RESATTN_PROTO_ERR_LEN] = "";
+    int status = parse_infer(r, err, sizeof err);
+    if (!status && r->ep != RESATTN_EP_V1_PREDICT) /* ?attention=1|images (attention_api.h) */
+        status = resattn_attention_apply_query(
+            &r->ireq, resattn_model_get_info(s->models[r->model].model),
+            MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "attention"), err,
+            sizeof err);
+    if (!r->ireq.input_in_body)
+        body_free(r); /* the parsed request holds its own copy of the input */
+    if (status) {
+        answer_error(r, status, "%s", err[0] ? err : "invalid request");
+        return;
+    }
+    if (r->ep == RESATTN_EP_V2_INFER && accepts_npy(header(r, MHD_HTTP_HEADER_ACCEPT)) &&
+        !(r->npy_out = npy_tensor(&r->ireq))) {
+        answer_error(r, 406,
+                     "an application/x-npy answer holds one tensor: ask for logits or "
+                     "probabilities (no attention), or accept application/json");
+        return;
+    }
+    int k = resattn_model_get_info(s->models[r->model].model)->num_classes;
+    r->logits = malloc(sizeof(float) * (size_t)k * (size_t)r->ireq.n);
+    if (!r->logits) {
+        answer_error(r, 500, "out of memory for %d x %d logits", r->ireq.n, k);
+        return;
+    }
+    if (resattn_pool_reserve(s->pool)) {
+        resattn_metrics_reject(s->metrics, RESATTN_REJECT_QUEUE_FULL);
+        r->retry_after = 1;
+        answer_error(r, 503, "queue full (%d requests waiting); retry later",
+                     resattn_pool_depth(s->pool));
+        return;
+    }
+    r->job.model = r->model;
+    r->job.input = r->ireq.input;
+    r->job.n = r->ireq.n;
+    r->job.logits = r->logits;
+    r->job.deadline = r->start + s->opt.request_timeout_ms * 1e-3;
+    r->job.done = on_job_done;
+    r->job.user = r;
+    r->job.want_masks = r->ireq.attention != 0;
+    r->state = ST_SUSPENDED;
+    /* suspend before the push: the worker may resume the connection at once */
+    MHD_suspend_connection(r->conn);
+    resattn_pool_push(s->pool, &r->job);
+}
+
+/* ---- the libmicrohttpd callbacks ------------------------------------------------------ */
+
+static void make_request_id(request *r) {
+    const char *given = header(r, "X-Request-Id");
+    if (given && *given && strlen(given) <= REQUEST_ID_LEN) {
+        int ok = 1;
+        for (const char *p = given; *p; p++)
+            ok &= *p > 32 && *p < 127 && *p != '"' && *p != '\\';
+        if (ok) {
+            snprintf(r->request_id, sizeof r->request_id, "%s", given);
+            return;
+        }
+    }
+    unsigned long long n = atomic_fetch_add(&r->srv->next_id, 1);
+    snprintf(r->request_id, sizeof r->request_id, "%08x%08llx", r->srv->id_salt, n);
+}
+
+static int name_is(const char *name, const char *p, size_t n) {
+    return name && strlen(name) == n && !strncmp(name, p, n);
+}
+
+/* A served model by URL name; "default", unless a model has that name, is the first model
+ * (the built-in one without --model), as for POST /predict. */
+static int find_model(const resattn_http *s, const char *p, size_t n) {
+    for (int j = 0; j < s->num_models; j++)
+        if (name_is(s->models[j].name, p, n))
+            return j;
+    return name_is("default", p, n) && s->num_models > 0 ? 0 : -1;
+}
+
+/* ---- API keys ------------------------------------------------------------------------- */
+
+/* Health and metrics stay open unless --auth-health; the page is static and stays open. */
+static int needs_auth(const resattn_http *s, resattn_endpoint ep) {
+    if (s->opt.num_api_keys == 0 || ep == RESATTN_EP_WEB)
+        return 0;
+    int health = ep == RESATTN_EP_HEALTHZ || ep == RESATTN_EP_READYZ || ep == RESATTN_EP_V2_LIVE ||
+                 ep == RESATTN_EP_V2_READY || ep == RESATTN_EP_METRICS;
+    return !health || s->opt.auth_health;
+}
+
+/* Compare the token with every key without an early exit, so the time taken does not tell
+ * how much of a key matched or which key it was (only the token's own length shows). */
+static int key_matches(const resattn_http *s, const char *tok, size_t n) {
+    int found = 0;
+    for (int k = 0; k < s->opt.num_api_keys; k++) {
+        const unsigned char *key = (const unsigned char *)s->opt.api_keys[k];
+        size_t klen = strlen((const char *)key);
+        unsigned d = klen != n;
+        for (size_t i = 0; i < n; i++)
+            d |= (unsigned)((const unsigned char *)tok)[i] ^ key[klen ? i % klen : 0];
+        found |= d == 0;
+    }
+    return found;
+}
+
+static int authorized(request *r) {
+    const char *h = header(r, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!h || strncasecmp(h, "Bearer ", 7))
+        return 0;
+    h += 7;
+    while (*h == ' ')
+        h++;
+    size_t n = strlen(h);
+    while (n && h[n - 1] == ' ')
+        n--;
+    return n > 0 && key_matches(r->srv, h, n);
+}
+
+/* Route the request and decide early errors (401, 404, 405, 413). */
+static void route_request(request *r, const char *url, const char *method) {
+    const char *allow = NULL;
+    for (size_t i = 0; i < NUM_ROUTES; i++) {
+        span m = {0}, v = {0};
+        if (!match(routes[i].pattern, url, &m, &v))
+            continue;
+        r->ep = routes[i].ep;
+        r->fn = routes[i].fn;
+        if (needs_auth(r->srv, r->ep) && !authorized(r)) {
+            r->unauthorized = 1;
+            resattn_metrics_reject(r->srv->metrics, RESATTN_REJECT_UNAUTHORIZED);
+            answer_error(r, 401, "missing or invalid API key (send 'Authorization: Bearer <key>')");
+            return;
+        }
+        if (strcmp(routes[i].method, method)) {
+            allow = routes[i].method;
+            continue;
+        }
+        if (!m.p && r->ep == RESATTN_EP_PREDICT)
+            r->model = 0; /* POST /predict: the first (or built-in "default") model */
+        if (m.p) {
+            r->model = find_model(r->srv, m.p, m.n);
+            if (r->model < 0) {
+                answer_error(r, 404, "model '%.*s' not found", (int)m.n, m.p);
+                return;
+            }
+            if (v.p && (v.n != 1 || v.p[0] != '1')) {
+                answer_error(r, 404, "model '%.*s' has no version '%.*s' (only '1')", (int)m.n, m.p,
+                             (int)v.n, v.p);
+                return;
+            }
+        }
+        return; /* r->ep and r->model are set; the handler runs once the body is in */
+    }
+    if (allow) {
+        r->allow = allow;
+        answer_error(r, 405, "method %s not allowed on %s (allowed: %s)", method, url, allow);
+        return;
+    }
+    r->ep = RESATTN_EP_UNKNOWN;
+    answer_error(r, 404, "no such endpoint: %s %s", method, url);
+}
+
+static request *request_new(resattn_http *s, struct MHD_Connection *conn, const char *url,
+                            const char *method) {
+    request *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->srv = s;
+    r->conn = conn;
+    r->start = resattn_now();
+    r->model = -1;
+    snprintf(r->method, sizeof r->method, "%s", method);
+    snprintf(r->path, sizeof r->path, "%s", url);
+    atomic_fetch_add(&s->in_flight, 1);
+    resattn_metrics_in_flight_add(s->metrics, 1);
+    make_request_id(r);
+    route_request(r, url, method);
+    const char *cl = header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (!r->discard && cl && strtoll(cl, NULL, 10) > s->opt.max_body_bytes) {
+        resattn_metrics_reject(s->metrics, RESATTN_REJECT_BODY_TOO_LARGE);
+        answer_error(r, 413, "body of %s bytes exceeds the limit of %lld bytes", cl,
+                     s->opt.max_body_bytes);
+    }
+    return r;
+}
+
+/* Bytes before the body in its allocation that put the binary part of a v2 binary-extension
+ * body at a multiple of 64 (0 without the header). */
+static size_t body_pad(request *r) {
+    const char *h = header(r, "Inference-Header-Content-Length");
+    unsigned long long hl = h ? strtoull(h, NULL, 10) : 0;
+    return (size_t)((64 - hl % 64) % 64);
+}
+
+/* Append a body chunk under the running-total cap. */
+static void append_body(request *r, const char *data, size_t n) {
+    long long max = r->srv->opt.max_body_bytes;
+    if ((long long)(r->len + n) > max) {
+        resattn_metrics_reject(r->srv->metrics, RESATTN_REJECT_BODY_TOO_LARGE);
+        answer_error(r, 413, "body exceeds the limit of %lld bytes", max);
+        body_free(r);
+        return;
+    }
+    if (r->len + n > r->cap) {
+        const char *cl = header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        size_t want = cl ? (size_t)strtoull(cl, NULL, 10) : 0; /* <= max, checked earlier */
+        size_t cap = r->cap ? r->cap * 2 : 65536;
+        if (want > cap)
+            cap = want;
+        while (cap < r->len + n)
+            cap *= 2;
+        /* The first allocation puts the binary part of a v2 binary-extension body (after
+         * Inference-Header-Content-Length bytes) on a cache line, so that its FP32 tensor
+         * needs no copy; a later realloc keeps it aligned to malloc's 16 bytes. */
+        size_t pad = r->body_mem ? (size_t)(r->body - r->body_mem) : body_pad(r);
+        unsigned char *b = r->body_mem ? realloc(r->body_mem, pad + cap)
+                                       : aligned_alloc(64, (pad + cap + 63) / 64 * 64);
+        if (!b) {
+            answer_error(r, 500, "out of memory for a %zu-byte body", r->len + n);
+            return;
+        }
+        r->body_mem = b;
+        r->body = b + pad;
+        r->cap = cap;
+    }
+    memcpy(r->body + r->len, data, n);
+    r->len += n;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **req_cls) {
+    (void)version;
+    request *r = *req_cls;
+    if (!r) {
+        r = request_new(cls, conn, url, method);
+        if (!r)
+            return MHD_NO;
+        *req_cls = r;
+        /* a too-large body is refused before it is read (the connection then closes);
+         * everything else waits for the next callback to keep the connection alive */
+        return r->status == 413 ? queue_answer(r) : MHD_YES;
+    }
+    if (*upload_data_size) {
+        if (!r->discard)
+            append_body(r, upload_data, *upload_data_size);
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (r->state == ST_COLLECTING && !r->discard) {
+        r->fn(r);
+        if (r->state == ST_SUSPENDED)
+            return MHD_YES;
+        if (!r->resp && !r->discard)
+            answer_error(r, 500, "no handler answered %s %s", method, url);
+    }
+    return queue_answer(r);
+}
+
+static void log_request(request *r, double seconds) {
+    FILE *f = r->srv->opt.log;
+    if (!f)
+        return;
+    if (r->srv->opt.log_json) {
+        json_t *o = json_pack(
+            "{s:f, s:s, s:s, s:i, s:f, s:I, s:i, s:s}", "time", (double)time(NULL), "method",
+            r->method, "path", r->path, "status", r->status, "duration_ms", seconds * 1e3, "bytes",
+            (json_int_t)r->resp_bytes, "batch_size", r->batch_size, "request_id", r->request_id);
+        char *line = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        json_decref(o);
+        if (line)
+            fprintf(f, "%s\n", line);
+        free(line);
+        return;
+    }
+    char ts[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
+    fprintf(f, "%s %s %s %d %.3fms %zuB batch=%d id=%s\n", ts, r->method, r->path, r->status,
+            seconds * 1e3, r->resp_bytes, r->batch_size, r->request_id);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+                         enum MHD_RequestTerminationCode toe) {
+    (void)conn;
+    resattn_http *s = cls;
+    request *r = *req_cls;
+    if (!r)
+        return;
+    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && !r->resp_bytes)
+        r->status = 499; /* the client went away before the answer (nginx's convention) */
+    double dt = resattn_now() - r->start;
+    resattn_metrics_request(s->metrics, r->ep, r->status, dt);
+    log_request(r, dt);
+    resattn_infer_request_release(&r->ireq);
+    free(r->logits);
+    free(r->body_mem);
+    free(r->resp);
+    free(r);
+    *req_cls = NULL;
+    resattn_metrics_in_flight_add(s->metrics, -1);
+    atomic_fetch_sub(&s->in_flight, 1);
+}
+
+static void on_mhd_error(void *cls, const char *fmt, va_list ap) {
+    resattn_http *s = cls;
+    if (!s->opt.log)
+        return;
+    char msg[MSG_LEN];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = 0;
+    fprintf(s->opt.log, "resattn: libmicrohttpd: %s\n", msg);
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------ */
+
+resattn_status resattn_http_start(const resattn_http_options *opt,
+                                  const resattn_served_model *models, int num_models,
+                                  resattn_pool *pool, resattn_metrics *metrics, resattn_http **out,
+                                  char *err, size_t err_len) {
+    *out = NULL;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *ai = NULL;
+    char port[16];
+    snprintf(port, sizeof port, "%d", opt->port);
+    int gai = getaddrinfo(opt->host, port, &hints, &ai);
+    if (gai) {
+        snprintf(err, err_len, "--host '%s': %s", opt->host, gai_strerror(gai));
+        return RESATTN_ERR_INVALID_ARGUMENT;
+    }
+    resattn_http *s = calloc(1, sizeof *s);
+    if (!s) {
+        freeaddrinfo(ai);
+        return RESATTN_ERR_NOMEM;
+    }
+    s->opt = *opt;
+    s->models = models;
+    s->num_models = num_models;
+    s->pool = pool;
+    s->metrics = metrics;
+    s->id_salt = (unsigned)time(NULL) ^ ((unsigned)getpid() << 16);
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+                     (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0) |
+                     (opt->tls_cert ? MHD_USE_TLS : 0);
+    /* Limits (0 = leave libmicrohttpd's default). The connection memory holds the request
+     * line and headers (431 beyond) and the read buffer of body chunks, which we copy out. */
+    struct MHD_OptionItem extra[] = {
+        {opt->max_connections > 0 ? MHD_OPTION_CONNECTION_LIMIT : MHD_OPTION_END,
+         opt->max_connections, NULL},
+        {MHD_OPTION_CONNECTION_TIMEOUT,
+         opt->connection_timeout_s > 0 ? opt->connection_timeout_s : 30, NULL},
+        {MHD_OPTION_PER_IP_CONNECTION_LIMIT, opt->max_connections_per_ip, NULL},
+        {opt->max_header_bytes > 0 ? MHD_OPTION_CONNECTION_MEMORY_LIMIT : MHD_OPTION_END,
+         opt->max_header_bytes, NULL},
+        {opt->tls_cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, (void *)opt->tls_cert},
+        {opt->tls_key ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, (void *)opt->tls_key},
+        /* one internal thread unless asked: a pool size of 0 or 1 only draws a warning */
+        {opt->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, opt->threads, NULL},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    /* drop the unused entries: MHD_OPTION_END in the middle would end the array early */
+    struct MHD_OptionItem items[sizeof extra / sizeof extra[0]];
+    size_t ni = 0;
+    for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++)
+        if (extra[i].option != MHD_OPTION_END)
+            items[ni++] = extra[i];
+    items[ni] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+    s->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_error, s,
+        MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_ARRAY, items, MHD_OPTION_END);
+    freeaddrinfo(ai);
+    if (!s->daemon) {
+        snprintf(err, err_len,
+                 opt->tls_cert ? "cannot serve HTTPS on %s:%d (invalid --tls-cert/--tls-key, or "
+                                 "address in use)"
+                               : "cannot listen on %s:%d (address in use or not available)",
+                 opt->host, opt->port);
+        free(s);
+        return RESATTN_ERR_IO;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = di ? di->port : opt->port;
+    *out = s;
+    return RESATTN_OK;
+}
+
+int resattn_http_port(const resattn_http *h) {
+    return h->port;
+}
+
+void resattn_http_set_ready(resattn_http *h, int ready) {
+    atomic_store(&h->ready, ready);
+}
+
+void resattn_http_begin_drain(resattn_http *h) {
+    atomic_store(&h->draining, 1);
+    MHD_socket fd = MHD_quiesce_daemon(h->daemon);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+}
+
+int resattn_http_wait_idle(resattn_http *h, int timeout_ms) {
+    double until = resattn_now() + timeout_ms * 1e-3, idle_since = -1;
+    /* idle must last IDLE_GRACE_S: a request a keep-alive client sent just before the
+     * drain may still be on its way from the socket buffer to the first callback */
+    for (;;) {
+        double now = resattn_now();
+        if (atomic_load(&h->in_flight) > 0)
+            idle_since = -1;
+        else if (idle_since < 0)
+            idle_since = now;
+        else if (now - idle_since >= IDLE_GRACE_S)
+            return 0;
+        if (now > until)
+            return atomic_load(&h->in_flight) > 0 ? -1 : 0;
+        nanosleep(&(struct timespec){0, 5000000}, NULL);
+    }
+}
+
+void resattn_http_stop(resattn_http *h) {
+    if (!h)
+        return;
+    MHD_stop_daemon(h->daemon);
+    free(h);
+}

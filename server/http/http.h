@@ -1,0 +1,62 @@
+/*
+ * The HTTP front end on libmicrohttpd (one epoll thread, suspend/resume). It routes requests
+ * from one static table, collects bodies under the size cap, parses inference requests with
+ * the protocol codecs (protocol.h), hands them to the worker pool with the connection
+ * suspended, and answers when a worker resumes it. Every error answer goes through one
+ * function that writes {"error": "..."} and counts it. One access-log line per request.
+ */
+#ifndef RESATTN_HTTP_H
+#define RESATTN_HTTP_H
+
+#include "runtime/metrics.h"
+#include "runtime/pool.h"
+#include "protocol/protocol.h"
+#include <resattn/resattn.h>
+#include <stdio.h>
+
+/* A model as served: its URL name and the loaded model (owned by the caller). */
+typedef struct resattn_served_model {
+    const char *name;
+    resattn_model *model;
+} resattn_served_model;
+
+typedef struct resattn_http_options {
+    const char *host; /* numeric address or host name to bind */
+    int port;         /* 0 = any free port */
+    long long max_body_bytes;
+    int request_timeout_ms;
+    int threads;  /* libmicrohttpd threads (epoll each); 1 = one internal thread */
+    int log_json; /* access log as JSON lines */
+    FILE *log;    /* access and error log; NULL = no logging */
+    resattn_parse_limits limits;
+    /* security and connection limits (issue 5) */
+    const char *const *api_keys; /* [num_api_keys] Bearer tokens; 0 keys = no auth */
+    int num_api_keys;
+    int auth_health;      /* protect health and metrics endpoints too */
+    const char *tls_cert; /* PEM text (not a path), or NULL for plain HTTP */
+    const char *tls_key;  /* PEM text */
+    int max_connections;  /* 0 = libmicrohttpd's default */
+    int connection_timeout_s;
+    int max_connections_per_ip; /* 0 = unlimited */
+    int max_header_bytes;       /* per-connection memory for headers; 0 = default */
+} resattn_http_options;
+
+typedef struct resattn_http resattn_http;
+
+/* Bind and start serving. models, pool and metrics must outlive the server. */
+resattn_status resattn_http_start(const resattn_http_options *opt,
+                                  const resattn_served_model *models, int num_models,
+                                  resattn_pool *pool, resattn_metrics *metrics, resattn_http **out,
+                                  char *err, size_t err_len);
+/* The bound TCP port. */
+int resattn_http_port(const resattn_http *h);
+/* Readiness as reported by /readyz and /v2/health/ready (after warm-up). */
+void resattn_http_set_ready(resattn_http *h, int ready);
+/* Drain step 1: readiness 503, new inference requests 503, stop accepting connections. */
+void resattn_http_begin_drain(resattn_http *h);
+/* Drain step 2: wait until no request is being handled; 0 if idle within timeout_ms. */
+int resattn_http_wait_idle(resattn_http *h, int timeout_ms);
+/* Stop the daemon (call when idle: suspended connections must not remain) and free. */
+void resattn_http_stop(resattn_http *h);
+
+#endif

@@ -1,0 +1,436 @@
+/*
+ * Image request forms and top-k answers (see image_api.h). Parsing collects the encoded
+ * images of a body as spans (pointing into the body, or into base64-decoded copies kept
+ * in `blobs`), then decodes and preprocesses each one into the [n, C, H, W] input. The
+ * top-k answer sorts each image's softmax probabilities.
+ */
+#include "protocol/image_api.h"
+#include "protocol/attention_api.h"
+
+#include "data/base64.h"
+#include "data/image.h"
+#include "protocol/multipart.h"
+#include "data/preprocess.h"
+#include "protocol/protocol_common.h"
+
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define MAX_IMAGES_HARD 1024 /* parts considered, whatever the batch limit */
+
+typedef struct span {
+    const unsigned char *p;
+    size_t n;
+} span;
+
+/* The images of one request. */
+typedef struct images {
+    span item[MAX_IMAGES_HARD];
+    unsigned char *blob[MAX_IMAGES_HARD]; /* decoded base64 owned here, or NULL */
+    int n, max;
+} images;
+
+static int fail(char *err, size_t err_len, int status, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, err_len, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+static int has_prefix(const char *s, const char *p) {
+    return s && !strncasecmp(s, p, strlen(p));
+}
+
+static int add_image(images *im, const unsigned char *p, size_t n, unsigned char *blob, char *err,
+                     size_t err_len) {
+    if (im->n == im->max) {
+        free(blob);
+        return fail(err, err_len, 413, "more than %d images in one request (the batch limit)",
+                    im->max);
+    }
+    im->item[im->n] = (span){p, n};
+    im->blob[im->n++] = blob;
+    return 0;
+}
+
+/* A base64 string (optionally a data: URL) becomes an owned image. */
+static int add_base64(images *im, const char *s, size_t n, const char *what, char *err,
+                      size_t err_len) {
+    if (n >= 5 && !strncmp(s, "data:", 5)) {
+        const char *comma = memchr(s, ',', n);
+        if (!comma)
+            return fail(err, err_len, 400, "%s: data URL without ','", what);
+        n -= (size_t)(comma + 1 - s);
+        s = comma + 1;
+    }
+    unsigned char *buf = malloc(resattn_base64_decoded_max(n));
+    if (!buf)
+        return fail(err, err_len, 500, "out of memory decoding %s", what);
+    size_t len;
+    char e[160];
+    if (resattn_base64_decode(s, n, buf, &len, e, sizeof e)) {
+        free(buf);
+        return fail(err, err_len, 400, "%s: %s", what, e);
+    }
+    return add_image(im, buf, len, buf, err, err_len);
+}
+
+static int read_top_k(json_t *v, const char *what, int *top_k, char *err, size_t err_len) {
+    if (!v)
+        return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 1000000)
+        return fail(err, err_len, 400, "%s must be a positive integer", what);
+    if (*top_k < 0) /* the URL query wins */
+        *top_k = (int)json_integer_value(v);
+    return 0;
+}
+
+static int parse_multipart(const char *ct, const unsigned char *body, size_t len, images *im,
+                           int *top_k, char *err, size_t err_len) {
+    char boundary[RESATTN_MULTIPART_BOUNDARY_MAX + 1], e[200];
+    if (resattn_multipart_boundary(ct, boundary, e, sizeof e))
+        return fail(err, err_len, 400, "%s", e);
+    /* one more part than images, for top_k; ~50 KB, so not on the stack */
+    resattn_multipart_part *pp = malloc(sizeof *pp * (MAX_IMAGES_HARD + 1));
+    if (!pp)
+        return fail(err, err_len, 500, "out of memory parsing multipart");
+    int np = 0, st = 0;
+    if (resattn_multipart_parse(body, len, boundary, pp, MAX_IMAGES_HARD + 1, &np, e, sizeof e))
+        st = fail(err, err_len, 400, "%s", e);
+    for (int i = 0; !st && i < np; i++) {
+        resattn_multipart_part *p = &pp[i];
+        if (p->name && p->name_len == 5 && !memcmp(p->name, "top_k", 5)) {
+            char num[16] = "";
+            char *end;
+            memcpy(num, p->data, p->len < 15 ? p->len : 15);
+            long k = strtol(num, &end, 10);
+            if (end == num || *end || k < 1 || p->len > 15)
+                st = fail(err, err_len, 400, "multipart field top_k must be a positive integer");
+            else if (*top_k < 0)
+                *top_k = (int)k;
+            continue;
+        }
+        if (p->len == 0)
+            st = fail(err, err_len, 422, "multipart part %d ('%.*s') is empty", i,
+                      (int)(p->name_len < 64 ? p->name_len : 64), p->name ? p->name : "");
+        else
+            st = add_image(im, p->data, p->len, NULL, err, err_len);
+    }
+    free(pp);
+    return st;
+}
+
+/* /predict JSON: {"image": b64} or {"images": [b64...]}, "top_k"?. */
+static int parse_predict_json(json_t *root, images *im, int *top_k, char *err, size_t err_len) {
+    json_t *one = json_object_get(root, "image"), *many = json_object_get(root, "images");
+    int st = read_top_k(json_object_get(root, "top_k"), "top_k", top_k, err, err_len);
+    if (st)
+        return st;
+    if (!!one == !!many)
+        return fail(err, err_len, 400,
+                    "JSON body needs exactly one of \"image\" (a base64 string) or \"images\" "
+                    "(an array of them)");
+    if (one) {
+        if (!json_is_string(one))
+            return fail(err, err_len, 400, "\"image\" must be a base64 string");
+        return add_base64(im, json_string_value(one), json_string_length(one), "image", err,
+                          err_len);
+    }
+    if (!json_is_array(many) || !json_array_size(many))
+        return fail(err, err_len, 400, "\"images\" must be a non-empty array of base64 strings");
+    size_t i;
+    json_t *v;
+    json_array_foreach(many, i, v) {
+        char what[32];
+        snprintf(what, sizeof what, "images[%zu]", i);
+        if (!json_is_string(v))
+            return fail(err, err_len, 400, "%s must be a base64 string", what);
+        if ((st = add_base64(im, json_string_value(v), json_string_length(v), what, err, err_len)))
+            return st;
+    }
+    return 0;
+}
+
+/* Strings of a (nested) v2 BYTES data array. */
+static int add_v2_strings(json_t *d, images *im, int depth, char *err, size_t err_len) {
+    if (json_is_string(d))
+        return add_base64(im, json_string_value(d), json_string_length(d), "inputs[0].data", err,
+                          err_len);
+    if (!json_is_array(d) || depth > 8)
+        return fail(err, err_len, 400,
+                    "inputs[0].data of a BYTES input must hold base64 strings (nested at most 8)");
+    size_t i;
+    json_t *v;
+    json_array_foreach(d, i, v) {
+        int st = add_v2_strings(v, im, depth + 1, err, err_len);
+        if (st)
+            return st;
+    }
+    return 0;
+}
+
+static int parse_v2_json(json_t *root, images *im, int *top_k, resattn_infer_request *out,
+                         char *err, size_t err_len) {
+    json_t *inputs = json_object_get(root, "inputs"), *in0 = json_array_get(inputs, 0);
+    if (!json_is_array(inputs) || json_array_size(inputs) != 1 || !json_is_object(in0))
+        return fail(err, err_len, 400, "\"inputs\" must be an array of one input");
+    const char *dt = json_string_value(json_object_get(in0, "datatype"));
+    if (!dt || strcmp(dt, "BYTES"))
+        return fail(err, err_len, 400, "inputs[0].datatype must be BYTES for images");
+    json_t *params = json_object_get(root, "parameters");
+    int st = read_top_k(json_object_get(params, "top_k"), "parameters.top_k", top_k, err, err_len);
+    if (st)
+        return st;
+    json_t *id = json_object_get(root, "id"), *name = json_object_get(in0, "name");
+    if (json_is_string(id) && !(out->id = strdup(json_string_value(id))))
+        return fail(err, err_len, 500, "out of memory");
+    if (json_is_string(name) && !(out->input_name = strdup(json_string_value(name))))
+        return fail(err, err_len, 500, "out of memory");
+    json_t *outs = json_object_get(root, "outputs");
+    size_t i;
+    json_t *o;
+    json_array_foreach(outs, i, o) {
+        const char *nm = json_string_value(json_object_get(o, "name"));
+        if (nm && !strcmp(nm, "probabilities"))
+            out->outputs |= RESATTN_OUT_PROBABILITIES;
+    }
+    json_t *data = json_object_get(in0, "data");
+    if (!data)
+        return fail(err, err_len, 400, "inputs[0].data is missing");
+    return add_v2_strings(data, im, 0, err, err_len);
+}
+
+static int parse_json(resattn_protocol proto, const unsigned char *body, size_t len, images *im,
+                      int *top_k, resattn_infer_request *out, char *err, size_t err_len) {
+    json_error_t je;
+    json_t *root = json_loadb((const char *)body, len, JSON_REJECT_DUPLICATES, &je);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return fail(err, err_len, 400, "invalid JSON at line %d column %d: %s", je.line, je.column,
+                    je.text);
+    }
+    int st = proto == RESATTN_PROTO_V2 ? parse_v2_json(root, im, top_k, out, err, err_len)
+                                       : parse_predict_json(root, im, top_k, err, err_len);
+    json_decref(root);
+    return st;
+}
+
+/* v2 JSON with a BYTES input (jansson decides later). When inputs[0].data is found byte for
+ * byte and starts with a number, it is a numeric tensor, and the megabytes of a big one are
+ * not searched; otherwise a cheap test: "BYTES" anywhere. */
+static int v2_json_has_bytes(const unsigned char *body, size_t len) {
+    const char *js = (const char *)body, *end = js + len;
+    const char *in = resattn_json_member(js, end, "inputs", NULL, 64);
+    if (in && *in == '[') {
+        const char *first = resattn_json_ws(in + 1, end);
+        const char *d =
+            first < end && *first == '{' ? resattn_json_member(first, end, "data", NULL, 62) : NULL;
+        while (d && d < end && (*d == '[' || *d == ' ' || *d == '\n' || *d == '\r' || *d == '\t'))
+            d++;
+        if (d && d < end && (*d == '-' || (*d >= '0' && *d <= '9')))
+            return 0;
+    }
+    return memmem(body, len, "\"BYTES\"", 7) != NULL;
+}
+
+int resattn_image_api_is_image(const char *ct, const unsigned char *body, size_t len) {
+    if (has_prefix(ct, "multipart/form-data") || has_prefix(ct, "image/"))
+        return 1;
+    if (resattn_image_sniff(body, len) != RESATTN_IMAGE_FORMAT_UNKNOWN)
+        return 1;
+    return (!ct || has_prefix(ct, "application/json")) && len && v2_json_has_bytes(body, len);
+}
+
+/* Collect the request's images by content type. */
+static int collect(resattn_protocol proto, const char *ct, const unsigned char *body, size_t len,
+                   images *im, int *top_k, resattn_infer_request *out, char *err, size_t err_len) {
+    if (has_prefix(ct, "multipart/form-data"))
+        return parse_multipart(ct, body, len, im, top_k, err, err_len);
+    if (resattn_image_sniff(body, len) != RESATTN_IMAGE_FORMAT_UNKNOWN || has_prefix(ct, "image/"))
+        return add_image(im, body, len, NULL, err, err_len);
+    if (has_prefix(ct, "application/json") || (!ct && len && body[0] == '{'))
+        return parse_json(proto, body, len, im, top_k, out, err, err_len);
+    if (has_prefix(ct, "application/octet-stream"))
+        return fail(err, err_len, 415, "the body is not a PNG or JPEG image (%zu bytes)", len);
+    return fail(err, err_len, 415,
+                "Content-Type '%.64s' is not supported for images: send multipart/form-data, "
+                "image/png, image/jpeg or application/json with base64",
+                ct ? ct : "(none)");
+}
+
+/* Decode and preprocess every image into out->input [n, C, H, W]. */
+static int preprocess_all(const images *im, long long max_pixels, const resattn_model_info *m,
+                          resattn_infer_request *out, char *err, size_t err_len) {
+    resattn_preprocess pp;
+    char e[RESATTN_ERR_LEN];
+    if (resattn_preprocess_from_model(m, &pp, e, sizeof e))
+        return fail(err, err_len, 422, "this model does not take images: %s", e);
+    size_t img = (size_t)m->in_channels * m->in_height * m->in_width;
+    out->input = malloc(sizeof(float) * img * (size_t)im->n);
+    if (!out->input)
+        return fail(err, err_len, 500, "out of memory for %d images", im->n);
+    for (int i = 0; i < im->n; i++) {
+        resattn_image_status s = resattn_preprocess_bytes(
+            &pp, im->item[i].p, im->item[i].n, max_pixels, out->input + i * img, e, sizeof e);
+        if (s)
+            return im->n == 1
+                       ? fail(err, err_len, resattn_image_http_status(s), "%s", e)
+                       : fail(err, err_len, resattn_image_http_status(s), "image %d: %s", i, e);
+    }
+    out->n = im->n;
+    out->c = m->in_channels;
+    out->h = m->in_height;
+    out->w = m->in_width;
+    return 0;
+}
+
+int resattn_image_api_parse(resattn_protocol proto, const char *ct, const unsigned char *body,
+                            size_t len, int top_k, long long max_pixels,
+                            const resattn_model_info *model, const resattn_parse_limits *limits,
+                            resattn_infer_request *out, char *err, size_t err_len) {
+    memset(out, 0, sizeof *out);
+    out->protocol = proto;
+    out->outputs = RESATTN_OUT_TOPK | (proto == RESATTN_PROTO_V2 ? RESATTN_OUT_LOGITS : 0);
+    images *im = calloc(1, sizeof *im);
+    if (!im)
+        return fail(err, err_len, 500, "out of memory");
+    im->max = limits->max_batch > 0 && limits->max_batch < MAX_IMAGES_HARD ? limits->max_batch
+                                                                           : MAX_IMAGES_HARD;
+    int st = collect(proto, ct, body, len, im, &top_k, out, err, err_len);
+    if (!st && im->n == 0)
+        st = fail(err, err_len, 400, "no image in the request");
+    if (!st)
+        st = preprocess_all(im, max_pixels, model, out, err, err_len);
+    for (int i = 0; i < im->n; i++)
+        free(im->blob[i]);
+    free(im);
+    if (st) {
+        resattn_infer_request_release(out);
+        out->protocol = proto;
+        return st;
+    }
+    if (top_k < 0)
+        top_k = RESATTN_IMAGE_DEFAULT_TOP_K;
+    out->top_k = top_k < model->num_classes ? top_k : model->num_classes;
+    return 0;
+}
+
+int resattn_image_api_owns(const resattn_infer_request *req) {
+    return req->protocol == RESATTN_PROTO_PREDICT ||
+           (req->protocol == RESATTN_PROTO_V2 && (req->outputs & RESATTN_OUT_TOPK));
+}
+
+/* Indices of row p [k] sorted by decreasing probability (ties: lower index first). */
+static void top_indices(const float *p, int k, int *idx, int top) {
+    for (int i = 0; i < top; i++) {
+        int best = -1;
+        for (int c = 0; c < k; c++) {
+            int used = 0;
+            for (int j = 0; j < i; j++)
+                used |= idx[j] == c;
+            if (!used && (best < 0 || p[c] > p[best]))
+                best = c;
+        }
+        idx[i] = best;
+    }
+}
+
+static const char *label_of(const resattn_model_info *m, int c, char *buf, size_t len) {
+    if (m->labels && m->labels[c])
+        return m->labels[c];
+    snprintf(buf, len, "%d", c);
+    return buf;
+}
+
+static json_t *predictions(const resattn_model_info *m, const float *p, const int *idx, int top) {
+    json_t *a = json_array();
+    for (int i = 0; i < top; i++) {
+        char buf[16];
+        json_array_append_new(a, json_pack("{s:s, s:i, s:f}", "label",
+                                           label_of(m, idx[i], buf, sizeof buf), "index", idx[i],
+                                           "probability", (double)p[idx[i]]));
+    }
+    return a;
+}
+
+/* Append the three top-k outputs to a v2 answer's "outputs" array. */
+static void v2_topk_outputs(json_t *outs, const resattn_model_info *m, const float *probs,
+                            const int *idx, int n, int top) {
+    int k = m->num_classes;
+    json_t *labels = json_array(), *ids = json_array(), *ps = json_array();
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < top; j++) {
+            char buf[16];
+            int c = idx[i * top + j];
+            json_array_append_new(labels, json_string(label_of(m, c, buf, sizeof buf)));
+            json_array_append_new(ids, json_integer(c));
+            json_array_append_new(ps, json_real(probs[(size_t)i * k + c]));
+        }
+    const char *names[3] = {"top_k_labels", "top_k_indices", "top_k_probabilities"};
+    const char *types[3] = {"BYTES", "INT64", "FP32"};
+    json_t *data[3] = {labels, ids, ps};
+    for (int t = 0; t < 3; t++)
+        json_array_append_new(outs,
+                              json_pack("{s:s, s:s, s:[i,i], s:o}", "name", names[t], "datatype",
+                                        types[t], "shape", n, top, "data", data[t]));
+}
+
+int resattn_image_api_encode(const resattn_infer_request *req, const char *model_name,
+                             const resattn_model_info *model, const float *logits, int n,
+                             resattn_response_body *out) {
+    memset(out, 0, sizeof *out);
+    int k = model->num_classes, top = req->top_k > 0 && req->top_k < k ? req->top_k : k;
+    float *probs = malloc(sizeof(float) * (size_t)n * k);
+    int *idx = malloc(sizeof(int) * (size_t)n * top);
+    json_t *root = NULL;
+    if (!probs || !idx)
+        goto done;
+    resattn_softmax_rows(logits, n, k, probs);
+    for (int i = 0; i < n; i++)
+        top_indices(probs + (size_t)i * k, k, idx + (size_t)i * top, top);
+    if (req->protocol == RESATTN_PROTO_V2) {
+        resattn_infer_request plain = *req; /* logits (and probabilities) as JSON */
+        plain.outputs &= RESATTN_OUT_LOGITS | RESATTN_OUT_PROBABILITIES;
+        plain.binary = 0;
+        resattn_response_body b;
+        if (resattn_v2_encode(&plain, model_name, logits, n, k, &b))
+            goto done;
+        json_error_t je;
+        root = json_loadb((const char *)b.data, b.len, 0, &je);
+        resattn_response_body_release(&b);
+        if (root)
+            v2_topk_outputs(json_object_get(root, "outputs"), model, probs, idx, n, top);
+    } else if (n == 1) {
+        root = json_pack("{s:s, s:o}", "model", model_name ? model_name : "", "predictions",
+                         predictions(model, probs, idx, top));
+    } else {
+        json_t *batch = json_array();
+        for (int i = 0; i < n; i++)
+            json_array_append_new(
+                batch, predictions(model, probs + (size_t)i * k, idx + (size_t)i * top, top));
+        root = json_pack("{s:s, s:o}", "model", model_name ? model_name : "", "batch", batch);
+    }
+    if (root && req->protocol == RESATTN_PROTO_PREDICT && (req->attention & RESATTN_ATTN_SUMMARY)) {
+        json_t *att = resattn_attention_predict_json(req); /* attention_api.h */
+        if (!att || json_object_set_new(root, "attention", att)) {
+            json_decref(root);
+            root = NULL;
+        }
+    }
+done:
+    free(probs);
+    free(idx);
+    char *text = root ? json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
+    json_decref(root);
+    if (!text)
+        return 500;
+    out->data = (unsigned char *)text;
+    out->len = strlen(text);
+    out->content_type = "application/json";
+    return 0;
+}

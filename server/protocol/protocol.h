@@ -1,0 +1,104 @@
+/*
+ * Request and response codecs of the HTTP protocols, as pure functions over byte buffers:
+ * no sockets, no threads, no model execution. The HTTP layer (server/http/http.c) collects a
+ * body, calls a parser to turn it into a resattn_infer_request, hands that to the worker
+ * pool, and calls an encoder on the logits. Parsers never read outside the buffer and
+ * return an HTTP status (0 when the request is good) with a message naming what is wrong;
+ * they are the fuzzing targets.
+ */
+#ifndef RESATTN_PROTOCOL_H
+#define RESATTN_PROTOCOL_H
+
+#include <resattn/resattn.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define RESATTN_PROTO_ERR_LEN 256
+
+typedef enum resattn_protocol {
+    RESATTN_PROTO_V2 = 0, /* Open Inference Protocol (KServe v2) JSON, binary extension, npy */
+    RESATTN_PROTO_TFS,    /* TensorFlow Serving REST :predict */
+    RESATTN_PROTO_PREDICT /* /predict: images in, top-k labels out */
+} resattn_protocol;
+
+/* Limits a parser enforces; filled from the server configuration. */
+typedef struct resattn_parse_limits {
+    int max_batch;       /* most images in one request */
+    int allow_nonfinite; /* accept NaN/Inf in inputs */
+    int max_json_depth;  /* nesting depth of `data` arrays and envelopes */
+    /* the caller keeps the body alive and unchanged until it releases the request: a v2
+     * binary FP32 tensor that is aligned in the body is then used in place, not copied */
+    int input_in_body_ok;
+} resattn_parse_limits;
+
+/* The outputs a request asked for. */
+enum {
+    RESATTN_OUT_LOGITS = 1 << 0,
+    RESATTN_OUT_PROBABILITIES = 1 << 1,
+    RESATTN_OUT_TOPK = 1 << 2,
+};
+
+/* What a request asked of the attention masks (server/protocol/attention_api.h). */
+enum {
+    RESATTN_ATTN_SUMMARY = 1 << 0, /* per-block mask summary in the JSON answer */
+    RESATTN_ATTN_IMAGES = 1 << 1,  /* plus base64 PNG heatmaps / bars per block */
+    RESATTN_ATTN_TENSORS = 1 << 2, /* v2 output tensors "attention/<block>[/<kind>]" */
+};
+struct resattn_attn_output;
+struct resattn_mask_set;
+
+/* One parsed inference request, ready for the worker pool. Owns its buffers. */
+typedef struct resattn_infer_request {
+    resattn_protocol protocol;
+    int n;              /* images */
+    int c, h, w;        /* per-image shape, equal to the model's input */
+    float *input;       /* [n, c, h, w], malloc'ed, owned (unless input_in_body) */
+    int input_in_body;  /* input points into the parsed body (input_in_body_ok): not freed */
+    char *id;           /* v2 request "id" to echo, or NULL; owned */
+    char *input_name;   /* v2 input tensor name, or NULL; owned */
+    unsigned outputs;   /* RESATTN_OUT_* requested */
+    unsigned binary;    /* RESATTN_OUT_* requested as binary_data (v2 binary extension) */
+    int top_k;          /* for RESATTN_OUT_TOPK */
+    int tfs_columnar;   /* TF Serving: request used "inputs" (answer "outputs") */
+    int tfs_nchw;       /* TF Serving: instances given as [C,H,W] (else [H,W,C] is accepted) */
+    unsigned attention; /* RESATTN_ATTN_* asked for; 0: the worker does not capture masks */
+    struct resattn_attn_output *attn_outputs; /* [num_attn_outputs] v2 mask outputs, owned */
+    int num_attn_outputs;
+    struct resattn_mask_set *masks; /* this request's masks after inference, owned */
+} resattn_infer_request;
+
+void resattn_infer_request_release(resattn_infer_request *r);
+
+/* An encoded response body. */
+typedef struct resattn_response_body {
+    unsigned char *data; /* malloc'ed, owned */
+    size_t len;
+    size_t json_header_len; /* v2 binary: length of the JSON part, else 0 */
+    const char *content_type;
+} resattn_response_body;
+
+void resattn_response_body_release(resattn_response_body *b);
+
+/*
+ * v2 infer body. content_type decides: application/json (with optional binary extension:
+ * header_len = value of Inference-Header-Content-Length, or -1 when absent) or
+ * application/x-npy. Returns 0 or an HTTP status (400, 413, 415, 422) with err filled.
+ */
+int resattn_v2_parse(const char *content_type, const unsigned char *body, size_t len,
+                     long long header_len, const resattn_model_info *model,
+                     const resattn_parse_limits *limits, resattn_infer_request *out, char *err,
+                     size_t err_len);
+
+/* v2 infer response for logits [n, num_classes]. */
+int resattn_v2_encode(const resattn_infer_request *req, const char *model_name, const float *logits,
+                      int n, int num_classes, resattn_response_body *out);
+
+/* TF Serving :predict body ("instances" or "inputs"). Same conventions as resattn_v2_parse. */
+int resattn_tfs_parse(const unsigned char *body, size_t len, const resattn_model_info *model,
+                      const resattn_parse_limits *limits, resattn_infer_request *out, char *err,
+                      size_t err_len);
+
+int resattn_tfs_encode(const resattn_infer_request *req, const float *logits, int n,
+                       int num_classes, resattn_response_body *out);
+
+#endif

@@ -1,0 +1,67 @@
+/*
+ * Server metrics: counters, gauges and histograms updated with relaxed atomics from any
+ * thread (HTTP threads, workers), rendered on demand as Prometheus text format 0.0.4 with
+ * HELP and TYPE lines, plus the standard process_* metrics read from /proc.
+ */
+#ifndef RESATTN_METRICS_H
+#define RESATTN_METRICS_H
+
+#include <resattn/resattn.h>
+#include <stddef.h>
+
+/* The endpoint label of resattn_http_requests_total; one per routing-table family. */
+typedef enum resattn_endpoint {
+    RESATTN_EP_V2_SERVER = 0, /* GET /v2 */
+    RESATTN_EP_V2_LIVE,
+    RESATTN_EP_V2_READY,
+    RESATTN_EP_V2_MODEL,
+    RESATTN_EP_V2_MODEL_READY,
+    RESATTN_EP_V2_INFER,
+    RESATTN_EP_V1_MODEL,
+    RESATTN_EP_V1_PREDICT,
+    RESATTN_EP_HEALTHZ,
+    RESATTN_EP_READYZ,
+    RESATTN_EP_METRICS,
+    RESATTN_EP_PREDICT, /* image endpoints */
+    RESATTN_EP_WEB,     /* GET /: the page (server/http/web/index.html) */
+    RESATTN_EP_UNKNOWN, /* no route matched */
+    RESATTN_EP_COUNT
+} resattn_endpoint;
+
+const char *resattn_endpoint_name(resattn_endpoint e);
+
+/* The reason label of resattn_requests_rejected_total. */
+typedef enum resattn_reject_reason {
+    RESATTN_REJECT_QUEUE_FULL = 0,
+    RESATTN_REJECT_TIMEOUT,
+    RESATTN_REJECT_DRAINING,
+    RESATTN_REJECT_BODY_TOO_LARGE,
+    RESATTN_REJECT_UNAUTHORIZED,
+    RESATTN_REJECT_COUNT
+} resattn_reject_reason;
+
+typedef struct resattn_metrics resattn_metrics;
+
+resattn_metrics *resattn_metrics_new(void);
+void resattn_metrics_free(resattn_metrics *m);
+
+/* Before serving (not thread-safe): one resattn_model_info{...} 1 line per model. */
+int resattn_metrics_add_model(resattn_metrics *m, const char *name, const resattn_model_info *info);
+
+/* A finished HTTP request: status code, whole duration in seconds. */
+void resattn_metrics_request(resattn_metrics *m, resattn_endpoint e, int status, double seconds);
+/* An error answer (4xx/5xx), counted by the one error-answer function. */
+void resattn_metrics_error(resattn_metrics *m, int status);
+void resattn_metrics_reject(resattn_metrics *m, resattn_reject_reason r);
+void resattn_metrics_queue_wait(resattn_metrics *m, double seconds);
+/* One forward pass of `batch` images that took `seconds`, `cpu_seconds` of them on the
+ * calling worker thread's CPU. */
+void resattn_metrics_batch(resattn_metrics *m, int batch, double seconds, double cpu_seconds);
+void resattn_metrics_queue_depth_add(resattn_metrics *m, long delta);
+void resattn_metrics_in_flight_add(resattn_metrics *m, long delta);
+long resattn_metrics_in_flight(const resattn_metrics *m);
+
+/* The exposition text (malloc'ed, *len bytes, NUL-terminated) or NULL when out of memory. */
+char *resattn_metrics_render(resattn_metrics *m, size_t *len);
+
+#endif
