@@ -1,8 +1,8 @@
 /*
- * Image decoding, preprocessing and base64 (core/data/image.c, core/data/preprocess.c, core/data/base64.c)
- * against fixtures written by tools/make_image_fixtures.py with Debian's PIL and
- * torchvision: every PNG layout (gray, gray+alpha, RGB, RGBA, palette, 1-bit, 16-bit) and
- * JPEG (gray, colour, progressive) decodes to PIL's pixels; every preprocessing case in
+ * Image decoding, preprocessing and base64 (core/data/image.c, core/data/preprocess.c,
+ * core/data/base64.c) against fixtures written by tools/make_image_fixtures.py with Debian's PIL
+ * and torchvision: every PNG layout (gray, gray+alpha, RGB, RGBA, palette, 1-bit, 16-bit) and JPEG
+ * (gray, colour, progressive) decodes to PIL's pixels; every preprocessing case in
  * tests/fixtures/images/cases.json is within 2/255 of torchvision before normalisation;
  * broken, unsupported, zero-sized and bomb files are refused with the right status before
  * any pixel memory is allocated; base64 accepts both alphabets and rejects malformed text.

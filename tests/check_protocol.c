@@ -1,10 +1,10 @@
 /*
- * The protocol codecs (server/protocol/v2.c, server/protocol/tfs.c, server/protocol/json_scan.c) as pure functions:
- * every request form and datatype gives the right floats, every bad request gives the
- * precise HTTP status and a message naming the offending field, encoders round-trip
- * through jansson, and truncated or mutated bodies never crash or read out of bounds
- * (run under ASan/UBSan by `make asan`). The model is a stand-in resattn_model_info with
- * an odd image shape [3,4,5] and 7 classes: the codecs only read its shape.
+ * The protocol codecs (server/protocol/v2.c, server/protocol/tfs.c, server/protocol/json_scan.c) as
+ * pure functions: every request form and datatype gives the right floats, every bad request gives
+ * the precise HTTP status and a message naming the offending field, encoders round-trip through
+ * jansson, and truncated or mutated bodies never crash or read out of bounds (run under ASan/UBSan
+ * by `make asan`). The model is a stand-in resattn_model_info with an odd image shape [3,4,5] and 7
+ * classes: the codecs only read its shape.
  */
 #include "protocol/attention_api.h"
 #include "protocol/json_scan.h"

@@ -53,7 +53,8 @@ static void conv_ref(const float *x, const float *wt, const float *b, int n, int
                 }
 }
 
-/* 1: run the transform-domain products on the packed GEMM (core/kernels/gemm.c) instead of sgemm. */
+/* 1: run the transform-domain products on the packed GEMM (core/kernels/gemm.c) instead of sgemm.
+ */
 static int use_packed;
 
 /* Runs one shape with tile size m; returns the worst relative error seen. */

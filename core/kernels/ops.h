@@ -14,8 +14,8 @@ typedef struct resattn_conv {
     const float *w;       /* [cout, cin, k, k]; the packed layout instead when wp == w */
     const float *b;       /* [cout] */
     int wino_m;           /* Winograd output tile (2 or 4) for 3x3/1 pad-1 layers, 0: direct only */
-    const float *wino_u;  /* [(wino_m+2)^2, cout, cin] transformed w (core/kernels/winograd.h), or NULL
-                             when wino_up holds them */
+    const float *wino_u;  /* [(wino_m+2)^2, cout, cin] transformed w (core/kernels/winograd.h), or
+                             NULL  when wino_up holds them */
     const float *wp;      /* w packed for resattn_gemm_run ([cout, cin*k*k]), or NULL */
     const float *wino_up; /* each point's [cout, cin] of the transformed w, packed, one after
                              another resattn_gemm_packed_floats(cout, cin) apart, or NULL */

@@ -1,6 +1,6 @@
 /*
- * Helpers shared by the protocol codecs (server/protocol/v2.c, server/protocol/tfs.c): the tensor datatypes
- * of the Open Inference Protocol and their conversion to float32, a growable byte buffer
+ * Helpers shared by the protocol codecs (server/protocol/v2.c, server/protocol/tfs.c): the tensor
+ * datatypes of the Open Inference Protocol and their conversion to float32, a growable byte buffer
  * for building answers, float printing that round-trips float32, and softmax.
  */
 #ifndef RESATTN_PROTOCOL_COMMON_H
