@@ -489,7 +489,7 @@ START_TEST(test_endpoints) {
     uh_response_release(&r);
     uh_request(port, "DELETE", "/metrics", NULL, NULL, 0, &r);
     ck_assert_int_eq(r.status, 405);
-    ck_assert_str_eq(r.allow, "GET");
+    ck_assert_str_eq(r.allow, "GET, HEAD");
     uh_response_release(&r);
     /* 415 */
     const char *text_ct[] = {"Content-Type: text/plain", NULL};

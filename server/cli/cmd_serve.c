@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Time a drain waits for running batches after the queue was cancelled on timeout. */
 #define DRAIN_GRACE_MS 5000
@@ -35,6 +36,7 @@ typedef struct server {
     resattn_metrics *metrics;
     resattn_pool *pool;
     resattn_http *http;
+    int listen_fd; /* bound before the models load; -1 once the HTTP server owns it */
     char *tls_cert_pem, *tls_key_pem; /* --tls-cert/--tls-key contents, NUL-terminated */
 } server;
 
@@ -193,6 +195,7 @@ static int start(server *s) {
         return -1;
     }
     resattn_http_options ho = {
+        .listen_fd = s->listen_fd,
         .host = s->cfg.host,
         .port = s->cfg.port,
         .max_body_bytes = s->cfg.max_body_bytes,
@@ -213,6 +216,7 @@ static int start(server *s) {
                    .allow_nonfinite = s->cfg.allow_nonfinite,
                    .max_json_depth = 64},
     };
+    s->listen_fd = -1; /* resattn_http_start owns it now, whatever it answers */
     if (resattn_http_start(&ho, s->served, s->num_models, s->pool, s->metrics, &s->http, err,
                            sizeof err)) {
         say(s, "error", "%s", err);
@@ -258,6 +262,9 @@ static void teardown(server *s) {
         resattn_model_free(s->models[i]);
         free(s->names[i]);
     }
+    if (s->listen_fd >= 0)
+        close(s->listen_fd);
+    s->listen_fd = -1;
     resattn_server_config_release(&s->cfg);
     free(s->tls_cert_pem);
     free(s->tls_key_pem);
@@ -284,6 +291,7 @@ static int wait_signal(const sigset_t *set) {
 
 int resattn_cmd_serve(int argc, char **argv) {
     static server s; /* large; zero-initialised */
+    s.listen_fd = -1;
     char err[RESATTN_ERR_LEN];
     int rc = resattn_server_config_parse(argc, argv, &s.cfg, stdout, err, sizeof err);
     if (rc) {
@@ -312,6 +320,13 @@ int resattn_cmd_serve(int argc, char **argv) {
         return 2;
     }
     check_blas(&s);
+    /* bind first: a taken or forbidden port is a one-line error and exit 2 at once, before
+     * any model is loaded, and never a second server sharing the port */
+    if (resattn_http_listen(s.cfg.host, s.cfg.port, &s.listen_fd, err, sizeof err)) {
+        say(&s, "error", "%s", err);
+        teardown(&s);
+        return 2;
+    }
     if (load_models(&s)) {
         teardown(&s);
         return 2;
