@@ -12,6 +12,7 @@
 #include "cli/config.h"
 #include "cli/default_model.h"
 #include "http/http.h"
+#include "protocol/json_scan.h"
 #include "runtime/metrics.h"
 #include "runtime/pool.h"
 #include <jansson.h>
@@ -181,13 +182,42 @@ static void check_blas(server *s) {
     resattn_set_blas_threads(s->cfg.blas_threads);
 }
 
+/* resattn_compute_info: the paths the forward pass and the JSON parser take on this CPU. The
+ * OpenBLAS core name alone misleads on AVX-512 CPUs, where the packed GEMM runs instead. */
+static int describe_compute(server *s) {
+    static const char *const parallel[] = {"serial", "pthreads", "openmp"};
+    int par = resattn_blas_parallel();
+    char threads[16];
+    snprintf(threads, sizeof threads, "%d", resattn_get_blas_threads());
+    const char *const labels[][2] = {
+        {"gemm", resattn_gemm_path()},
+        {"winograd", resattn_winograd_path()},
+        {"json_scan", resattn_json_scan_simd() ? "avx512" : "portable"},
+        {"openblas_core", resattn_blas_corename()},
+        {"openblas_parallel", par >= 0 && par <= 2 ? parallel[par] : "unknown"},
+        {"blas_threads", threads},
+    };
+    for (size_t i = 0; i < sizeof labels / sizeof labels[0]; i++)
+        if (resattn_metrics_add_compute_label(s->metrics, labels[i][0], labels[i][1]))
+            return -1;
+    return 0;
+}
+
 static int start(server *s) {
     char err[RESATTN_ERR_LEN];
     s->metrics = resattn_metrics_new();
     if (!s->metrics)
         return -1;
     for (int i = 0; i < s->num_models; i++)
-        resattn_metrics_add_model(s->metrics, s->names[i], resattn_model_get_info(s->models[i]));
+        if (resattn_metrics_add_model(s->metrics, s->names[i],
+                                      resattn_model_get_info(s->models[i]))) {
+            say(s, "error", "out of memory for the metrics of model '%s'", s->names[i]);
+            return -1;
+        }
+    if (describe_compute(s)) {
+        say(s, "error", "out of memory for the metrics");
+        return -1;
+    }
     resattn_pool_options po = {s->cfg.workers, s->cfg.max_batch, s->cfg.max_delay_ms,
                                s->cfg.queue_capacity};
     if (resattn_pool_new(s->models, s->num_models, &po, s->metrics, &s->pool, err, sizeof err)) {

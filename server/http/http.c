@@ -763,7 +763,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && !r->resp_bytes)
         r->status = 499; /* the client went away before the answer (nginx's convention) */
     double dt = resattn_now() - r->start;
-    resattn_metrics_request(s->metrics, r->ep, r->status, dt);
+    resattn_metrics_request(s->metrics, r->ep, r->model, r->status, dt);
     log_request(r, dt);
     resattn_infer_request_release(&r->ireq);
     free(r->logits);
