@@ -82,7 +82,9 @@ typedef struct resattn_model_info {
     const char *const *labels;   /* num_classes names, or NULL when the config has none */
     const char *preprocess_json; /* the config's "preprocess" object as JSON text, or NULL */
     const char *config_json;     /* the whole resattn.config string */
-    size_t num_params;           /* parameters as stored (before BatchNorm folding) */
+    size_t num_params;           /* PyTorch's sum(p.numel() for p in model.parameters()):
+                                    the stored weights and biases, before BatchNorm folding */
+    size_t num_bn_stats;         /* BatchNorm running_mean + running_var entries (buffers) */
     double flops_per_image;      /* multiply-adds x 2 of one forward pass of one image */
     int num_blocks;              /* residual blocks in the network */
 } resattn_model_info;
