@@ -1,10 +1,10 @@
 /*
  * The command line as a user meets it, through the real binary ($RESATTN_BIN): `serve`
- * refuses a model whose config could only fail later (exit 2, one line naming the key)
- * and serves the built-in model beside a file under names given on the command line
- * (--model builtin, --model NAME=PATH); a file that is not safetensors says so; option
- * errors name the flag; `inspect` shows the served name and PyTorch's parameter count;
- * `bench` names its model and warns about more threads than usable CPUs.
+ * refuses a model whose config could only fail later (exit 2, one line naming the key),
+ * serves the built-in model beside a file under names given on the command line
+ * (--model builtin, --model NAME=PATH) and takes CMYK JPEGs; a file that is not safetensors
+ * says so; option errors name the flag; `inspect` shows the served name and PyTorch's
+ * parameter count; `bench` names its model and warns about more threads than usable CPUs.
  */
 #include "cli/config.h"
 #include "util_http.h"
@@ -250,6 +250,15 @@ START_TEST(serve_builtin_beside_file) {
                   (int)r.len, r.body);
     uh_response_release(&r);
     free(png);
+    /* a CMYK JPEG is an image like any other (it was 415); its pixels are checked against
+     * PIL's in the image suite */
+    unsigned char *jpg = ut_read_file("tests/fixtures/images/cmyk.jpg", &len);
+    ck_assert_ptr_nonnull(jpg);
+    const char *hj[] = {"Content-Type: image/jpeg", NULL};
+    ck_assert_int_eq(uh_request(s.port, "POST", "/predict/fashion", hj, jpg, len, &r), 0);
+    ck_assert_msg(r.status == 200, "CMYK JPEG: %ld %.*s", r.status, (int)r.len, r.body);
+    uh_response_release(&r);
+    free(jpg);
     ck_assert_int_eq(uh_server_stop(&s, SIGTERM, 10000), 0);
     /* the same name twice is refused at start-up */
     run_result rr;
