@@ -222,14 +222,28 @@ START_TEST(bench_names_model_and_warns) {
 }
 END_TEST
 
-/* serve: the built-in model beside a file, under command-line names; both answer. */
+/* serve: the built-in model beside a file, under command-line names; all answer. More BLAS
+ * threads than usable CPUs is a warning in the log, not an error. */
 START_TEST(serve_builtin_beside_file) {
     uh_server s;
-    const char *args[] = {"--model", "fashion=builtin",
-                          "--model", "tests/fixtures/basic_cifar_se.safetensors",
-                          "--model", "se2=tests/fixtures/basic_cifar_se.safetensors",
+    char blas[16];
+    snprintf(blas, sizeof blas, "%d", resattn_usable_cpus() + 1); /* one worker: a warning */
+    const char *args[] = {"--model",
+                          "fashion=builtin",
+                          "--model",
+                          "tests/fixtures/basic_cifar_se.safetensors",
+                          "--model",
+                          "se2=tests/fixtures/basic_cifar_se.safetensors",
+                          "--workers",
+                          "1",
+                          "--blas-threads",
+                          blas,
                           NULL};
     ck_assert_msg(uh_server_start(&s, args) == 0, "server did not start");
+    size_t loglen;
+    unsigned char *log = ut_read_file(s.log, &loglen);
+    ck_assert_msg(log && memmem(log, loglen, "usable CPU", 10), "no thread warning in the log");
+    free(log);
     const char *names[] = {"fashion", "basic_cifar_se", "se2"};
     for (int i = 0; i < 3; i++) {
         char path[128];

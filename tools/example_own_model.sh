@@ -1,6 +1,6 @@
 #!/bin/bash
-# Runs the README's "Serving your own model" example exactly as written (the ```sh block
-# after the "own-model-example" marker), in a scratch directory where build/resattn, tools/
+# Runs the README's "Serving your own model" example exactly as written (the ```sh blocks
+# after the "own-model-example" markers, in order), in a scratch directory where build/resattn, tools/
 # and models/ point into this checkout, with the port 8081 replaced by a free one. Then
 # checks what the example printed: inspect's parameter count equals PyTorch's, /predict
 # answered for both models, and both PyTorch comparisons passed (the example's own assert
@@ -20,8 +20,9 @@ mkdir "$WORK/build"
 ln -s "$BIN" "$WORK/build/resattn"
 ln -s "$ROOT/tools" "$WORK/tools"
 ln -s "$ROOT/models" "$WORK/models"
-awk '/<!-- own-model-example/ { m = 1; next } m && /^```sh$/ { b = 1; next }
-     b && /^```$/ { exit } b' "$ROOT/README.md" > "$WORK/example.sh"
+# every ```sh block right after an "own-model-example" marker, in order
+awk '/<!-- own-model-example/ { m = 1; next } m && /^```sh$/ { b = 1; m = 0; next }
+     b && /^```$/ { b = 0; next } b' "$ROOT/README.md" > "$WORK/example.sh"
 [ "$(grep -c . "$WORK/example.sh")" -gt 10 ] || fail "no example block found in README.md"
 PORT=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 sed -i "s/127\.0\.0\.1:8081/127.0.0.1:$PORT/g; s/--port 8081/--port $PORT/g" "$WORK/example.sh"
@@ -45,4 +46,8 @@ grep -q '{"model":"fashion","predictions":\[{"label":"Ankle boot"' out.log ||
     fail "the built-in model did not answer as 'fashion'"
 [ "$(grep -c 'max |resattn - PyTorch| = .*same top class: True' out.log)" = 2 ] ||
     fail "the PyTorch comparisons did not both pass"
+grep -q '"served_name": "resnet18"' out.log || fail "inspect --json"
+grep -q '^1\. .* (class [0-9]*): 0\.' out.log || fail "predict on the JPEG printed no top-k"
+grep -q '{"model":"resnet18","model_file":"resnet18.safetensors","batch":8' out.log ||
+    fail "bench did not name the model"
 echo "example_own_model: the README example ran as written; resattn agrees with PyTorch"

@@ -89,7 +89,8 @@ typedef struct resattn_model_info {
     int num_blocks;              /* residual blocks in the network */
 } resattn_model_info;
 
-/* Load a model from a .safetensors file (read whole; the file may be closed afterwards). */
+/* Load a model from a .safetensors file (read whole; the file may be closed afterwards).
+ * Error messages name the file ("not a safetensors file: PATH ...", "PATH: tensor ..."). */
 resattn_status resattn_model_load_file(const char *path, resattn_model **out, char *err,
                                        size_t err_len);
 /* Load from memory; the buffer is copied from as needed and not kept. */

@@ -104,7 +104,7 @@ int resattn_cmd_inspect(int argc, char **argv) {
         return rc;
     if (as_json) {
         json_t *o = summary_json(m, name);
-        char *s = json_dumps(o, JSON_INDENT(2));
+        char *s = json_dumps(o, JSON_INDENT(2) | JSON_REAL_PRECISION(9));
         printf("%s\n", s);
         free(s);
         json_decref(o);
