@@ -1,11 +1,11 @@
 /*
  * `resattn serve`: reads the configuration, loads the models (the built-in one when no
- * --model is given; cli_common.c reads PATH, NAME=PATH and builtin), starts the worker pool and the
- * HTTP server, and waits for SIGTERM or SIGINT in main with sigtimedwait. The signals are blocked
- * before our threads start, so libmicrohttpd and worker threads never take them; OpenBLAS starts
- * its own threads before main, with signals unblocked, so a tiny handler that only records the
- * signal covers a signal delivered there (the default action would kill the process mid-drain). On
- * a signal it drains: readiness turns 503, the listener closes, queued and running requests finish
+ * --model is given), starts the worker pool and the HTTP server, and waits for SIGTERM or
+ * SIGINT in main with sigtimedwait. The signals are blocked before our threads start, so
+ * libmicrohttpd and worker threads never take them; OpenBLAS starts its own threads before
+ * main, with signals unblocked, so a tiny handler that only records the signal covers a
+ * signal delivered there (the default action would kill the process mid-drain). On a signal
+ * it drains: readiness turns 503, the listener closes, queued and running requests finish
  * (within --drain-timeout-ms), then everything stops and the process exits 0.
  */
 #include "cli/commands.h"
@@ -119,7 +119,8 @@ static int add_model(server *s, resattn_model *m, const char *name) {
     return 0;
 }
 
-/* Every --model (PATH, NAME=PATH, builtin, NAME=builtin); none given: the built-in model. */
+/* Every --model (PATH, NAME=PATH, builtin, NAME=builtin: server/cli/cli_common.c); none
+ * given: the built-in model. */
 static int load_models(server *s) {
     char err[RESATTN_ERR_LEN], name[128];
     static char *const builtin_only[] = {"builtin"};
