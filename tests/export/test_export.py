@@ -100,8 +100,7 @@ def run_bin(*args):
     return p.returncode, p.stdout, p.stderr
 
 
-def main_test():
-    tmp = tempfile.mkdtemp(prefix="resattn-export-")
+def main_test(tmp):
     sd = model_state()
     # the good config passes both
     good = os.path.join(tmp, "good.safetensors")
@@ -182,13 +181,11 @@ def main_test():
     rc, err, out = cli("cat\ndog\nbird\n", cfg=dict(edited("preprocess.stdev", [1]), labels=None))
     check(rc == 1 and '"stdev"' in err and err.count("\n") == 1 and not os.path.exists(out),
           "CLI: bad config, one line: %s" % err.strip())
-    for f in os.listdir(tmp):
-        os.unlink(os.path.join(tmp, f))
-    os.rmdir(tmp)
 
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    main_test()
+    with tempfile.TemporaryDirectory(prefix="resattn-export-") as tmp:
+        main_test(tmp)
     print("%d failure(s)" % len(failures))
     sys.exit(1 if failures else 0)
