@@ -66,7 +66,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (!st) {
             float logits[4 * 3] = {0};
             resattn_response_body b;
-            resattn_image_api_encode(&r, "m", &m, logits, r.n, &b);
+            if (resattn_image_api_owns(&r)) /* /predict; v2 images get the v2 answer */
+                resattn_image_api_encode(&r, "m", &m, logits, r.n, &b);
+            else
+                resattn_v2_encode(&r, "m", &m, logits, r.n, &b);
             resattn_response_body_release(&b);
         }
         resattn_infer_request_release(&r);
