@@ -38,7 +38,8 @@ static const resattn_model_info *fuzz_model_info(void) {
 /* Encode the v2 answer a parsed request asks for (outputs, classification, top-k; the
  * attention parts fail cleanly, as no masks were computed), with logits taken from its
  * input so that they vary with the fuzzer's bytes. */
-static inline void fuzz_v2_answer(const resattn_infer_request *req, const resattn_model_info *info) {
+static inline void fuzz_v2_answer(const resattn_infer_request *req,
+                                  const resattn_model_info *info) {
     size_t k = (size_t)info->num_classes, count = (size_t)req->n * k;
     size_t in = (size_t)req->n * (size_t)req->c * (size_t)req->h * (size_t)req->w;
     float *logits = malloc(sizeof *logits * (count ? count : 1));
