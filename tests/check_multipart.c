@@ -215,7 +215,7 @@ static int api(resattn_protocol proto, const char *ct, const void *body, size_t 
     resattn_model_info m = fashion();
     unsigned char *copy = malloc(len ? len : 1);
     memcpy(copy, body, len);
-    int st = resattn_image_api_parse(proto, ct, copy, len, -1, 0, &m, &limits, r, err, 256);
+    int st = resattn_image_api_parse(proto, ct, copy, len, -1, -1, 0, &m, &limits, r, err, 256);
     free(copy);
     return st;
 }
@@ -483,6 +483,93 @@ START_TEST(api_v2_outputs_and_parameters) {
     resattn_infer_request_release(&r);
     free(body);
     free(s);
+    free(png);
+}
+END_TEST
+
+/* v2 images with the binary tensor extension: the raw files, each after a 4-byte
+ * little-endian length, following a JSON header (as tritonclient sends BYTES). */
+static unsigned char *binary_images(const unsigned char *png, size_t len, int n,
+                                    const char *hdr_rest, long long declared, size_t *total,
+                                    size_t *hl) {
+    size_t bin = (size_t)n * (4 + len);
+    char *head = fmt("{\"inputs\":[{\"name\":\"image\",\"shape\":[%d],\"datatype\":\"BYTES\","
+                     "\"parameters\":{\"binary_data_size\":%lld}}]%s}",
+                     n, declared < 0 ? (long long)bin : declared, hdr_rest);
+    *hl = strlen(head);
+    *total = *hl + bin;
+    unsigned char *b = malloc(*total), *p = b + *hl;
+    memcpy(b, head, *hl);
+    for (int i = 0; i < n; i++) {
+        uint32_t l = (uint32_t)len;
+        memcpy(p, &l, 4);
+        memcpy(p + 4, png, len);
+        p += 4 + len;
+    }
+    free(head);
+    return b;
+}
+
+START_TEST(api_v2_binary_images) {
+    size_t len, total, hl;
+    unsigned char *png = example(&len);
+    resattn_model_info m = fashion();
+    resattn_infer_request r, ref;
+    char err[256] = "";
+    unsigned char *b = binary_images(png, len, 2, "", -1, &total, &hl);
+    for (int t = 0; t < 2; t++) {
+        const char *ct = t ? "application/octet-stream" : "application/json";
+        ck_assert(resattn_image_api_is_image(ct, b, total));
+        ck_assert_msg(resattn_image_api_parse(RESATTN_PROTO_V2, ct, b, total, (long long)hl, -1, 0,
+                                              &m, &limits, &r, err, sizeof err) == 0,
+                      "%s", err);
+        ck_assert_int_eq(r.n, 2);
+        ck_assert_uint_eq(r.outputs, RESATTN_OUT_DEFAULT);
+        ck_assert_msg(api(RESATTN_PROTO_PREDICT, "image/png", png, len, &ref, err) == 0, "%s", err);
+        ck_assert_int_eq(memcmp(r.input + 28 * 28, ref.input, 28 * 28 * sizeof(float)), 0);
+        resattn_infer_request_release(&ref);
+        resattn_infer_request_release(&r);
+    }
+    free(b);
+    struct {
+        int n;
+        const char *rest;
+        long long declared;
+        size_t cut;   /* bytes dropped from the end */
+        long long hl; /* -2: the header's own length */
+        const char *word;
+    } bad[] = {
+        {1, "", 7, 0, -2, "binary_data_size must be the"},
+        {2, "", -1, 3, -2, "element 1 has length"},
+        {1, "", -1, 0, -1, "invalid JSON"}, /* without the header, the body is all JSON */
+        {1, "", -1, 0, 1 << 20, "outside the body"},
+        {1, ",\"outputs\":[{\"name\":\"feat\"}]", -1, 0, -2, "'feat'"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        b = binary_images(png, len, bad[i].n, bad[i].rest, bad[i].declared, &total, &hl);
+        if (bad[i].cut) { /* the declared size follows, the last element is cut short */
+            free(b);
+            b = binary_images(png, len, bad[i].n, bad[i].rest,
+                              (long long)(bad[i].n * (4 + len) - bad[i].cut), &total, &hl);
+            total -= bad[i].cut;
+        }
+        int st = resattn_image_api_parse(RESATTN_PROTO_V2, "application/json", b, total,
+                                         bad[i].hl == -2 ? (long long)hl : bad[i].hl, -1, 0, &m,
+                                         &limits, &r, err, sizeof err);
+        ck_assert_msg(st == 400 && strstr(err, bad[i].word), "case %zu: %d %s", i, st, err);
+        ck_assert_ptr_null(r.input);
+        free(b);
+    }
+    /* an element whose length runs past the end */
+    b = binary_images(png, len, 1, "", -1, &total, &hl);
+    uint32_t big = (uint32_t)len + 1;
+    memcpy(b + hl, &big, 4);
+    ck_assert_int_eq(resattn_image_api_parse(RESATTN_PROTO_V2, "application/json", b, total,
+                                             (long long)hl, -1, 0, &m, &limits, &r, err,
+                                             sizeof err),
+                     400);
+    ck_assert_msg(strstr(err, "element 0 has length"), "%s", err);
+    free(b);
     free(png);
 }
 END_TEST
@@ -936,6 +1023,27 @@ START_TEST(http_v2_conformance) {
     json_decref(blocks);
     json_decref(a.root);
     uh_response_release(&r);
+    /* images with the binary tensor extension, as tritonclient sends BYTES, answered in
+     * binary too */
+    size_t btotal, hl;
+    png = example(&plen);
+    unsigned char *bb =
+        binary_images(png, plen, 1,
+                      ",\"outputs\":[{\"name\":\"logits\",\"parameters\":{\"classification\":1}}],"
+                      "\"parameters\":{\"binary_data_output\":true}",
+                      -1, &btotal, &hl);
+    free(png);
+    char hlh[64];
+    snprintf(hlh, sizeof hlh, "Inference-Header-Content-Length: %zu", hl);
+    const char *bh[] = {"Content-Type: application/octet-stream", hlh, NULL};
+    ck_assert_int_eq(uh_request(port, "POST", "/v2/models/default/infer", bh, bb, btotal, &r), 0);
+    free(bb);
+    ck_assert_msg(r.status == 200 && r.header_len > 0, "%ld %.*s", r.status, (int)r.len, r.body);
+    answer_open(&r, &a);
+    ck_assert_int_eq(answer_strings(&a, "logits", top, 1), 1);
+    ck_assert_msg(strstr(top[0], ":9:Ankle boot"), "%s", top[0]);
+    json_decref(a.root);
+    uh_response_release(&r);
     struct {
         const char *name, *rest, *word;
     } bad[] = {
@@ -974,6 +1082,7 @@ Suite *multipart_suite(void) {
     tcase_add_test(a, api_errors);
     tcase_add_test(a, api_encode);
     tcase_add_test(a, api_v2_outputs_and_parameters);
+    tcase_add_test(a, api_v2_binary_images);
     suite_add_tcase(s, a);
     TCase *h = tcase_create("http");
     tcase_set_timeout(h, 120);

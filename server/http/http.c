@@ -398,10 +398,28 @@ static unsigned npy_tensor(const resattn_infer_request *q) {
     return t == RESATTN_OUT_LOGITS || t == RESATTN_OUT_PROBABILITIES ? t : 0;
 }
 
+/* v2's Inference-Header-Content-Length into *hlen (-1 when absent): 0 or 400. */
+static int header_length(request *r, long long *hlen, char *err, size_t err_len) {
+    const char *h = header(r, "Inference-Header-Content-Length");
+    *hlen = -1;
+    if (h) {
+        char *end;
+        *hlen = strtoll(h, &end, 10);
+        if (end == h || *end || *hlen < 0) {
+            snprintf(err, err_len, "Inference-Header-Content-Length '%s' is not a byte count", h);
+            return 400;
+        }
+    }
+    return 0;
+}
+
 static int parse_infer(request *r, char *err, size_t err_len) {
     const resattn_served_model *sm = &r->srv->models[r->model];
     const resattn_model_info *info = resattn_model_get_info(sm->model);
     const char *ct = header(r, MHD_HTTP_HEADER_CONTENT_TYPE);
+    long long hlen = -1;
+    if (r->ep == RESATTN_EP_V2_INFER && header_length(r, &hlen, err, err_len))
+        return 400;
     if (r->ep == RESATTN_EP_PREDICT ||
         (r->ep == RESATTN_EP_V2_INFER && resattn_image_api_is_image(ct, r->body, r->len))) {
         const char *q = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "top_k");
@@ -418,7 +436,7 @@ static int parse_infer(request *r, char *err, size_t err_len) {
         }
         return resattn_image_api_parse(
             r->ep == RESATTN_EP_PREDICT ? RESATTN_PROTO_PREDICT : RESATTN_PROTO_V2, ct, r->body,
-            r->len, top_k, 0, info, &r->srv->opt.limits, &r->ireq, err, err_len);
+            r->len, hlen, top_k, 0, info, &r->srv->opt.limits, &r->ireq, err, err_len);
     }
     if (r->ep == RESATTN_EP_V1_PREDICT) {
         /* TF Serving reads the body as JSON whatever the type; we also take curl -d's default
@@ -431,16 +449,6 @@ static int parse_infer(request *r, char *err, size_t err_len) {
         }
         return resattn_tfs_parse(r->body, r->len, info, &r->srv->opt.limits, &r->ireq, err,
                                  err_len);
-    }
-    long long hlen = -1;
-    const char *h = header(r, "Inference-Header-Content-Length");
-    if (h) {
-        char *end;
-        hlen = strtoll(h, &end, 10);
-        if (end == h || *end || hlen < 0) {
-            snprintf(err, err_len, "Inference-Header-Content-Length '%s' is not a byte count", h);
-            return 400;
-        }
     }
     /* the body stays until the request completes, so FP32 binary data is used in place */
     resattn_parse_limits limits = r->srv->opt.limits;

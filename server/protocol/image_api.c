@@ -16,6 +16,7 @@
 
 #include <jansson.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -175,9 +176,66 @@ static int add_v2_strings(json_t *d, images *im, int depth, char *err, size_t er
     return 0;
 }
 
+/* The elements of a binary BYTES tensor (the binary tensor extension): each a 4-byte
+ * little-endian length, then that many bytes, here a whole PNG or JPEG file. */
+static int add_v2_binary(const unsigned char *p, size_t n, images *im, char *err, size_t err_len) {
+    size_t off = 0;
+    for (int i = 0; off < n; i++) {
+        if (n - off < 4)
+            return fail(err, err_len, 400,
+                        "inputs[0] binary data: element %d is cut short (%zu bytes, a length "
+                        "takes 4)",
+                        i, n - off);
+        uint32_t len = (uint32_t)p[off] | (uint32_t)p[off + 1] << 8 | (uint32_t)p[off + 2] << 16 |
+                       (uint32_t)p[off + 3] << 24;
+        off += 4;
+        if (len > n - off)
+            return fail(err, err_len, 400,
+                        "inputs[0] binary data: element %d has length %u but only %zu bytes "
+                        "follow",
+                        i, len, n - off);
+        int st = add_image(im, p + off, len, NULL, err, err_len);
+        if (st)
+            return st;
+        off += len;
+    }
+    return 0;
+}
+
+/* inputs[0]'s images: base64 strings in "data", or (binary_data_size) the binary part
+ * bin [bin_len] after a JSON header of header_len >= 0 bytes. */
+static int v2_images(json_t *in0, const unsigned char *bin, size_t bin_len, long long header_len,
+                     images *im, char *err, size_t err_len) {
+    json_t *data = json_object_get(in0, "data");
+    json_t *bds = json_object_get(json_object_get(in0, "parameters"), "binary_data_size");
+    if (!bds) {
+        if (bin_len)
+            return fail(err, err_len, 400,
+                        "%zu bytes follow the JSON header but inputs[0] has no binary_data_size",
+                        bin_len);
+        if (!data)
+            return fail(err, err_len, 400, "inputs[0].data is missing");
+        return add_v2_strings(data, im, 0, err, err_len);
+    }
+    if (data)
+        return fail(err, err_len, 400, "inputs[0] has both data and parameters.binary_data_size");
+    if (header_len < 0)
+        return fail(err, err_len, 400,
+                    "inputs[0].parameters.binary_data_size needs the "
+                    "Inference-Header-Content-Length header");
+    if (!json_is_integer(bds) || json_integer_value(bds) < 0 ||
+        (unsigned long long)json_integer_value(bds) != bin_len)
+        return fail(err, err_len, 400,
+                    "inputs[0].parameters.binary_data_size must be the %zu bytes that follow the "
+                    "JSON header",
+                    bin_len);
+    return add_v2_binary(bin, bin_len, im, err, err_len);
+}
+
 /* v2 JSON with the BYTES input "image"; its "outputs" and "parameters" are read as for a
  * tensor (v2_outputs.h), before any image is decoded. */
-static int parse_v2_json(json_t *root, const resattn_model_info *model, images *im,
+static int parse_v2_json(json_t *root, const unsigned char *bin, size_t bin_len,
+                         long long header_len, const resattn_model_info *model, images *im,
                          resattn_infer_request *out, char *err, size_t err_len) {
     json_t *inputs = json_object_get(root, "inputs"), *in0 = json_array_get(inputs, 0);
     if (!json_is_array(inputs) || json_array_size(inputs) != 1 || !json_is_object(in0))
@@ -204,23 +262,31 @@ static int parse_v2_json(json_t *root, const resattn_model_info *model, images *
     int st = resattn_v2_read_options(root, model, out, err, err_len);
     if (st)
         return st;
-    json_t *data = json_object_get(in0, "data");
-    if (!data)
-        return fail(err, err_len, 400, "inputs[0].data is missing");
-    return add_v2_strings(data, im, 0, err, err_len);
+    return v2_images(in0, bin, bin_len, header_len, im, err, err_len);
 }
 
+/* A JSON body: /predict's, or v2's (a JSON header of header_len bytes when >= 0, with the
+ * binary tensor extension's bytes after it). */
 static int parse_json(resattn_protocol proto, const unsigned char *body, size_t len,
-                      const resattn_model_info *model, images *im, int *top_k,
+                      long long header_len, const resattn_model_info *model, images *im, int *top_k,
                       resattn_infer_request *out, char *err, size_t err_len) {
+    size_t jlen = len;
+    if (header_len >= 0) {
+        if (header_len == 0 || (unsigned long long)header_len > len)
+            return fail(err, err_len, 400,
+                        "Inference-Header-Content-Length %lld is outside the body (%zu bytes)",
+                        header_len, len);
+        jlen = (size_t)header_len;
+    }
     json_error_t je;
-    json_t *root = json_loadb((const char *)body, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *root = json_loadb((const char *)body, jlen, JSON_REJECT_DUPLICATES, &je);
     if (!json_is_object(root)) {
         json_decref(root);
         return fail(err, err_len, 400, "invalid JSON at line %d column %d: %s", je.line, je.column,
                     je.text);
     }
-    int st = proto == RESATTN_PROTO_V2 ? parse_v2_json(root, model, im, out, err, err_len)
+    int st = proto == RESATTN_PROTO_V2 ? parse_v2_json(root, body + jlen, len - jlen, header_len,
+                                                       model, im, out, err, err_len)
                                        : parse_predict_json(root, im, top_k, err, err_len);
     json_decref(root);
     return st;
@@ -249,19 +315,24 @@ int resattn_image_api_is_image(const char *ct, const unsigned char *body, size_t
         return 1;
     if (resattn_image_sniff(body, len) != RESATTN_IMAGE_FORMAT_UNKNOWN)
         return 1;
-    return (!ct || has_prefix(ct, "application/json")) && len && v2_json_has_bytes(body, len);
+    /* application/octet-stream: the binary extension's JSON header comes first */
+    int json = !ct || has_prefix(ct, "application/json");
+    int octet = has_prefix(ct, "application/octet-stream") && len && body[0] == '{';
+    return (json || octet) && len && v2_json_has_bytes(body, len);
 }
 
 /* Collect the request's images by content type. */
 static int collect(resattn_protocol proto, const char *ct, const unsigned char *body, size_t len,
-                   const resattn_model_info *model, images *im, int *top_k,
+                   long long header_len, const resattn_model_info *model, images *im, int *top_k,
                    resattn_infer_request *out, char *err, size_t err_len) {
     if (has_prefix(ct, "multipart/form-data"))
         return parse_multipart(ct, body, len, im, top_k, err, err_len);
     if (resattn_image_sniff(body, len) != RESATTN_IMAGE_FORMAT_UNKNOWN || has_prefix(ct, "image/"))
         return add_image(im, body, len, NULL, err, err_len);
-    if (has_prefix(ct, "application/json") || (!ct && len && body[0] == '{'))
-        return parse_json(proto, body, len, model, im, top_k, out, err, err_len);
+    if (has_prefix(ct, "application/json") || (!ct && len && body[0] == '{') ||
+        (proto == RESATTN_PROTO_V2 && header_len >= 0))
+        return parse_json(proto, body, len, proto == RESATTN_PROTO_V2 ? header_len : -1, model, im,
+                          top_k, out, err, err_len);
     if (has_prefix(ct, "application/octet-stream"))
         return fail(err, err_len, 415, "the body is not a PNG or JPEG image (%zu bytes)", len);
     return fail(err, err_len, 415,
@@ -297,7 +368,7 @@ static int preprocess_all(const images *im, long long max_pixels, const resattn_
 }
 
 int resattn_image_api_parse(resattn_protocol proto, const char *ct, const unsigned char *body,
-                            size_t len, int top_k, long long max_pixels,
+                            size_t len, long long header_len, int top_k, long long max_pixels,
                             const resattn_model_info *model, const resattn_parse_limits *limits,
                             resattn_infer_request *out, char *err, size_t err_len) {
     memset(out, 0, sizeof *out);
@@ -309,7 +380,7 @@ int resattn_image_api_parse(resattn_protocol proto, const char *ct, const unsign
         return fail(err, err_len, 500, "out of memory");
     im->max = limits->max_batch > 0 && limits->max_batch < MAX_IMAGES_HARD ? limits->max_batch
                                                                            : MAX_IMAGES_HARD;
-    int st = collect(proto, ct, body, len, model, im, &top_k, out, err, err_len);
+    int st = collect(proto, ct, body, len, header_len, model, im, &top_k, out, err, err_len);
     if (!st && im->n == 0)
         st = fail(err, err_len, 400, "no image in the request");
     if (!st)

@@ -6,8 +6,9 @@
  *   - a raw PNG/JPEG body (image/png, image/jpeg, application/octet-stream, or any type
  *     when the bytes start with a PNG/JPEG signature);
  *   - /predict JSON: {"image": "<base64>"} or {"images": ["<base64>", ...]}, "top_k"?: k;
- *   - v2 JSON with an input of datatype BYTES whose data holds base64 images
- *     ("parameters": {"top_k": k} optional).
+ *   - v2 JSON with the input "image" of datatype BYTES whose data holds base64 images, or
+ *     with the binary tensor extension the raw files (each a 4-byte little-endian length,
+ *     then the bytes) after a JSON header of Inference-Header-Content-Length bytes.
  * Each image is decoded and preprocessed per the model's "preprocess" config. The answer
  * to /predict is {"model", "predictions": [{"label", "index", "probability"}...]} sorted by
  * probability, or {"model", "batch": [[...], ...]} for several images; a v2 image request
@@ -24,14 +25,16 @@ int resattn_image_api_is_image(const char *content_type, const unsigned char *bo
 
 /*
  * Parse an image request for protocol RESATTN_PROTO_PREDICT or RESATTN_PROTO_V2 into out.
- * top_k: from the URL query, or -1 when not given (the body may then give it; default
- * RESATTN_DEFAULT_TOP_K, at most the class count). max_pixels <= 0: the default
+ * header_len: v2's Inference-Header-Content-Length, or -1 when absent (ignored for
+ * /predict). top_k: from the URL query, or -1 when not given (the body may then give it;
+ * default RESATTN_DEFAULT_TOP_K, at most the class count). max_pixels <= 0: the default
  * of image.h. Returns 0 or an HTTP status (400, 413, 415, 422, 500) with err filled.
  */
 int resattn_image_api_parse(resattn_protocol proto, const char *content_type,
-                            const unsigned char *body, size_t len, int top_k, long long max_pixels,
-                            const resattn_model_info *model, const resattn_parse_limits *limits,
-                            resattn_infer_request *out, char *err, size_t err_len);
+                            const unsigned char *body, size_t len, long long header_len, int top_k,
+                            long long max_pixels, const resattn_model_info *model,
+                            const resattn_parse_limits *limits, resattn_infer_request *out,
+                            char *err, size_t err_len);
 
 /* Whether a parsed request is answered by resattn_image_api_encode (/predict). */
 int resattn_image_api_owns(const resattn_infer_request *req);
