@@ -337,8 +337,8 @@ static int parse_json(const unsigned char *body, size_t len, long long header_le
     if (!st && !dt) {
         if (!strcmp(json_string_value(dtype), "BYTES"))
             snprintf(err, err_len,
-                     "inputs[0].datatype BYTES holds base64-encoded images (input '"
-                     RESATTN_V2_IMAGE_INPUT "'): its data must be strings");
+                     "inputs[0].datatype BYTES holds base64-encoded images (input "
+                     "'" RESATTN_V2_IMAGE_INPUT "'): its data must be strings");
         else
             snprintf(err, err_len, "inputs[0].datatype '%.32s' is not one of %s",
                      json_string_value(dtype), resattn_dtype_names());
