@@ -45,11 +45,16 @@ $(BUILD)/obj/models/default_model.o: models/default_model.S models/default.safet
 	@mkdir -p $(dir $@)
 	$(CC) -c $< -o $@
 
-# The web page served at / is linked into the binary (server/http/web/index.html).
+# The web page served at / is linked into the binary: server/http/web/index.html with the
+# example pictures (models/examples/*.png) embedded as data: URLs for its thumbnails.
+WEB_EXAMPLES = $(sort $(wildcard models/examples/*.png))
 SERVER_OBJ += $(BUILD)/obj/server/http/web/index_html.o
-$(BUILD)/obj/server/http/web/index_html.o: server/http/web/index_html.S server/http/web/index.html
+$(BUILD)/web/index.html: server/http/web/index.html server/http/web/embed_examples.sh $(WEB_EXAMPLES)
 	@mkdir -p $(dir $@)
-	$(CC) -c $< -o $@
+	server/http/web/embed_examples.sh $< $(WEB_EXAMPLES) > $@.tmp && mv $@.tmp $@
+$(BUILD)/obj/server/http/web/index_html.o: server/http/web/index_html.S $(BUILD)/web/index.html
+	@mkdir -p $(dir $@)
+	$(CC) -DRESATTN_WEB_PAGE='"$(BUILD)/web/index.html"' -c $< -o $@
 
 # One SUITE(x) line per tests/check_x.c, for tests/check_main.c.
 $(BUILD)/suites.h: $(wildcard tests/check_*.c)
