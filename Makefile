@@ -88,6 +88,7 @@ test: deps
 	$(MAKE) -j$(NPROC) all $(BUILD)/check_resattn
 	$(MAKE) unit
 	tests/integration/prometheus_scrape.sh $(BUILD)/resattn
+	python3 tests/integration/readme_examples.py $(BUILD)/resattn
 	RESATTN_BIN=$(abspath $(BUILD)/resattn) tests/browser/run.sh
 	deploy/validate.sh
 	$(MAKE) asan

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Export a PyTorch residual-attention network to the resattn model file (issue 2).
+"""Export a PyTorch residual-attention network to the resattn model file.
 
 Writes safetensors directly (no safetensors package needed): an 8-byte little-endian
 header length, a JSON header {name: {dtype, shape, data_offsets}, "__metadata__":
