@@ -30,4 +30,5 @@ case "$bin" in /*) ;; *) bin="$root/$bin" ;; esac
 if [ ! -x "$bin" ] && [ -z "${RESATTN_BIN:-}" ]; then
     make -C "$root" all
 fi
+echo "browser test: node $(node --version), playwright-core $want, $(/usr/bin/chromium --version 2>/dev/null)" >&2
 RESATTN_BIN="$bin" exec node "$here/test.mjs"
