@@ -107,6 +107,7 @@ static void h_infer(request *r);
 static void h_v1_model(request *r);
 static void h_metrics(request *r);
 static void h_web(request *r);
+static void h_v2_index(request *r);
 
 static const route routes[] = {
     {"GET", "/v2", RESATTN_EP_V2_SERVER, h_v2_server},
@@ -118,6 +119,7 @@ static const route routes[] = {
     {"GET", "/v2/models/{m}/versions/{v}", RESATTN_EP_V2_MODEL, h_v2_model},
     {"GET", "/v2/models/{m}/versions/{v}/ready", RESATTN_EP_V2_MODEL_READY, h_v2_model_ready},
     {"POST", "/v2/models/{m}/versions/{v}/infer", RESATTN_EP_V2_INFER, h_infer},
+    {"POST", "/v2/repository/index", RESATTN_EP_V2_INDEX, h_v2_index},
     {"POST", "/v1/models/{m}:predict", RESATTN_EP_V1_PREDICT, h_infer},
     {"POST", "/v1/models/{m}/versions/{v}:predict", RESATTN_EP_V1_PREDICT, h_infer},
     {"GET", "/v1/models/{m}", RESATTN_EP_V1_MODEL, h_v1_model},
@@ -282,6 +284,33 @@ static void h_v2_model_ready(request *r) {
         return;
     }
     answer_json(r, 200, json_pack("{s:s, s:b}", "name", sm->name, "ready", 1));
+}
+
+/* Triton's model repository index (the one call of that extension resattn has): every
+ * served model, in --model order; the page at / builds its model picker from it. An
+ * optional body {"ready": true} keeps only the ready ones. */
+static void h_v2_index(request *r) {
+    int ready = is_ready(r->srv), only_ready = 0;
+    if (r->len) {
+        json_error_t e;
+        json_t *o = json_loadb((const char *)r->body, r->len, JSON_REJECT_DUPLICATES, &e);
+        json_t *flag = json_object_get(o, "ready");
+        if (!json_is_object(o) || (flag && !json_is_boolean(flag))) {
+            json_decref(o);
+            answer_error(r, 400,
+                         "repository index: the body must be a JSON object such as "
+                         "{\"ready\": true}");
+            return;
+        }
+        only_ready = json_is_true(flag);
+        json_decref(o);
+    }
+    json_t *list = json_array();
+    for (int i = 0; list && i < r->srv->num_models && (ready || !only_ready); i++)
+        json_array_append_new(list,
+                              json_pack("{s:s, s:s, s:s}", "name", r->srv->models[i].name,
+                                        "version", "1", "state", ready ? "READY" : "UNAVAILABLE"));
+    answer_json(r, 200, list);
 }
 
 static void h_v1_model(request *r) {
