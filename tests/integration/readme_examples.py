@@ -160,6 +160,11 @@ def answer_logits_and_label(body, labels):
                 logits = o["data"][:len(labels)]
             if o.get("name") == "top_k_labels" and o.get("data"):
                 top = o["data"][0]
+            if (o.get("datatype") == "BYTES" and o.get("data") and top is None
+                    and o.get("name") in ("logits", "probabilities")):  # classification
+                parts = str(o["data"][0]).split(":")  # "value:index:label", best first
+                if len(parts) >= 2 and parts[1].isdigit() and int(parts[1]) < len(labels):
+                    top = labels[int(parts[1])]
     if logits is not None and top is None:
         top = labels[max(range(len(logits)), key=logits.__getitem__)]
     return logits, top
