@@ -6,6 +6,7 @@
  * /proc/self at render time.
  */
 #include "runtime/metrics.h"
+#include "runtime/budget.h"
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -36,6 +37,7 @@ struct resattn_metrics {
     histogram request_duration, queue_wait, inference, batch_size;
     char *model_lines[MAX_MODEL_LINES]; /* label sets of resattn_model_info, owned */
     int num_models;
+    const resattn_budget *budget; /* or NULL */
 };
 
 static const char *endpoint_names[RESATTN_EP_COUNT] = {
@@ -43,8 +45,8 @@ static const char *endpoint_names[RESATTN_EP_COUNT] = {
     "v1_predict", "healthz", "readyz",   "metrics",  "predict",        "web",      "unknown",
 };
 
-static const char *reject_names[RESATTN_REJECT_COUNT] = {"queue_full", "timeout", "draining",
-                                                         "body_too_large", "unauthorized"};
+static const char *reject_names[RESATTN_REJECT_COUNT] = {
+    "queue_full", "timeout", "draining", "body_too_large", "unauthorized", "memory"};
 
 const char *resattn_endpoint_name(resattn_endpoint e) {
     return e >= 0 && e < RESATTN_EP_COUNT ? endpoint_names[e] : "unknown";
@@ -143,6 +145,10 @@ int resattn_metrics_add_model(resattn_metrics *m, const char *name,
         return -1;
     m->model_lines[m->num_models++] = buf;
     return 0;
+}
+
+void resattn_metrics_set_budget(resattn_metrics *m, const resattn_budget *b) {
+    m->budget = b;
 }
 
 void resattn_metrics_request(resattn_metrics *m, resattn_endpoint e, int status, double seconds) {
@@ -302,6 +308,14 @@ char *resattn_metrics_render(resattn_metrics *m, size_t *len) {
     head(f, "resattn_requests_in_flight", "gauge", "HTTP requests being handled.");
     fprintf(f, "resattn_requests_in_flight %ld\n",
             atomic_load_explicit(&m->in_flight, memory_order_relaxed));
+    if (m->budget) {
+        head(f, "resattn_memory_budget_bytes", "gauge",
+             "Memory budget for admitted requests (bodies, tensors, answers).");
+        fprintf(f, "resattn_memory_budget_bytes %lld\n", resattn_budget_limit(m->budget));
+        head(f, "resattn_memory_in_use_bytes", "gauge",
+             "Bytes of the memory budget held by admitted requests now.");
+        fprintf(f, "resattn_memory_in_use_bytes %lld\n", resattn_budget_in_use(m->budget));
+    }
     head(f, "resattn_model_info", "gauge", "Loaded models; the value is always 1.");
     for (int i = 0; i < m->num_models; i++)
         fprintf(f, "resattn_model_info{%s} 1\n", m->model_lines[i]);

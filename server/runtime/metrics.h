@@ -37,16 +37,21 @@ typedef enum resattn_reject_reason {
     RESATTN_REJECT_DRAINING,
     RESATTN_REJECT_BODY_TOO_LARGE,
     RESATTN_REJECT_UNAUTHORIZED,
+    RESATTN_REJECT_MEMORY, /* the memory budget could not take the request (503) */
     RESATTN_REJECT_COUNT
 } resattn_reject_reason;
 
 typedef struct resattn_metrics resattn_metrics;
+struct resattn_budget;
 
 resattn_metrics *resattn_metrics_new(void);
 void resattn_metrics_free(resattn_metrics *m);
 
 /* Before serving (not thread-safe): one resattn_model_info{...} 1 line per model. */
 int resattn_metrics_add_model(resattn_metrics *m, const char *name, const resattn_model_info *info);
+
+/* Before serving: export the budget's limit and use as gauges (it must outlive m). */
+void resattn_metrics_set_budget(resattn_metrics *m, const struct resattn_budget *b);
 
 /* A finished HTTP request: status code, whole duration in seconds. */
 void resattn_metrics_request(resattn_metrics *m, resattn_endpoint e, int status, double seconds);
