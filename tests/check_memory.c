@@ -556,6 +556,28 @@ START_TEST(test_chunked_charged) {
 }
 END_TEST
 
+/* --max-image-pixels bounds the decoding on the HTTP thread (part of the fixed reserve). */
+START_TEST(test_image_pixel_limit) {
+    const char *args[] = {"--max-image-pixels", "783", NULL};
+    uh_server s;
+    ck_assert_msg(uh_server_start(&s, args) == 0, "server did not start (log %s)", s.log);
+    size_t len = 0;
+    unsigned char *png = padded_png(4096, &len); /* 28 x 28 = 784 pixels */
+    const char *h[] = {"Content-Type: image/png", NULL};
+    uh_response r;
+    uh_request(s.port, "POST", "/predict", h, png, len, &r);
+    ck_assert_msg(r.status == 413 && strstr((char *)r.body, "783"), "%ld %s", r.status,
+                  r.body ? (char *)r.body : "");
+    uh_response_release(&r);
+    ck_assert_int_eq(uh_server_stop(&s, SIGTERM, 30000), 0);
+    const char *args2[] = {"--max-image-pixels", "784", NULL};
+    ck_assert_msg(uh_server_start(&s, args2) == 0, "server did not start (log %s)", s.log);
+    small_predict_ok(s.port, png, len);
+    ck_assert_int_eq(uh_server_stop(&s, SIGTERM, 30000), 0);
+    free(png);
+}
+END_TEST
+
 Suite *memory_suite(void) {
     Suite *s = suite_create("memory");
     TCase *tc = tcase_create("budget");
@@ -569,6 +591,7 @@ Suite *memory_suite(void) {
     tcase_add_test(srv, test_upload_flood);
     tcase_add_test(srv, test_upload_flood_unbudgeted);
     tcase_add_test(srv, test_chunked_charged);
+    tcase_add_test(srv, test_image_pixel_limit);
     suite_add_tcase(s, srv);
     return s;
 }

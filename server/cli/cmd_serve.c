@@ -16,6 +16,7 @@
 #include "cli/commands.h"
 #include "cli/config.h"
 #include "cli/default_model.h"
+#include "data/image.h"
 #include "http/http.h"
 #include "runtime/budget.h"
 #include "runtime/metrics.h"
@@ -239,6 +240,10 @@ static int plan_memory(server *s, long long limit) {
         int c = resattn_model_get_info(s->models[i])->in_channels;
         channels = c > channels ? c : channels;
     }
+    if (s->cfg.max_image_pixels == 0) { /* 40 MP unless decoding one takes over limit / 4 */
+        long long fit = limit / 4 / resattn_budget_decode_bytes(1, channels);
+        s->cfg.max_image_pixels = fit < RESATTN_IMAGE_MAX_PIXELS ? fit : RESATTN_IMAGE_MAX_PIXELS;
+    }
     *p = (resattn_memory_plan){
         .limit = limit,
         .resident = resident_bytes(),
@@ -279,16 +284,16 @@ static int plan_memory(server *s, long long limit) {
         return -1;
     say(s, "info",
         "memory budget %.1f MiB for requests (%s; %.1f MiB %s - %.1f MiB resident after "
-        "loading - %.1f MiB workspaces - %.1f MiB connection buffers - %.1f MiB image decoding - "
-        "%.1f MiB margin = %.1f MiB)",
+        "loading - %.1f MiB workspaces - %.1f MiB connection buffers - %.1f MiB image decoding "
+        "(%.1f MP) - %.1f MiB margin = %.1f MiB)",
         budget / MIB, s->cfg.max_memory_bytes ? "--max-memory-bytes" : "derived", limit / MIB,
         s->limit_source, p->resident / MIB, p->workspaces / MIB, p->connections / MIB,
-        p->parse / MIB, p->margin / MIB, p->budget / MIB);
+        p->parse / MIB, s->cfg.max_image_pixels / 1e6, p->margin / MIB, p->budget / MIB);
     /* a body of --max-body-bytes that could never be admitted answers 413, not 503 forever */
     long long json_body = 3 * s->cfg.max_body_bytes + (long long)largest_work(s);
     if (json_body > budget - budget / 8)
         say(s, "warn",
-            "a JSON body of --max-body-bytes (%.1f MiB) needs %.1f MiB of the budget; bodies "
+            "a JSON body of --max-body-bytes (%.1f MiB) needs %.1f MiB of the budget; requests "
             "that need more than %.1f MiB answer 413",
             s->cfg.max_body_bytes / MIB, json_body / MIB, (budget - budget / 8) / MIB);
     return 0;

@@ -91,8 +91,10 @@ static const option_def options[] = {
      (long long)1 << 50, "BYTES",
      "memory budget for requests in progress (503 beyond); 0 = the cgroup limit (else physical "
      "memory) less models, buffers and a margin"},
-    {"max-image-pixels", "RESATTN_MAX_IMAGE_PIXELS", OPT_LLONG, OFF(max_image_pixels), "40000000",
-     1, (long long)1 << 40, "N", "most pixels in one decoded image (413 beyond)"},
+    {"max-image-pixels", "RESATTN_MAX_IMAGE_PIXELS", OPT_LLONG, OFF(max_image_pixels), "0", 0,
+     (long long)1 << 40, "N",
+     "most pixels in one decoded image (413 beyond); 0 = 40 million, or fewer when decoding "
+     "one would take more than a quarter of the memory limit"},
 };
 
 #define NUM_OPTIONS (sizeof options / sizeof options[0])

@@ -43,7 +43,7 @@ typedef struct resattn_server_config {
     int max_header_bytes;       /* MHD_OPTION_CONNECTION_MEMORY_LIMIT (431 beyond) */
     /* memory (issue 17) */
     long long max_memory_bytes; /* budget for admitted requests; 0 = from the memory limit */
-    long long max_image_pixels; /* most pixels of one decoded image */
+    long long max_image_pixels; /* most pixels of one decoded image; 0 = from the memory limit */
 } resattn_server_config;
 
 /*
