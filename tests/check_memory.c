@@ -334,10 +334,10 @@ typedef struct flood_result {
 #define FLOOD_BODY (8 * MIB)
 
 /*
- * FLOOD_CLIENTS connections announce a FLOOD_BODY-byte PNG upload. Those answered at once
- * (before any body byte) must be 503 + Retry-After; the others send 90 % of the body and
- * hold it while resident memory is sampled and small requests are made; then they finish
- * and must get 200.
+ * FLOOD_CLIENTS connections announce a FLOOD_BODY-byte PNG upload and wait for 100 Continue
+ * (as curl does for large bodies). Those refused get 503 + Retry-After instead and never
+ * send a byte of body; the others send 90 % of the body and hold it while resident memory
+ * is sampled and small requests are made; then they finish and must get 200.
  */
 static void flood(const uh_server *s, flood_result *out) {
     memset(out, 0, sizeof *out);
@@ -348,19 +348,18 @@ static void flood(const uh_server *s, flood_result *out) {
     char head[256];
     snprintf(head, sizeof head,
              "POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
-             "Content-Length: %lld\r\n\r\n",
+             "Content-Length: %lld\r\nExpect: 100-continue\r\n\r\n",
              FLOOD_BODY);
     for (int i = 0; i < FLOOD_CLIENTS; i++) {
         fds[i] = tcp_connect(s->port);
         ck_assert_int_ge(fds[i], 0);
         ck_assert_int_eq(send_all(fds[i], head, strlen(head)), 0);
     }
-    nanosleep(&(struct timespec){0, 500000000L}, NULL); /* the headers are read */
     size_t part = FLOOD_BODY / 10 * 9;
     for (int i = 0; i < FLOOD_CLIENTS; i++) {
-        admitted[i] = !readable(fds[i], 0);
+        raw_answer a = read_answer(fds[i], 10000); /* 100 Continue, or the refusal */
+        admitted[i] = a.status == 100;
         if (!admitted[i]) {
-            raw_answer a = read_answer(fds[i], 5000);
             ck_assert_msg(a.status == 503 && a.retry_after >= 1,
                           "client %d refused with %d (Retry-After %d): %s", i, a.status,
                           a.retry_after, a.body);
@@ -483,10 +482,11 @@ START_TEST(test_chunked_charged) {
     uh_server s;
     ck_assert_msg(uh_server_start(&s, args) == 0, "server did not start (log %s)", s.log);
     unsigned char *body = padded_png(20 * MIB, NULL);
-    /* an announced body the whole budget could not hold: 413 at once, counted as memory */
+    /* an announced body the whole budget could not hold: 413 instead of 100 Continue,
+     * counted as memory */
     int fd = tcp_connect(s.port);
     const char *big = "POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
-                      "Content-Length: 31457280\r\n\r\n";
+                      "Content-Length: 31457280\r\nExpect: 100-continue\r\n\r\n";
     ck_assert_int_eq(send_all(fd, big, strlen(big)), 0);
     raw_answer a = read_answer(fd, 5000);
     ck_assert_msg(a.status == 413 && strstr(a.body, "memory budget"), "%d %s", a.status, a.body);
@@ -528,6 +528,22 @@ START_TEST(test_chunked_charged) {
                   "chunked over the budget: %d (Retry-After %d) %s", a.status, a.retry_after,
                   a.body);
     close(c);
+    /* a client that does not wait for 100 Continue: its body is read and dropped (not
+     * charged), then the 503 follows, on a connection still open for the next request */
+    c = tcp_connect(s.port);
+    const char *nh = "POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+                     "Content-Length: 20971520\r\n\r\n";
+    ck_assert_int_eq(send_all(c, nh, strlen(nh)), 0);
+    ck_assert_int_eq(send_all(c, body, 20 * MIB), 0);
+    a = read_answer(c, 10000);
+    ck_assert_msg(a.status == 503 && a.retry_after >= 1, "no 100-continue: %d %s", a.status,
+                  a.body);
+    ck_assert_int_lt(metric(s.port, "resattn_memory_in_use_bytes "), base + (long long)MIB);
+    const char *get = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    ck_assert_int_eq(send_all(c, get, strlen(get)), 0);
+    a = read_answer(c, 10000);
+    ck_assert_int_eq(a.status, 200);
+    close(c);
     /* the holder finishes and is answered */
     ck_assert_int_eq(send_all(holder, body + 6 * MIB, 6 * MIB), 0);
     a = read_answer(holder, 30000);
@@ -541,7 +557,7 @@ START_TEST(test_chunked_charged) {
     a = read_answer(c, 10000);
     ck_assert_msg(a.status == 413 && strstr(a.body, "memory budget"), "%d %s", a.status, a.body);
     close(c);
-    ck_assert_int_eq(metric(s.port, "resattn_requests_rejected_total{reason=\"memory\"} "), 3);
+    ck_assert_int_eq(metric(s.port, "resattn_requests_rejected_total{reason=\"memory\"} "), 4);
     /* and a chunked upload that fits is served */
     c = chunked_upload(s.port);
     send_chunk(c, body, 2 * (size_t)MIB);

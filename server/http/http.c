@@ -2,7 +2,8 @@
  * HTTP layer of `resattn serve` on libmicrohttpd (see http.h). The life of a request:
  *   1st callback:  allocate a `request`, route it (method, path, model), check Content-Length
  *                  against the body cap (413 at once, before any body is read) and charge an
- *                  inference request's worst case to the memory budget (503 at once if full);
+ *                  inference request's worst case to the memory budget (503 if full: at once
+ *                  to a client waiting for 100 Continue, else after its body is dropped);
  *   body chunks:   appended under the running-total cap (a body of unknown length charged to
  *                  the budget as it grows), or dropped once an error is decided;
  *   last callback: answer GETs directly; for inference, parse, reserve a queue slot (503 when
@@ -73,7 +74,7 @@ struct request {
     size_t len, cap;
     req_state state;
     int discard; /* an error answer is decided: drop body chunks */
-    int early;   /* answered on the first callback, before the body (413, 503 memory) */
+    int early;   /* answer on the first callback, before any body is sent (see admit()) */
     /* memory budget: what this request holds of it; body_charged of it is for the body */
     resattn_budget_hold hold;
     size_t body_charged;
@@ -519,7 +520,10 @@ static void refuse_memory(request *r, resattn_budget_verdict v, size_t bytes) {
 
 /* Before the body is read: charge an inference request's worst case — its body
  * (Content-Length; a body of unknown length is charged as it arrives), what parsing it may
- * take, and a full batch's input, logits and answer. */
+ * take, and a full batch's input, logits and answer. A client that waits for
+ * `100 Continue` gets the refusal instead and never sends its body; any other client is
+ * already sending it, and closing the connection under it would reset it before it reads
+ * the answer, so its body is read and dropped and the answer follows (keep-alive stays). */
 static void admit(request *r, const char *cl) {
     resattn_http *s = r->srv;
     const resattn_model_info *info = resattn_model_get_info(s->models[r->model].model);
@@ -528,10 +532,13 @@ static void admit(request *r, const char *cl) {
     size_t want = body + resattn_budget_parse_bytes(header(r, MHD_HTTP_HEADER_CONTENT_TYPE), len) +
                   resattn_budget_infer_bytes(info, s->opt.limits.max_batch, 0);
     resattn_budget_verdict v = resattn_budget_hold_grow(&r->hold, want);
-    if (v)
-        refuse_memory(r, v, want);
-    else
+    if (!v) {
         r->body_charged = body;
+        return;
+    }
+    refuse_memory(r, v, want);
+    const char *expect = header(r, MHD_HTTP_HEADER_EXPECT);
+    r->early = expect && !strcasecmp(expect, "100-continue");
 }
 
 static void h_infer(request *r) {
@@ -724,10 +731,10 @@ static request *request_new(resattn_http *s, struct MHD_Connection *conn, const 
         resattn_metrics_reject(s->metrics, RESATTN_REJECT_BODY_TOO_LARGE);
         answer_error(r, 413, "body of %s bytes exceeds the limit of %lld bytes", cl,
                      s->opt.max_body_bytes);
+        r->early = 1;
     }
     if (!r->discard && r->fn == h_infer)
         admit(r, cl);
-    r->early = r->discard && (r->status == 413 || r->status == 503);
     return r;
 }
 
@@ -794,9 +801,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (!r)
             return MHD_NO;
         *req_cls = r;
-        /* a too-large body, or one the memory budget cannot take, is refused before it is
-         * read (the connection then closes); everything else waits for the next callback to
-         * keep the connection alive */
+        /* a too-large body, or one the memory budget cannot take from a client waiting for
+         * 100 Continue, is refused before it is sent (the connection then closes); everything
+         * else waits for the next callback to keep the connection alive */
         return r->early ? queue_answer(r) : MHD_YES;
     }
     if (*upload_data_size) {
