@@ -274,6 +274,11 @@ static int plan_memory(server *s, long long limit) {
             p->margin / MIB);
         return -1;
     }
+    if (s->cfg.max_memory_bytes && budget < need)
+        say(s, "warn",
+            "--max-memory-bytes %.1f MiB is less than one request of a full batch needs (%.1f "
+            "MiB): inference requests will answer 413",
+            budget / MIB, need / MIB);
     if (s->cfg.max_memory_bytes && budget > p->budget)
         say(s, "warn",
             "--max-memory-bytes %.1f MiB is more than the %.1f MiB the %s leaves: the process "
