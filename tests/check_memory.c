@@ -393,9 +393,16 @@ START_TEST(test_upload_flood) {
     const long long budget = 64 * MIB;
     char budget_arg[32];
     snprintf(budget_arg, sizeof budget_arg, "%lld", budget);
-    const char *args[] = {
-        "--max-memory-bytes", budget_arg, "--max-connections", "200", "--max-body-bytes",
-        "16777216",           NULL};
+    /* the long request timeout: under valgrind the held requests take minutes, not 504s */
+    const char *args[] = {"--max-memory-bytes",
+                          budget_arg,
+                          "--max-connections",
+                          "200",
+                          "--max-body-bytes",
+                          "16777216",
+                          "--request-timeout-ms",
+                          "600000",
+                          NULL};
     uh_server s;
     ck_assert_msg(uh_server_start(&s, args) == 0, "server did not start (log %s)", s.log);
     ck_assert_int_eq(metric(s.port, "resattn_memory_budget_bytes "), budget);
@@ -437,6 +444,8 @@ START_TEST(test_upload_flood_unbudgeted) {
                           "200",
                           "--max-body-bytes",
                           "16777216",
+                          "--request-timeout-ms",
+                          "600000",
                           NULL};
     uh_server s;
     ck_assert_msg(uh_server_start(&s, args) == 0, "server did not start (log %s)", s.log);
