@@ -11,7 +11,7 @@
  * Requests larger than 1/16 of the budget may not take its last eighth, so a flood of large
  * uploads leaves room for small requests. Also here: the per-request estimates the
  * transports share, and the arithmetic that derives the default budget from the memory
- * limit (cmd_serve.c gathers the inputs, README "Memory" states the rule).
+ * limit (cmd_serve.c gathers the inputs, docs/memory.md states the rule).
  */
 #ifndef RESATTN_BUDGET_H
 #define RESATTN_BUDGET_H
