@@ -380,7 +380,7 @@ static void flood(const uh_server *s, flood_result *out) {
     for (int i = 0; i < FLOOD_CLIENTS; i++) {
         if (admitted[i]) {
             ck_assert_int_eq(send_all(fds[i], body + part, FLOOD_BODY - part), 0);
-            raw_answer a = read_answer(fds[i], 60000);
+            raw_answer a = read_answer(fds[i], 600000); /* valgrind: minutes */
             ck_assert_msg(a.status == 200, "admitted client %d got %d: %s", i, a.status, a.body);
             out->answered_200++;
         }
