@@ -1,20 +1,25 @@
 /*
  * HTTP layer of `resattn serve` on libmicrohttpd (see http.h). The life of a request:
  *   1st callback:  allocate a `request`, route it (method, path, model), check Content-Length
- *                  against the body cap (413 at once, before any body is read);
- *   body chunks:   appended under the running-total cap, or dropped once an error is decided;
+ *                  against the body cap (413 at once, before any body is read) and charge an
+ *                  inference request's worst case to the memory budget (503 if full: at once
+ *                  to a client waiting for 100 Continue, else after its body is dropped);
+ *   body chunks:   appended under the running-total cap (a body of unknown length charged to
+ *                  the budget as it grows), or dropped once an error is decided;
  *   last callback: answer GETs directly; for inference, parse, reserve a queue slot (503 when
  *                  full), suspend the connection and push the job to the pool;
  *   worker:        computes, encodes the answer, resumes the connection;
  *   next callback: queue the prepared answer (never on the first callback: keep-alive);
  *   completed:     access-log line, metrics, free.
- * Responses are only ever queued from the handler, on the libmicrohttpd thread.
+ * Responses are only ever queued from the handler, on the libmicrohttpd thread. The request's
+ * budget hold follows what it holds (account()) and is released on completion.
  */
 #include "http/http.h"
 #include "protocol/attention_api.h"
 #include "protocol/image_api.h"
 #include "protocol/protocol_common.h"
 #include "http/web/index_html.h"
+#include "maps/mask_summary.h"
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -72,6 +77,10 @@ struct request {
     size_t len, cap;
     req_state state;
     int discard; /* an error answer is decided: drop body chunks */
+    int early;   /* answer on the first callback, before any body is sent (see admit()) */
+    /* memory budget: what this request holds of it; body_charged of it is for the body */
+    resattn_budget_hold hold;
+    size_t body_charged;
     /* the answer */
     int status;
     unsigned char *resp; /* malloc'ed, handed to libmicrohttpd */
@@ -164,6 +173,8 @@ static int match(const char *pat, const char *path, span *m, span *v) {
 
 /* ---- answers -------------------------------------------------------------------------- */
 
+static void account(request *r);
+
 static void set_answer(request *r, int status, unsigned char *data, size_t len,
                        const char *content_type) {
     free(r->resp);
@@ -172,6 +183,7 @@ static void set_answer(request *r, int status, unsigned char *data, size_t len,
     r->resp_len = len;
     r->content_type = content_type;
     r->discard = 1;
+    account(r);
 }
 
 /* The one error answer: {"error": "<message>"} with `status`, counted in the metrics. */
@@ -398,6 +410,8 @@ static const char *header(request *r, const char *name) {
     return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
 }
 
+static size_t body_pad(request *r);
+
 /* Accept lists application/x-npy with a q above 0 (whatever else it lists). */
 static int accepts_npy(const char *accept) {
     while (accept && *accept) {
@@ -468,7 +482,8 @@ static int parse_infer(request *r, char *err, size_t err_len) {
         }
         return resattn_image_api_parse(
             r->ep == RESATTN_EP_PREDICT ? RESATTN_PROTO_PREDICT : RESATTN_PROTO_V2, ct, r->body,
-            r->len, hlen, top_k, 0, info, &r->srv->opt.limits, &r->ireq, err, err_len);
+            r->len, hlen, top_k, r->srv->opt.max_image_pixels, info, &r->srv->opt.limits, &r->ireq,
+            err, err_len);
     }
     if (r->ep == RESATTN_EP_V1_PREDICT) {
         /* TF Serving reads the body as JSON whatever the type; we also take curl -d's default
@@ -493,6 +508,82 @@ static void body_free(request *r) {
     free(r->body_mem);
     r->body = r->body_mem = NULL;
     r->len = r->cap = 0;
+    r->body_charged = 0;
+}
+
+/* ---- memory budget -------------------------------------------------------------------- */
+
+static size_t masks_bytes(const struct resattn_mask_set *set) {
+    size_t n = 0;
+    for (int i = 0; set && i < set->count; i++)
+        n += (size_t)set->n * resattn_mask_size(&set->masks[i]) * sizeof(float);
+    return n;
+}
+
+/* Set the request's hold to what it holds now: its body while kept; once parsed, its input
+ * and logits with the estimate of its answer, or, once answered, the masks and the encoded
+ * answer (ours or libmicrohttpd's until sent). Charges never fail once admitted. */
+static void account(request *r) {
+    size_t bytes = r->body_mem ? r->body_charged : 0;
+    const resattn_infer_request *q = &r->ireq;
+    if (q->n > 0 && r->model >= 0) {
+        const resattn_model_info *info = resattn_model_get_info(r->srv->models[r->model].model);
+        size_t chw = (size_t)info->in_channels * info->in_height * info->in_width;
+        if (!r->resp && !r->resp_bytes)
+            bytes += resattn_budget_infer_bytes(info, q->n, q->input_in_body || !q->input);
+        else
+            bytes += (q->input && !q->input_in_body ? (size_t)q->n * chw * sizeof(float) : 0) +
+                     (r->logits ? (size_t)q->n * info->num_classes * sizeof(float) : 0) +
+                     masks_bytes(q->masks);
+    }
+    bytes += r->resp ? r->resp_len : r->resp_bytes;
+    resattn_budget_hold_set(&r->hold, bytes);
+}
+
+/* The allocation that holds a body of cap bytes after pad bytes (see append_body). */
+static size_t body_alloc_bytes(size_t pad, size_t cap) {
+    return (pad + cap + 63) / 64 * 64;
+}
+
+/* The budget refused `bytes` more: 503 to retry, or 413 when no budget would ever do. */
+static void refuse_memory(request *r, resattn_budget_verdict v, size_t bytes) {
+    resattn_budget *b = r->srv->opt.budget;
+    resattn_metrics_reject(r->srv->metrics, RESATTN_REJECT_MEMORY);
+    if (v == RESATTN_BUDGET_NEVER) {
+        answer_error(r, 413,
+                     "this request needs %zu bytes of memory (body, parsing, tensors, answer): "
+                     "more than the server's memory budget of %lld bytes gives one request",
+                     r->hold.bytes + bytes, resattn_budget_limit(b));
+        return;
+    }
+    r->retry_after = 1;
+    answer_error(r, 503,
+                 "memory budget full (%lld of %lld bytes held by requests in progress, this one "
+                 "needs %zu more); retry later",
+                 resattn_budget_in_use(b), resattn_budget_limit(b), bytes);
+}
+
+/* Before the body is read: charge an inference request's worst case — its body
+ * (Content-Length; a body of unknown length is charged as it arrives), what parsing it may
+ * take, and a full batch's input, logits and answer. A client that waits for
+ * `100 Continue` gets the refusal instead and never sends its body; any other client is
+ * already sending it, and closing the connection under it would reset it before it reads
+ * the answer, so its body is read and dropped and the answer follows (keep-alive stays). */
+static void admit(request *r, const char *cl) {
+    resattn_http *s = r->srv;
+    const resattn_model_info *info = resattn_model_get_info(s->models[r->model].model);
+    size_t len = cl ? (size_t)strtoull(cl, NULL, 10) : 0; /* <= max_body_bytes, checked */
+    size_t body = len ? body_alloc_bytes(body_pad(r), len) : 0;
+    size_t want = body + resattn_budget_parse_bytes(header(r, MHD_HTTP_HEADER_CONTENT_TYPE), len) +
+                  resattn_budget_infer_bytes(info, s->opt.limits.max_batch, 0);
+    resattn_budget_verdict v = resattn_budget_hold_grow(&r->hold, want);
+    if (!v) {
+        r->body_charged = body;
+        return;
+    }
+    refuse_memory(r, v, want);
+    const char *expect = header(r, MHD_HTTP_HEADER_EXPECT);
+    r->early = expect && !strcasecmp(expect, "100-continue");
 }
 
 static void h_infer(request *r) {
@@ -544,6 +635,7 @@ static void h_infer(request *r) {
     r->job.done = on_job_done;
     r->job.user = r;
     r->job.want_masks = r->ireq.attention != 0;
+    account(r); /* the body is gone or used in place: hold the parsed request */
     r->state = ST_SUSPENDED;
     /* suspend before the push: the worker may resume the connection at once */
     MHD_suspend_connection(r->conn);
@@ -683,6 +775,7 @@ static request *request_new(resattn_http *s, struct MHD_Connection *conn, const 
     r->conn = conn;
     r->start = resattn_now();
     r->model = -1;
+    r->hold.budget = s->opt.budget;
     snprintf(r->method, sizeof r->method, "%s", method);
     snprintf(r->path, sizeof r->path, "%s", url);
     atomic_fetch_add(&s->in_flight, 1);
@@ -694,7 +787,10 @@ static request *request_new(resattn_http *s, struct MHD_Connection *conn, const 
         resattn_metrics_reject(s->metrics, RESATTN_REJECT_BODY_TOO_LARGE);
         answer_error(r, 413, "body of %s bytes exceeds the limit of %lld bytes", cl,
                      s->opt.max_body_bytes);
+        r->early = 1;
     }
+    if (!r->discard && r->fn == h_infer)
+        admit(r, cl);
     return r;
 }
 
@@ -710,9 +806,9 @@ static size_t body_pad(request *r) {
 static void append_body(request *r, const char *data, size_t n) {
     long long max = r->srv->opt.max_body_bytes;
     if ((long long)(r->len + n) > max) {
+        body_free(r);
         resattn_metrics_reject(r->srv->metrics, RESATTN_REJECT_BODY_TOO_LARGE);
         answer_error(r, 413, "body exceeds the limit of %lld bytes", max);
-        body_free(r);
         return;
     }
     if (r->len + n > r->cap) {
@@ -727,8 +823,18 @@ static void append_body(request *r, const char *data, size_t n) {
          * Inference-Header-Content-Length bytes) on a cache line, so that its FP32 tensor
          * needs no copy; a later realloc keeps it aligned to malloc's 16 bytes. */
         size_t pad = r->body_mem ? (size_t)(r->body - r->body_mem) : body_pad(r);
-        unsigned char *b = r->body_mem ? realloc(r->body_mem, pad + cap)
-                                       : aligned_alloc(64, (pad + cap + 63) / 64 * 64);
+        size_t alloc = body_alloc_bytes(pad, cap);
+        if (alloc > r->body_charged) { /* a body of unknown length (chunked) grows */
+            size_t more = alloc - r->body_charged;
+            resattn_budget_verdict v = resattn_budget_hold_grow(&r->hold, more);
+            if (v) {
+                body_free(r);
+                refuse_memory(r, v, more);
+                return;
+            }
+            r->body_charged = alloc;
+        }
+        unsigned char *b = r->body_mem ? realloc(r->body_mem, pad + cap) : aligned_alloc(64, alloc);
         if (!b) {
             answer_error(r, 500, "out of memory for a %zu-byte body", r->len + n);
             return;
@@ -751,9 +857,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (!r)
             return MHD_NO;
         *req_cls = r;
-        /* a too-large body is refused before it is read (the connection then closes);
-         * everything else waits for the next callback to keep the connection alive */
-        return r->status == 413 ? queue_answer(r) : MHD_YES;
+        /* a too-large body, or one the memory budget cannot take from a client waiting for
+         * 100 Continue, is refused before it is sent (the connection then closes); everything
+         * else waits for the next callback to keep the connection alive */
+        return r->early ? queue_answer(r) : MHD_YES;
     }
     if (*upload_data_size) {
         if (!r->discard)
@@ -811,6 +918,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     free(r->logits);
     free(r->body_mem);
     free(r->resp);
+    resattn_budget_hold_release(&r->hold);
     free(r);
     *req_cls = NULL;
     resattn_metrics_in_flight_add(s->metrics, -1);

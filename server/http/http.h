@@ -8,6 +8,7 @@
 #ifndef RESATTN_HTTP_H
 #define RESATTN_HTTP_H
 
+#include "runtime/budget.h"
 #include "runtime/metrics.h"
 #include "runtime/pool.h"
 #include "protocol/protocol.h"
@@ -40,6 +41,10 @@ typedef struct resattn_http_options {
     int connection_timeout_s;
     int max_connections_per_ip; /* 0 = unlimited */
     int max_header_bytes;       /* per-connection memory for headers; 0 = default */
+    /* memory admission: inference requests are charged to the budget before their body is
+     * read (503 + Retry-After when it is full); NULL = no budget */
+    resattn_budget *budget;
+    long long max_image_pixels; /* most pixels in one decoded image; 0 = 40 MP */
 } resattn_http_options;
 
 typedef struct resattn_http resattn_http;

@@ -8,7 +8,8 @@
  * Series by family (README "Metrics" has the table users read):
  *   whole server  resattn_http_requests_total{endpoint,code}, resattn_http_errors_total{code},
  *                 resattn_requests_rejected_total{reason}, resattn_queue_depth,
- *                 resattn_requests_in_flight, resattn_request_duration_seconds{endpoint}
+ *                 resattn_requests_in_flight, resattn_request_duration_seconds{endpoint},
+ *                 resattn_memory_budget_bytes, resattn_memory_in_use_bytes
  *   per model     resattn_inference_requests_total{model,code}, resattn_inferences_total,
  *                 resattn_queue_wait_seconds, resattn_inference_duration_seconds,
  *                 resattn_batch_size, resattn_inference_cpu_seconds_total (all {model,...})
@@ -18,6 +19,7 @@
  * model), an update function in metrics.h, and one render_* call in resattn_metrics_render.
  */
 #include "runtime/metrics.h"
+#include "runtime/budget.h"
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -101,6 +103,7 @@ struct resattn_metrics {
     int num_models;
     char *compute_keys[MAX_COMPUTE_LABELS], *compute_values[MAX_COMPUTE_LABELS]; /* owned */
     int num_compute;
+    const resattn_budget *budget; /* or NULL */
 };
 
 /* By enum value, so the label cannot drift from its endpoint. */
@@ -122,8 +125,8 @@ static const char *endpoint_names[RESATTN_EP_COUNT] = {
     [RESATTN_EP_UNKNOWN] = "unknown",
 };
 
-static const char *reject_names[RESATTN_REJECT_COUNT] = {"queue_full", "timeout", "draining",
-                                                         "body_too_large", "unauthorized"};
+static const char *reject_names[RESATTN_REJECT_COUNT] = {
+    "queue_full", "timeout", "draining", "body_too_large", "unauthorized", "memory"};
 
 const char *resattn_endpoint_name(resattn_endpoint e) {
     return e >= 0 && e < RESATTN_EP_COUNT ? endpoint_names[e] : "unknown";
@@ -243,6 +246,10 @@ int resattn_metrics_add_model(resattn_metrics *m, const char *name,
     }
     m->num_models++;
     return 0;
+}
+
+void resattn_metrics_set_budget(resattn_metrics *m, const resattn_budget *b) {
+    m->budget = b;
 }
 
 int resattn_metrics_add_compute_label(resattn_metrics *m, const char *key, const char *value) {
@@ -478,6 +485,14 @@ static void render_gauges(FILE *f, resattn_metrics *m) {
     head(f, "resattn_requests_in_flight", "gauge", "HTTP requests being handled.");
     fprintf(f, "resattn_requests_in_flight %ld\n",
             atomic_load_explicit(&m->in_flight, memory_order_relaxed));
+    if (m->budget) {
+        head(f, "resattn_memory_budget_bytes", "gauge",
+             "Memory budget for admitted requests (bodies, tensors, answers).");
+        fprintf(f, "resattn_memory_budget_bytes %lld\n", resattn_budget_limit(m->budget));
+        head(f, "resattn_memory_in_use_bytes", "gauge",
+             "Bytes of the memory budget held by admitted requests now.");
+        fprintf(f, "resattn_memory_in_use_bytes %lld\n", resattn_budget_in_use(m->budget));
+    }
 }
 
 static void render_info(FILE *f, resattn_metrics *m) {

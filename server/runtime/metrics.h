@@ -41,10 +41,12 @@ typedef enum resattn_reject_reason {
     RESATTN_REJECT_DRAINING,
     RESATTN_REJECT_BODY_TOO_LARGE,
     RESATTN_REJECT_UNAUTHORIZED,
+    RESATTN_REJECT_MEMORY, /* the memory budget could not take the request (503) */
     RESATTN_REJECT_COUNT
 } resattn_reject_reason;
 
 typedef struct resattn_metrics resattn_metrics;
+struct resattn_budget;
 
 /* Models with their own series (the server's --model limit). */
 #define RESATTN_METRICS_MAX_MODELS 16
@@ -59,6 +61,9 @@ int resattn_metrics_add_model(resattn_metrics *m, const char *name, const resatt
 /* Before serving (not thread-safe): one label of resattn_compute_info{...} 1, which names the
  * compute paths in use, e.g. ("gemm", "avx512_packed"). key is a label name ([a-z_]+). */
 int resattn_metrics_add_compute_label(resattn_metrics *m, const char *key, const char *value);
+
+/* Before serving: export the budget's limit and use as gauges (it must outlive m). */
+void resattn_metrics_set_budget(resattn_metrics *m, const struct resattn_budget *b);
 
 /* A finished HTTP request: its endpoint, the model it was routed to (-1: none), status code
  * and whole duration in seconds. Inference requests are counted per model too. */
