@@ -491,7 +491,7 @@ static void h_infer(request *r) {
                      resattn_pool_depth(s->pool));
         return;
     }
-    r->job.model = r->model;
+    r->job.model = resattn_pool_fixed(s->pool, r->model);
     r->job.input = r->ireq.input;
     r->job.n = r->ireq.n;
     r->job.logits = r->logits;
