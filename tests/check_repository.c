@@ -471,7 +471,7 @@ START_TEST(test_policies) {
     } want[] = {{"two", {0, 1, 1}}, {"all", {1, 1, 1}}, {"spec", {1, 0, 1}}, {"triton", {0, 1, 0}}};
     for (size_t m = 0; m < 4; m++)
         for (int ver = 1; ver <= 3; ver++) {
-            char label[8];
+            char label[16];
             snprintf(label, sizeof label, "%d", ver);
             int st;
             resattn_model_version *v = get(want[m].model, label, &st);

@@ -626,7 +626,7 @@ static int list_versions(resattn_repository *r, rmodel *m, disk_version **out, i
         if (num < 0)
             continue; /* not a version folder: "config.json", ".tmp", "2.partial" ... */
         char rel[NAME_MAX_LEN + 64], file[PATH_MAX], why[REASON_LEN];
-        snprintf(rel, sizeof rel, "%s/%s/" MODEL_FILE, m->name, e->d_name);
+        snprintf(rel, sizeof rel, "%s/%lld/" MODEL_FILE, m->name, num);
         /* a folder without its file is not a version yet; one leading outside still counts
          * (its load fails with the reason) */
         if (resolve(r, rel, file, why, sizeof why) == 1)
