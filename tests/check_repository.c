@@ -885,7 +885,7 @@ START_TEST(test_fixed_models) {
     resattn_model_version_release(v);
     v = must_get("fixed", "1");
     resattn_model_version_release(v);
-    expect_missing("fixed", "2", 404, "only 1");
+    expect_missing("fixed", "2", 404, "only '1'");
     ck_assert_int_eq(resattn_repository_run(repo, RESATTN_REPO_UNLOAD, "fixed", err, sizeof err),
                      400);
     ck_assert_msg(strstr(err, "--model"), "%s", err);

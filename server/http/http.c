@@ -7,8 +7,12 @@
  *                  full), suspend the connection and push the job to the pool;
  *   worker:        computes, encodes the answer, resumes the connection;
  *   next callback: queue the prepared answer (never on the first callback: keep-alive);
- *   completed:     access-log line, metrics, free.
+ *   completed:     access-log line, metrics, the version's statistics, release, free.
  * Responses are only ever queued from the handler, on the libmicrohttpd thread.
+ * Models come from the repository (server/repository): routing acquires the version a request
+ * names (or the one unversioned requests use) and the request holds it to the end, so a
+ * version swapped out meanwhile still answers it. Repository loads and unloads run on the
+ * repository's thread; their requests wait suspended like inference requests.
  */
 #include "http/http.h"
 #include "protocol/attention_api.h"
@@ -34,8 +38,7 @@
 struct resattn_http {
     struct MHD_Daemon *daemon;
     resattn_http_options opt;
-    const resattn_served_model *models;
-    int num_models;
+    resattn_repository *repo;
     resattn_pool *pool;
     resattn_metrics *metrics;
     atomic_int ready, draining;
@@ -59,8 +62,10 @@ struct request {
     struct MHD_Connection *conn;
     double start;
     resattn_endpoint ep;
-    route_fn fn; /* the matched route's handler, run once the body is in */
-    int model;   /* index into srv->models, or -1 */
+    route_fn fn;                    /* the matched route's handler, run once the body is in */
+    resattn_model_version *version; /* acquired at routing for model endpoints, or NULL */
+    char model_name[160];           /* the {m} of the path (repository and stats endpoints) */
+    char version_label[32];         /* its {v}, or "" */
     char method[16];
     char path[256]; /* for the log, truncated */
     char request_id[REQUEST_ID_LEN + 1];
@@ -84,6 +89,9 @@ struct request {
     resattn_infer_request ireq;
     resattn_job job;
     float *logits; /* [n, num_classes] */
+    int inferring; /* an inference on `version` was attempted: counts in its statistics */
+    int computed;  /* its forward pass ran and the answer was encoded */
+    double parse_seconds, encode_seconds;
 };
 
 /* ---- routing -------------------------------------------------------------------------- */
@@ -104,11 +112,23 @@ static void h_infer(request *r);
 static void h_v1_model(request *r);
 static void h_metrics(request *r);
 static void h_web(request *r);
+static void h_stats(request *r);
+static void h_repo_index(request *r);
+static void h_repo_load(request *r);
+static void h_repo_unload(request *r);
 
 static const route routes[] = {
     {"GET", "/v2", RESATTN_EP_V2_SERVER, h_v2_server},
     {"GET", "/v2/health/live", RESATTN_EP_V2_LIVE, h_live},
     {"GET", "/v2/health/ready", RESATTN_EP_V2_READY, h_ready},
+    /* statistics extension (before /v2/models/{m}, which "stats" would also match) */
+    {"GET", "/v2/models/stats", RESATTN_EP_V2_STATS, h_stats},
+    {"GET", "/v2/models/{m}/stats", RESATTN_EP_V2_STATS, h_stats},
+    {"GET", "/v2/models/{m}/versions/{v}/stats", RESATTN_EP_V2_STATS, h_stats},
+    /* model repository extension */
+    {"POST", "/v2/repository/index", RESATTN_EP_V2_REPOSITORY, h_repo_index},
+    {"POST", "/v2/repository/models/{m}/load", RESATTN_EP_V2_REPOSITORY, h_repo_load},
+    {"POST", "/v2/repository/models/{m}/unload", RESATTN_EP_V2_REPOSITORY, h_repo_unload},
     {"GET", "/v2/models/{m}", RESATTN_EP_V2_MODEL, h_v2_model},
     {"GET", "/v2/models/{m}/ready", RESATTN_EP_V2_MODEL_READY, h_v2_model_ready},
     {"POST", "/v2/models/{m}/infer", RESATTN_EP_V2_INFER, h_infer},
@@ -234,8 +254,8 @@ static int is_ready(const resattn_http *h) {
 
 static void h_v2_server(request *r) {
     answer_json(r, 200,
-                json_pack("{s:s, s:s, s:[s]}", "name", "resattn", "version", resattn_version(),
-                          "extensions", "binary_tensor_data"));
+                json_pack("{s:s, s:s, s:[s,s,s]}", "name", "resattn", "version", resattn_version(),
+                          "extensions", "binary_tensor_data", "model_repository", "statistics"));
 }
 
 static void h_live(request *r) {
@@ -252,40 +272,136 @@ static void h_ready(request *r) {
                                                     : "models are still warming up");
         return;
     }
+    if (!resattn_repository_ready(r->srv->repo)) {
+        answer_error(r, 503,
+                     "a model that should be served has no ready version (see POST "
+                     "/v2/repository/index)");
+        return;
+    }
     if (r->ep == RESATTN_EP_READYZ)
         answer_json(r, 200, json_pack("{s:s}", "status", "ready"));
     else
         answer_json(r, 200, json_pack("{s:b}", "ready", 1));
 }
 
+/* Metadata of the routed version; "versions" lists every ready version of the model. */
 static void h_v2_model(request *r) {
-    const resattn_served_model *sm = &r->srv->models[r->model];
-    const resattn_model_info *i = resattn_model_get_info(sm->model);
+    const char *name = resattn_model_version_name(r->version);
+    const resattn_model_info *i = resattn_model_get_info(resattn_model_version_model(r->version));
     json_t *out = json_pack("[{s:s, s:s, s:[i,i]}, {s:s, s:s, s:[i,i]}]", "name", "logits",
                             "datatype", "FP32", "shape", -1, i->num_classes, "name",
                             "probabilities", "datatype", "FP32", "shape", -1, i->num_classes);
+    json_t *versions = resattn_repository_ready_versions(r->srv->repo, name, strlen(name));
     answer_json(r, 200,
-                json_pack("{s:s, s:[s], s:s, s:[{s:s, s:s, s:[i,i,i,i]}], s:o}", "name", sm->name,
-                          "versions", "1", "platform", "resattn", "inputs", "name", "input",
+                json_pack("{s:s, s:o, s:s, s:[{s:s, s:s, s:[i,i,i,i]}], s:o}", "name", name,
+                          "versions", versions, "platform", "resattn", "inputs", "name", "input",
                           "datatype", "FP32", "shape", -1, i->in_channels, i->in_height,
                           i->in_width, "outputs", out));
 }
 
 static void h_v2_model_ready(request *r) {
-    const resattn_served_model *sm = &r->srv->models[r->model];
+    const char *name = resattn_model_version_name(r->version);
     if (!is_ready(r->srv)) {
-        answer_error(r, 503, "model '%s' is not ready", sm->name);
+        answer_error(r, 503, "model '%s' is not ready", name);
         return;
     }
-    answer_json(r, 200, json_pack("{s:s, s:b}", "name", sm->name, "ready", 1));
+    answer_json(r, 200, json_pack("{s:s, s:b}", "name", name, "ready", 1));
 }
 
+/* TensorFlow Serving's model status: every version with its state. */
 static void h_v1_model(request *r) {
-    int ready = is_ready(r->srv);
-    answer_json(r, 200,
-                json_pack("{s:[{s:s, s:s, s:{s:s, s:s}}]}", "model_version_status", "version", "1",
-                          "state", ready ? "AVAILABLE" : "LOADING", "status", "error_code", "OK",
-                          "error_message", ""));
+    char err[MSG_LEN];
+    int status = 404;
+    json_t *o = resattn_repository_version_status(
+        r->srv->repo, r->model_name, strlen(r->model_name), r->version_label,
+        strlen(r->version_label), &status, err, sizeof err);
+    if (!o) {
+        answer_error(r, status, "%s", err);
+        return;
+    }
+    answer_json(r, 200, o);
+}
+
+/* Triton's statistics extension. */
+static void h_stats(request *r) {
+    char err[MSG_LEN];
+    int status = 404;
+    json_t *o = resattn_repository_stats(r->srv->repo, r->model_name[0] ? r->model_name : NULL,
+                                         strlen(r->model_name), r->version_label,
+                                         strlen(r->version_label), &status, err, sizeof err);
+    if (!o) {
+        answer_error(r, status, "%s", err);
+        return;
+    }
+    answer_json(r, 200, o);
+}
+
+/* A repository request body: empty, or a JSON object; NULL (answered 400) otherwise. */
+static json_t *repo_body(request *r) {
+    if (r->len == 0)
+        return json_object();
+    json_error_t je;
+    json_t *o = json_loadb((const char *)r->body, r->len, JSON_REJECT_DUPLICATES, &je);
+    if (!json_is_object(o)) {
+        json_decref(o);
+        answer_error(r, 400, "the body must be empty or a JSON object%s%s", o ? "" : ": ",
+                     o ? "" : je.text);
+        return NULL;
+    }
+    return o;
+}
+
+/* POST /v2/repository/index, body {"ready": bool} optional. */
+static void h_repo_index(request *r) {
+    json_t *body = repo_body(r);
+    if (!body)
+        return;
+    json_t *ready = json_object_get(body, "ready");
+    if (ready && !json_is_boolean(ready)) {
+        json_decref(body);
+        answer_error(r, 400, "\"ready\" must be true or false");
+        return;
+    }
+    int ready_only = json_is_true(ready);
+    json_decref(body);
+    answer_json(r, 200, resattn_repository_index(r->srv->repo, ready_only));
+}
+
+/* Repository thread: the outcome of a load or unload; resume the request. */
+static void on_repo_done(void *user, int status, const char *msg) {
+    request *r = user;
+    if (status)
+        answer_error(r, status, "%s", msg && *msg ? msg : "model repository request failed");
+    else
+        answer_json(r, 200, json_object());
+    r->state = ST_ANSWERED;
+    MHD_resume_connection(r->conn);
+}
+
+/* A load or unload, done on the repository's thread while the connection waits suspended
+ * (a load reads and warms up a whole model). */
+static void repo_op(request *r, resattn_repository_op op) {
+    json_t *body = repo_body(r);
+    if (!body)
+        return;
+    json_decref(body); /* "parameters" (Triton's config overrides) are not supported: ignored */
+    r->state = ST_SUSPENDED;
+    MHD_suspend_connection(r->conn);
+    if (resattn_repository_post(r->srv->repo, op, r->model_name, on_repo_done, r)) {
+        r->state = ST_COLLECTING;
+        MHD_resume_connection(r->conn);
+        answer_error(r, 503, "the model repository is stopping");
+    }
+}
+
+/* POST /v2/repository/models/{m}/load */
+static void h_repo_load(request *r) {
+    repo_op(r, RESATTN_REPO_LOAD);
+}
+
+/* POST /v2/repository/models/{m}/unload */
+static void h_repo_unload(request *r) {
+    repo_op(r, RESATTN_REPO_UNLOAD);
 }
 
 static void h_metrics(request *r) {
@@ -328,8 +444,10 @@ static int encode_npy(const request *r, int k, resattn_response_body *b) {
 /* Worker (or reaper) thread: encode the answer, then let libmicrohttpd resume the request. */
 static void on_job_done(resattn_job *job) {
     request *r = job->user;
-    const resattn_served_model *sm = &r->srv->models[r->model];
-    int k = resattn_model_get_info(sm->model)->num_classes;
+    const char *name = resattn_model_version_name(r->version);
+    const resattn_model_info *info =
+        resattn_model_get_info(resattn_model_version_model(r->version));
+    int k = info->num_classes;
     r->batch_size = job->batch_size;
     r->ireq.masks = job->masks; /* the request owns them from here (freed with it) */
     job->masks = NULL;
@@ -339,22 +457,24 @@ static void on_job_done(resattn_job *job) {
     } else if (job->status) {
         answer_error(r, job->status, "inference failed: %s", job->err);
     } else {
+        double t0 = resattn_now();
         resattn_response_body b = {0};
-        int rc =
-            r->npy_out ? encode_npy(r, k, &b)
-            : resattn_image_api_owns(&r->ireq)
-                ? resattn_image_api_encode(&r->ireq, sm->name, resattn_model_get_info(sm->model),
-                                           r->logits, r->ireq.n, &b)
-            : r->ireq.protocol == RESATTN_PROTO_TFS
-                ? resattn_tfs_encode(&r->ireq, r->logits, r->ireq.n, k, &b)
-                : resattn_v2_encode(&r->ireq, sm->name, r->logits, r->ireq.n, k, &b);
+        r->ireq.model_version = resattn_model_version_label(r->version);
+        int rc = r->npy_out ? encode_npy(r, k, &b)
+                 : resattn_image_api_owns(&r->ireq)
+                     ? resattn_image_api_encode(&r->ireq, name, info, r->logits, r->ireq.n, &b)
+                 : r->ireq.protocol == RESATTN_PROTO_TFS
+                     ? resattn_tfs_encode(&r->ireq, r->logits, r->ireq.n, k, &b)
+                     : resattn_v2_encode(&r->ireq, name, r->logits, r->ireq.n, k, &b);
         if (rc || !b.data) {
             resattn_response_body_release(&b);
             answer_error(r, 500, "could not encode the answer");
         } else {
             set_answer(r, 200, b.data, b.len, b.content_type);
             r->json_header_len = b.json_header_len;
+            r->computed = 1;
         }
+        r->encode_seconds = resattn_now() - t0;
     }
     r->state = ST_ANSWERED;
     MHD_resume_connection(r->conn);
@@ -394,8 +514,11 @@ static unsigned npy_tensor(const resattn_infer_request *q) {
 }
 
 static int parse_infer(request *r, char *err, size_t err_len) {
-    const resattn_served_model *sm = &r->srv->models[r->model];
-    const resattn_model_info *info = resattn_model_get_info(sm->model);
+    const resattn_model_info *info =
+        resattn_model_get_info(resattn_model_version_model(r->version));
+    /* the routed version's batch limit (a model's config.json may set its own) */
+    resattn_parse_limits limits = r->srv->opt.limits;
+    limits.max_batch = resattn_pool_model_max_batch(resattn_model_version_pool_model(r->version));
     const char *ct = header(r, MHD_HTTP_HEADER_CONTENT_TYPE);
     if (r->ep == RESATTN_EP_PREDICT ||
         (r->ep == RESATTN_EP_V2_INFER && resattn_image_api_is_image(ct, r->body, r->len))) {
@@ -413,7 +536,7 @@ static int parse_infer(request *r, char *err, size_t err_len) {
         }
         return resattn_image_api_parse(
             r->ep == RESATTN_EP_PREDICT ? RESATTN_PROTO_PREDICT : RESATTN_PROTO_V2, ct, r->body,
-            r->len, top_k, 0, info, &r->srv->opt.limits, &r->ireq, err, err_len);
+            r->len, top_k, 0, info, &limits, &r->ireq, err, err_len);
     }
     if (r->ep == RESATTN_EP_V1_PREDICT) {
         /* TF Serving reads the body as JSON whatever the type; we also take curl -d's default
@@ -424,8 +547,7 @@ static int parse_infer(request *r, char *err, size_t err_len) {
                      ct);
             return 415;
         }
-        return resattn_tfs_parse(r->body, r->len, info, &r->srv->opt.limits, &r->ireq, err,
-                                 err_len);
+        return resattn_tfs_parse(r->body, r->len, info, &limits, &r->ireq, err, err_len);
     }
     long long hlen = -1;
     const char *h = header(r, "Inference-Header-Content-Length");
@@ -438,7 +560,6 @@ static int parse_infer(request *r, char *err, size_t err_len) {
         }
     }
     /* the body stays until the request completes, so FP32 binary data is used in place */
-    resattn_parse_limits limits = r->srv->opt.limits;
     limits.input_in_body_ok = 1;
     return resattn_v2_parse(ct ? ct : "application/json", r->body, r->len, hlen, info, &limits,
                             &r->ireq, err, err_len);
@@ -458,13 +579,18 @@ static void h_infer(request *r) {
         answer_error(r, 503, "server is draining");
         return;
     }
+    const resattn_model_info *info =
+        resattn_model_get_info(resattn_model_version_model(r->version));
     char err[RESATTN_PROTO_ERR_LEN] = "";
+    r->inferring = 1;
+    double t0 = resattn_now();
     int status = parse_infer(r, err, sizeof err);
     if (!status && r->ep != RESATTN_EP_V1_PREDICT) /* ?attention=1|images (attention_api.h) */
         status = resattn_attention_apply_query(
-            &r->ireq, resattn_model_get_info(s->models[r->model].model),
+            &r->ireq, info,
             MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "attention"), err,
             sizeof err);
+    r->parse_seconds = resattn_now() - t0;
     if (!r->ireq.input_in_body)
         body_free(r); /* the parsed request holds its own copy of the input */
     if (status) {
@@ -478,7 +604,7 @@ static void h_infer(request *r) {
                      "probabilities (no attention), or accept application/json");
         return;
     }
-    int k = resattn_model_get_info(s->models[r->model].model)->num_classes;
+    int k = info->num_classes;
     r->logits = malloc(sizeof(float) * (size_t)k * (size_t)r->ireq.n);
     if (!r->logits) {
         answer_error(r, 500, "out of memory for %d x %d logits", r->ireq.n, k);
@@ -491,7 +617,7 @@ static void h_infer(request *r) {
                      resattn_pool_depth(s->pool));
         return;
     }
-    r->job.model = resattn_pool_fixed(s->pool, r->model);
+    r->job.model = resattn_model_version_pool_model(r->version);
     r->job.input = r->ireq.input;
     r->job.n = r->ireq.n;
     r->job.logits = r->logits;
@@ -520,19 +646,6 @@ static void make_request_id(request *r) {
     }
     unsigned long long n = atomic_fetch_add(&r->srv->next_id, 1);
     snprintf(r->request_id, sizeof r->request_id, "%08x%08llx", r->srv->id_salt, n);
-}
-
-static int name_is(const char *name, const char *p, size_t n) {
-    return name && strlen(name) == n && !strncmp(name, p, n);
-}
-
-/* A served model by URL name; "default", unless a model has that name, is the first model
- * (the built-in one without --model), as for POST /predict. */
-static int find_model(const resattn_http *s, const char *p, size_t n) {
-    for (int j = 0; j < s->num_models; j++)
-        if (name_is(s->models[j].name, p, n))
-            return j;
-    return name_is("default", p, n) && s->num_models > 0 ? 0 : -1;
 }
 
 /* ---- API keys ------------------------------------------------------------------------- */
@@ -574,6 +687,35 @@ static int authorized(request *r) {
     return n > 0 && key_matches(r->srv, h, n);
 }
 
+/* The {m} and {v} of a matched route: kept as text for the repository and statistics
+ * endpoints; for model endpoints the version is acquired now and held to the end (404 for
+ * an unknown model or version, 503 for a model without a ready version). */
+static void route_model(request *r, span m, span v) {
+    if (m.n >= sizeof r->model_name || v.n >= sizeof r->version_label) {
+        answer_error(r, 404, "model '%.*s' not found", (int)(m.n < 64 ? m.n : 64), m.p);
+        return;
+    }
+    if (m.p)
+        memcpy(r->model_name, m.p, m.n);
+    if (v.p)
+        memcpy(r->version_label, v.p, v.n);
+    if (r->ep == RESATTN_EP_V2_REPOSITORY || r->ep == RESATTN_EP_V2_STATS ||
+        r->ep == RESATTN_EP_V1_MODEL || (!m.p && r->ep != RESATTN_EP_PREDICT))
+        return;
+    if (!m.p) /* POST /predict: the first (or built-in "default") model */
+        snprintf(r->model_name, sizeof r->model_name, "default");
+    char err[MSG_LEN];
+    int status = 404;
+    r->version = resattn_repository_acquire(r->srv->repo, r->model_name, strlen(r->model_name),
+                                            r->version_label, strlen(r->version_label), &status,
+                                            err, sizeof err);
+    if (!r->version) {
+        if (status == 503)
+            r->retry_after = 1;
+        answer_error(r, status, "%s", err);
+    }
+}
+
 /* Route the request and decide early errors (401, 404, 405, 413). */
 static void route_request(request *r, const char *url, const char *method) {
     const char *allow = NULL;
@@ -593,21 +735,8 @@ static void route_request(request *r, const char *url, const char *method) {
             allow = routes[i].method;
             continue;
         }
-        if (!m.p && r->ep == RESATTN_EP_PREDICT)
-            r->model = 0; /* POST /predict: the first (or built-in "default") model */
-        if (m.p) {
-            r->model = find_model(r->srv, m.p, m.n);
-            if (r->model < 0) {
-                answer_error(r, 404, "model '%.*s' not found", (int)m.n, m.p);
-                return;
-            }
-            if (v.p && (v.n != 1 || v.p[0] != '1')) {
-                answer_error(r, 404, "model '%.*s' has no version '%.*s' (only '1')", (int)m.n, m.p,
-                             (int)v.n, v.p);
-                return;
-            }
-        }
-        return; /* r->ep and r->model are set; the handler runs once the body is in */
+        route_model(r, m, v);
+        return; /* r->ep (and r->version) are set; the handler runs once the body is in */
     }
     if (allow) {
         r->allow = allow;
@@ -626,7 +755,6 @@ static request *request_new(resattn_http *s, struct MHD_Connection *conn, const 
     r->srv = s;
     r->conn = conn;
     r->start = resattn_now();
-    r->model = -1;
     snprintf(r->method, sizeof r->method, "%s", method);
     snprintf(r->path, sizeof r->path, "%s", url);
     atomic_fetch_add(&s->in_flight, 1);
@@ -751,6 +879,16 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     double dt = resattn_now() - r->start;
     resattn_metrics_request(s->metrics, r->ep, r->status, dt);
     log_request(r, dt);
+    if (r->version && r->inferring) {
+        resattn_model_stats *st =
+            resattn_pool_model_stats(resattn_model_version_pool_model(r->version));
+        if (r->computed && r->status == 200)
+            resattn_model_stats_success(st, r->ireq.n, dt, r->job.queue_wait, r->parse_seconds,
+                                        r->job.infer_seconds, r->encode_seconds);
+        else
+            resattn_model_stats_fail(st, dt);
+    }
+    resattn_model_version_release(r->version);
     resattn_infer_request_release(&r->ireq);
     free(r->logits);
     free(r->body_mem);
@@ -775,8 +913,7 @@ static void on_mhd_error(void *cls, const char *fmt, va_list ap) {
 
 /* ---- lifecycle ------------------------------------------------------------------------ */
 
-resattn_status resattn_http_start(const resattn_http_options *opt,
-                                  const resattn_served_model *models, int num_models,
+resattn_status resattn_http_start(const resattn_http_options *opt, resattn_repository *repo,
                                   resattn_pool *pool, resattn_metrics *metrics, resattn_http **out,
                                   char *err, size_t err_len) {
     *out = NULL;
@@ -797,8 +934,7 @@ resattn_status resattn_http_start(const resattn_http_options *opt,
         return RESATTN_ERR_NOMEM;
     }
     s->opt = *opt;
-    s->models = models;
-    s->num_models = num_models;
+    s->repo = repo;
     s->pool = pool;
     s->metrics = metrics;
     s->id_salt = (unsigned)time(NULL) ^ ((unsigned)getpid() << 16);

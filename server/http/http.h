@@ -11,14 +11,9 @@
 #include "runtime/metrics.h"
 #include "runtime/pool.h"
 #include "protocol/protocol.h"
+#include "repository/repository.h"
 #include <resattn/resattn.h>
 #include <stdio.h>
-
-/* A model as served: its URL name and the loaded model (owned by the caller). */
-typedef struct resattn_served_model {
-    const char *name;
-    resattn_model *model;
-} resattn_served_model;
 
 typedef struct resattn_http_options {
     const char *host; /* numeric address or host name to bind */
@@ -43,14 +38,15 @@ typedef struct resattn_http_options {
 
 typedef struct resattn_http resattn_http;
 
-/* Bind and start serving. models, pool and metrics must outlive the server. */
-resattn_status resattn_http_start(const resattn_http_options *opt,
-                                  const resattn_served_model *models, int num_models,
+/* Bind and start serving the models of repo (each request acquires the version it is routed
+ * to and releases it when done). repo, pool and metrics must outlive the server. */
+resattn_status resattn_http_start(const resattn_http_options *opt, resattn_repository *repo,
                                   resattn_pool *pool, resattn_metrics *metrics, resattn_http **out,
                                   char *err, size_t err_len);
 /* The bound TCP port. */
 int resattn_http_port(const resattn_http *h);
-/* Readiness as reported by /readyz and /v2/health/ready (after warm-up). */
+/* Readiness as reported by /readyz and /v2/health/ready (after warm-up); also needs every
+ * model that should be served to have a ready version (resattn_repository_ready). */
 void resattn_http_set_ready(resattn_http *h, int ready);
 /* Drain step 1: readiness 503, new inference requests 503, stop accepting connections. */
 void resattn_http_begin_drain(resattn_http *h);

@@ -65,6 +65,7 @@ typedef struct resattn_infer_request {
     struct resattn_attn_output *attn_outputs; /* [num_attn_outputs] v2 mask outputs, owned */
     int num_attn_outputs;
     struct resattn_mask_set *masks; /* this request's masks after inference, owned */
+    const char *model_version;      /* v2 answers' "model_version" (not owned); NULL = "1" */
 } resattn_infer_request;
 
 void resattn_infer_request_release(resattn_infer_request *r);

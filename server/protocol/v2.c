@@ -506,7 +506,8 @@ int resattn_v2_encode(const resattn_infer_request *req, const char *model_name, 
     resattn_buf b = {0}, tail = {0};
     resattn_buf_str(&b, "{\"model_name\":");
     resattn_buf_json_string(&b, model_name ? model_name : "");
-    resattn_buf_str(&b, ",\"model_version\":\"1\"");
+    resattn_buf_str(&b, ",\"model_version\":");
+    resattn_buf_json_string(&b, req->model_version ? req->model_version : "1");
     if (req->id) {
         resattn_buf_str(&b, ",\"id\":");
         resattn_buf_json_string(&b, req->id);

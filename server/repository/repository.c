@@ -1398,7 +1398,8 @@ resattn_model_version *resattn_repository_acquire(resattn_repository *r, const c
     } else if (m->fixed) {
         v = num == 1 ? m->serving : NULL;
         if (!v)
-            snprintf(err, err_len, "model '%.*s' has no version %lld (only 1)", shown, name, num);
+            snprintf(err, err_len, "model '%.*s' has no version '%lld' (only '1')", shown, name,
+                     num);
     } else {
         vrec *rec = find_rec(m, num);
         v = rec ? rec->handle : NULL;

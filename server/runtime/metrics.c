@@ -36,11 +36,14 @@ struct resattn_metrics {
     histogram request_duration, queue_wait, inference, batch_size;
     char *model_lines[MAX_MODEL_LINES]; /* label sets of resattn_model_info, owned */
     int num_models;
+    resattn_metrics_render_fn extra; /* more families, or NULL */
+    void *extra_user;
 };
 
 static const char *endpoint_names[RESATTN_EP_COUNT] = {
-    "v2_server",  "v2_live", "v2_ready", "v2_model", "v2_model_ready", "v2_infer", "v1_model",
-    "v1_predict", "healthz", "readyz",   "metrics",  "predict",        "web",      "unknown",
+    "v2_server", "v2_live",       "v2_ready", "v2_model", "v2_model_ready", "v2_infer",
+    "v1_model",  "v1_predict",    "healthz",  "readyz",   "metrics",        "predict",
+    "web",       "v2_repository", "v2_stats", "unknown",
 };
 
 static const char *reject_names[RESATTN_REJECT_COUNT] = {"queue_full", "timeout", "draining",
@@ -188,6 +191,11 @@ long resattn_metrics_in_flight(const resattn_metrics *m) {
     return atomic_load_explicit(&((resattn_metrics *)m)->in_flight, memory_order_relaxed);
 }
 
+void resattn_metrics_set_renderer(resattn_metrics *m, resattn_metrics_render_fn fn, void *user) {
+    m->extra = fn;
+    m->extra_user = user;
+}
+
 static void head(FILE *f, const char *name, const char *type, const char *help) {
     fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
@@ -310,6 +318,8 @@ char *resattn_metrics_render(resattn_metrics *m, size_t *len) {
     put_label(f, resattn_blas_corename());
     fprintf(f, "\",parallel=\"%d\",threads=\"%d\"} 1\n", resattn_blas_parallel(),
             resattn_get_blas_threads());
+    if (m->extra)
+        m->extra(m->extra_user, f);
     render_process(f);
     if (fclose(f)) {
         free(buf);

@@ -8,6 +8,7 @@
 
 #include <resattn/resattn.h>
 #include <stddef.h>
+#include <stdio.h>
 
 /* The endpoint label of resattn_http_requests_total; one per routing-table family. */
 typedef enum resattn_endpoint {
@@ -22,9 +23,11 @@ typedef enum resattn_endpoint {
     RESATTN_EP_HEALTHZ,
     RESATTN_EP_READYZ,
     RESATTN_EP_METRICS,
-    RESATTN_EP_PREDICT, /* image endpoints */
-    RESATTN_EP_WEB,     /* GET /: the page (server/http/web/index.html) */
-    RESATTN_EP_UNKNOWN, /* no route matched */
+    RESATTN_EP_PREDICT,       /* image endpoints */
+    RESATTN_EP_WEB,           /* GET /: the page (server/http/web/index.html) */
+    RESATTN_EP_V2_REPOSITORY, /* POST /v2/repository/... (index, load, unload) */
+    RESATTN_EP_V2_STATS,      /* GET /v2/models[/{m}[/versions/{v}]]/stats */
+    RESATTN_EP_UNKNOWN,       /* no route matched */
     RESATTN_EP_COUNT
 } resattn_endpoint;
 
@@ -60,6 +63,11 @@ void resattn_metrics_batch(resattn_metrics *m, int batch, double seconds, double
 void resattn_metrics_queue_depth_add(resattn_metrics *m, long delta);
 void resattn_metrics_in_flight_add(resattn_metrics *m, long delta);
 long resattn_metrics_in_flight(const resattn_metrics *m);
+
+/* More lines for the exposition, written by fn(user, f) at the end of each render (the model
+ * repository's per-model and per-version families). Set before serving. */
+typedef void (*resattn_metrics_render_fn)(void *user, FILE *f);
+void resattn_metrics_set_renderer(resattn_metrics *m, resattn_metrics_render_fn fn, void *user);
 
 /* The exposition text (malloc'ed, *len bytes, NUL-terminated) or NULL when out of memory. */
 char *resattn_metrics_render(resattn_metrics *m, size_t *len);
