@@ -44,6 +44,18 @@ $(BUILD)/obj/server/http/web/index_html.o: server/http/web/index_html.S server/h
 	@mkdir -p $(dir $@)
 	$(CC) -c $< -o $@
 
+# The git commit for resattn_build_info ("unknown" outside a git checkout, as in the container
+# build); rewritten only when it changes, so that only metrics.o is rebuilt.
+$(BUILD)/build_commit.h: FORCE
+	@mkdir -p $(dir $@)
+	@printf '#define RESATTN_COMMIT "%s"\n' \
+	  "$$(git describe --always --dirty --abbrev=12 2>/dev/null || echo unknown)" >$@.tmp && \
+	  (cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@)
+$(BUILD)/obj/server/runtime/metrics.o: $(BUILD)/build_commit.h
+$(BUILD)/obj/server/runtime/metrics.o: CFLAGS += -I$(BUILD)
+.PHONY: FORCE
+FORCE:
+
 # One SUITE(x) line per tests/check_x.c, for tests/check_main.c.
 $(BUILD)/suites.h: $(wildcard tests/check_*.c)
 	@mkdir -p $(dir $@)

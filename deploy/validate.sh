@@ -3,7 +3,8 @@
 # engine or a cluster (about 10 s once the npm packages are cached):
 #   - Dockerfile: multi-stage from debian:bookworm-slim, numeric non-root USER, HEALTHCHECK,
 #     EXPOSE, exec-form ENTRYPOINT running `resattn serve`; shell scripts parse (bash -n).
-#   - Prometheus config and alert rules: promtool check config / rules.
+#   - Prometheus config and alert rules: promtool check config / rules, and the rules' unit
+#     tests (promtool test rules deploy/prometheus/rules.test.yml).
 #   - Compose: `docker-compose config` (Debian's docker-compose), then validate-compose.mjs
 #     (wiring, hardening, dashboard panels) and promtool on the dashboard's PromQL.
 #   - Kubernetes: `kubectl kustomize` of deploy/k8s and deploy/k8s/custom-model when kubectl
@@ -67,6 +68,8 @@ echo "== Prometheus"
 if need_pkg promtool prometheus; then
   run "promtool check config deploy/prometheus/prometheus.yml" promtool check config deploy/prometheus/prometheus.yml
   run "promtool check rules deploy/prometheus/rules.yml" promtool check rules deploy/prometheus/rules.yml
+  run "promtool test rules deploy/prometheus/rules.test.yml (alerts on the model/endpoint labels)" \
+    promtool test rules deploy/prometheus/rules.test.yml
 else
   fail "promtool not available (install Debian's prometheus)"
 fi

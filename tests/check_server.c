@@ -243,24 +243,33 @@ START_TEST(test_metrics_promtool) {
     resattn_model *model = load_model(FIXTURE ".safetensors");
     ck_assert_int_eq(resattn_metrics_add_model(m, "with \"quote\"", resattn_model_get_info(model)),
                      0);
-    resattn_metrics_request(m, RESATTN_EP_V2_INFER, 200, 0.003);
-    resattn_metrics_request(m, RESATTN_EP_UNKNOWN, 404, 0.0001);
+    resattn_metrics_request(m, RESATTN_EP_V2_INFER, 0, 200, 0.003);
+    resattn_metrics_request(m, RESATTN_EP_UNKNOWN, -1, 404, 0.0001);
     resattn_metrics_error(m, 404);
     resattn_metrics_reject(m, RESATTN_REJECT_QUEUE_FULL);
-    resattn_metrics_queue_wait(m, 0.002);
-    resattn_metrics_batch(m, 5, 0.01, 0.008);
-    resattn_metrics_batch(m, 1, 20.0, 1.5);
+    resattn_metrics_queue_wait(m, 0, 0.002);
+    resattn_metrics_batch(m, 0, 5, 0.01, 0.008);
+    resattn_metrics_batch(m, 0, 1, 20.0, 1.5);
+    resattn_metrics_batch(m, 7, 1, 1.0, 1.0); /* a model index never added: dropped */
+    ck_assert_int_eq(resattn_metrics_add_compute_label(m, "gemm", "a \"b\"\\c"), 0);
+    ck_assert_int_ne(resattn_metrics_add_compute_label(m, "Bad-Key", "x"), 0);
     size_t len = 0;
     char *text = resattn_metrics_render(m, &len);
     ck_assert(text != NULL);
     char out[4096];
     ck_assert_msg(promtool_ok(text, len, out, sizeof out), "promtool: %s", out);
     ck_assert(strstr(text, "resattn_http_requests_total{endpoint=\"v2_infer\",code=\"200\"} 1"));
-    ck_assert(strstr(text, "resattn_batch_size_bucket{le=\"4\"} 1\n"));
-    ck_assert(strstr(text, "resattn_batch_size_bucket{le=\"8\"} 2\n"));
-    ck_assert(strstr(text, "resattn_inference_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
-    ck_assert(strstr(text, "resattn_inference_cpu_seconds_total 1.508000000\n"));
-    ck_assert(strstr(text, "model=\"with \\\"quote\\\"\""));
+#define Q "model=\"with \\\"quote\\\"\""
+    ck_assert(strstr(text, "resattn_batch_size_bucket{" Q ",le=\"4\"} 1\n"));
+    ck_assert(strstr(text, "resattn_batch_size_bucket{" Q ",le=\"8\"} 2\n"));
+    ck_assert(strstr(text, "resattn_inference_duration_seconds_bucket{" Q ",le=\"+Inf\"} 2\n"));
+    ck_assert(strstr(text, "resattn_inference_cpu_seconds_total{" Q "} 1.508000000\n"));
+    ck_assert(strstr(text, "resattn_inferences_total{" Q "} 6\n"));
+    ck_assert(strstr(text, "resattn_inference_requests_total{" Q ",code=\"200\"} 1\n"));
+    ck_assert(strstr(text, "resattn_request_duration_seconds_count{endpoint=\"v2_infer\"} 1\n"));
+    ck_assert(strstr(text, "resattn_request_duration_seconds_count{endpoint=\"unknown\"} 1\n"));
+    ck_assert(strstr(text, "resattn_compute_info{gemm=\"a \\\"b\\\"\\\\c\"} 1\n"));
+#undef Q
     ck_assert(strstr(text, "resattn_requests_rejected_total{reason=\"queue_full\"} 1"));
     ck_assert_int_gt(metric_value(text, "process_resident_memory_bytes "), 0);
     ck_assert_int_gt(metric_value(text, "process_open_fds "), 2);
@@ -489,7 +498,7 @@ START_TEST(test_endpoints) {
     uh_response_release(&r);
     uh_request(port, "DELETE", "/metrics", NULL, NULL, 0, &r);
     ck_assert_int_eq(r.status, 405);
-    ck_assert_str_eq(r.allow, "GET");
+    ck_assert_str_eq(r.allow, "GET, HEAD");
     uh_response_release(&r);
     /* 415 */
     const char *text_ct[] = {"Content-Type: text/plain", NULL};
@@ -853,10 +862,13 @@ START_TEST(test_concurrent_32_batched) {
     ck_assert_int_eq(ok, N * 4);
     uh_response r;
     uh_request(s.port, "GET", "/metrics", NULL, NULL, 0, &r);
-    long single = metric_value((char *)r.body, "resattn_batch_size_bucket{le=\"1\"} ");
-    long batches = metric_value((char *)r.body, "resattn_batch_size_count ");
+    long single = metric_value((char *)r.body,
+                               "resattn_batch_size_bucket{model=\"basic_cifar_se\",le=\"1\"} ");
+    long batches =
+        metric_value((char *)r.body, "resattn_batch_size_count{model=\"basic_cifar_se\"} ");
     ck_assert_msg(batches > 0 && single < batches, "no batch had more than one image");
-    ck_assert_int_ge(metric_value((char *)r.body, "resattn_batch_size_sum "), N * 4);
+    ck_assert_int_ge(
+        metric_value((char *)r.body, "resattn_batch_size_sum{model=\"basic_cifar_se\"} "), N * 4);
     uh_response_release(&r);
     ck_assert_int_eq(uh_server_stop(&s, SIGTERM, 30000), 0);
     resattn_model_free(m);

@@ -446,8 +446,7 @@ static int winograd_candidates(resattn_model *m, resattn_conv **convs, int *hs, 
  * portable transforms (core/kernels/winograd.c).
  */
 static resattn_status plan_winograd(resattn_model *m, char *err, size_t err_len) {
-    const char *env = getenv("RESATTN_WINOGRAD");
-    int force = env && *env >= '0' && *env <= '9' ? atoi(env) : -1;
+    int force = resattn_winograd_env_tile();
     if (force == 0)
         return RESATTN_OK;
     int nb = m->info.num_blocks, *hs = malloc(sizeof(int) * 4 * (size_t)nb), *ws = hs + 2 * nb;

@@ -146,8 +146,16 @@ int resattn_get_blas_threads(void);
 /* OpenBLAS core name and parallel mode (0 serial, 1 pthreads, 2 OpenMP), for metrics. */
 const char *resattn_blas_corename(void);
 int resattn_blas_parallel(void);
+/* The compute paths this process takes, for metrics and logs (decided at first use by the CPU
+ * and the RESATTN_GEMM / RESATTN_WINOGRAD variables): the convolution GEMM, "avx512_packed"
+ * (resattn's packed AVX-512 GEMM; OpenBLAS is then not called in a forward pass) or
+ * "openblas"; the Winograd transforms, "avx512", "generic" (portable C) or "off". */
+const char *resattn_gemm_path(void);
+const char *resattn_winograd_path(void);
 
 const char *resattn_status_name(resattn_status s);
+/* The library version: RESATTN_VERSION, the one place it is written. */
+#define RESATTN_VERSION "0.1.0"
 const char *resattn_version(void);
 
 #ifdef __cplusplus

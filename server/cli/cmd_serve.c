@@ -13,6 +13,7 @@
 #include "cli/config.h"
 #include "cli/default_model.h"
 #include "http/http.h"
+#include "protocol/json_scan.h"
 #include "repository/repository.h"
 #include "runtime/metrics.h"
 #include "runtime/pool.h"
@@ -24,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Time a drain waits for running batches after the queue was cancelled on timeout. */
 #define DRAIN_GRACE_MS 5000
@@ -37,6 +39,7 @@ typedef struct server {
     resattn_pool *pool;
     resattn_repository *repo;
     resattn_http *http;
+    int listen_fd; /* bound before the models load; -1 once the HTTP server owns it */
     char *tls_cert_pem, *tls_key_pem; /* --tls-cert/--tls-key contents, NUL-terminated */
 } server;
 
@@ -202,6 +205,7 @@ static int new_repository(server *s) {
         .num_load_models = s->cfg.num_load_models,
         .log = repo_log,
         .log_user = s,
+        .metrics = s->metrics,
     };
     if (resattn_repository_new(&ro, s->pool, &s->repo, err, sizeof err)) {
         say(s, "error", "%s", err);
@@ -234,13 +238,42 @@ static int start_repository(server *s) {
     return 0;
 }
 
+/* resattn_compute_info: the paths the forward pass and the JSON parser take on this CPU. The
+ * OpenBLAS core name alone misleads on AVX-512 CPUs, where the packed GEMM runs instead. */
+static int describe_compute(server *s) {
+    static const char *const parallel[] = {"serial", "pthreads", "openmp"};
+    int par = resattn_blas_parallel();
+    char threads[16];
+    snprintf(threads, sizeof threads, "%d", resattn_get_blas_threads());
+    const char *const labels[][2] = {
+        {"gemm", resattn_gemm_path()},
+        {"winograd", resattn_winograd_path()},
+        {"json_scan", resattn_json_scan_simd() ? "avx512" : "portable"},
+        {"openblas_core", resattn_blas_corename()},
+        {"openblas_parallel", par >= 0 && par <= 2 ? parallel[par] : "unknown"},
+        {"blas_threads", threads},
+    };
+    for (size_t i = 0; i < sizeof labels / sizeof labels[0]; i++)
+        if (resattn_metrics_add_compute_label(s->metrics, labels[i][0], labels[i][1]))
+            return -1;
+    return 0;
+}
+
 static int start(server *s) {
     char err[RESATTN_ERR_LEN];
     s->metrics = resattn_metrics_new();
     if (!s->metrics)
         return -1;
     for (int i = 0; i < s->num_models; i++)
-        resattn_metrics_add_model(s->metrics, s->names[i], resattn_model_get_info(s->models[i]));
+        if (resattn_metrics_add_model(s->metrics, s->names[i],
+                                      resattn_model_get_info(s->models[i]))) {
+            say(s, "error", "out of memory for the metrics of model '%s'", s->names[i]);
+            return -1;
+        }
+    if (describe_compute(s)) {
+        say(s, "error", "out of memory for the metrics");
+        return -1;
+    }
     resattn_pool_options po = {s->cfg.workers, s->cfg.max_batch, s->cfg.max_delay_ms,
                                s->cfg.queue_capacity};
     if (resattn_pool_new(s->models, s->num_models, &po, s->metrics, &s->pool, err, sizeof err)) {
@@ -250,6 +283,7 @@ static int start(server *s) {
     if (new_repository(s))
         return -1;
     resattn_http_options ho = {
+        .listen_fd = s->listen_fd,
         .host = s->cfg.host,
         .port = s->cfg.port,
         .max_body_bytes = s->cfg.max_body_bytes,
@@ -270,6 +304,7 @@ static int start(server *s) {
                    .allow_nonfinite = s->cfg.allow_nonfinite,
                    .max_json_depth = 64},
     };
+    s->listen_fd = -1; /* resattn_http_start owns it now, whatever it answers */
     if (resattn_http_start(&ho, s->repo, s->pool, s->metrics, &s->http, err, sizeof err)) {
         say(s, "error", "%s", err);
         return s->tls_cert_pem ? -2 : -1; /* a certificate GnuTLS refused: a usage error */
@@ -317,6 +352,9 @@ static void teardown(server *s) {
         resattn_model_free(s->models[i]);
         free(s->names[i]);
     }
+    if (s->listen_fd >= 0)
+        close(s->listen_fd);
+    s->listen_fd = -1;
     resattn_server_config_release(&s->cfg);
     free(s->tls_cert_pem);
     free(s->tls_key_pem);
@@ -350,6 +388,7 @@ static int wait_signal(server *s, const sigset_t *set) {
 
 int resattn_cmd_serve(int argc, char **argv) {
     static server s; /* large; zero-initialised */
+    s.listen_fd = -1;
     char err[RESATTN_ERR_LEN];
     int rc = resattn_server_config_parse(argc, argv, &s.cfg, stdout, err, sizeof err);
     if (rc) {
@@ -380,6 +419,13 @@ int resattn_cmd_serve(int argc, char **argv) {
         return 2;
     }
     check_blas(&s);
+    /* bind first: a taken or forbidden port is a one-line error and exit 2 at once, before
+     * any model is loaded, and never a second server sharing the port */
+    if (resattn_http_listen(s.cfg.host, s.cfg.port, &s.listen_fd, err, sizeof err)) {
+        say(&s, "error", "%s", err);
+        teardown(&s);
+        return 2;
+    }
     if (load_models(&s)) {
         teardown(&s);
         return 2;

@@ -20,9 +20,12 @@
 #include "protocol/protocol_common.h"
 #include "http/web/index_html.h"
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -716,6 +719,17 @@ static void route_model(request *r, span m, span v) {
     }
 }
 
+/* HEAD is GET without the body (RFC 9110 section 9.3.2): a GET route answers it with the
+ * same status and headers, Content-Length included; libmicrohttpd leaves the body out. */
+static int method_allowed(const char *route_method, const char *method) {
+    return !strcmp(route_method, method) ||
+           (!strcmp(method, "HEAD") && !strcmp(route_method, "GET"));
+}
+
+static const char *allow_header(const char *route_method) {
+    return strcmp(route_method, "GET") ? route_method : "GET, HEAD";
+}
+
 /* Route the request and decide early errors (401, 404, 405, 413). */
 static void route_request(request *r, const char *url, const char *method) {
     const char *allow = NULL;
@@ -731,8 +745,8 @@ static void route_request(request *r, const char *url, const char *method) {
             answer_error(r, 401, "missing or invalid API key (send 'Authorization: Bearer <key>')");
             return;
         }
-        if (strcmp(routes[i].method, method)) {
-            allow = routes[i].method;
+        if (!method_allowed(routes[i].method, method)) {
+            allow = allow_header(routes[i].method);
             continue;
         }
         route_model(r, m, v);
@@ -877,7 +891,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && !r->resp_bytes)
         r->status = 499; /* the client went away before the answer (nginx's convention) */
     double dt = resattn_now() - r->start;
-    resattn_metrics_request(s->metrics, r->ep, r->status, dt);
+    int model = r->version
+                    ? resattn_pool_model_metrics_index(resattn_model_version_pool_model(r->version))
+                    : -1;
+    resattn_metrics_request(s->metrics, r->ep, model, r->status, dt);
     log_request(r, dt);
     if (r->version && r->inferring) {
         resattn_model_stats *st =
@@ -913,24 +930,114 @@ static void on_mhd_error(void *cls, const char *fmt, va_list ap) {
 
 /* ---- lifecycle ------------------------------------------------------------------------ */
 
-resattn_status resattn_http_start(const resattn_http_options *opt, resattn_repository *repo,
-                                  resattn_pool *pool, resattn_metrics *metrics, resattn_http **out,
-                                  char *err, size_t err_len) {
-    *out = NULL;
+/* "host:port" as asked for, IPv6 literals in brackets. */
+static void format_where(char *out, size_t n, const char *host, int port) {
+    snprintf(out, n, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
+}
+
+/* The lowest port an unprivileged process may bind (1024 unless the sysctl lowered it). */
+static int unprivileged_port_start(void) {
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_unprivileged_port_start", "r");
+    int p = 1024;
+    if (f) {
+        if (fscanf(f, "%d", &p) != 1)
+            p = 1024;
+        fclose(f);
+    }
+    return p;
+}
+
+/* One line for a failed bind() or listen(): what was asked for and why it failed. */
+static void listen_error(int e, const char *where, int port, char *err, size_t err_len) {
+    if (e == EADDRINUSE)
+        snprintf(err, err_len,
+                 "cannot listen on %s: address already in use (another process holds the port; "
+                 "stop it or choose another --port)",
+                 where);
+    else if (e == EACCES && port < unprivileged_port_start())
+        snprintf(err, err_len,
+                 "cannot listen on %s: permission denied (ports below %d need root or "
+                 "CAP_NET_BIND_SERVICE; choose a higher --port)",
+                 where, unprivileged_port_start());
+    else if (e == EACCES)
+        snprintf(err, err_len, "cannot listen on %s: permission denied", where);
+    else if (e == EADDRNOTAVAIL)
+        snprintf(err, err_len,
+                 "cannot listen on %s: address not available (not an address of this host)", where);
+    else
+        snprintf(err, err_len, "cannot listen on %s: %s", where, strerror(e));
+}
+
+resattn_status resattn_http_listen(const char *host, int port, int *fd_out, char *err,
+                                   size_t err_len) {
+    *fd_out = -1;
+    char where[300];
+    format_where(where, sizeof where, host, port);
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
                              .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *ai = NULL;
-    char port[16];
-    snprintf(port, sizeof port, "%d", opt->port);
-    int gai = getaddrinfo(opt->host, port, &hints, &ai);
+    char service[16];
+    snprintf(service, sizeof service, "%d", port);
+    int gai = getaddrinfo(host, service, &hints, &ai);
     if (gai) {
-        snprintf(err, err_len, "--host '%s': %s", opt->host, gai_strerror(gai));
+        snprintf(err, err_len, "--host '%s': %s", host, gai_strerror(gai));
+        return RESATTN_ERR_INVALID_ARGUMENT;
+    }
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        listen_error(errno, where, port, err, err_len);
+        freeaddrinfo(ai);
+        return RESATTN_ERR_IO;
+    }
+    /* SO_REUSEADDR lets a restarted server bind while its predecessor's closed connections
+     * sit in TIME_WAIT; on Linux it never lets two sockets listen on one address (that is
+     * SO_REUSEPORT, which we do not set: a second server would silently share the traffic).
+     * IPv6 sockets stay IPv6-only, as libmicrohttpd made them. */
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (ai->ai_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    /* listen() fails too when a holder bound with SO_REUSEADDR and then listened */
+    int rc = bind(fd, ai->ai_addr, ai->ai_addrlen);
+    if (rc == 0)
+        rc = listen(fd, SOMAXCONN);
+    freeaddrinfo(ai);
+    if (rc) {
+        listen_error(errno, where, port, err, err_len);
+        close(fd);
+        return RESATTN_ERR_IO;
+    }
+    *fd_out = fd;
+    return RESATTN_OK;
+}
+
+/* The port a socket is bound to, or -1. */
+static int bound_port(int fd) {
+    struct sockaddr_storage a;
+    socklen_t n = sizeof a;
+    if (getsockname(fd, (struct sockaddr *)&a, &n))
+        return -1;
+    return ntohs(a.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&a)->sin6_port
+                                         : ((struct sockaddr_in *)&a)->sin_port);
+}
+
+resattn_status resattn_http_start(const resattn_http_options *opt, resattn_repository *repo,
+                                  resattn_pool *pool, resattn_metrics *metrics, resattn_http **out,
+                                  char *err, size_t err_len) {
+    *out = NULL;
+    int fd = opt->listen_fd, listening = 0;
+    socklen_t len = sizeof listening;
+    if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) || !listening) {
+        snprintf(err, err_len, "internal error: no listening socket for %s:%d", opt->host,
+                 opt->port);
+        if (fd >= 0)
+            close(fd);
         return RESATTN_ERR_INVALID_ARGUMENT;
     }
     resattn_http *s = calloc(1, sizeof *s);
     if (!s) {
-        freeaddrinfo(ai);
+        close(fd);
         return RESATTN_ERR_NOMEM;
     }
     s->opt = *opt;
@@ -938,8 +1045,8 @@ resattn_status resattn_http_start(const resattn_http_options *opt, resattn_repos
     s->pool = pool;
     s->metrics = metrics;
     s->id_salt = (unsigned)time(NULL) ^ ((unsigned)getpid() << 16);
+    s->port = bound_port(fd);
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
-                     (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0) |
                      (opt->tls_cert ? MHD_USE_TLS : 0);
     /* Limits (0 = leave libmicrohttpd's default). The connection memory holds the request
      * line and headers (431 beyond) and the read buffer of body chunks, which we copy out. */
@@ -964,22 +1071,25 @@ resattn_status resattn_http_start(const resattn_http_options *opt, resattn_repos
         if (extra[i].option != MHD_OPTION_END)
             items[ni++] = extra[i];
     items[ni] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
-    s->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_error, s,
-        MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_ARRAY, items, MHD_OPTION_END);
-    freeaddrinfo(ai);
+    /* the socket is ours (resattn_http_listen): libmicrohttpd closes it on stop */
+    s->daemon =
+        MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER,
+                         on_mhd_error, s, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED,
+                         on_completed, s, MHD_OPTION_ARRAY, items, MHD_OPTION_END);
     if (!s->daemon) {
+        char where[300];
+        format_where(where, sizeof where, opt->host, s->port);
         snprintf(err, err_len,
-                 opt->tls_cert ? "cannot serve HTTPS on %s:%d (invalid --tls-cert/--tls-key, or "
-                                 "address in use)"
-                               : "cannot listen on %s:%d (address in use or not available)",
-                 opt->host, opt->port);
+                 opt->tls_cert ? "cannot serve HTTPS on %s (invalid --tls-cert/--tls-key)"
+                               : "cannot start the HTTP server on %s",
+                 where);
+        /* libmicrohttpd 0.9.75 closes the socket it was given when it fails (checked); close
+         * it here only in case a failure came before it took the socket over */
+        if (fcntl(fd, F_GETFD) != -1)
+            close(fd);
         free(s);
         return RESATTN_ERR_IO;
     }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    s->port = di ? di->port : opt->port;
     *out = s;
     return RESATTN_OK;
 }

@@ -95,6 +95,7 @@ struct rmodel {
     vrec *versions;
     resattn_model_version *serving;
     unsigned long long loads_ok, loads_failed;
+    int metrics_index; /* its per-model metrics series, or -1 (none yet) */
     unsigned scan_gen; /* the last scan of DIR that saw its folder */
     rmodel *next;
 };
@@ -527,9 +528,12 @@ static resattn_model_version *version_load(resattn_repository *r, rmodel *m, vre
         snprintf(err, err_len, MODEL_FILE ": %s", msg);
         return NULL;
     }
+    if (m->metrics_index < 0 && r->opt.metrics) /* the model's first version */
+        m->metrics_index =
+            resattn_metrics_register_model(r->opt.metrics, m->name, resattn_model_get_info(model));
     resattn_pool_model *pm = NULL;
-    st = resattn_pool_model_new(r->pool, model, m->cfg.max_batch, m->cfg.max_delay_ms, 1, &pm, msg,
-                                sizeof msg);
+    st = resattn_pool_model_new(r->pool, model, m->metrics_index, m->cfg.max_batch,
+                                m->cfg.max_delay_ms, 1, &pm, msg, sizeof msg);
     resattn_model_version *v =
         st == RESATTN_OK ? version_new(r, m, rec, rec->number, model, pm) : NULL;
     if (!v) {
@@ -560,6 +564,7 @@ static rmodel *add_model(resattn_repository *r, const char *name) {
         return NULL;
     }
     m->cfg = default_config;
+    m->metrics_index = -1;
     *r->models_tail = m;
     r->models_tail = &m->next;
     return m;
@@ -1262,6 +1267,7 @@ resattn_status resattn_repository_add_fixed(resattn_repository *r, const char *n
         return RESATTN_ERR_NOMEM;
     }
     m->fixed = m->wanted = 1;
+    m->metrics_index = resattn_pool_model_metrics_index(pm);
     m->serving = v;
     m->loads_ok = 1;
     return RESATTN_OK;

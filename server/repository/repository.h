@@ -38,6 +38,7 @@
 #ifndef RESATTN_REPOSITORY_H
 #define RESATTN_REPOSITORY_H
 
+#include "runtime/metrics.h"
 #include "runtime/pool.h"
 #include <jansson.h>
 #include <resattn/resattn.h>
@@ -74,6 +75,9 @@ typedef struct resattn_repository_options {
     int num_load_models;
     resattn_repository_log_fn log; /* may be NULL */
     void *log_user;
+    /* each model gets the per-model series of these metrics when its first version loads
+     * (resattn_metrics_register_model); NULL: none */
+    resattn_metrics *metrics;
 } resattn_repository_options;
 
 typedef struct resattn_repository resattn_repository;

@@ -24,6 +24,7 @@
 
 struct resattn_pool_model {
     const resattn_model *model;
+    int metrics_index; /* the model's index in the metrics' per-model series, or -1 */
     int max_batch, max_delay_ms;
     size_t in_floats; /* C*H*W of one image */
     size_t classes;
@@ -228,7 +229,8 @@ static void compute(worker *w, resattn_pool_model *pm, resattn_job **batch, int 
         st = resattn_forward(ctx, in, total, out, err, sizeof err) != RESATTN_OK;
         t2 = resattn_now();
         if (p->metrics && !st)
-            resattn_metrics_batch(p->metrics, total, t2 - t1, thread_cpu_seconds() - c1);
+            resattn_metrics_batch(p->metrics, pm->metrics_index, total, t2 - t1,
+                                  thread_cpu_seconds() - c1);
     }
     size_t off = 0;
     int first = 0; /* the job's first image in the batch */
@@ -259,7 +261,7 @@ static void run_batch(worker *w, resattn_job **batch, int count) {
         resattn_job *j = batch[i];
         j->queue_wait = now - j->enqueued;
         if (p->metrics)
-            resattn_metrics_queue_wait(p->metrics, j->queue_wait);
+            resattn_metrics_queue_wait(p->metrics, j->model->metrics_index, j->queue_wait);
         if (now > j->deadline) {
             complete(p, j, 504, "request timed out waiting for a worker");
             continue;
@@ -381,9 +383,9 @@ static void *reaper_main(void *arg) {
     return NULL;
 }
 
-resattn_status resattn_pool_model_new(resattn_pool *p, const resattn_model *model, int max_batch,
-                                      int max_delay_ms, int warm, resattn_pool_model **out,
-                                      char *err, size_t err_len) {
+resattn_status resattn_pool_model_new(resattn_pool *p, const resattn_model *model,
+                                      int metrics_index, int max_batch, int max_delay_ms, int warm,
+                                      resattn_pool_model **out, char *err, size_t err_len) {
     *out = NULL;
     if (max_batch > RESATTN_POOL_MAX_BATCH) {
         snprintf(err, err_len, "max batch %d is more than %d", max_batch, RESATTN_POOL_MAX_BATCH);
@@ -394,6 +396,7 @@ resattn_status resattn_pool_model_new(resattn_pool *p, const resattn_model *mode
     if (!pm)
         return RESATTN_ERR_NOMEM;
     pm->model = model;
+    pm->metrics_index = metrics_index;
     pm->max_batch = max_batch > 0 ? max_batch : p->opt.max_batch;
     pm->max_delay_ms = max_delay_ms >= 0 ? max_delay_ms : p->opt.max_delay_ms;
     pm->in_floats = (size_t)info->in_channels * info->in_height * info->in_width;
@@ -445,6 +448,10 @@ int resattn_pool_model_max_batch(const resattn_pool_model *pm) {
     return pm->max_batch;
 }
 
+int resattn_pool_model_metrics_index(const resattn_pool_model *pm) {
+    return pm->metrics_index;
+}
+
 size_t resattn_pool_model_bytes(const resattn_pool_model *pm) {
     return atomic_load(&((resattn_pool_model *)pm)->bytes);
 }
@@ -485,8 +492,9 @@ resattn_status resattn_pool_new(resattn_model *const *models, int num_models,
         return RESATTN_ERR_NOMEM;
     }
     for (; p->num_models < num_models; p->num_models++) {
-        resattn_status st = resattn_pool_model_new(p, models[p->num_models], 0, -1, 0,
-                                                   &p->fixed[p->num_models], err, err_len);
+        /* fixed model i has the metrics' model index i (the order the server adds them) */
+        resattn_status st = resattn_pool_model_new(p, models[p->num_models], p->num_models, 0, -1,
+                                                   0, &p->fixed[p->num_models], err, err_len);
         if (st != RESATTN_OK) {
             resattn_pool_free(p);
             return st;

@@ -89,19 +89,21 @@ resattn_pool_model *resattn_pool_fixed(resattn_pool *pool, int i);
 
 /*
  * A new handle for `model` (owned by the caller, which keeps the model alive until the
- * handle is freed). max_batch <= 0 and max_delay_ms < 0 take the pool's settings. With
+ * handle is freed); its forward passes count in the metrics' per-model series of
+ * metrics_index (-1: none). max_batch <= 0 and max_delay_ms < 0 take the pool's settings. With
  * warm != 0 every worker's context is created now and runs one forward pass on zeros that
  * must give finite logits (the caller's thread does the work: call it off the request path,
  * before the first job); otherwise each worker creates its context at its first batch.
  * RESATTN_ERR_NOMEM or the forward pass's status on failure, err filled.
  */
-resattn_status resattn_pool_model_new(resattn_pool *pool, const resattn_model *model, int max_batch,
-                                      int max_delay_ms, int warm, resattn_pool_model **out,
-                                      char *err, size_t err_len);
+resattn_status resattn_pool_model_new(resattn_pool *pool, const resattn_model *model,
+                                      int metrics_index, int max_batch, int max_delay_ms, int warm,
+                                      resattn_pool_model **out, char *err, size_t err_len);
 /* Free the contexts; no job for the handle may be queued or running. NULL is accepted. */
 void resattn_pool_model_free(resattn_pool_model *pm);
 const resattn_model *resattn_pool_model_model(const resattn_pool_model *pm);
 int resattn_pool_model_max_batch(const resattn_pool_model *pm);
+int resattn_pool_model_metrics_index(const resattn_pool_model *pm);
 /* Workspace bytes of the contexts created so far. */
 size_t resattn_pool_model_bytes(const resattn_pool_model *pm);
 /* The handle's statistics (executions recorded by the workers, requests by the caller). */

@@ -154,7 +154,7 @@ snapshot() { # server CPU ns, libmicrohttpd threads' CPU ns, forward CPU ns, v2 
     local m
     m=$(curl -sf "http://127.0.0.1:$PORT/metrics")
     echo "$(cpu_ns .) $(cpu_ns ^MHD)" \
-        "$(awk '/^resattn_inference_cpu_seconds_total /{printf "%.0f", $2 * 1e9}' <<<"$m")" \
+        "$(awk '/^resattn_inference_cpu_seconds_total[{ ]/{s += $2} END{printf "%.0f", s * 1e9}' <<<"$m")" \
         "$(awk '/^resattn_http_requests_total[{]endpoint="v2_infer"/{s += $2} END{printf "%.0f", s}' <<<"$m")"
 }
 for form in json bin; do
