@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -1086,6 +1087,9 @@ static void *manager_main(void *arg) {
                 version_free(r, list);
                 list = next;
             }
+            /* glibc keeps freed blocks above its (self-raising) mmap threshold in the heap;
+             * give the pages of a freed version back, so that swaps do not grow the process */
+            malloc_trim(0);
             pthread_mutex_lock(&r->mu);
             continue;
         }
