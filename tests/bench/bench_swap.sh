@@ -65,7 +65,7 @@ SPID=
 REPORT=$(cat <<MD
 # Latency during a model swap (tests/bench/bench_swap.sh)
 
-Measured $(date -u +"%Y-%m-%d %H:%M") UTC on $(nproc) CPUs ($(grep -m1 "model name" /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), shared machine.
+Measured $(date -u +"%Y-%m-%d %H:%M") UTC on $(nproc) CPUs ($(grep -m1 "model name" /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), shared machine (load average $(cut -d" " -f1-3 /proc/loadavg) at the end).
 Model: Pattern-1 SE-ResNet-18 (CIFAR stem, 3x32x32, 10 classes, random weights, $(( $(stat -c %s "$MODEL") / 1000000 )) MB file).
 \`resattn serve --model-repository\` with default workers and batching; $CONNS keep-alive clients
 posting one-image v2 binary requests without pause; $ROUNDS swaps, each an atomic rename of a
