@@ -476,9 +476,9 @@ START_TEST(test_endpoints) {
     expect_status(port, "GET", "/healthz", 200, "ok");
     expect_status(port, "GET", "/readyz", 200, "ready");
     expect_status(port, "GET", "/v2/models/basic_cifar_se", 200,
-                  "\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[-1,1,9,11]}]");
+                  "\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[-1,1,9,11]},");
     expect_status(port, "GET", "/v2/models/bottleneck_imagenet_eca", 200,
-                  "\"platform\":\"resattn\"");
+                  "\"platform\":\"resattn_safetensors\"");
     expect_status(port, "GET", "/v2/models/basic_cifar_se/ready", 200, "\"ready\":true");
     expect_status(port, "GET", "/v2/models/basic_cifar_se/versions/1", 200, "\"versions\":[\"1\"]");
     expect_status(port, "GET", "/v2/models/basic_cifar_se/versions/1/ready", 200, "true");

@@ -4,7 +4,10 @@
 set -eu
 PKGS="build-essential pkg-config libopenblas-dev libjansson-dev libmicrohttpd-dev check
 libpng-dev libjpeg62-turbo-dev curl libcurl4-openssl-dev prometheus python3 openssl
-clang libclang-rt-14-dev valgrind clang-format"
+clang libclang-rt-14-dev valgrind clang-format
+python3-torch python3-torchvision python3-pil python3-numpy"
+# (python3-torch, -torchvision, -pil, -numpy: the export suite, tests/check_export.c, runs
+# tools/export_pytorch.py and the README's own-model example against PyTorch)
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

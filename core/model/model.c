@@ -11,6 +11,7 @@
 #include "kernels/winograd.h"
 #include "model/safetensors.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -402,6 +403,11 @@ static resattn_status check_extra(binder *b) {
     return RESATTN_OK;
 }
 
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !strcmp(s + n - k, suffix);
+}
+
 static void fill_info(resattn_model *m, const resattn_st *st) {
     resattn_model_info *in = &m->info;
     const resattn_config *c = &m->cfg;
@@ -414,10 +420,18 @@ static void fill_info(resattn_model *m, const resattn_st *st) {
     in->labels = (const char *const *)c->labels;
     in->preprocess_json = c->preprocess;
     in->config_json = c->json;
-    in->num_params = 0;
-    for (int i = 0; i < st->num_tensors; i++)
-        if (st->tensors[i].dtype != RESATTN_DT_INT)
-            in->num_params += st->tensors[i].count;
+    /* as PyTorch counts: parameters() holds weights and biases; BatchNorm's running
+     * statistics are buffers, counted apart */
+    in->num_params = in->num_bn_stats = 0;
+    for (int i = 0; i < st->num_tensors; i++) {
+        const resattn_st_tensor *t = &st->tensors[i];
+        if (t->dtype == RESATTN_DT_INT)
+            continue;
+        if (ends_with(t->name, ".running_mean") || ends_with(t->name, ".running_var"))
+            in->num_bn_stats += t->count;
+        else
+            in->num_params += t->count;
+    }
 }
 
 /*
@@ -654,7 +668,8 @@ resattn_status resattn_model_load_file(const char *path, resattn_model **out, ch
         *out = NULL;
     FILE *f = path ? fopen(path, "rb") : NULL;
     if (!f) {
-        snprintf(err, err_len, "cannot open model file %s", path ? path : "(null)");
+        snprintf(err, err_len, "cannot open model file %s: %s", path ? path : "(null)",
+                 path ? strerror(errno) : "no path");
         return RESATTN_ERR_IO;
     }
     unsigned char *buf = NULL;
@@ -683,8 +698,18 @@ resattn_status resattn_model_load_file(const char *path, resattn_model **out, ch
         snprintf(err, err_len, "read error on model file %s", path);
         return RESATTN_ERR_IO;
     }
+    if (len > 8 && !resattn_st_looks_like(buf, len)) {
+        free(buf);
+        snprintf(err, err_len, "not a safetensors file: %s (" RESATTN_ST_NOT_ST_REASON ")", path);
+        return RESATTN_ERR_FORMAT;
+    }
     resattn_status s = resattn_model_load_buffer(buf, len, out, err, err_len);
     free(buf);
+    if (s) { /* name the file: callers print the message as it is */
+        char msg[RESATTN_ERR_LEN];
+        snprintf(msg, sizeof msg, "%s", err);
+        snprintf(err, err_len, "%s: %s", path, msg);
+    }
     return s;
 }
 

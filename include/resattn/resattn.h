@@ -82,12 +82,15 @@ typedef struct resattn_model_info {
     const char *const *labels;   /* num_classes names, or NULL when the config has none */
     const char *preprocess_json; /* the config's "preprocess" object as JSON text, or NULL */
     const char *config_json;     /* the whole resattn.config string */
-    size_t num_params;           /* parameters as stored (before BatchNorm folding) */
+    size_t num_params;           /* PyTorch's sum(p.numel() for p in model.parameters()):
+                                    the stored weights and biases, before BatchNorm folding */
+    size_t num_bn_stats;         /* BatchNorm running_mean + running_var entries (buffers) */
     double flops_per_image;      /* multiply-adds x 2 of one forward pass of one image */
     int num_blocks;              /* residual blocks in the network */
 } resattn_model_info;
 
-/* Load a model from a .safetensors file (read whole; the file may be closed afterwards). */
+/* Load a model from a .safetensors file (read whole; the file may be closed afterwards).
+ * Error messages name the file ("not a safetensors file: PATH ...", "PATH: tensor ..."). */
 resattn_status resattn_model_load_file(const char *path, resattn_model **out, char *err,
                                        size_t err_len);
 /* Load from memory; the buffer is copied from as needed and not kept. */

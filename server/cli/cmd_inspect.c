@@ -1,37 +1,15 @@
 /*
  * `resattn inspect`: a model's architecture (block, stem, attention, stages with their
- * widths and output sizes), parameter count and GFLOPs per image; --json for machines.
- * Also holds resattn_cli_load_model, the --model / built-in model loader of every command.
+ * widths and output sizes), the name `serve` gives it, its parameter count as PyTorch
+ * counts it (BatchNorm running statistics apart) and GFLOPs per image; --json for machines.
  */
 #include "cli/commands.h"
-#include "cli/default_model.h"
 #include "model/model.h"
 
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-int resattn_cli_load_model(const char *path, resattn_model **out) {
-    char err[RESATTN_ERR_LEN];
-    resattn_status s;
-    if (path) {
-        s = resattn_model_load_file(path, out, err, sizeof err);
-    } else {
-        if (resattn_default_model_size == 0) {
-            fprintf(stderr, "resattn: no built-in model in this build; pass --model\n");
-            return 2;
-        }
-        s = resattn_model_load_buffer(resattn_default_model_data,
-                                      (size_t)resattn_default_model_size, out, err, sizeof err);
-        path = "(built-in model)";
-    }
-    if (s) {
-        fprintf(stderr, "resattn: %s: %s\n", path, err);
-        return 1;
-    }
-    return 0;
-}
 
 static const char *block_name(resattn_block_kind b) {
     return b == RESATTN_BLOCK_BASIC ? "basic" : "bottleneck";
@@ -41,7 +19,7 @@ static const char *stem_name(resattn_stem_kind s) {
     return s == RESATTN_STEM_IMAGENET ? "imagenet" : "cifar";
 }
 
-static json_t *summary_json(const resattn_model *m) {
+static json_t *summary_json(const resattn_model *m, const char *served_name) {
     const resattn_model_info *in = resattn_model_get_info(m);
     json_t *stages = json_array();
     int bi = 0;
@@ -59,6 +37,8 @@ static json_t *summary_json(const resattn_model *m) {
         in->in_channels, "height", in->in_height, "width", in->in_width, "stem_width", m->stem.cout,
         "stages", stages, "num_params", (json_int_t)in->num_params, "gflops_per_image",
         in->flops_per_image / 1e9, "num_blocks", in->num_blocks, "has_labels", in->labels != NULL);
+    json_object_set_new(o, "served_name", json_string(served_name));
+    json_object_set_new(o, "num_bn_stats", json_integer((json_int_t)in->num_bn_stats));
     if (in->labels) {
         json_t *labels = json_array();
         for (int i = 0; i < in->num_classes; i++)
@@ -70,9 +50,9 @@ static json_t *summary_json(const resattn_model *m) {
     return o;
 }
 
-static void print_text(const resattn_model *m) {
+static void print_text(const resattn_model *m, const char *served_name) {
     const resattn_model_info *in = resattn_model_get_info(m);
-    printf("model:      %s\n", in->name ? in->name : "(unnamed)");
+    printf("model:      %s (served as /v2/models/%s)\n", served_name, served_name);
     printf("network:    %s blocks, %s stem, attention %s\n", block_name(in->block),
            stem_name(in->stem), resattn_attention_name(in->attention));
     printf("input:      %d x %d x %d (C x H x W)\n", in->in_channels, in->in_height, in->in_width);
@@ -88,14 +68,16 @@ static void print_text(const resattn_model *m) {
     }
     printf("head:       global average pool, fc %d -> %d classes%s\n", m->feat_c, in->num_classes,
            in->labels ? " (labelled)" : "");
-    printf("parameters: %zu\n", in->num_params);
+    printf("parameters: %zu (+ %zu BatchNorm running statistics)\n", in->num_params,
+           in->num_bn_stats);
     printf("GFLOPs:     %.4f per image\n", in->flops_per_image / 1e9);
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: resattn inspect [--model M.safetensors] [--json]\n\n"
-               "Print a model's architecture, parameter count and GFLOPs per image.\n"
-               "Without --model, the built-in model is used.\n");
+    fprintf(f, "usage: resattn inspect [--model [NAME=]M.safetensors|builtin] [--json]\n\n"
+               "Print a model's architecture, the name `resattn serve` gives it, its parameter\n"
+               "count (as PyTorch's model.parameters(); BatchNorm running statistics apart)\n"
+               "and GFLOPs per image. Without --model, the built-in model is used.\n");
 }
 
 int resattn_cmd_inspect(int argc, char **argv) {
@@ -105,28 +87,29 @@ int resattn_cmd_inspect(int argc, char **argv) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
             return 0;
-        } else if (!strcmp(argv[i], "--model") && i + 1 < argc) {
-            path = argv[++i];
+        } else if (!strcmp(argv[i], "--model")) {
+            if (!(path = resattn_cli_value("inspect", argc, argv, &i)))
+                return 2;
         } else if (!strcmp(argv[i], "--json")) {
             as_json = 1;
         } else {
-            fprintf(stderr, "resattn inspect: unknown or incomplete option '%s'\n", argv[i]);
-            usage(stderr);
+            resattn_cli_unknown_option("inspect", argv[i]);
             return 2;
         }
     }
     resattn_model *m = NULL;
-    int rc = resattn_cli_load_model(path, &m);
+    char name[128];
+    int rc = resattn_cli_load_model("inspect", path, &m, name, sizeof name);
     if (rc)
         return rc;
     if (as_json) {
-        json_t *o = summary_json(m);
-        char *s = json_dumps(o, JSON_INDENT(2));
+        json_t *o = summary_json(m, name);
+        char *s = json_dumps(o, JSON_INDENT(2) | JSON_REAL_PRECISION(9));
         printf("%s\n", s);
         free(s);
         json_decref(o);
     } else {
-        print_text(m);
+        print_text(m, name);
     }
     resattn_model_free(m);
     return 0;

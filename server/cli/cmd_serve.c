@@ -11,8 +11,8 @@
  */
 #include "cli/commands.h"
 #include "cli/config.h"
-#include "cli/default_model.h"
 #include "http/http.h"
+#include "model/config.h"
 #include "protocol/json_scan.h"
 #include "repository/repository.h"
 #include "runtime/metrics.h"
@@ -96,26 +96,22 @@ static void say(const server *s, const char *level, const char *fmt, ...) {
     free(line);
 }
 
-/* "models/se-cifar.safetensors" -> "se-cifar" */
-static char *file_stem(const char *path) {
-    const char *b = strrchr(path, '/');
-    b = b ? b + 1 : path;
-    const char *dot = strrchr(b, '.');
-    return strndup(b, dot && dot != b ? (size_t)(dot - b) : strlen(b));
-}
-
-static int add_model(server *s, resattn_model *m, const char *fallback_name) {
+/* Serve m under name (what resattn_cli_model_name gave: --model NAME=, config, file stem). */
+static int add_model(server *s, resattn_model *m, const char *name) {
     const resattn_model_info *info = resattn_model_get_info(m);
-    const char *name = info->name && *info->name ? info->name : fallback_name;
-    for (const char *p = name; *p; p++)
-        if (*p == '/' || *p == ':' || *p <= ' ') {
-            say(s, "error", "model name '%s' cannot be used in URLs (no '/', ':' or spaces)", name);
-            resattn_model_free(m);
-            return -1;
-        }
+    if (!resattn_model_name_ok(name)) {
+        say(s, "error",
+            "model name '%s' cannot be used in URLs (%s); name it with --model NAME=PATH", name,
+            RESATTN_MODEL_NAME_RULE);
+        resattn_model_free(m);
+        return -1;
+    }
     for (int i = 0; i < s->num_models; i++)
         if (!strcmp(s->names[i], name)) {
-            say(s, "error", "two models are named '%s'; model names must be unique", name);
+            say(s, "error",
+                "two models are named '%s'; model names must be unique (name one with --model "
+                "NAME=PATH)",
+                name);
             resattn_model_free(m);
             return -1;
         }
@@ -127,35 +123,28 @@ static int add_model(server *s, resattn_model *m, const char *fallback_name) {
     return 0;
 }
 
+/* Every --model (PATH, NAME=PATH, builtin, NAME=builtin: server/cli/cli_common.c); none
+ * given: the built-in model. */
 static int load_models(server *s) {
-    char err[RESATTN_ERR_LEN];
-    resattn_model *m = NULL;
+    char err[RESATTN_ERR_LEN], name[128];
+    static char *const builtin_only[] = {"builtin"};
     if (s->cfg.num_models == 0 && s->cfg.model_repository)
         return 0; /* the repository's models only */
-    if (s->cfg.num_models == 0) {
-        if (resattn_default_model_size == 0) {
-            say(s, "error",
-                "no --model given and this build has no built-in model "
-                "(models/default.safetensors was empty)");
+    char *const *args = s->cfg.num_models ? s->cfg.models : builtin_only;
+    int n = s->cfg.num_models ? s->cfg.num_models : 1;
+    for (int i = 0; i < n; i++) {
+        resattn_cli_model_spec spec;
+        resattn_model *m = NULL;
+        if (resattn_cli_model_arg(args[i], &spec)) {
+            say(s, "error", "--model '%s' names no file", args[i]);
             return -1;
         }
-        if (resattn_model_load_buffer(resattn_default_model_data,
-                                      (size_t)resattn_default_model_size, &m, err,
-                                      sizeof err) != RESATTN_OK) {
-            say(s, "error", "built-in model: %s", err);
+        if (resattn_cli_model_open(&spec, &m, err, sizeof err) != RESATTN_OK) {
+            say(s, "error", "%s", err);
             return -1;
         }
-        return add_model(s, m, "default");
-    }
-    for (int i = 0; i < s->cfg.num_models; i++) {
-        if (resattn_model_load_file(s->cfg.models[i], &m, err, sizeof err) != RESATTN_OK) {
-            say(s, "error", "%s: %s", s->cfg.models[i], err);
-            return -1;
-        }
-        char *stem = file_stem(s->cfg.models[i]);
-        int rc = add_model(s, m, stem);
-        free(stem);
-        if (rc)
+        resattn_cli_model_name(&spec, resattn_model_get_info(m), name, sizeof name);
+        if (add_model(s, m, name))
             return -1;
     }
     return 0;
@@ -182,6 +171,12 @@ static void check_blas(server *s) {
     }
     if (par == 2 && s->cfg.workers > 1)
         say(s, "warn", "OpenBLAS is the OpenMP build: concurrent workers may be slow");
+    int cpus = resattn_usable_cpus(), want = s->cfg.workers * s->cfg.blas_threads;
+    if (want > cpus)
+        say(s, "warn",
+            "%d workers x %d BLAS threads = %d threads for %d usable CPU%s: they will compete "
+            "for the cores",
+            s->cfg.workers, s->cfg.blas_threads, want, cpus, cpus == 1 ? "" : "s");
     resattn_set_blas_threads(s->cfg.blas_threads);
 }
 

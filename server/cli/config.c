@@ -40,8 +40,9 @@ typedef struct option_def {
 #define OFF(f) offsetof(resattn_server_config, f)
 
 static const option_def options[] = {
-    {"model", "RESATTN_MODEL", OPT_MODELS, OFF(models), NULL, 0, 0, "PATH",
-     "model file; repeatable (env: comma-separated); default: the built-in model"},
+    {"model", "RESATTN_MODEL", OPT_MODELS, OFF(models), NULL, 0, 0, "[NAME=]PATH",
+     "model file; NAME= sets its URL name; 'builtin' is the built-in model (the default); "
+     "repeatable (env: comma-separated)"},
     {"host", "RESATTN_HOST", OPT_STR, OFF(host), "0.0.0.0", 0, 0, "ADDR", "address to listen on"},
     {"port", "RESATTN_PORT", OPT_INT, OFF(port), "8080", 0, 65535, "N",
      "TCP port; 0 picks a free one and prints it"},
@@ -386,6 +387,13 @@ static int parse_args(int argc, char **argv, resattn_server_config *cfg, FILE *o
             if (!*from_flags) /* flags replace the environment's list */
                 list_clear(items, n);
             *from_flags = 1;
+            if (!*val) {
+                set_err(err, err_len,
+                        o->type == OPT_MODELS
+                            ? "--model: empty value (a file, NAME=FILE or builtin)"
+                            : "--load-model: empty value (a model name)");
+                return 2;
+            }
             if (list_add(o, cfg, val, strlen(val), err, err_len))
                 return 2;
             continue;

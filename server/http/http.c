@@ -255,10 +255,18 @@ static int is_ready(const resattn_http *h) {
     return atomic_load(&h->ready) && !atomic_load(&h->draining);
 }
 
+/* A metadata answer built by server/protocol/v2_outputs.c. */
+static void answer_body(request *r, int rc, resattn_response_body *b) {
+    if (rc) {
+        answer_error(r, 500, "out of memory building the answer");
+        return;
+    }
+    set_answer(r, 200, b->data, b->len, b->content_type);
+}
+
 static void h_v2_server(request *r) {
-    answer_json(r, 200,
-                json_pack("{s:s, s:s, s:[s,s,s]}", "name", "resattn", "version", resattn_version(),
-                          "extensions", "binary_tensor_data", "model_repository", "statistics"));
+    resattn_response_body b;
+    answer_body(r, resattn_v2_server_metadata(resattn_version(), &b), &b);
 }
 
 static void h_live(request *r) {
@@ -290,16 +298,18 @@ static void h_ready(request *r) {
 /* Metadata of the routed version; "versions" lists every ready version of the model. */
 static void h_v2_model(request *r) {
     const char *name = resattn_model_version_name(r->version);
-    const resattn_model_info *i = resattn_model_get_info(resattn_model_version_model(r->version));
-    json_t *out = json_pack("[{s:s, s:s, s:[i,i]}, {s:s, s:s, s:[i,i]}]", "name", "logits",
-                            "datatype", "FP32", "shape", -1, i->num_classes, "name",
-                            "probabilities", "datatype", "FP32", "shape", -1, i->num_classes);
     json_t *versions = resattn_repository_ready_versions(r->srv->repo, name, strlen(name));
-    answer_json(r, 200,
-                json_pack("{s:s, s:o, s:s, s:[{s:s, s:s, s:[i,i,i,i]}], s:o}", "name", name,
-                          "versions", versions, "platform", "resattn", "inputs", "name", "input",
-                          "datatype", "FP32", "shape", -1, i->in_channels, i->in_height,
-                          i->in_width, "outputs", out));
+    const char *labels[64];
+    int nv = 0;
+    for (size_t i = 0; i < json_array_size(versions) && nv < 64; i++)
+        labels[nv++] = json_string_value(json_array_get(versions, i));
+    resattn_response_body b;
+    answer_body(
+        r,
+        resattn_v2_model_metadata_at(
+            name, labels, nv, resattn_model_get_info(resattn_model_version_model(r->version)), &b),
+        &b);
+    json_decref(versions);
 }
 
 static void h_v2_model_ready(request *r) {
@@ -468,7 +478,7 @@ static void on_job_done(resattn_job *job) {
                      ? resattn_image_api_encode(&r->ireq, name, info, r->logits, r->ireq.n, &b)
                  : r->ireq.protocol == RESATTN_PROTO_TFS
                      ? resattn_tfs_encode(&r->ireq, r->logits, r->ireq.n, k, &b)
-                     : resattn_v2_encode(&r->ireq, name, r->logits, r->ireq.n, k, &b);
+                     : resattn_v2_encode(&r->ireq, name, info, r->logits, r->ireq.n, &b);
         if (rc || !b.data) {
             resattn_response_body_release(&b);
             answer_error(r, 500, "could not encode the answer");
@@ -507,13 +517,31 @@ static int accepts_npy(const char *accept) {
     return 0;
 }
 
-/* The tensor a .npy answer holds: the logits, or the probabilities when only they were asked
- * for; 0 when the request asked for more than one tensor or for attention (406). */
+/* The tensor a .npy answer holds: the logits when no outputs were named, or the one of
+ * logits or probabilities named alone; 0 for anything else, e.g. two tensors, top-k,
+ * classification or attention (406). */
 static unsigned npy_tensor(const resattn_infer_request *q) {
-    if (q->num_attn_outputs || q->attention)
+    if (q->num_attn_outputs || q->attention || q->classification[0] || q->classification[1])
         return 0;
-    unsigned t = q->outputs & (RESATTN_OUT_LOGITS | RESATTN_OUT_PROBABILITIES);
-    return t == (RESATTN_OUT_LOGITS | RESATTN_OUT_PROBABILITIES) ? 0 : t ? t : RESATTN_OUT_LOGITS;
+    if (!q->outputs_named)
+        return RESATTN_OUT_LOGITS;
+    unsigned t = q->outputs;
+    return t == RESATTN_OUT_LOGITS || t == RESATTN_OUT_PROBABILITIES ? t : 0;
+}
+
+/* v2's Inference-Header-Content-Length into *hlen (-1 when absent): 0 or 400. */
+static int header_length(request *r, long long *hlen, char *err, size_t err_len) {
+    const char *h = header(r, "Inference-Header-Content-Length");
+    *hlen = -1;
+    if (h) {
+        char *end;
+        *hlen = strtoll(h, &end, 10);
+        if (end == h || *end || *hlen < 0) {
+            snprintf(err, err_len, "Inference-Header-Content-Length '%s' is not a byte count", h);
+            return 400;
+        }
+    }
+    return 0;
 }
 
 static int parse_infer(request *r, char *err, size_t err_len) {
@@ -523,6 +551,9 @@ static int parse_infer(request *r, char *err, size_t err_len) {
     resattn_parse_limits limits = r->srv->opt.limits;
     limits.max_batch = resattn_pool_model_max_batch(resattn_model_version_pool_model(r->version));
     const char *ct = header(r, MHD_HTTP_HEADER_CONTENT_TYPE);
+    long long hlen = -1;
+    if (r->ep == RESATTN_EP_V2_INFER && header_length(r, &hlen, err, err_len))
+        return 400;
     if (r->ep == RESATTN_EP_PREDICT ||
         (r->ep == RESATTN_EP_V2_INFER && resattn_image_api_is_image(ct, r->body, r->len))) {
         const char *q = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "top_k");
@@ -539,7 +570,7 @@ static int parse_infer(request *r, char *err, size_t err_len) {
         }
         return resattn_image_api_parse(
             r->ep == RESATTN_EP_PREDICT ? RESATTN_PROTO_PREDICT : RESATTN_PROTO_V2, ct, r->body,
-            r->len, top_k, 0, info, &limits, &r->ireq, err, err_len);
+            r->len, hlen, top_k, 0, info, &limits, &r->ireq, err, err_len);
     }
     if (r->ep == RESATTN_EP_V1_PREDICT) {
         /* TF Serving reads the body as JSON whatever the type; we also take curl -d's default
@@ -551,16 +582,6 @@ static int parse_infer(request *r, char *err, size_t err_len) {
             return 415;
         }
         return resattn_tfs_parse(r->body, r->len, info, &limits, &r->ireq, err, err_len);
-    }
-    long long hlen = -1;
-    const char *h = header(r, "Inference-Header-Content-Length");
-    if (h) {
-        char *end;
-        hlen = strtoll(h, &end, 10);
-        if (end == h || *end || hlen < 0) {
-            snprintf(err, err_len, "Inference-Header-Content-Length '%s' is not a byte count", h);
-            return 400;
-        }
     }
     /* the body stays until the request completes, so FP32 binary data is used in place */
     limits.input_in_body_ok = 1;

@@ -41,7 +41,7 @@ BIN=$ROOT/$BUILD/resattn
 # shellcheck disable=SC2046 # pkg-config flags are meant to split
 cc -std=c11 -O2 -D_GNU_SOURCE -pthread -Iinclude -Icore -Iserver \
     $(pkg-config --cflags jansson openblas) -o "$WORK/bench_server_codec" tests/bench/bench_server.c \
-    "$BUILD"/obj/server/{v2,tfs,json_scan,protocol_common,attention_api}.o "$BUILD/libresattn.a" \
+    "$BUILD"/obj/server/protocol/{v2,v2_outputs,tfs,json_scan,protocol_common,attention_api}.o "$BUILD/libresattn.a" \
     $(pkg-config --libs jansson openblas libpng libjpeg) -lm
 
 # Request bodies, written the way a Python client would (json.dumps of tolist(): 17-digit
