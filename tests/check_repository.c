@@ -135,6 +135,7 @@ static int log_count(const char *needle) {
 
 static resattn_pool *pool;
 static resattn_repository *repo;
+static const char *repo_root; /* the repository's path when not `root` */
 
 static void start_with(resattn_control_mode mode, int poll_secs, const char *const *load, int nload,
                        int want_failed) {
@@ -143,7 +144,7 @@ static void start_with(resattn_control_mode mode, int poll_secs, const char *con
     ck_assert_msg(resattn_pool_new(NULL, 0, &po, NULL, &pool, err, sizeof err) == RESATTN_OK, "%s",
                   err);
     ck_assert_int_eq(resattn_pool_wait_ready(pool, err, sizeof err), 0);
-    resattn_repository_options ro = {.root = root,
+    resattn_repository_options ro = {.root = repo_root ? repo_root : root,
                                      .mode = mode,
                                      .poll_secs = poll_secs,
                                      .load_models = load,
@@ -903,6 +904,34 @@ START_TEST(test_fixed_models) {
 }
 END_TEST
 
+/* A repository root that is a symlink swapped to a new tree (as git-sync or a projected
+ * volume does) is followed at the next scan: the new tree's files load. */
+START_TEST(test_root_symlink_swap) {
+    char a[512], b[512], cur[512], tmp[512];
+    snprintf(a, sizeof a, "%s/tree-a", root);
+    snprintf(b, sizeof b, "%s/tree-b", root);
+    put_version(a, "m", 1, 181);
+    put_version(b, "m", 1, 182);
+    snprintf(cur, sizeof cur, "%s/current", root);
+    ck_assert_int_eq(symlink("tree-a", cur), 0);
+    repo_root = cur;
+    start_repo(RESATTN_CONTROL_NONE);
+    resattn_model_version *v = must_get("m", NULL);
+    check_runs_as(v, 181);
+    resattn_model_version_release(v);
+    snprintf(tmp, sizeof tmp, "%s/current.new", root);
+    ck_assert_int_eq(symlink("tree-b", tmp), 0);
+    ck_assert_int_eq(rename(tmp, cur), 0); /* atomic swap of the whole tree */
+    char err[256];
+    ck_assert_int_eq(resattn_repository_run(repo, RESATTN_REPO_RESCAN, NULL, err, sizeof err), 0);
+    v = must_get("m", NULL);
+    check_runs_as(v, 182);
+    resattn_model_version_release(v);
+    ck_assert_int_eq(log_count("now leads to"), 1);
+    stop_repo();
+}
+END_TEST
+
 Suite *repository_suite(void) {
     Suite *s = suite_create("repository");
     TCase *names = tcase_create("names");
@@ -927,6 +956,7 @@ Suite *repository_suite(void) {
     tcase_add_test(life, test_explicit_load_unload);
     tcase_add_test(life, test_load_refused_outside_explicit);
     tcase_add_test(life, test_fixed_models);
+    tcase_add_test(life, test_root_symlink_swap);
     suite_add_tcase(s, life);
     return s;
 }

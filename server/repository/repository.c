@@ -111,7 +111,9 @@ typedef struct op {
 
 struct resattn_repository {
     resattn_repository_options opt;
-    char *root; /* realpath of opt.root, or NULL */
+    char *root_arg; /* opt.root as given, or NULL (no repository) */
+    char *root;     /* its real path at the last scan: [PATH_MAX], written under mu by the
+                     * manager (a root that is a symlink may be swapped to a new tree) */
     char **load_models;
     int num_load_models;
     resattn_pool *pool;
@@ -882,10 +884,11 @@ static int sync_model(resattn_repository *r, rmodel *m, int force, int *has_vers
     return failed;
 }
 
-/* Model names of DIR (sorted, plain names of folders only); malloc'ed array, *n of them. */
-static char **list_root(resattn_repository *r, int *n) {
+/* Model names of the folder root (sorted, plain names of folders only); malloc'ed array, *n
+ * of them. */
+static char **list_root(const char *root, int *n) {
     struct dirent **ents = NULL;
-    int k = scandir(r->root, &ents, NULL, alphasort);
+    int k = scandir(root, &ents, NULL, alphasort);
     char **names = k > 0 ? calloc((size_t)k, sizeof *names) : NULL;
     *n = 0;
     for (int i = 0; i < k; i++) {
@@ -893,7 +896,7 @@ static char **list_root(resattn_repository *r, int *n) {
         char why[REASON_LEN];
         struct stat st;
         char path[PATH_MAX + 256];
-        snprintf(path, sizeof path, "%s/%s", r->root, name);
+        snprintf(path, sizeof path, "%s/%s", root, name);
         if (names && !resattn_repository_name_check(name, strlen(name), why, sizeof why) &&
             !stat(path, &st) && S_ISDIR(st.st_mode))
             names[(*n)++] = strdup(name);
@@ -914,6 +917,13 @@ static void free_names(char **names, int n) {
 static void scan(resattn_repository *r, int force) {
     if (!r->root)
         return;
+    char real[PATH_MAX];
+    if (realpath(r->root_arg, real) && strcmp(real, r->root)) {
+        say(r, "info", "model repository %s now leads to %s", r->root_arg, real);
+        pthread_mutex_lock(&r->mu);
+        snprintf(r->root, PATH_MAX, "%s", real);
+        pthread_mutex_unlock(&r->mu);
+    }
     char first[REASON_LEN];
     int has;
     if (r->opt.mode == RESATTN_CONTROL_EXPLICIT) {
@@ -929,7 +939,7 @@ static void scan(resattn_repository *r, int force) {
         return;
     }
     int n;
-    char **names = list_root(r, &n);
+    char **names = list_root(r->root, &n);
     unsigned gen = ++r->scan_gen;
     for (int i = 0; i < n; i++) {
         if (!names[i])
@@ -1237,8 +1247,10 @@ resattn_status resattn_repository_new(const resattn_repository_options *opt, res
             snprintf(err, err_len, "--model-repository %s: %s", opt->root,
                      errno ? strerror(errno) : "not a directory");
             st = RESATTN_ERR_IO;
-        } else if (!(r->root = strdup(real))) {
+        } else if (!(r->root = malloc(PATH_MAX)) || !(r->root_arg = strdup(opt->root))) {
             st = RESATTN_ERR_NOMEM;
+        } else {
+            snprintf(r->root, PATH_MAX, "%s", real);
         }
     }
     if (!st && opt->num_load_models > 0) {
@@ -1349,6 +1361,7 @@ void resattn_repository_free(resattn_repository *r) {
         free(r->load_models[i]);
     free(r->load_models);
     free(r->root);
+    free(r->root_arg);
     pthread_cond_destroy(&r->cv);
     pthread_mutex_destroy(&r->mu);
     free(r);
@@ -1491,7 +1504,11 @@ static void index_model(json_t *a, const rmodel *m, int ready_only) {
 
 json_t *resattn_repository_index(resattn_repository *r, int ready_only) {
     int n = 0;
-    char **names = r->root ? list_root(r, &n) : NULL;
+    char root[PATH_MAX];
+    pthread_mutex_lock(&r->mu);
+    snprintf(root, sizeof root, "%s", r->root ? r->root : "");
+    pthread_mutex_unlock(&r->mu);
+    char **names = root[0] ? list_root(root, &n) : NULL;
     json_t *a = json_array();
     pthread_mutex_lock(&r->mu);
     for (const rmodel *m = r->models; a && m; m = m->next)
