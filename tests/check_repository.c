@@ -843,6 +843,38 @@ START_TEST(test_explicit_load_unload) {
 }
 END_TEST
 
+/* A --load-model model that cannot load holds readiness until a rescan loads it; a version
+ * that failed beside one that loads is reported while the other serves. */
+START_TEST(test_explicit_start_failure) {
+    char d[512];
+    snprintf(d, sizeof d, "%s/bad/1", root);
+    mkdirs(d);
+    snprintf(d, sizeof d, "%s/bad/1/model.safetensors", root);
+    ck_assert_int_eq(ut_write_file(d, "garbage", 7), 0);
+    put_version(root, "half", 1, 191);
+    snprintf(d, sizeof d, "%s/half/2", root);
+    mkdirs(d);
+    snprintf(d, sizeof d, "%s/half/2/model.safetensors", root);
+    ck_assert_int_eq(ut_write_file(d, "garbage", 7), 0);
+    const char *load[] = {"bad", "half"};
+    start_with(RESATTN_CONTROL_EXPLICIT, 1, load, 2, 1); /* only "bad" has nothing to serve */
+    ck_assert(!resattn_repository_ready(repo));
+    expect_missing("bad", NULL, 503, "no ready version");
+    resattn_model_version *v = must_get("half", NULL);
+    ck_assert_int_eq(resattn_model_version_number(v), 1);
+    resattn_model_version_release(v);
+    ck_assert_int_eq(log_count("--load-model half: failed to load model 'half': version 2: "), 1);
+    ck_assert_int_eq(log_count("(version 1 serves)"), 1);
+    snprintf(d, sizeof d, "%s/bad/1", root);
+    rm_tree(d);
+    drop_version("bad", 1, 192);
+    resattn_repository_rescan(repo);
+    ck_assert_int_eq(wait_state("bad", 1, RESATTN_VERSION_AVAILABLE, 10), 0);
+    ck_assert(resattn_repository_ready(repo));
+    stop_repo();
+}
+END_TEST
+
 START_TEST(test_load_refused_outside_explicit) {
     put_version(root, "m", 1, 161);
     start_repo(RESATTN_CONTROL_POLL);
@@ -954,6 +986,7 @@ Suite *repository_suite(void) {
     tcase_add_test(life, test_batches_never_mix_versions);
     tcase_add_test(life, test_poll_picks_up_new_version);
     tcase_add_test(life, test_explicit_load_unload);
+    tcase_add_test(life, test_explicit_start_failure);
     tcase_add_test(life, test_load_refused_outside_explicit);
     tcase_add_test(life, test_fixed_models);
     tcase_add_test(life, test_root_symlink_swap);

@@ -879,7 +879,15 @@ static int sync_model(resattn_repository *r, rmodel *m, int force, int *has_vers
                      "version %lld (version_policy.specific) is not in the repository",
                      m->cfg.specific[i]);
     }
-    settle(r, m, "no longer in the version policy or on disk");
+    long long top = 0;
+    for (vrec *v = m->versions; v && !top; v = v->next)
+        top = v->keep && v->handle ? v->number : 0;
+    char unload_why[96];
+    snprintf(unload_why, sizeof unload_why,
+             top ? "not among the versions to serve; version %lld serves now"
+                 : "not among the versions to serve",
+             top);
+    settle(r, m, unload_why);
     free(dv);
     return failed;
 }
@@ -1036,8 +1044,10 @@ static int op_load(resattn_repository *r, const char *name, char *msg, size_t ms
     if (!has && !failed)
         snprintf(first, sizeof first, "no version folder with a " MODEL_FILE);
     if (failed || !m->serving) {
-        snprintf(msg, msg_len, "failed to load model '%s': %s%s", name, first,
-                 m->serving ? " (the versions loaded before keep serving)" : "");
+        char serves[64] = "";
+        if (m->serving)
+            snprintf(serves, sizeof serves, " (version %lld serves)", m->serving->number);
+        snprintf(msg, msg_len, "failed to load model '%s': %s%s", name, first, serves);
         return 400;
     }
     return 0;
@@ -1304,10 +1314,20 @@ int resattn_repository_start(resattn_repository *r, char *err, size_t err_len) {
     char msg[REASON_LEN + 128];
     if (r->opt.mode == RESATTN_CONTROL_EXPLICIT) {
         for (int i = 0; i < r->num_load_models; i++)
-            if (resattn_repository_run(r, RESATTN_REPO_LOAD, r->load_models[i], msg, sizeof msg)) {
+            if (resattn_repository_run(r, RESATTN_REPO_LOAD, r->load_models[i], msg, sizeof msg))
                 say(r, "error", "--load-model %s: %s", r->load_models[i], msg);
+        /* the models named at start should be served: one that has no version yet holds
+         * readiness (a rescan or a load tries again), as a present model does in poll mode */
+        pthread_mutex_lock(&r->mu);
+        for (int i = 0; i < r->num_load_models; i++) {
+            const char *n = r->load_models[i];
+            rmodel *m = find_model(r, n, strlen(n));
+            if (m && !m->fixed && !m->serving) {
+                m->wanted = 1;
                 failed++;
             }
+        }
+        pthread_mutex_unlock(&r->mu);
         return failed;
     }
     resattn_repository_run(r, RESATTN_REPO_RESCAN, NULL, msg, sizeof msg);
