@@ -10,7 +10,7 @@
 #   - Kubernetes: `kubectl kustomize` of deploy/k8s, custom-model and model-repository when kubectl
 #     is installed, and validate-k8s.mjs (kubernetes-models schemas + deployment properties).
 #   - Every RESATTN_* variable the deploy files set is an option the server knows (read from
-#     `resattn serve --help` when a binary is built, else from server/*.c).
+#     `resattn serve --help` when a binary is built, else from server/*/*.c).
 # Installs docker-compose, prometheus (promtool), nodejs/npm from Debian when missing (as root),
 # and the pinned npm packages of tests/deploy (npm ci). Prints "validate: N passed, N failed".
 set -uo pipefail
@@ -128,8 +128,8 @@ bin=${RESATTN_BIN:-}
 if [ -n "$bin" ] && "$bin" serve --help >"$TMP/known" 2>&1; then
   src="\`$bin serve --help\`"
 elif ls server/cli/config.c >/dev/null 2>&1; then
-  cat server/*.c >"$TMP/known"
-  src="server/*.c"
+  cat server/*/*.c >"$TMP/known"
+  src="server/*/*.c"
 else
   src=""
 fi

@@ -575,15 +575,13 @@ START_TEST(test_failed_version_keeps_good_one) {
     ck_assert_msg(strstr(text, "{\"name\":\"m\",\"version\":\"2\",\"state\":\"UNAVAILABLE\","
                                "\"reason\":\"model.safetensors: "),
                   "%s", text);
-    ck_assert_msg(strstr(text, "{\"name\":\"m\",\"version\":\"1\",\"state\":\"READY\",\"reason\":"
-                               "\"\"}"),
-                  "%s", text);
+    ck_assert_msg(strstr(text, "{\"name\":\"m\",\"version\":\"1\",\"state\":\"READY\"}"), "%s",
+                  text);
     free(text);
     json_decref(idx);
     idx = resattn_repository_index(repo, 1);
     text = json_dumps(idx, JSON_COMPACT);
-    ck_assert_str_eq(text,
-                     "[{\"name\":\"m\",\"version\":\"1\",\"state\":\"READY\",\"reason\":\"\"}]");
+    ck_assert_str_eq(text, "[{\"name\":\"m\",\"version\":\"1\",\"state\":\"READY\"}]");
     free(text);
     json_decref(idx);
     /* fixed by an atomic rename: the next scan loads it and it takes over */

@@ -553,6 +553,46 @@ START_TEST(test_endpoints) {
 }
 END_TEST
 
+/* POST /v2/repository/index (Triton's index, which the page's model picker reads): every
+ * served model in --model order, {"ready": true} keeps the ready ones, a bad body is a 400. */
+START_TEST(test_repository_index) {
+    uh_server s;
+    const char *args[] = {"--model", FIXTURE ".safetensors", "--model",
+                          "tests/fixtures/bottleneck_imagenet_eca.safetensors", NULL};
+    ck_assert_msg(uh_server_start(&s, args) == 0, "server did not start (log %s)", s.log);
+    const char *want = "[{\"name\":\"basic_cifar_se\",\"version\":\"1\",\"state\":\"READY\"},"
+                       "{\"name\":\"bottleneck_imagenet_eca\",\"version\":\"1\",\"state\":"
+                       "\"READY\"}]";
+    const char *bodies[] = {"", "{\"ready\": true}", "{\"ready\": false}"};
+    uh_response r;
+    for (int i = 0; i < 3; i++) {
+        uh_request(s.port, "POST", "/v2/repository/index", JSON_CT, bodies[i], strlen(bodies[i]),
+                   &r);
+        ck_assert_msg(r.status == 200, "body '%s': %ld", bodies[i], r.status);
+        ck_assert_msg(r.len == strlen(want) && !memcmp(r.body, want, r.len), "body '%s': %.*s",
+                      bodies[i], (int)r.len, (char *)r.body);
+        uh_response_release(&r);
+    }
+    const char *bad[] = {"[1]", "{\"ready\": 1}", "{\"ready\""};
+    for (int i = 0; i < 3; i++) {
+        uh_request(s.port, "POST", "/v2/repository/index", JSON_CT, bad[i], strlen(bad[i]), &r);
+        ck_assert_msg(r.status == 400 && strstr((char *)r.body, "{\"error\":\"repository index"),
+                      "body '%s': %ld %s", bad[i], r.status, (char *)r.body);
+        uh_response_release(&r);
+    }
+    uh_request(s.port, "GET", "/v2/repository/index", NULL, NULL, 0, &r);
+    ck_assert_int_eq(r.status, 405);
+    ck_assert_str_eq(r.allow, "POST");
+    uh_response_release(&r);
+    uh_request(s.port, "GET", "/metrics", NULL, NULL, 0, &r);
+    ck_assert_msg(strstr((char *)r.body, "resattn_http_requests_total{endpoint=\"v2_repository_"
+                                         "index\",code=\"200\"} 3"),
+                  "%s", (char *)r.body);
+    uh_response_release(&r);
+    ck_assert_int_eq(uh_server_stop(&s, SIGTERM, 30000), 0);
+}
+END_TEST
+
 /* `resattn predict` on the fixture input, as the reference of the HTTP answers. */
 static float *predict_cli(const char *model, const char *input, size_t count) {
     char out[] = "/tmp/resattn-predict-XXXXXX";
@@ -1056,6 +1096,7 @@ Suite *server_suite(void) {
     suite_add_tcase(s, unit);
     TCase *http = tcase_create("http");
     tcase_add_test(http, test_endpoints);
+    tcase_add_test(http, test_repository_index);
     tcase_add_test(http, test_infer_equals_predict);
     tcase_add_test(http, test_concurrent_32_batched);
     tcase_add_test(http, test_queue_full_503);

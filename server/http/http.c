@@ -128,10 +128,10 @@ static const route routes[] = {
     {"GET", "/v2/models/stats", RESATTN_EP_V2_STATS, h_stats},
     {"GET", "/v2/models/{m}/stats", RESATTN_EP_V2_STATS, h_stats},
     {"GET", "/v2/models/{m}/versions/{v}/stats", RESATTN_EP_V2_STATS, h_stats},
-    /* model repository extension */
-    {"POST", "/v2/repository/index", RESATTN_EP_V2_REPOSITORY, h_repo_index},
-    {"POST", "/v2/repository/models/{m}/load", RESATTN_EP_V2_REPOSITORY, h_repo_load},
-    {"POST", "/v2/repository/models/{m}/unload", RESATTN_EP_V2_REPOSITORY, h_repo_unload},
+    /* model repository extension (the page's model picker reads the index) */
+    {"POST", "/v2/repository/index", RESATTN_EP_V2_INDEX, h_repo_index},
+    {"POST", "/v2/repository/models/{m}/load", RESATTN_EP_V2_REPOSITORY_LOAD, h_repo_load},
+    {"POST", "/v2/repository/models/{m}/unload", RESATTN_EP_V2_REPOSITORY_LOAD, h_repo_unload},
     {"GET", "/v2/models/{m}", RESATTN_EP_V2_MODEL, h_v2_model},
     {"GET", "/v2/models/{m}/ready", RESATTN_EP_V2_MODEL_READY, h_v2_model_ready},
     {"POST", "/v2/models/{m}/infer", RESATTN_EP_V2_INFER, h_infer},
@@ -349,30 +349,32 @@ static void h_stats(request *r) {
     answer_json(r, 200, o);
 }
 
-/* A repository request body: empty, or a JSON object; NULL (answered 400) otherwise. */
-static json_t *repo_body(request *r) {
+/* A repository request body: empty, or a JSON object; NULL (answered 400, the message
+ * starting with `what`) otherwise. */
+static json_t *repo_body(request *r, const char *what) {
     if (r->len == 0)
         return json_object();
     json_error_t je;
     json_t *o = json_loadb((const char *)r->body, r->len, JSON_REJECT_DUPLICATES, &je);
     if (!json_is_object(o)) {
         json_decref(o);
-        answer_error(r, 400, "the body must be empty or a JSON object%s%s", o ? "" : ": ",
+        answer_error(r, 400, "%s: the body must be empty or a JSON object%s%s", what, o ? "" : ": ",
                      o ? "" : je.text);
         return NULL;
     }
     return o;
 }
 
-/* POST /v2/repository/index, body {"ready": bool} optional. */
+/* POST /v2/repository/index, body {"ready": bool} optional: every model of the repository
+ * and every --model model (in --model order, first), one entry per version. */
 static void h_repo_index(request *r) {
-    json_t *body = repo_body(r);
+    json_t *body = repo_body(r, "repository index");
     if (!body)
         return;
     json_t *ready = json_object_get(body, "ready");
     if (ready && !json_is_boolean(ready)) {
         json_decref(body);
-        answer_error(r, 400, "\"ready\" must be true or false");
+        answer_error(r, 400, "repository index: \"ready\" must be true or false");
         return;
     }
     int ready_only = json_is_true(ready);
@@ -394,7 +396,7 @@ static void on_repo_done(void *user, int status, const char *msg) {
 /* A load or unload, done on the repository's thread while the connection waits suspended
  * (a load reads and warms up a whole model). */
 static void repo_op(request *r, resattn_repository_op op) {
-    json_t *body = repo_body(r);
+    json_t *body = repo_body(r, op == RESATTN_REPO_LOAD ? "load" : "unload");
     if (!body)
         return;
     json_decref(body); /* "parameters" (Triton's config overrides) are not supported: ignored */
@@ -723,8 +725,9 @@ static void route_model(request *r, span m, span v) {
         memcpy(r->model_name, m.p, m.n);
     if (v.p)
         memcpy(r->version_label, v.p, v.n);
-    if (r->ep == RESATTN_EP_V2_REPOSITORY || r->ep == RESATTN_EP_V2_STATS ||
-        r->ep == RESATTN_EP_V1_MODEL || (!m.p && r->ep != RESATTN_EP_PREDICT))
+    if (r->ep == RESATTN_EP_V2_INDEX || r->ep == RESATTN_EP_V2_REPOSITORY_LOAD ||
+        r->ep == RESATTN_EP_V2_STATS || r->ep == RESATTN_EP_V1_MODEL ||
+        (!m.p && r->ep != RESATTN_EP_PREDICT))
         return;
     if (!m.p) /* POST /predict: the first (or built-in "default") model */
         snprintf(r->model_name, sizeof r->model_name, "default");

@@ -1498,8 +1498,8 @@ int resattn_repository_version_state(resattn_repository *r, const char *name, lo
 /* Index entries of one known model (mu held). */
 static void index_model(json_t *a, const rmodel *m, int ready_only) {
     if (m->fixed) {
-        json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:s}", "name", m->name, "version", "1",
-                                           "state", "READY", "reason", ""));
+        json_array_append_new(
+            a, json_pack("{s:s, s:s, s:s}", "name", m->name, "version", "1", "state", "READY"));
         return;
     }
     int any = 0;
@@ -1511,9 +1511,11 @@ static void index_model(json_t *a, const rmodel *m, int ready_only) {
         const char *reason = v->reason[0]                      ? v->reason
                              : v->state == RESATTN_VERSION_END ? "unloaded"
                                                                : "";
-        json_array_append_new(
-            a, json_pack("{s:s, s:s, s:s, s:s}", "name", m->name, "version", label, "state",
-                         v->handle ? "READY" : triton_state(v->state), "reason", reason));
+        json_t *e = json_pack("{s:s, s:s, s:s}", "name", m->name, "version", label, "state",
+                              v->handle ? "READY" : triton_state(v->state));
+        if (e && reason[0]) /* as Triton: a reason only where there is one */
+            json_object_set_new(e, "reason", json_string(reason));
+        json_array_append_new(a, e);
         any = 1;
     }
     if (!any && !ready_only)

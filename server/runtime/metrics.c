@@ -107,10 +107,25 @@ struct resattn_metrics {
     void *extra_user;
 };
 
+/* By enum value, so the label cannot drift from its endpoint. */
 static const char *endpoint_names[RESATTN_EP_COUNT] = {
-    "v2_server", "v2_live",       "v2_ready", "v2_model", "v2_model_ready", "v2_infer",
-    "v1_model",  "v1_predict",    "healthz",  "readyz",   "metrics",        "predict",
-    "web",       "v2_repository", "v2_stats", "unknown",
+    [RESATTN_EP_V2_SERVER] = "v2_server",
+    [RESATTN_EP_V2_LIVE] = "v2_live",
+    [RESATTN_EP_V2_READY] = "v2_ready",
+    [RESATTN_EP_V2_MODEL] = "v2_model",
+    [RESATTN_EP_V2_MODEL_READY] = "v2_model_ready",
+    [RESATTN_EP_V2_INFER] = "v2_infer",
+    [RESATTN_EP_V1_MODEL] = "v1_model",
+    [RESATTN_EP_V1_PREDICT] = "v1_predict",
+    [RESATTN_EP_HEALTHZ] = "healthz",
+    [RESATTN_EP_READYZ] = "readyz",
+    [RESATTN_EP_METRICS] = "metrics",
+    [RESATTN_EP_PREDICT] = "predict",
+    [RESATTN_EP_WEB] = "web",
+    [RESATTN_EP_V2_INDEX] = "v2_repository_index",
+    [RESATTN_EP_V2_REPOSITORY_LOAD] = "v2_repository_load",
+    [RESATTN_EP_V2_STATS] = "v2_stats",
+    [RESATTN_EP_UNKNOWN] = "unknown",
 };
 
 static const char *reject_names[RESATTN_REJECT_COUNT] = {"queue_full", "timeout", "draining",

@@ -26,11 +26,12 @@ typedef enum resattn_endpoint {
     RESATTN_EP_HEALTHZ,
     RESATTN_EP_READYZ,
     RESATTN_EP_METRICS,
-    RESATTN_EP_PREDICT,       /* image endpoints */
-    RESATTN_EP_WEB,           /* GET /: the page (server/http/web/index.html) */
-    RESATTN_EP_V2_REPOSITORY, /* POST /v2/repository/... (index, load, unload) */
-    RESATTN_EP_V2_STATS,      /* GET /v2/models[/{m}[/versions/{v}]]/stats */
-    RESATTN_EP_UNKNOWN,       /* no route matched */
+    RESATTN_EP_PREDICT,            /* image endpoints */
+    RESATTN_EP_WEB,                /* GET /: the page (server/http/web/index.html) */
+    RESATTN_EP_V2_INDEX,           /* POST /v2/repository/index */
+    RESATTN_EP_V2_REPOSITORY_LOAD, /* POST /v2/repository/models/{m}/load and /unload */
+    RESATTN_EP_V2_STATS,           /* GET /v2/models[/{m}[/versions/{v}]]/stats */
+    RESATTN_EP_UNKNOWN,            /* no route matched */
     RESATTN_EP_COUNT
 } resattn_endpoint;
 
