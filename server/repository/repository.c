@@ -24,7 +24,9 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1094,8 +1096,14 @@ static struct timespec realtime_after(double seconds) {
     return ts;
 }
 
+/* Niceness of the repository's thread: a load (parse, pack, warm-up) yields the CPUs to the
+ * workers, so that requests slow down less while a version loads on a busy server. */
+#define MANAGER_NICE 10
+
 static void *manager_main(void *arg) {
     resattn_repository *r = arg;
+    /* per thread on Linux: the thread's own id as the "process" */
+    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), MANAGER_NICE);
     pthread_mutex_lock(&r->mu);
     for (;;) {
         if (r->retired) { /* free what the last requests gave back */
