@@ -7,7 +7,7 @@
 #     tests (promtool test rules deploy/prometheus/rules.test.yml).
 #   - Compose: `docker-compose config` (Debian's docker-compose), then validate-compose.mjs
 #     (wiring, hardening, dashboard panels) and promtool on the dashboard's PromQL.
-#   - Kubernetes: `kubectl kustomize` of deploy/k8s and deploy/k8s/custom-model when kubectl
+#   - Kubernetes: `kubectl kustomize` of deploy/k8s, custom-model and model-repository when kubectl
 #     is installed, and validate-k8s.mjs (kubernetes-models schemas + deployment properties).
 #   - Every RESATTN_* variable the deploy files set is an option the server knows (read from
 #     `resattn serve --help` when a binary is built, else from server/*/*.c).
@@ -106,7 +106,7 @@ fi
 echo "== Kubernetes"
 rendered=()
 if command -v kubectl >/dev/null 2>&1; then
-  for entry in deploy/k8s deploy/k8s/custom-model; do
+  for entry in deploy/k8s deploy/k8s/custom-model deploy/k8s/model-repository; do
     name=$(basename "$entry")
     [ "$name" = k8s ] && name=base
     if kubectl kustomize "$entry" >"$TMP/k8s-$name.yaml" 2>"$TMP/k8s.err"; then

@@ -1,17 +1,20 @@
 /*
- * `resattn serve`: reads the configuration, loads the models (the built-in one when no
- * --model is given), starts the worker pool and the HTTP server, and waits for SIGTERM or
- * SIGINT in main with sigtimedwait. The signals are blocked before our threads start, so
- * libmicrohttpd and worker threads never take them; OpenBLAS starts its own threads before
- * main, with signals unblocked, so a tiny handler that only records the signal covers a
- * signal delivered there (the default action would kill the process mid-drain). On a signal
- * it drains: readiness turns 503, the listener closes, queued and running requests finish
- * (within --drain-timeout-ms), then everything stops and the process exits 0.
+ * `resattn serve`: reads the configuration, loads the models (the built-in one when neither
+ * --model nor --model-repository is given), starts the worker pool, the model repository
+ * (server/repository: --model files join it as fixed models) and the HTTP server, and waits
+ * for SIGTERM or SIGINT in main with sigtimedwait; SIGHUP makes the repository rescan. The signals
+ * are blocked before our threads start, so libmicrohttpd and worker threads never take them;
+ * OpenBLAS starts its own threads before main, with signals unblocked, so a tiny handler that only
+ * records the signal covers a signal delivered there (the default action would kill the process
+ * mid-drain). On a signal it drains: readiness turns 503, the listener closes, queued and running
+ * requests finish (within --drain-timeout-ms), then everything stops and the process exits 0.
  *
  * Before serving it sets the memory budget (runtime/budget.h): --max-memory-bytes, or the
  * cgroup memory limit (else physical memory) less what the loaded models, their workspaces,
  * the connection buffers and image decoding take, less a safety margin. Models that alone
- * do not fit the limit are an error here (exit 2), not an OOM kill later.
+ * do not fit the limit are an error here (exit 2), not an OOM kill later. The repository's
+ * first versions are counted once they are loaded and warm (replan_after_warmup); versions
+ * loaded later (poll, explicit loads) are not charged to the budget.
  */
 #include "cli/commands.h"
 #include "cli/config.h"
@@ -20,6 +23,7 @@
 #include "model/config.h"
 #include "protocol/json_scan.h"
 #include "runtime/budget.h"
+#include "repository/repository.h"
 #include "runtime/metrics.h"
 #include "runtime/pool.h"
 #include <jansson.h>
@@ -41,10 +45,10 @@ typedef struct server {
     resattn_server_config cfg;
     resattn_model *models[RESATTN_MAX_MODELS];
     char *names[RESATTN_MAX_MODELS];
-    resattn_served_model served[RESATTN_MAX_MODELS];
     int num_models;
     resattn_metrics *metrics;
     resattn_pool *pool;
+    resattn_repository *repo;
     resattn_http *http;
     int listen_fd; /* bound before the models load; -1 once the HTTP server owns it */
     char *tls_cert_pem, *tls_key_pem; /* --tls-cert/--tls-key contents, NUL-terminated */
@@ -127,7 +131,6 @@ static int add_model(server *s, resattn_model *m, const char *name) {
         }
     s->models[s->num_models] = m;
     s->names[s->num_models] = strdup(name);
-    s->served[s->num_models] = (resattn_served_model){s->names[s->num_models], m};
     s->num_models++;
     say(s, "info", "model '%s': %d classes, input [%d, %d, %d], %zu parameters", name,
         info->num_classes, info->in_channels, info->in_height, info->in_width, info->num_params);
@@ -139,6 +142,8 @@ static int add_model(server *s, resattn_model *m, const char *name) {
 static int load_models(server *s) {
     char err[RESATTN_ERR_LEN], name[128];
     static char *const builtin_only[] = {"builtin"};
+    if (s->cfg.num_models == 0 && s->cfg.model_repository)
+        return 0; /* the repository's models only */
     char *const *args = s->cfg.num_models ? s->cfg.models : builtin_only;
     int n = s->cfg.num_models ? s->cfg.num_models : 1;
     for (int i = 0; i < n; i++) {
@@ -341,6 +346,59 @@ static void check_blas(server *s) {
     resattn_set_blas_threads(s->cfg.blas_threads);
 }
 
+/* The repository's log lines go to the server's log. */
+static void repo_log(void *user, const char *level, const char *msg) {
+    say(user, level, "%s", msg);
+}
+
+static void repo_metrics(void *user, FILE *f) {
+    resattn_repository_render_metrics(user, f);
+}
+
+/* The repository over --model-repository (or none) with the --model files as fixed models. */
+static int new_repository(server *s) {
+    char err[RESATTN_ERR_LEN];
+    resattn_repository_options ro = {
+        .root = s->cfg.model_repository,
+        .mode = (resattn_control_mode)s->cfg.model_control_mode,
+        .poll_secs = s->cfg.repository_poll_secs,
+        .load_models = (const char *const *)s->cfg.load_models,
+        .num_load_models = s->cfg.num_load_models,
+        .log = repo_log,
+        .log_user = s,
+        .metrics = s->metrics,
+    };
+    if (resattn_repository_new(&ro, s->pool, &s->repo, err, sizeof err)) {
+        say(s, "error", "%s", err);
+        return -1;
+    }
+    for (int i = 0; i < s->num_models; i++)
+        if (resattn_repository_add_fixed(s->repo, s->names[i], resattn_pool_fixed(s->pool, i), err,
+                                         sizeof err)) {
+            say(s, "error", "%s", err);
+            return -1;
+        }
+    resattn_metrics_set_renderer(s->metrics, repo_metrics, s->repo);
+    return 0;
+}
+
+/* Load what the mode asks for (the server listens meanwhile, not ready), start polling. */
+static int start_repository(server *s) {
+    char err[RESATTN_ERR_LEN];
+    if (s->cfg.model_repository)
+        say(s, "info", "model repository %s: mode %s", s->cfg.model_repository,
+            resattn_control_mode_name((resattn_control_mode)s->cfg.model_control_mode));
+    int failed = resattn_repository_start(s->repo, err, sizeof err);
+    if (failed < 0) {
+        say(s, "error", "%s", err);
+        return -1;
+    }
+    if (failed)
+        say(s, "warn", "%d repository model(s) have no ready version: not ready until they do",
+            failed);
+    return 0;
+}
+
 /* resattn_compute_info: the paths the forward pass and the JSON parser take on this CPU. The
  * OpenBLAS core name alone misleads on AVX-512 CPUs, where the packed GEMM runs instead. */
 static int describe_compute(server *s) {
@@ -384,6 +442,8 @@ static int start(server *s) {
         say(s, "error", "worker pool: %s", err);
         return -1;
     }
+    if (new_repository(s))
+        return -1;
     resattn_http_options ho = {
         .listen_fd = s->listen_fd,
         .host = s->cfg.host,
@@ -409,8 +469,7 @@ static int start(server *s) {
                    .max_json_depth = 64},
     };
     s->listen_fd = -1; /* resattn_http_start owns it now, whatever it answers */
-    if (resattn_http_start(&ho, s->served, s->num_models, s->pool, s->metrics, &s->http, err,
-                           sizeof err)) {
+    if (resattn_http_start(&ho, s->repo, s->pool, s->metrics, &s->http, err, sizeof err)) {
         say(s, "error", "%s", err);
         return s->tls_cert_pem ? -2 : -1; /* a certificate GnuTLS refused: a usage error */
     }
@@ -430,7 +489,9 @@ static int start(server *s) {
         say(s, "error", "%s", err);
         return -1;
     }
-    replan_after_warmup(s);
+    if (start_repository(s))
+        return -1;
+    replan_after_warmup(s); /* after the repository's first versions are loaded and warm */
     resattn_http_set_ready(s->http, 1);
     say(s, "info", "ready (warm-up done)");
     return 0;
@@ -448,8 +509,9 @@ static int drain(server *s) {
 }
 
 static void teardown(server *s) {
-    resattn_pool_free(s->pool); /* the queue is empty: joins idle workers */
-    resattn_http_stop(s->http);
+    resattn_http_stop(s->http);       /* idle: no request holds a version any more */
+    resattn_repository_free(s->repo); /* before the pool: a load may be using it */
+    resattn_pool_free(s->pool);       /* the queue is empty: joins idle workers */
     resattn_metrics_free(s->metrics);
     resattn_budget_free(s->budget); /* after the server: requests hold parts of it */
     for (int i = 0; i < s->num_models; i++) {
@@ -471,15 +533,22 @@ static void on_signal(int sig) {
     signal_seen = sig;
 }
 
-/* Block until SIGTERM or SIGINT arrives, whichever thread the kernel gave it to. */
-static int wait_signal(const sigset_t *set) {
+/* Block until SIGTERM or SIGINT arrives, whichever thread the kernel gave it to; a SIGHUP
+ * meanwhile makes the model repository rescan. */
+static int wait_signal(server *s, const sigset_t *set) {
     for (;;) {
         struct timespec tick = {0, 100 * 1000000L};
         int sig = sigtimedwait(set, NULL, &tick);
-        if (sig > 0)
+        if (sig <= 0 && signal_seen) {
+            sig = signal_seen;
+            signal_seen = 0;
+        }
+        if (sig == SIGHUP) {
+            say(s, "info", "SIGHUP: rescanning the model repository");
+            resattn_repository_rescan(s->repo);
+        } else if (sig > 0) {
             return sig;
-        if (signal_seen)
-            return signal_seen;
+        }
     }
 }
 
@@ -499,10 +568,12 @@ int resattn_cmd_serve(int argc, char **argv) {
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
     struct sigaction sa = {.sa_handler = on_signal};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
     json_object_seed(0);
@@ -535,7 +606,7 @@ int resattn_cmd_serve(int argc, char **argv) {
         teardown(&s);
         return rc == -2 ? 2 : 1;
     }
-    int sig = wait_signal(&set);
+    int sig = wait_signal(&s, &set);
     say(&s, "info", "%s: draining (timeout %d ms)", sig == SIGINT ? "SIGINT" : "SIGTERM",
         s.cfg.drain_timeout_ms);
     rc = drain(&s);

@@ -5,6 +5,7 @@
  * process may really use, for the automatic workers / BLAS threads split.
  */
 #include "cli/config.h"
+#include "repository/repository.h"
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -22,7 +23,9 @@ typedef enum opt_type {
     OPT_BOOL,
     OPT_LOGFMT,
     OPT_MODELS,
-    OPT_KEYS
+    OPT_KEYS,
+    OPT_CONTROL, /* none|poll|explicit */
+    OPT_LOADS    /* --load-model list */
 } opt_type;
 
 typedef struct option_def {
@@ -96,6 +99,15 @@ static const option_def options[] = {
      (long long)1 << 40, "N",
      "most pixels in one decoded image (413 beyond); 0 = 40 million, or fewer when decoding "
      "one would take more than a quarter of the memory limit"},
+    {"model-repository", "RESATTN_MODEL_REPOSITORY", OPT_STR, OFF(model_repository), NULL, 0, 0,
+     "DIR", "serve the models of DIR/<model>/<version>/model.safetensors (with --model too)"},
+    {"model-control-mode", "RESATTN_MODEL_CONTROL_MODE", OPT_CONTROL, OFF(model_control_mode),
+     "none", 0, 0, "none|poll|explicit",
+     "none: load the repository at start; poll: rescan it; explicit: load on request"},
+    {"repository-poll-secs", "RESATTN_REPOSITORY_POLL_SECS", OPT_INT, OFF(repository_poll_secs),
+     "15", 1, 86400, "S", "poll mode: seconds between two scans of the repository"},
+    {"load-model", "RESATTN_LOAD_MODEL", OPT_LOADS, OFF(load_models), NULL, 0, 0, "NAME",
+     "explicit mode: load this repository model at start; repeatable (env: comma-separated)"},
 };
 
 #define NUM_OPTIONS (sizeof options / sizeof options[0])
@@ -107,21 +119,29 @@ static void set_err(char *err, size_t err_len, const char *fmt, ...) {
     va_end(ap);
 }
 
-static void models_clear(resattn_server_config *cfg) {
-    for (int i = 0; i < cfg->num_models; i++)
-        free(cfg->models[i]);
-    cfg->num_models = 0;
+/* The list an OPT_MODELS or OPT_LOADS option fills. */
+static char **list_of(const option_def *o, resattn_server_config *cfg, int **count) {
+    *count = o->type == OPT_MODELS ? &cfg->num_models : &cfg->num_load_models;
+    return o->type == OPT_MODELS ? cfg->models : cfg->load_models;
 }
 
-static int models_add(resattn_server_config *cfg, const char *path, size_t len, char *err,
-                      size_t err_len) {
+static void list_clear(char **items, int *count) {
+    for (int i = 0; i < *count; i++)
+        free(items[i]);
+    *count = 0;
+}
+
+static int list_add(const option_def *o, resattn_server_config *cfg, const char *s, size_t len,
+                    char *err, size_t err_len) {
+    int *count;
+    char **items = list_of(o, cfg, &count);
     if (len == 0)
         return 0;
-    if (cfg->num_models == RESATTN_MAX_MODELS) {
-        set_err(err, err_len, "--model: at most %d models", RESATTN_MAX_MODELS);
+    if (*count == RESATTN_MAX_MODELS) {
+        set_err(err, err_len, "--%s: at most %d models", o->name, RESATTN_MAX_MODELS);
         return -1;
     }
-    cfg->models[cfg->num_models++] = strndup(path, len);
+    items[(*count)++] = strndup(s, len);
     return 0;
 }
 
@@ -230,11 +250,21 @@ static int set_value(const option_def *o, resattn_server_config *cfg, const char
         return 0;
     case OPT_KEYS:
         return keys_add(cfg, s, strlen(s), from, err, err_len);
+    case OPT_CONTROL: {
+        resattn_control_mode mode;
+        if (resattn_control_mode_parse(s, &mode)) {
+            set_err(err, err_len, "%s: '%s' is not 'none', 'poll' or 'explicit'", from, s);
+            return -1;
+        }
+        *(int *)field = (int)mode;
+        return 0;
+    }
     case OPT_MODELS: /* environment: comma-separated list */
+    case OPT_LOADS:
         for (const char *p = s;;) {
             const char *c = strchr(p, ',');
             size_t len = c ? (size_t)(c - p) : strlen(p);
-            if (models_add(cfg, p, len, err, err_len))
+            if (list_add(o, cfg, p, len, err, err_len))
                 return -1;
             if (!c)
                 break;
@@ -433,7 +463,7 @@ static const option_def *find_option(const char *name, size_t len) {
 
 static int parse_args(int argc, char **argv, resattn_server_config *cfg, FILE *out, char *err,
                       size_t err_len) {
-    int models_from_flags = 0;
+    int models_from_flags = 0, loads_from_flags = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -462,20 +492,51 @@ static int parse_args(int argc, char **argv, resattn_server_config *cfg, FILE *o
         }
         char from[64];
         snprintf(from, sizeof from, "--%s", o->name);
-        if (o->type == OPT_MODELS) {
-            if (!models_from_flags) /* flags replace the environment's list */
-                models_clear(cfg);
-            models_from_flags = 1;
+        if (o->type == OPT_MODELS || o->type == OPT_LOADS) {
+            int *from_flags = o->type == OPT_MODELS ? &models_from_flags : &loads_from_flags, *n;
+            char **items = list_of(o, cfg, &n);
+            if (!*from_flags) /* flags replace the environment's list */
+                list_clear(items, n);
+            *from_flags = 1;
             if (!*val) {
-                set_err(err, err_len, "--model: empty value (a file, NAME=FILE or builtin)");
+                set_err(err, err_len,
+                        o->type == OPT_MODELS
+                            ? "--model: empty value (a file, NAME=FILE or builtin)"
+                            : "--load-model: empty value (a model name)");
                 return 2;
             }
-            if (models_add(cfg, val, strlen(val), err, err_len))
+            if (list_add(o, cfg, val, strlen(val), err, err_len))
                 return 2;
             continue;
         }
         if (set_value(o, cfg, val, from, err, err_len))
             return 2;
+    }
+    return 0;
+}
+
+/* The repository options fit together: a mode other than none needs a repository, and
+ * --load-model needs explicit mode and plain model names. */
+static int check_repository_options(const resattn_server_config *cfg, char *err, size_t err_len) {
+    const char *mode = resattn_control_mode_name((resattn_control_mode)cfg->model_control_mode);
+    if (!cfg->model_repository && cfg->model_control_mode != RESATTN_CONTROL_NONE) {
+        set_err(err, err_len, "--model-control-mode %s needs --model-repository", mode);
+        return -1;
+    }
+    if (cfg->num_load_models && cfg->model_control_mode != RESATTN_CONTROL_EXPLICIT) {
+        set_err(err, err_len,
+                "--load-model needs --model-control-mode explicit (in mode %s every model of the "
+                "repository is loaded)",
+                mode);
+        return -1;
+    }
+    for (int i = 0; i < cfg->num_load_models; i++) {
+        char why[256];
+        const char *n = cfg->load_models[i];
+        if (resattn_repository_name_check(n, strlen(n), why, sizeof why)) {
+            set_err(err, err_len, "--load-model: %s", why);
+            return -1;
+        }
     }
     return 0;
 }
@@ -501,6 +562,8 @@ int resattn_server_config_parse(int argc, char **argv, resattn_server_config *cf
                 cfg->tls_cert ? "--tls-cert" : "--tls-key");
         return 2;
     }
+    if (check_repository_options(cfg, err, err_len))
+        return 2;
     resolve_threads(cfg);
     return 0;
 }
@@ -508,7 +571,9 @@ int resattn_server_config_parse(int argc, char **argv, resattn_server_config *cf
 void resattn_server_config_release(resattn_server_config *cfg) {
     if (!cfg)
         return;
-    models_clear(cfg);
+    list_clear(cfg->models, &cfg->num_models);
+    list_clear(cfg->load_models, &cfg->num_load_models);
+    free(cfg->model_repository);
     free(cfg->host);
     free(cfg->port_file);
     for (int i = 0; i < cfg->num_api_keys; i++)
@@ -534,6 +599,7 @@ void resattn_server_config_help(FILE *out) {
             fprintf(out, ", default %s", o->def);
         fprintf(out, "]\n");
     }
-    fprintf(out, "\nA model's URL name is its config \"name\", else its file stem.\n");
+    fprintf(out, "\nA model's URL name is its config \"name\", else its file stem; a repository "
+                 "model's is its folder name.\n");
     fprintf(out, "\nUsable CPUs here: %d (affinity and cgroup quota).\n", resattn_usable_cpus());
 }

@@ -41,9 +41,15 @@ typedef struct resattn_server_config {
     int connection_timeout_s;   /* MHD_OPTION_CONNECTION_TIMEOUT (idle connections) */
     int max_connections_per_ip; /* 0 = unlimited */
     int max_header_bytes;       /* MHD_OPTION_CONNECTION_MEMORY_LIMIT (431 beyond) */
-    /* memory (issue 17) */
+    /* memory (server/runtime/budget.h) */
     long long max_memory_bytes; /* budget for admitted requests; 0 = from the memory limit */
     long long max_image_pixels; /* most pixels of one decoded image; 0 = from the memory limit */
+    /* model repository (server/repository/repository.h) */
+    char *model_repository;                /* DIR, or NULL; owned */
+    int model_control_mode;                /* resattn_control_mode */
+    int repository_poll_secs;              /* poll mode: seconds between scans */
+    char *load_models[RESATTN_MAX_MODELS]; /* explicit mode: loaded at start; owned */
+    int num_load_models;
 } resattn_server_config;
 
 /*

@@ -10,9 +10,13 @@
  *                  full), suspend the connection and push the job to the pool;
  *   worker:        computes, encodes the answer, resumes the connection;
  *   next callback: queue the prepared answer (never on the first callback: keep-alive);
- *   completed:     access-log line, metrics, free.
+ *   completed:     access-log line, metrics, the version's statistics, release, free.
  * Responses are only ever queued from the handler, on the libmicrohttpd thread. The request's
  * budget hold follows what it holds (account()) and is released on completion.
+ * Models come from the repository (server/repository): routing acquires the version a request
+ * names (or the one unversioned requests use) and the request holds it to the end, so a
+ * version swapped out meanwhile still answers it. Repository loads and unloads run on the
+ * repository's thread; their requests wait suspended like inference requests.
  */
 #include "http/http.h"
 #include "protocol/attention_api.h"
@@ -42,8 +46,7 @@
 struct resattn_http {
     struct MHD_Daemon *daemon;
     resattn_http_options opt;
-    const resattn_served_model *models;
-    int num_models;
+    resattn_repository *repo;
     resattn_pool *pool;
     resattn_metrics *metrics;
     atomic_int ready, draining;
@@ -67,8 +70,10 @@ struct request {
     struct MHD_Connection *conn;
     double start;
     resattn_endpoint ep;
-    route_fn fn; /* the matched route's handler, run once the body is in */
-    int model;   /* index into srv->models, or -1 */
+    route_fn fn;                    /* the matched route's handler, run once the body is in */
+    resattn_model_version *version; /* acquired at routing for model endpoints, or NULL */
+    char model_name[160];           /* the {m} of the path (repository and stats endpoints) */
+    char version_label[32];         /* its {v}, or "" */
     char method[16];
     char path[256]; /* for the log, truncated */
     char request_id[REQUEST_ID_LEN + 1];
@@ -96,6 +101,9 @@ struct request {
     resattn_infer_request ireq;
     resattn_job job;
     float *logits; /* [n, num_classes] */
+    int inferring; /* an inference on `version` was attempted: counts in its statistics */
+    int computed;  /* its forward pass ran and the answer was encoded */
+    double parse_seconds, encode_seconds;
 };
 
 /* ---- routing -------------------------------------------------------------------------- */
@@ -116,19 +124,29 @@ static void h_infer(request *r);
 static void h_v1_model(request *r);
 static void h_metrics(request *r);
 static void h_web(request *r);
-static void h_v2_index(request *r);
+static void h_stats(request *r);
+static void h_repo_index(request *r);
+static void h_repo_load(request *r);
+static void h_repo_unload(request *r);
 
 static const route routes[] = {
     {"GET", "/v2", RESATTN_EP_V2_SERVER, h_v2_server},
     {"GET", "/v2/health/live", RESATTN_EP_V2_LIVE, h_live},
     {"GET", "/v2/health/ready", RESATTN_EP_V2_READY, h_ready},
+    /* statistics extension (before /v2/models/{m}, which "stats" would also match) */
+    {"GET", "/v2/models/stats", RESATTN_EP_V2_STATS, h_stats},
+    {"GET", "/v2/models/{m}/stats", RESATTN_EP_V2_STATS, h_stats},
+    {"GET", "/v2/models/{m}/versions/{v}/stats", RESATTN_EP_V2_STATS, h_stats},
+    /* model repository extension (the page's model picker reads the index) */
+    {"POST", "/v2/repository/index", RESATTN_EP_V2_INDEX, h_repo_index},
+    {"POST", "/v2/repository/models/{m}/load", RESATTN_EP_V2_REPOSITORY_LOAD, h_repo_load},
+    {"POST", "/v2/repository/models/{m}/unload", RESATTN_EP_V2_REPOSITORY_LOAD, h_repo_unload},
     {"GET", "/v2/models/{m}", RESATTN_EP_V2_MODEL, h_v2_model},
     {"GET", "/v2/models/{m}/ready", RESATTN_EP_V2_MODEL_READY, h_v2_model_ready},
     {"POST", "/v2/models/{m}/infer", RESATTN_EP_V2_INFER, h_infer},
     {"GET", "/v2/models/{m}/versions/{v}", RESATTN_EP_V2_MODEL, h_v2_model},
     {"GET", "/v2/models/{m}/versions/{v}/ready", RESATTN_EP_V2_MODEL_READY, h_v2_model_ready},
     {"POST", "/v2/models/{m}/versions/{v}/infer", RESATTN_EP_V2_INFER, h_infer},
-    {"POST", "/v2/repository/index", RESATTN_EP_V2_INDEX, h_v2_index},
     {"POST", "/v1/models/{m}:predict", RESATTN_EP_V1_PREDICT, h_infer},
     {"POST", "/v1/models/{m}/versions/{v}:predict", RESATTN_EP_V1_PREDICT, h_infer},
     {"GET", "/v1/models/{m}", RESATTN_EP_V1_MODEL, h_v1_model},
@@ -277,60 +295,140 @@ static void h_ready(request *r) {
                                                     : "models are still warming up");
         return;
     }
+    if (!resattn_repository_ready(r->srv->repo)) {
+        answer_error(r, 503,
+                     "a model that should be served has no ready version (see POST "
+                     "/v2/repository/index)");
+        return;
+    }
     if (r->ep == RESATTN_EP_READYZ)
         answer_json(r, 200, json_pack("{s:s}", "status", "ready"));
     else
         answer_json(r, 200, json_pack("{s:b}", "ready", 1));
 }
 
+/* Metadata of the routed version; "versions" lists every ready version of the model. */
 static void h_v2_model(request *r) {
-    const resattn_served_model *sm = &r->srv->models[r->model];
+    const char *name = resattn_model_version_name(r->version);
+    json_t *versions = resattn_repository_ready_versions(r->srv->repo, name, strlen(name));
+    const char *labels[64];
+    int nv = 0;
+    for (size_t i = 0; i < json_array_size(versions) && nv < 64; i++)
+        labels[nv++] = json_string_value(json_array_get(versions, i));
     resattn_response_body b;
-    answer_body(r, resattn_v2_model_metadata(sm->name, resattn_model_get_info(sm->model), &b), &b);
+    answer_body(
+        r,
+        resattn_v2_model_metadata_at(
+            name, labels, nv, resattn_model_get_info(resattn_model_version_model(r->version)), &b),
+        &b);
+    json_decref(versions);
 }
 
 static void h_v2_model_ready(request *r) {
-    const resattn_served_model *sm = &r->srv->models[r->model];
+    const char *name = resattn_model_version_name(r->version);
     if (!is_ready(r->srv)) {
-        answer_error(r, 503, "model '%s' is not ready", sm->name);
+        answer_error(r, 503, "model '%s' is not ready", name);
         return;
     }
-    answer_json(r, 200, json_pack("{s:s, s:b}", "name", sm->name, "ready", 1));
+    answer_json(r, 200, json_pack("{s:s, s:b}", "name", name, "ready", 1));
 }
 
-/* Triton's model repository index (the one call of that extension resattn has): every
- * served model, in --model order; the page at / builds its model picker from it. An
- * optional body {"ready": true} keeps only the ready ones. */
-static void h_v2_index(request *r) {
-    int ready = is_ready(r->srv), only_ready = 0;
-    if (r->len) {
-        json_error_t e;
-        json_t *o = json_loadb((const char *)r->body, r->len, JSON_REJECT_DUPLICATES, &e);
-        json_t *flag = json_object_get(o, "ready");
-        if (!json_is_object(o) || (flag && !json_is_boolean(flag))) {
-            json_decref(o);
-            answer_error(r, 400,
-                         "repository index: the body must be a JSON object such as "
-                         "{\"ready\": true}");
-            return;
-        }
-        only_ready = json_is_true(flag);
-        json_decref(o);
-    }
-    json_t *list = json_array();
-    for (int i = 0; list && i < r->srv->num_models && (ready || !only_ready); i++)
-        json_array_append_new(list,
-                              json_pack("{s:s, s:s, s:s}", "name", r->srv->models[i].name,
-                                        "version", "1", "state", ready ? "READY" : "UNAVAILABLE"));
-    answer_json(r, 200, list);
-}
-
+/* TensorFlow Serving's model status: every version with its state. */
 static void h_v1_model(request *r) {
-    int ready = is_ready(r->srv);
-    answer_json(r, 200,
-                json_pack("{s:[{s:s, s:s, s:{s:s, s:s}}]}", "model_version_status", "version", "1",
-                          "state", ready ? "AVAILABLE" : "LOADING", "status", "error_code", "OK",
-                          "error_message", ""));
+    char err[MSG_LEN];
+    int status = 404;
+    json_t *o = resattn_repository_version_status(
+        r->srv->repo, r->model_name, strlen(r->model_name), r->version_label,
+        strlen(r->version_label), &status, err, sizeof err);
+    if (!o) {
+        answer_error(r, status, "%s", err);
+        return;
+    }
+    answer_json(r, 200, o);
+}
+
+/* Triton's statistics extension. */
+static void h_stats(request *r) {
+    char err[MSG_LEN];
+    int status = 404;
+    json_t *o = resattn_repository_stats(r->srv->repo, r->model_name[0] ? r->model_name : NULL,
+                                         strlen(r->model_name), r->version_label,
+                                         strlen(r->version_label), &status, err, sizeof err);
+    if (!o) {
+        answer_error(r, status, "%s", err);
+        return;
+    }
+    answer_json(r, 200, o);
+}
+
+/* A repository request body: empty, or a JSON object; NULL (answered 400, the message
+ * starting with `what`) otherwise. */
+static json_t *repo_body(request *r, const char *what) {
+    if (r->len == 0)
+        return json_object();
+    json_error_t je;
+    json_t *o = json_loadb((const char *)r->body, r->len, JSON_REJECT_DUPLICATES, &je);
+    if (!json_is_object(o)) {
+        json_decref(o);
+        answer_error(r, 400, "%s: the body must be empty or a JSON object%s%s", what, o ? "" : ": ",
+                     o ? "" : je.text);
+        return NULL;
+    }
+    return o;
+}
+
+/* POST /v2/repository/index, body {"ready": bool} optional: every model of the repository
+ * and every --model model (in --model order, first), one entry per version. */
+static void h_repo_index(request *r) {
+    json_t *body = repo_body(r, "repository index");
+    if (!body)
+        return;
+    json_t *ready = json_object_get(body, "ready");
+    if (ready && !json_is_boolean(ready)) {
+        json_decref(body);
+        answer_error(r, 400, "repository index: \"ready\" must be true or false");
+        return;
+    }
+    int ready_only = json_is_true(ready);
+    json_decref(body);
+    answer_json(r, 200, resattn_repository_index(r->srv->repo, ready_only));
+}
+
+/* Repository thread: the outcome of a load or unload; resume the request. */
+static void on_repo_done(void *user, int status, const char *msg) {
+    request *r = user;
+    if (status)
+        answer_error(r, status, "%s", msg && *msg ? msg : "model repository request failed");
+    else
+        answer_json(r, 200, json_object());
+    r->state = ST_ANSWERED;
+    MHD_resume_connection(r->conn);
+}
+
+/* A load or unload, done on the repository's thread while the connection waits suspended
+ * (a load reads and warms up a whole model). */
+static void repo_op(request *r, resattn_repository_op op) {
+    json_t *body = repo_body(r, op == RESATTN_REPO_LOAD ? "load" : "unload");
+    if (!body)
+        return;
+    json_decref(body); /* "parameters" (Triton's config overrides) are not supported: ignored */
+    r->state = ST_SUSPENDED;
+    MHD_suspend_connection(r->conn);
+    if (resattn_repository_post(r->srv->repo, op, r->model_name, on_repo_done, r)) {
+        r->state = ST_COLLECTING;
+        MHD_resume_connection(r->conn);
+        answer_error(r, 503, "the model repository is stopping");
+    }
+}
+
+/* POST /v2/repository/models/{m}/load */
+static void h_repo_load(request *r) {
+    repo_op(r, RESATTN_REPO_LOAD);
+}
+
+/* POST /v2/repository/models/{m}/unload */
+static void h_repo_unload(request *r) {
+    repo_op(r, RESATTN_REPO_UNLOAD);
 }
 
 static void h_metrics(request *r) {
@@ -373,8 +471,10 @@ static int encode_npy(const request *r, int k, resattn_response_body *b) {
 /* Worker (or reaper) thread: encode the answer, then let libmicrohttpd resume the request. */
 static void on_job_done(resattn_job *job) {
     request *r = job->user;
-    const resattn_served_model *sm = &r->srv->models[r->model];
-    int k = resattn_model_get_info(sm->model)->num_classes;
+    const char *name = resattn_model_version_name(r->version);
+    const resattn_model_info *info =
+        resattn_model_get_info(resattn_model_version_model(r->version));
+    int k = info->num_classes;
     r->batch_size = job->batch_size;
     r->ireq.masks = job->masks; /* the request owns them from here (freed with it) */
     job->masks = NULL;
@@ -384,23 +484,24 @@ static void on_job_done(resattn_job *job) {
     } else if (job->status) {
         answer_error(r, job->status, "inference failed: %s", job->err);
     } else {
+        double t0 = resattn_now();
         resattn_response_body b = {0};
-        int rc =
-            r->npy_out ? encode_npy(r, k, &b)
-            : resattn_image_api_owns(&r->ireq)
-                ? resattn_image_api_encode(&r->ireq, sm->name, resattn_model_get_info(sm->model),
-                                           r->logits, r->ireq.n, &b)
-            : r->ireq.protocol == RESATTN_PROTO_TFS
-                ? resattn_tfs_encode(&r->ireq, r->logits, r->ireq.n, k, &b)
-                : resattn_v2_encode(&r->ireq, sm->name, resattn_model_get_info(sm->model),
-                                    r->logits, r->ireq.n, &b);
+        r->ireq.model_version = resattn_model_version_label(r->version);
+        int rc = r->npy_out ? encode_npy(r, k, &b)
+                 : resattn_image_api_owns(&r->ireq)
+                     ? resattn_image_api_encode(&r->ireq, name, info, r->logits, r->ireq.n, &b)
+                 : r->ireq.protocol == RESATTN_PROTO_TFS
+                     ? resattn_tfs_encode(&r->ireq, r->logits, r->ireq.n, k, &b)
+                     : resattn_v2_encode(&r->ireq, name, info, r->logits, r->ireq.n, &b);
         if (rc || !b.data) {
             resattn_response_body_release(&b);
             answer_error(r, 500, "could not encode the answer");
         } else {
             set_answer(r, 200, b.data, b.len, b.content_type);
             r->json_header_len = b.json_header_len;
+            r->computed = 1;
         }
+        r->encode_seconds = resattn_now() - t0;
     }
     r->state = ST_ANSWERED;
     MHD_resume_connection(r->conn);
@@ -460,8 +561,11 @@ static int header_length(request *r, long long *hlen, char *err, size_t err_len)
 }
 
 static int parse_infer(request *r, char *err, size_t err_len) {
-    const resattn_served_model *sm = &r->srv->models[r->model];
-    const resattn_model_info *info = resattn_model_get_info(sm->model);
+    const resattn_model_info *info =
+        resattn_model_get_info(resattn_model_version_model(r->version));
+    /* the routed version's batch limit (a model's config.json may set its own) */
+    resattn_parse_limits limits = r->srv->opt.limits;
+    limits.max_batch = resattn_pool_model_max_batch(resattn_model_version_pool_model(r->version));
     const char *ct = header(r, MHD_HTTP_HEADER_CONTENT_TYPE);
     long long hlen = -1;
     if (r->ep == RESATTN_EP_V2_INFER && header_length(r, &hlen, err, err_len))
@@ -482,8 +586,8 @@ static int parse_infer(request *r, char *err, size_t err_len) {
         }
         return resattn_image_api_parse(
             r->ep == RESATTN_EP_PREDICT ? RESATTN_PROTO_PREDICT : RESATTN_PROTO_V2, ct, r->body,
-            r->len, hlen, top_k, r->srv->opt.max_image_pixels, info, &r->srv->opt.limits, &r->ireq,
-            err, err_len);
+            r->len, hlen, top_k, r->srv->opt.max_image_pixels, info, &limits, &r->ireq, err,
+            err_len);
     }
     if (r->ep == RESATTN_EP_V1_PREDICT) {
         /* TF Serving reads the body as JSON whatever the type; we also take curl -d's default
@@ -494,11 +598,9 @@ static int parse_infer(request *r, char *err, size_t err_len) {
                      ct);
             return 415;
         }
-        return resattn_tfs_parse(r->body, r->len, info, &r->srv->opt.limits, &r->ireq, err,
-                                 err_len);
+        return resattn_tfs_parse(r->body, r->len, info, &limits, &r->ireq, err, err_len);
     }
     /* the body stays until the request completes, so FP32 binary data is used in place */
-    resattn_parse_limits limits = r->srv->opt.limits;
     limits.input_in_body_ok = 1;
     return resattn_v2_parse(ct ? ct : "application/json", r->body, r->len, hlen, info, &limits,
                             &r->ireq, err, err_len);
@@ -526,8 +628,9 @@ static size_t masks_bytes(const struct resattn_mask_set *set) {
 static void account(request *r) {
     size_t bytes = r->body_mem ? r->body_charged : 0;
     const resattn_infer_request *q = &r->ireq;
-    if (q->n > 0 && r->model >= 0) {
-        const resattn_model_info *info = resattn_model_get_info(r->srv->models[r->model].model);
+    if (q->n > 0 && r->version) {
+        const resattn_model_info *info =
+            resattn_model_get_info(resattn_model_version_model(r->version));
         size_t chw = (size_t)info->in_channels * info->in_height * info->in_width;
         if (!r->resp && !r->resp_bytes)
             bytes += resattn_budget_infer_bytes(info, q->n, q->input_in_body || !q->input);
@@ -570,12 +673,13 @@ static void refuse_memory(request *r, resattn_budget_verdict v, size_t bytes) {
  * already sending it, and closing the connection under it would reset it before it reads
  * the answer, so its body is read and dropped and the answer follows (keep-alive stays). */
 static void admit(request *r, const char *cl) {
-    resattn_http *s = r->srv;
-    const resattn_model_info *info = resattn_model_get_info(s->models[r->model].model);
+    const resattn_model_info *info =
+        resattn_model_get_info(resattn_model_version_model(r->version));
+    int max_batch = resattn_pool_model_max_batch(resattn_model_version_pool_model(r->version));
     size_t len = cl ? (size_t)strtoull(cl, NULL, 10) : 0; /* <= max_body_bytes, checked */
     size_t body = len ? body_alloc_bytes(body_pad(r), len) : 0;
     size_t want = body + resattn_budget_parse_bytes(header(r, MHD_HTTP_HEADER_CONTENT_TYPE), len) +
-                  resattn_budget_infer_bytes(info, s->opt.limits.max_batch, 0);
+                  resattn_budget_infer_bytes(info, max_batch, 0);
     resattn_budget_verdict v = resattn_budget_hold_grow(&r->hold, want);
     if (!v) {
         r->body_charged = body;
@@ -594,13 +698,18 @@ static void h_infer(request *r) {
         answer_error(r, 503, "server is draining");
         return;
     }
+    const resattn_model_info *info =
+        resattn_model_get_info(resattn_model_version_model(r->version));
     char err[RESATTN_PROTO_ERR_LEN] = "";
+    r->inferring = 1;
+    double t0 = resattn_now();
     int status = parse_infer(r, err, sizeof err);
     if (!status && r->ep != RESATTN_EP_V1_PREDICT) /* ?attention=1|images (attention_api.h) */
         status = resattn_attention_apply_query(
-            &r->ireq, resattn_model_get_info(s->models[r->model].model),
+            &r->ireq, info,
             MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "attention"), err,
             sizeof err);
+    r->parse_seconds = resattn_now() - t0;
     if (!r->ireq.input_in_body)
         body_free(r); /* the parsed request holds its own copy of the input */
     if (status) {
@@ -614,7 +723,7 @@ static void h_infer(request *r) {
                      "probabilities (no attention), or accept application/json");
         return;
     }
-    int k = resattn_model_get_info(s->models[r->model].model)->num_classes;
+    int k = info->num_classes;
     r->logits = malloc(sizeof(float) * (size_t)k * (size_t)r->ireq.n);
     if (!r->logits) {
         answer_error(r, 500, "out of memory for %d x %d logits", r->ireq.n, k);
@@ -627,7 +736,7 @@ static void h_infer(request *r) {
                      resattn_pool_depth(s->pool));
         return;
     }
-    r->job.model = r->model;
+    r->job.model = resattn_model_version_pool_model(r->version);
     r->job.input = r->ireq.input;
     r->job.n = r->ireq.n;
     r->job.logits = r->logits;
@@ -657,19 +766,6 @@ static void make_request_id(request *r) {
     }
     unsigned long long n = atomic_fetch_add(&r->srv->next_id, 1);
     snprintf(r->request_id, sizeof r->request_id, "%08x%08llx", r->srv->id_salt, n);
-}
-
-static int name_is(const char *name, const char *p, size_t n) {
-    return name && strlen(name) == n && !strncmp(name, p, n);
-}
-
-/* A served model by URL name; "default", unless a model has that name, is the first model
- * (the built-in one without --model), as for POST /predict. */
-static int find_model(const resattn_http *s, const char *p, size_t n) {
-    for (int j = 0; j < s->num_models; j++)
-        if (name_is(s->models[j].name, p, n))
-            return j;
-    return name_is("default", p, n) && s->num_models > 0 ? 0 : -1;
 }
 
 /* ---- API keys ------------------------------------------------------------------------- */
@@ -711,6 +807,36 @@ static int authorized(request *r) {
     return n > 0 && key_matches(r->srv, h, n);
 }
 
+/* The {m} and {v} of a matched route: kept as text for the repository and statistics
+ * endpoints; for model endpoints the version is acquired now and held to the end (404 for
+ * an unknown model or version, 503 for a model without a ready version). */
+static void route_model(request *r, span m, span v) {
+    if (m.n >= sizeof r->model_name || v.n >= sizeof r->version_label) {
+        answer_error(r, 404, "model '%.*s' not found", (int)(m.n < 64 ? m.n : 64), m.p);
+        return;
+    }
+    if (m.p)
+        memcpy(r->model_name, m.p, m.n);
+    if (v.p)
+        memcpy(r->version_label, v.p, v.n);
+    if (r->ep == RESATTN_EP_V2_INDEX || r->ep == RESATTN_EP_V2_REPOSITORY_LOAD ||
+        r->ep == RESATTN_EP_V2_STATS || r->ep == RESATTN_EP_V1_MODEL ||
+        (!m.p && r->ep != RESATTN_EP_PREDICT))
+        return;
+    if (!m.p) /* POST /predict: the first (or built-in "default") model */
+        snprintf(r->model_name, sizeof r->model_name, "default");
+    char err[MSG_LEN];
+    int status = 404;
+    r->version = resattn_repository_acquire(r->srv->repo, r->model_name, strlen(r->model_name),
+                                            r->version_label, strlen(r->version_label), &status,
+                                            err, sizeof err);
+    if (!r->version) {
+        if (status == 503)
+            r->retry_after = 1;
+        answer_error(r, status, "%s", err);
+    }
+}
+
 /* HEAD is GET without the body (RFC 9110 section 9.3.2): a GET route answers it with the
  * same status and headers, Content-Length included; libmicrohttpd leaves the body out. */
 static int method_allowed(const char *route_method, const char *method) {
@@ -741,21 +867,8 @@ static void route_request(request *r, const char *url, const char *method) {
             allow = allow_header(routes[i].method);
             continue;
         }
-        if (!m.p && r->ep == RESATTN_EP_PREDICT)
-            r->model = 0; /* POST /predict: the first (or built-in "default") model */
-        if (m.p) {
-            r->model = find_model(r->srv, m.p, m.n);
-            if (r->model < 0) {
-                answer_error(r, 404, "model '%.*s' not found", (int)m.n, m.p);
-                return;
-            }
-            if (v.p && (v.n != 1 || v.p[0] != '1')) {
-                answer_error(r, 404, "model '%.*s' has no version '%.*s' (only '1')", (int)m.n, m.p,
-                             (int)v.n, v.p);
-                return;
-            }
-        }
-        return; /* r->ep and r->model are set; the handler runs once the body is in */
+        route_model(r, m, v);
+        return; /* r->ep (and r->version) are set; the handler runs once the body is in */
     }
     if (allow) {
         r->allow = allow;
@@ -774,7 +887,6 @@ static request *request_new(resattn_http *s, struct MHD_Connection *conn, const 
     r->srv = s;
     r->conn = conn;
     r->start = resattn_now();
-    r->model = -1;
     r->hold.budget = s->opt.budget;
     snprintf(r->method, sizeof r->method, "%s", method);
     snprintf(r->path, sizeof r->path, "%s", url);
@@ -789,7 +901,7 @@ static request *request_new(resattn_http *s, struct MHD_Connection *conn, const 
                      s->opt.max_body_bytes);
         r->early = 1;
     }
-    if (!r->discard && r->fn == h_infer)
+    if (!r->discard && r->fn == h_infer && r->version)
         admit(r, cl);
     return r;
 }
@@ -912,8 +1024,21 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && !r->resp_bytes)
         r->status = 499; /* the client went away before the answer (nginx's convention) */
     double dt = resattn_now() - r->start;
-    resattn_metrics_request(s->metrics, r->ep, r->model, r->status, dt);
+    int model = r->version
+                    ? resattn_pool_model_metrics_index(resattn_model_version_pool_model(r->version))
+                    : -1;
+    resattn_metrics_request(s->metrics, r->ep, model, r->status, dt);
     log_request(r, dt);
+    if (r->version && r->inferring) {
+        resattn_model_stats *st =
+            resattn_pool_model_stats(resattn_model_version_pool_model(r->version));
+        if (r->computed && r->status == 200)
+            resattn_model_stats_success(st, r->ireq.n, dt, r->job.queue_wait, r->parse_seconds,
+                                        r->job.infer_seconds, r->encode_seconds);
+        else
+            resattn_model_stats_fail(st, dt);
+    }
+    resattn_model_version_release(r->version);
     resattn_infer_request_release(&r->ireq);
     free(r->logits);
     free(r->body_mem);
@@ -1031,8 +1156,7 @@ static int bound_port(int fd) {
                                          : ((struct sockaddr_in *)&a)->sin_port);
 }
 
-resattn_status resattn_http_start(const resattn_http_options *opt,
-                                  const resattn_served_model *models, int num_models,
+resattn_status resattn_http_start(const resattn_http_options *opt, resattn_repository *repo,
                                   resattn_pool *pool, resattn_metrics *metrics, resattn_http **out,
                                   char *err, size_t err_len) {
     *out = NULL;
@@ -1051,8 +1175,7 @@ resattn_status resattn_http_start(const resattn_http_options *opt,
         return RESATTN_ERR_NOMEM;
     }
     s->opt = *opt;
-    s->models = models;
-    s->num_models = num_models;
+    s->repo = repo;
     s->pool = pool;
     s->metrics = metrics;
     s->id_salt = (unsigned)time(NULL) ^ ((unsigned)getpid() << 16);

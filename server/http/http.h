@@ -12,14 +12,9 @@
 #include "runtime/metrics.h"
 #include "runtime/pool.h"
 #include "protocol/protocol.h"
+#include "repository/repository.h"
 #include <resattn/resattn.h>
 #include <stdio.h>
-
-/* A model as served: its URL name and the loaded model (owned by the caller). */
-typedef struct resattn_served_model {
-    const char *name;
-    resattn_model *model;
-} resattn_served_model;
 
 typedef struct resattn_http_options {
     int listen_fd;    /* from resattn_http_listen; resattn_http_start takes it over */
@@ -56,15 +51,16 @@ typedef struct resattn_http resattn_http;
  * RESATTN_ERR_INVALID_ARGUMENT for a host that does not resolve, RESATTN_ERR_IO otherwise.
  * Called before the models load, so that a taken port fails at once. */
 resattn_status resattn_http_listen(const char *host, int port, int *fd, char *err, size_t err_len);
-/* Start serving on opt->listen_fd, which the server owns from here, also on failure.
- * models, pool and metrics must outlive the server. */
-resattn_status resattn_http_start(const resattn_http_options *opt,
-                                  const resattn_served_model *models, int num_models,
+/* Start serving the models of repo on opt->listen_fd, which the server owns from here, also
+ * on failure. Each request acquires the version it is routed to and releases it when done.
+ * repo, pool and metrics must outlive the server. */
+resattn_status resattn_http_start(const resattn_http_options *opt, resattn_repository *repo,
                                   resattn_pool *pool, resattn_metrics *metrics, resattn_http **out,
                                   char *err, size_t err_len);
 /* The bound TCP port (the real one with port 0). */
 int resattn_http_port(const resattn_http *h);
-/* Readiness as reported by /readyz and /v2/health/ready (after warm-up). */
+/* Readiness as reported by /readyz and /v2/health/ready (after warm-up); also needs every
+ * model that should be served to have a ready version (resattn_repository_ready). */
 void resattn_http_set_ready(resattn_http *h, int ready);
 /* Drain step 1: readiness 503, new inference requests 503, stop accepting connections. */
 void resattn_http_begin_drain(resattn_http *h);

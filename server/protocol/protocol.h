@@ -82,6 +82,7 @@ typedef struct resattn_infer_request {
     struct resattn_attn_output *attn_outputs; /* [num_attn_outputs] v2 mask outputs, owned */
     int num_attn_outputs;
     struct resattn_mask_set *masks; /* this request's masks after inference, owned */
+    const char *model_version;      /* v2 answers' "model_version" (not owned); NULL = "1" */
 } resattn_infer_request;
 
 void resattn_infer_request_release(resattn_infer_request *r);
@@ -116,6 +117,9 @@ int resattn_v2_encode(const resattn_infer_request *req, const char *model_name,
  * outputs of RESATTN_OUT_DEFAULT. Returns 0 or 500. */
 int resattn_v2_model_metadata(const char *name, const resattn_model_info *model,
                               resattn_response_body *out);
+/* The same for a model with several ready versions (versions[num_versions], highest first). */
+int resattn_v2_model_metadata_at(const char *name, const char *const *versions, int num_versions,
+                                 const resattn_model_info *model, resattn_response_body *out);
 
 /* GET /v2: name, version and the protocol extensions served. Returns 0 or 500. */
 int resattn_v2_server_metadata(const char *version, resattn_response_body *out);

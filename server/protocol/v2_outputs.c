@@ -70,6 +70,12 @@ static int dump_answer(json_t *o, resattn_response_body *out) {
 
 int resattn_v2_model_metadata(const char *name, const resattn_model_info *model,
                               resattn_response_body *out) {
+    static const char *const one[] = {"1"};
+    return resattn_v2_model_metadata_at(name, one, 1, model, out);
+}
+
+int resattn_v2_model_metadata_at(const char *name, const char *const *versions, int num_versions,
+                                 const resattn_model_info *model, resattn_response_body *out) {
     json_t *inputs =
         json_pack("[{s:s, s:s, s:[i,i,i,i]}]", "name", RESATTN_V2_INPUT, "datatype", "FP32",
                   "shape", -1, model->in_channels, model->in_height, model->in_width);
@@ -84,17 +90,20 @@ int resattn_v2_model_metadata(const char *name, const resattn_model_info *model,
         json_array_append_new(outputs, json_pack("{s:s, s:s, s:[i,i]}", "name", listed[i].name,
                                                  "datatype", listed[i].datatype, "shape", -1,
                                                  listed[i].per_class ? model->num_classes : -1));
+    json_t *labels = json_array();
+    for (int i = 0; labels && i < num_versions; i++)
+        json_array_append_new(labels, json_string(versions[i]));
     /* platform: the spec's <project>_<format> */
-    return dump_answer(json_pack("{s:s, s:[s], s:s, s:o, s:o}", "name", name ? name : "",
-                                 "versions", "1", "platform", "resattn_safetensors", "inputs",
-                                 inputs, "outputs", outputs),
+    return dump_answer(json_pack("{s:s, s:o, s:s, s:o, s:o}", "name", name ? name : "", "versions",
+                                 labels, "platform", "resattn_safetensors", "inputs", inputs,
+                                 "outputs", outputs),
                        out);
 }
 
 int resattn_v2_server_metadata(const char *version, resattn_response_body *out) {
-    return dump_answer(json_pack("{s:s, s:s, s:[s,s]}", "name", "resattn", "version",
+    return dump_answer(json_pack("{s:s, s:s, s:[s,s,s,s]}", "name", "resattn", "version",
                                  version ? version : "", "extensions", "binary_tensor_data",
-                                 "classification"),
+                                 "classification", "model_repository", "statistics"),
                        out);
 }
 
@@ -442,7 +451,8 @@ int resattn_v2_encode(const resattn_infer_request *req, const char *model_name,
     enc e = {0};
     resattn_buf_str(&e.json, "{\"model_name\":");
     resattn_buf_json_string(&e.json, model_name ? model_name : "");
-    resattn_buf_str(&e.json, ",\"model_version\":\"1\"");
+    resattn_buf_str(&e.json, ",\"model_version\":");
+    resattn_buf_json_string(&e.json, req->model_version ? req->model_version : "1");
     if (req->id) {
         resattn_buf_str(&e.json, ",\"id\":");
         resattn_buf_json_string(&e.json, req->id);

@@ -100,10 +100,14 @@ struct resattn_metrics {
     atomic_long queue_depth, in_flight;
     histogram request_duration[RESATTN_EP_COUNT];
     model_series models[RESATTN_METRICS_MAX_MODELS];
-    int num_models;
+    /* models added; atomic because the model repository adds models while requests update
+     * and scrapes read the series (a slot is complete before the count includes it) */
+    atomic_int num_models;
     char *compute_keys[MAX_COMPUTE_LABELS], *compute_values[MAX_COMPUTE_LABELS]; /* owned */
     int num_compute;
-    const resattn_budget *budget; /* or NULL */
+    const resattn_budget *budget;    /* or NULL */
+    resattn_metrics_render_fn extra; /* more families (the model repository's), or NULL */
+    void *extra_user;
 };
 
 /* By enum value, so the label cannot drift from its endpoint. */
@@ -122,6 +126,8 @@ static const char *endpoint_names[RESATTN_EP_COUNT] = {
     [RESATTN_EP_PREDICT] = "predict",
     [RESATTN_EP_WEB] = "web",
     [RESATTN_EP_V2_INDEX] = "v2_repository_index",
+    [RESATTN_EP_V2_REPOSITORY_LOAD] = "v2_repository_load",
+    [RESATTN_EP_V2_STATS] = "v2_stats",
     [RESATTN_EP_UNKNOWN] = "unknown",
 };
 
@@ -232,9 +238,15 @@ static void write_model_info(FILE *f, const void *arg) {
 
 int resattn_metrics_add_model(resattn_metrics *m, const char *name,
                               const resattn_model_info *info) {
-    if (m->num_models == RESATTN_METRICS_MAX_MODELS)
+    return resattn_metrics_register_model(m, name, info) < 0 ? -1 : 0;
+}
+
+int resattn_metrics_register_model(resattn_metrics *m, const char *name,
+                                   const resattn_model_info *info) {
+    int n = atomic_load(&m->num_models);
+    if (n == RESATTN_METRICS_MAX_MODELS)
         return -1;
-    model_series *ms = &m->models[m->num_models];
+    model_series *ms = &m->models[n];
     model_desc d = {name, info};
     ms->label = label_string(write_model_label, name);
     ms->info = label_string(write_model_info, &d);
@@ -244,8 +256,8 @@ int resattn_metrics_add_model(resattn_metrics *m, const char *name,
         ms->label = ms->info = NULL;
         return -1;
     }
-    m->num_models++;
-    return 0;
+    atomic_store(&m->num_models, n + 1); /* publishes the slot */
+    return n;
 }
 
 void resattn_metrics_set_budget(resattn_metrics *m, const resattn_budget *b) {
@@ -324,6 +336,11 @@ void resattn_metrics_in_flight_add(resattn_metrics *m, long delta) {
 
 long resattn_metrics_in_flight(const resattn_metrics *m) {
     return atomic_load_explicit(&((resattn_metrics *)m)->in_flight, memory_order_relaxed);
+}
+
+void resattn_metrics_set_renderer(resattn_metrics *m, resattn_metrics_render_fn fn, void *user) {
+    m->extra = fn;
+    m->extra_user = user;
 }
 
 /* ---- rendering ------------------------------------------------------------------------ */
@@ -531,6 +548,8 @@ char *resattn_metrics_render(resattn_metrics *m, size_t *len) {
     render_models(f, m);
     render_gauges(f, m);
     render_info(f, m);
+    if (m->extra)
+        m->extra(m->extra_user, f);
     render_process(f);
     if (fclose(f)) {
         free(buf);

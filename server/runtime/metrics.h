@@ -10,6 +10,7 @@
 
 #include <resattn/resattn.h>
 #include <stddef.h>
+#include <stdio.h>
 
 /* The endpoint label of resattn_http_requests_total and resattn_request_duration_seconds;
  * one per routing-table family. */
@@ -25,10 +26,12 @@ typedef enum resattn_endpoint {
     RESATTN_EP_HEALTHZ,
     RESATTN_EP_READYZ,
     RESATTN_EP_METRICS,
-    RESATTN_EP_PREDICT,  /* image endpoints */
-    RESATTN_EP_WEB,      /* GET /: the page (server/http/web/index.html) */
-    RESATTN_EP_V2_INDEX, /* POST /v2/repository/index */
-    RESATTN_EP_UNKNOWN,  /* no route matched */
+    RESATTN_EP_PREDICT,            /* image endpoints */
+    RESATTN_EP_WEB,                /* GET /: the page (server/http/web/index.html) */
+    RESATTN_EP_V2_INDEX,           /* POST /v2/repository/index */
+    RESATTN_EP_V2_REPOSITORY_LOAD, /* POST /v2/repository/models/{m}/load and /unload */
+    RESATTN_EP_V2_STATS,           /* GET /v2/models[/{m}[/versions/{v}]]/stats */
+    RESATTN_EP_UNKNOWN,            /* no route matched */
     RESATTN_EP_COUNT
 } resattn_endpoint;
 
@@ -48,8 +51,9 @@ typedef enum resattn_reject_reason {
 typedef struct resattn_metrics resattn_metrics;
 struct resattn_budget;
 
-/* Models with their own series (the server's --model limit). */
-#define RESATTN_METRICS_MAX_MODELS 16
+/* Models with their own series: the --model files and the repository's models (a model
+ * beyond the limit has none; its requests still count in the server-wide series). */
+#define RESATTN_METRICS_MAX_MODELS 64
 
 resattn_metrics *resattn_metrics_new(void);
 void resattn_metrics_free(resattn_metrics *m);
@@ -58,6 +62,10 @@ void resattn_metrics_free(resattn_metrics *m);
  * and the HTTP server use: `name` becomes the `model` label of the per-model series, and
  * `info` a resattn_model_info{model=...,...} 1 line. -1 beyond RESATTN_METRICS_MAX_MODELS. */
 int resattn_metrics_add_model(resattn_metrics *m, const char *name, const resattn_model_info *info);
+/* The same, returning the new model's index (-1 when full or out of memory); safe while
+ * other threads update and render (one caller at a time: the model repository's thread). */
+int resattn_metrics_register_model(resattn_metrics *m, const char *name,
+                                   const resattn_model_info *info);
 /* Before serving (not thread-safe): one label of resattn_compute_info{...} 1, which names the
  * compute paths in use, e.g. ("gemm", "avx512_packed"). key is a label name ([a-z_]+). */
 int resattn_metrics_add_compute_label(resattn_metrics *m, const char *key, const char *value);
@@ -82,6 +90,11 @@ void resattn_metrics_batch(resattn_metrics *m, int model, int batch, double seco
 void resattn_metrics_queue_depth_add(resattn_metrics *m, long delta);
 void resattn_metrics_in_flight_add(resattn_metrics *m, long delta);
 long resattn_metrics_in_flight(const resattn_metrics *m);
+
+/* More lines for the exposition, written by fn(user, f) at the end of each render (the model
+ * repository's per-model and per-version families). Set before serving. */
+typedef void (*resattn_metrics_render_fn)(void *user, FILE *f);
+void resattn_metrics_set_renderer(resattn_metrics *m, resattn_metrics_render_fn fn, void *user);
 
 /* The exposition text (malloc'ed, *len bytes, NUL-terminated) or NULL when out of memory. */
 char *resattn_metrics_render(resattn_metrics *m, size_t *len);

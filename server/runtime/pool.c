@@ -6,26 +6,45 @@
  * deadline passed while every worker was busy, so a 504 never waits for a worker. It sleeps
  * until that can happen (jobs queued, every worker busy), then until the earliest deadline:
  * an idle server, or one whose workers keep up, never wakes it.
+ *
+ * A handle (resattn_pool_model) keeps worker i's context in slot i: only worker i touches
+ * it after the handle is published (a warm handle's slots were filled before any job could
+ * name it), and the handle is freed only when no job names it, so the slots need no lock.
  */
 #include "runtime/pool.h"
 #include "maps/mask_summary.h"
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+struct resattn_pool_model {
+    const resattn_model *model;
+    int metrics_index; /* the model's index in the metrics' per-model series, or -1 */
+    int max_batch, max_delay_ms;
+    size_t in_floats; /* C*H*W of one image */
+    size_t classes;
+    int num_ctx;
+    resattn_ctx **ctx;   /* [num_ctx] worker i's context, or NULL until it first needs it */
+    atomic_size_t bytes; /* workspace of the contexts created so far */
+    resattn_model_stats *stats;
+};
+
 typedef struct worker {
     resattn_pool *pool;
+    int index; /* this worker's context slot in every handle */
     pthread_t thread;
-    resattn_ctx **ctx; /* [num_models] */
-    float *input;      /* [max_batch, max C*H*W] concatenated batch */
-    float *logits;     /* [max_batch, max num_classes] */
+    float *input;  /* [in_cap] concatenated batch */
+    float *logits; /* [out_cap] */
+    size_t in_cap, out_cap;
 } worker;
 
 struct resattn_pool {
-    resattn_model *const *models;
+    resattn_pool_model **fixed; /* [num_models] handles of the models given at creation */
     int num_models;
     resattn_pool_options opt;
     resattn_metrics *metrics;
@@ -86,12 +105,13 @@ static void unlink_job(resattn_pool *p, resattn_job *prev, resattn_job *job) {
         resattn_metrics_queue_depth_add(p->metrics, -1);
 }
 
-/* Move queued jobs of `model` that fit into the batch (total images <= max_batch). */
-static void gather(resattn_pool *p, int model, resattn_job **batch, int *count, int *total) {
+/* Move queued jobs of `pm` that fit into the batch (total images <= its max_batch). */
+static void gather(resattn_pool *p, const resattn_pool_model *pm, resattn_job **batch, int *count,
+                   int *total) {
     resattn_job *prev = NULL, *j = p->head;
-    while (j && *total < p->opt.max_batch) {
+    while (j && *total < pm->max_batch) {
         resattn_job *next = j->next;
-        if (j->model == model && *total + j->n <= p->opt.max_batch) {
+        if (j->model == pm && *total + j->n <= pm->max_batch) {
             unlink_job(p, prev, j);
             batch[(*count)++] = j;
             *total += j->n;
@@ -111,17 +131,18 @@ static int take_batch(resattn_pool *p, resattn_job **batch, int *count) {
         pthread_mutex_unlock(&p->mu);
         return 0;
     }
-    int model = p->head->model, total = 0;
+    const resattn_pool_model *pm = p->head->model;
+    int total = 0;
     *count = 0;
-    gather(p, model, batch, count, &total);
+    gather(p, pm, batch, count, &total);
     /* Wait for more only when no other worker is idle: an idle worker would take the next
      * request at once, so waiting would only add latency (e.g. to a lone client). */
-    if (total < p->opt.max_batch && p->opt.max_delay_ms > 0 && !p->stop &&
+    if (total < pm->max_batch && pm->max_delay_ms > 0 && !p->stop &&
         p->busy >= p->opt.workers - 1) {
-        struct timespec until = abs_after(p->opt.max_delay_ms * 1e-3);
-        while (total < p->opt.max_batch && !p->stop) {
+        struct timespec until = abs_after(pm->max_delay_ms * 1e-3);
+        while (total < pm->max_batch && !p->stop) {
             int rc = pthread_cond_timedwait(&p->nonempty, &p->mu, &until);
-            gather(p, model, batch, count, &total);
+            gather(p, pm, batch, count, &total);
             if (rc == ETIMEDOUT)
                 break;
         }
@@ -144,6 +165,94 @@ static double thread_cpu_seconds(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* Worker w's context for pm, created at its first use. */
+static resattn_ctx *worker_ctx(worker *w, resattn_pool_model *pm, char *err, size_t err_len) {
+    if (w->index >= pm->num_ctx) {
+        snprintf(err, err_len, "model handle has no context for worker %d", w->index);
+        return NULL;
+    }
+    resattn_ctx **slot = &pm->ctx[w->index];
+    if (!*slot && resattn_ctx_new(pm->model, pm->max_batch, slot, err, err_len) == RESATTN_OK)
+        atomic_fetch_add(&pm->bytes, resattn_ctx_workspace_bytes(*slot));
+    return *slot;
+}
+
+/* Room for `in` input and `out` logit floats in w's batch buffers. */
+static int worker_buffers(worker *w, size_t in, size_t out) {
+    if (in > w->in_cap) {
+        float *b = realloc(w->input, sizeof(float) * in);
+        if (!b)
+            return -1;
+        w->input = b;
+        w->in_cap = in;
+    }
+    if (out > w->out_cap) {
+        float *b = realloc(w->logits, sizeof(float) * out);
+        if (!b)
+            return -1;
+        w->logits = b;
+        w->out_cap = out;
+    }
+    return 0;
+}
+
+/* The forward pass of `live` jobs of one handle (`total` images); each job's status is set
+ * (0, or 500 with err) but nothing is completed yet. */
+static void compute(worker *w, resattn_pool_model *pm, resattn_job **batch, int live, int total) {
+    resattn_pool *p = w->pool;
+    size_t in_sz = pm->in_floats, k = pm->classes;
+    char err[RESATTN_ERR_LEN] = "";
+    double t0 = resattn_now();
+    resattn_ctx *ctx = worker_ctx(w, pm, err, sizeof err);
+    int st = ctx ? 0 : 1;
+    if (!st && live > 1 && worker_buffers(w, in_sz * total, k * total)) {
+        snprintf(err, sizeof err, "out of memory for a batch of %d images", total);
+        st = 1;
+    }
+    const float *in = batch[0]->input;
+    float *out = batch[0]->logits;
+    if (!st && live > 1) { /* concatenate [n_i, C, H, W] inputs into one [total, C, H, W] */
+        size_t off = 0;
+        for (int i = 0; i < live; i++) {
+            memcpy(w->input + off, batch[i]->input, sizeof(float) * in_sz * batch[i]->n);
+            off += in_sz * batch[i]->n;
+        }
+        in = w->input;
+        out = w->logits;
+    }
+    int masks = 0; /* capture costs a copy per block: only for batches that ask */
+    for (int i = 0; i < live; i++)
+        masks |= batch[i]->want_masks;
+    double t1 = resattn_now(), c1 = thread_cpu_seconds(), t2 = t1;
+    if (!st) {
+        resattn_ctx_capture_masks(ctx, masks);
+        st = resattn_forward(ctx, in, total, out, err, sizeof err) != RESATTN_OK;
+        t2 = resattn_now();
+        if (p->metrics && !st)
+            resattn_metrics_batch(p->metrics, pm->metrics_index, total, t2 - t1,
+                                  thread_cpu_seconds() - c1);
+    }
+    size_t off = 0;
+    int first = 0; /* the job's first image in the batch */
+    for (int i = 0; i < live; i++) {
+        resattn_job *j = batch[i];
+        j->batch_size = total;
+        j->infer_seconds = t2 - t1;
+        j->status = st ? 500 : 0;
+        if (!st && j->want_masks &&
+            resattn_mask_set_copy(pm->model, ctx, first, j->n, &j->masks, err, sizeof err))
+            j->status = 500;
+        if (!st && live > 1)
+            memcpy(j->logits, out + off, sizeof(float) * k * j->n);
+        if (j->status)
+            snprintf(j->err, sizeof j->err, "%s", err);
+        first += j->n;
+        off += k * j->n;
+    }
+    if (!st)
+        resattn_model_stats_execution(pm->stats, total, t1 - t0, t2 - t1, resattn_now() - t2);
+}
+
 static void run_batch(worker *w, resattn_job **batch, int count) {
     resattn_pool *p = w->pool;
     double now = resattn_now();
@@ -152,7 +261,7 @@ static void run_batch(worker *w, resattn_job **batch, int count) {
         resattn_job *j = batch[i];
         j->queue_wait = now - j->enqueued;
         if (p->metrics)
-            resattn_metrics_queue_wait(p->metrics, j->model, j->queue_wait);
+            resattn_metrics_queue_wait(p->metrics, j->model->metrics_index, j->queue_wait);
         if (now > j->deadline) {
             complete(p, j, 504, "request timed out waiting for a worker");
             continue;
@@ -162,51 +271,25 @@ static void run_batch(worker *w, resattn_job **batch, int count) {
     }
     if (!live)
         return;
-    const resattn_model_info *info = resattn_model_get_info(p->models[batch[0]->model]);
-    size_t in_sz = (size_t)info->in_channels * info->in_height * info->in_width;
-    size_t k = (size_t)info->num_classes;
-    const float *in = batch[0]->input;
-    float *out = batch[0]->logits;
-    if (live > 1) { /* concatenate [n_i, C, H, W] inputs into one [total, C, H, W] */
-        size_t off = 0;
-        for (int i = 0; i < live; i++) {
-            memcpy(w->input + off, batch[i]->input, sizeof(float) * in_sz * batch[i]->n);
-            off += in_sz * batch[i]->n;
-        }
-        in = w->input;
-        out = w->logits;
-    }
-    char err[RESATTN_ERR_LEN] = "";
-    int masks = 0; /* capture costs a copy per block: only for batches that ask */
+    compute(w, batch[0]->model, batch, live, total);
+    /* after the last completion the handle may be freed: it is not touched again */
     for (int i = 0; i < live; i++)
-        masks |= batch[i]->want_masks;
-    resattn_ctx_capture_masks(w->ctx[batch[0]->model], masks);
-    double t0 = resattn_now(), c0 = thread_cpu_seconds();
-    resattn_status st = resattn_forward(w->ctx[batch[0]->model], in, total, out, err, sizeof err);
-    double dt = resattn_now() - t0;
-    if (p->metrics && st == RESATTN_OK)
-        resattn_metrics_batch(p->metrics, batch[0]->model, total, dt, thread_cpu_seconds() - c0);
-    size_t off = 0;
-    int first = 0; /* the job's first image in the batch */
-    for (int i = 0; i < live; i++) {
-        resattn_job *j = batch[i];
-        j->batch_size = total;
-        j->infer_seconds = dt;
-        first += j->n;
-        resattn_status cs = RESATTN_OK;
-        if (st == RESATTN_OK && j->want_masks)
-            cs = resattn_mask_set_copy(p->models[j->model], w->ctx[j->model], first - j->n, j->n,
-                                       &j->masks, err, sizeof err);
-        if (st != RESATTN_OK || cs != RESATTN_OK) {
-            off += k * j->n;
-            complete(p, j, 500, err);
-            continue;
+        complete(p, batch[i], batch[i]->status, NULL);
+}
+
+/* One forward pass on zeros with context ctx of pm; 0, or -1 with err filled. */
+static int warm_pass(resattn_pool_model *pm, resattn_ctx *ctx, float *input, float *logits,
+                     char *err, size_t err_len) {
+    memset(input, 0, sizeof(float) * pm->in_floats);
+    if (resattn_forward(ctx, input, 1, logits, err, err_len) != RESATTN_OK)
+        return -1;
+    for (size_t i = 0; i < pm->classes; i++)
+        if (!isfinite(logits[i])) {
+            snprintf(err, err_len, "logit %zu is %s on an all-zero input", i,
+                     isnan(logits[i]) ? "NaN" : "infinite");
+            return -1;
         }
-        if (live > 1)
-            memcpy(j->logits, out + off, sizeof(float) * k * j->n);
-        off += k * j->n;
-        complete(p, j, 0, NULL);
-    }
+    return 0;
 }
 
 static void warm_up(worker *w) {
@@ -214,11 +297,10 @@ static void warm_up(worker *w) {
     char err[RESATTN_ERR_LEN] = "";
     int failed = 0;
     for (int m = 0; m < p->num_models && !failed; m++) {
-        const resattn_model_info *info = resattn_model_get_info(p->models[m]);
-        size_t in_sz = (size_t)info->in_channels * info->in_height * info->in_width;
-        memset(w->input, 0, sizeof(float) * in_sz);
-        if (resattn_forward(w->ctx[m], w->input, 1, w->logits, err, sizeof err) != RESATTN_OK)
-            failed = 1;
+        resattn_pool_model *pm = p->fixed[m];
+        resattn_ctx *ctx = worker_ctx(w, pm, err, sizeof err);
+        failed = !ctx || worker_buffers(w, pm->in_floats, pm->classes) ||
+                 warm_pass(pm, ctx, w->input, w->logits, err, sizeof err);
     }
     pthread_mutex_lock(&p->mu);
     p->num_warm++;
@@ -233,7 +315,8 @@ static void warm_up(worker *w) {
 static void *worker_main(void *arg) {
     worker *w = arg;
     warm_up(w);
-    resattn_job **batch = malloc(sizeof *batch * (size_t)w->pool->opt.max_batch);
+    /* a batch holds at most max_batch jobs of at least one image each */
+    resattn_job **batch = malloc(sizeof *batch * RESATTN_POOL_MAX_BATCH);
     int count;
     while (batch && take_batch(w->pool, batch, &count)) {
         run_batch(w, batch, count);
@@ -300,44 +383,102 @@ static void *reaper_main(void *arg) {
     return NULL;
 }
 
-static resattn_status worker_init(resattn_pool *p, worker *w, char *err, size_t err_len) {
-    size_t in_max = 0, k_max = 0;
-    w->pool = p;
-    w->ctx = calloc((size_t)p->num_models, sizeof *w->ctx);
-    if (!w->ctx)
-        return RESATTN_ERR_NOMEM;
-    for (int m = 0; m < p->num_models; m++) {
-        const resattn_model_info *info = resattn_model_get_info(p->models[m]);
-        size_t in_sz = (size_t)info->in_channels * info->in_height * info->in_width;
-        in_max = in_sz > in_max ? in_sz : in_max;
-        k_max = (size_t)info->num_classes > k_max ? (size_t)info->num_classes : k_max;
-        resattn_status st =
-            resattn_ctx_new(p->models[m], p->opt.max_batch, &w->ctx[m], err, err_len);
-        if (st != RESATTN_OK)
-            return st;
+resattn_status resattn_pool_model_new(resattn_pool *p, const resattn_model *model,
+                                      int metrics_index, int max_batch, int max_delay_ms, int warm,
+                                      resattn_pool_model **out, char *err, size_t err_len) {
+    *out = NULL;
+    if (max_batch > RESATTN_POOL_MAX_BATCH) {
+        snprintf(err, err_len, "max batch %d is more than %d", max_batch, RESATTN_POOL_MAX_BATCH);
+        return RESATTN_ERR_INVALID_ARGUMENT;
     }
-    w->input = malloc(sizeof(float) * in_max * (size_t)p->opt.max_batch);
-    w->logits = malloc(sizeof(float) * k_max * (size_t)p->opt.max_batch);
-    if (!w->input || !w->logits) {
-        snprintf(err, err_len, "out of memory for the batch buffers");
+    const resattn_model_info *info = resattn_model_get_info(model);
+    resattn_pool_model *pm = calloc(1, sizeof *pm);
+    if (!pm)
         return RESATTN_ERR_NOMEM;
+    pm->model = model;
+    pm->metrics_index = metrics_index;
+    pm->max_batch = max_batch > 0 ? max_batch : p->opt.max_batch;
+    pm->max_delay_ms = max_delay_ms >= 0 ? max_delay_ms : p->opt.max_delay_ms;
+    pm->in_floats = (size_t)info->in_channels * info->in_height * info->in_width;
+    pm->classes = (size_t)info->num_classes;
+    pm->num_ctx = p->opt.workers;
+    pm->ctx = calloc((size_t)pm->num_ctx, sizeof *pm->ctx);
+    pm->stats = resattn_model_stats_new(pm->max_batch);
+    float *input = warm ? malloc(sizeof(float) * pm->in_floats) : NULL;
+    float *logits = warm ? malloc(sizeof(float) * pm->classes) : NULL;
+    resattn_status st = RESATTN_OK;
+    if (!pm->ctx || !pm->stats || (warm && (!input || !logits))) {
+        snprintf(err, err_len, "out of memory for a model handle");
+        st = RESATTN_ERR_NOMEM;
     }
+    /* every context now and a pass on each: the first requests find their pages touched */
+    for (int i = 0; warm && !st && i < pm->num_ctx; i++) {
+        st = resattn_ctx_new(model, pm->max_batch, &pm->ctx[i], err, err_len);
+        if (!st) {
+            atomic_fetch_add(&pm->bytes, resattn_ctx_workspace_bytes(pm->ctx[i]));
+            if (warm_pass(pm, pm->ctx[i], input, logits, err, err_len))
+                st = RESATTN_ERR_INVALID_ARGUMENT;
+        }
+    }
+    free(input);
+    free(logits);
+    if (st) {
+        resattn_pool_model_free(pm);
+        return st;
+    }
+    *out = pm;
     return RESATTN_OK;
+}
+
+void resattn_pool_model_free(resattn_pool_model *pm) {
+    if (!pm)
+        return;
+    for (int i = 0; pm->ctx && i < pm->num_ctx; i++)
+        resattn_ctx_free(pm->ctx[i]);
+    free(pm->ctx);
+    resattn_model_stats_free(pm->stats);
+    free(pm);
+}
+
+const resattn_model *resattn_pool_model_model(const resattn_pool_model *pm) {
+    return pm->model;
+}
+
+int resattn_pool_model_max_batch(const resattn_pool_model *pm) {
+    return pm->max_batch;
+}
+
+int resattn_pool_model_metrics_index(const resattn_pool_model *pm) {
+    return pm->metrics_index;
+}
+
+size_t resattn_pool_model_bytes(const resattn_pool_model *pm) {
+    return atomic_load(&((resattn_pool_model *)pm)->bytes);
+}
+
+resattn_model_stats *resattn_pool_model_stats(resattn_pool_model *pm) {
+    return pm->stats;
+}
+
+resattn_pool_model *resattn_pool_fixed(resattn_pool *p, int i) {
+    return i >= 0 && i < p->num_models ? p->fixed[i] : NULL;
 }
 
 resattn_status resattn_pool_new(resattn_model *const *models, int num_models,
                                 const resattn_pool_options *opt, resattn_metrics *metrics,
                                 resattn_pool **out, char *err, size_t err_len) {
     *out = NULL;
-    if (num_models < 1 || opt->workers < 1 || opt->max_batch < 1 || opt->capacity < 1) {
-        snprintf(err, err_len, "pool: need at least one model, worker, batch slot, queue slot");
+    if (num_models < 0 || opt->workers < 1 || opt->max_batch < 1 ||
+        opt->max_batch > RESATTN_POOL_MAX_BATCH || opt->capacity < 1) {
+        snprintf(err, err_len,
+                 "pool: need at least one worker, batch slot (at most %d) and "
+                 "queue slot",
+                 RESATTN_POOL_MAX_BATCH);
         return RESATTN_ERR_INVALID_ARGUMENT;
     }
     resattn_pool *p = calloc(1, sizeof *p);
     if (!p)
         return RESATTN_ERR_NOMEM;
-    p->models = models;
-    p->num_models = num_models;
     p->opt = *opt;
     p->metrics = metrics;
     pthread_mutex_init(&p->mu, NULL);
@@ -345,17 +486,22 @@ resattn_status resattn_pool_new(resattn_model *const *models, int num_models,
     pthread_cond_init(&p->warmed, NULL);
     pthread_cond_init(&p->reap, NULL);
     p->workers = calloc((size_t)opt->workers, sizeof *p->workers);
-    if (!p->workers) {
+    p->fixed = calloc((size_t)num_models + 1, sizeof *p->fixed);
+    if (!p->workers || !p->fixed) {
         resattn_pool_free(p);
         return RESATTN_ERR_NOMEM;
     }
-    for (int i = 0; i < opt->workers; i++) {
-        resattn_status st = worker_init(p, &p->workers[i], err, err_len);
+    for (; p->num_models < num_models; p->num_models++) {
+        /* fixed model i has the metrics' model index i (the order the server adds them) */
+        resattn_status st = resattn_pool_model_new(p, models[p->num_models], p->num_models, 0, -1,
+                                                   0, &p->fixed[p->num_models], err, err_len);
         if (st != RESATTN_OK) {
             resattn_pool_free(p);
             return st;
         }
     }
+    for (int i = 0; i < opt->workers; i++)
+        p->workers[i] = (worker){.pool = p, .index = i};
     for (; p->started < opt->workers; p->started++)
         if (pthread_create(&p->workers[p->started].thread, NULL, worker_main,
                            &p->workers[p->started])) {
@@ -407,6 +553,16 @@ void resattn_pool_unreserve(resattn_pool *p) {
 }
 
 void resattn_pool_push(resattn_pool *p, resattn_job *job) {
+    if (!job->model)
+        job->model = p->num_models ? p->fixed[0] : NULL;
+    if (!job->model || job->n < 1 || job->n > job->model->max_batch) {
+        pthread_mutex_lock(&p->mu);
+        p->slots--; /* the reserved slot */
+        pthread_mutex_unlock(&p->mu);
+        job->masks = NULL;
+        complete(p, job, 500, job->model ? "more images than the model's max batch" : "no model");
+        return;
+    }
     job->enqueued = resattn_now();
     job->next = NULL;
     job->status = 0;
@@ -467,13 +623,12 @@ void resattn_pool_free(resattn_pool *p) {
     if (p->reaper_started)
         pthread_join(p->reaper, NULL);
     for (int i = 0; p->workers && i < p->opt.workers; i++) {
-        worker *w = &p->workers[i];
-        for (int m = 0; w->ctx && m < p->num_models; m++)
-            resattn_ctx_free(w->ctx[m]);
-        free(w->ctx);
-        free(w->input);
-        free(w->logits);
+        free(p->workers[i].input);
+        free(p->workers[i].logits);
     }
+    for (int m = 0; m < p->num_models; m++)
+        resattn_pool_model_free(p->fixed[m]);
+    free(p->fixed);
     free(p->workers);
     pthread_cond_destroy(&p->nonempty);
     pthread_cond_destroy(&p->warmed);

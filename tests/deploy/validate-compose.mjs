@@ -94,6 +94,10 @@ const REQUIRED = [
   [/rejections/i, ["resattn_requests_rejected_total"], (e) => /by \(reason\)/.test(e)],
   [/cpu/i, ["process_cpu_seconds_total"]],
   [/memory/i, ["process_resident_memory_bytes"]],
+  [/serving version/i, ["resattn_model_serving_version"]],
+  [/model loads/i, ["resattn_model_loads_total"], (e) => /by \(model, result\)/.test(e)],
+  [/loaded versions/i, ["resattn_model_versions_loaded"]],
+  [/by model version/i, ["resattn_model_requests_total"], (e) => /by \(model, version, result\)/.test(e)],
 ];
 
 function dashboardChecks(deployDir, uid, rulesOut, metricsOut) {
