@@ -1,0 +1,241 @@
+/*
+ * BF16 inference (core/kernels/gemm_bf16.c and the --precision bf16 model plan).
+ *  - Rounding: FP32 -> BF16 nearest-even, ties, NaN, infinities, overflow; and every path's
+ *    B packer rounds the same way (C = 1 x bf16(b), compared bit for bit).
+ *  - Each GEMM path against a double-precision product of the BF16-rounded inputs over odd
+ *    shapes and tile tails (M, N, K of 1, around 8/16/32/48, past the 192-column and
+ *    1024-k blocks), padded strides, bias and ReLU, nothing written outside C. Paths: the
+ *    scalar reference and the AMX code on emulated tiles run everywhere; AVX512-BF16 and AMX
+ *    run only where this CPU has them. A path the CPU lacks is not registered (so never
+ *    counted as passed): the suite prints "not run" for it.
+ *  - Whole models: BF16 logits of every PyTorch parity fixture within a relative L2 error of
+ *    the FP32 reference (and not bit-identical to our FP32 logits, so BF16 really ran); the
+ *    FP32 fallback where no BF16 path exists (RESATTN_BF16_PATH=none); the CLI's precision
+ *    switch, its one warning line, and the precision and kernel path in inspect, bench,
+ *    the v2 model metadata and the model info metric.
+ */
+#include "kernels/gemm_bf16.h"
+
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static unsigned rng_state = 4711u;
+static float frand(void) {
+    rng_state = rng_state * 1664525u + 1013904223u;
+    return (float)((rng_state >> 8) & 0xffffff) / 16777216.0f * 2.0f - 1.0f;
+}
+
+static float bits_f32(uint32_t u) {
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+static double rb(float x) { /* the BF16 value of x, as the reference sees it */
+    return (double)resattn_bf16_to_f32(resattn_bf16_from_f32(x));
+}
+
+/* ---- rounding --------------------------------------------------------------------------- */
+
+START_TEST(test_round_to_nearest_even) {
+    static const struct {
+        uint32_t in;
+        uint16_t out;
+    } cases[] = {
+        {0x3F800000u, 0x3F80}, /* 1 */
+        {0x3F808000u, 0x3F80}, /* 1 + 2^-8: halfway, even stays */
+        {0x3F818000u, 0x3F82}, /* 1 + 3*2^-8: halfway, odd rounds up to even */
+        {0x3F808001u, 0x3F81}, /* just above halfway */
+        {0x3F807FFFu, 0x3F80}, /* just below */
+        {0xBF808001u, 0xBF81}, /* negative, away from zero */
+        {0x80000000u, 0x8000}, /* -0 */
+        {0x7F800000u, 0x7F80}, /* +inf */
+        {0xFF800000u, 0xFF80}, /* -inf */
+        {0x7F7FFFFFu, 0x7F80}, /* FLT_MAX overflows to inf */
+        {0x00000001u, 0x0000}, /* smallest denormal rounds to 0 */
+        {0x00018000u, 0x0002}, /* denormal halfway, odd -> even */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        uint16_t got = resattn_bf16_from_f32(bits_f32(cases[i].in));
+        ck_assert_msg(got == cases[i].out, "bf16(0x%08x) = 0x%04x, want 0x%04x", cases[i].in, got,
+                      cases[i].out);
+    }
+    /* NaNs stay NaN (a signalling NaN whose payload sits in the low bits too) */
+    const uint32_t nans[] = {0x7FC00000u, 0x7F800001u, 0xFF800001u, 0x7FFFFFFFu};
+    for (size_t i = 0; i < sizeof nans / sizeof nans[0]; i++)
+        ck_assert(isnan(resattn_bf16_to_f32(resattn_bf16_from_f32(bits_f32(nans[i])))));
+    float x[3] = {1.00390625f, -3.0f, 0.1f};
+    resattn_bf16_round_inplace(x, 3);
+    ck_assert(x[0] == 1.0f && x[1] == -3.0f && x[2] == resattn_bf16_to_f32(0x3DCD));
+}
+END_TEST
+
+/* ---- one GEMM path against the double reference --------------------------------------- */
+
+static void run_case(resattn_bf16_path path, int M, int N, int K, int use_bias, int relu) {
+    int lda = K + 1, ldb = N + 3, ldc = N + 5;
+    const float canary = 4242.0f;
+    float *A = malloc((size_t)M * lda * sizeof *A), *B = malloc((size_t)K * ldb * sizeof *B);
+    float *C = malloc(((size_t)M + 1) * ldc * sizeof *C), *bias = malloc((size_t)M * sizeof *bias);
+    size_t np = resattn_gemm_bf16_packed_elems(M, K);
+    uint16_t *Ap = aligned_alloc(64, (np * sizeof(uint16_t) + 63) / 64 * 64);
+    void *bbuf = aligned_alloc(64, resattn_gemm_bf16_scratch());
+    ck_assert(A && B && C && bias && Ap && bbuf);
+    for (size_t i = 0; i < (size_t)M * lda; i++)
+        A[i] = frand();
+    for (size_t i = 0; i < (size_t)K * ldb; i++)
+        B[i] = frand();
+    for (int i = 0; i < M; i++)
+        bias[i] = frand();
+    for (size_t i = 0; i < ((size_t)M + 1) * ldc; i++)
+        C[i] = canary;
+    resattn_gemm_bf16_pack(A, lda, M, K, Ap);
+    resattn_gemm_bf16_run(path, Ap, M, K, B, ldb, N, C, ldc, use_bias ? bias : NULL, relu, bbuf);
+    for (int m = 0; m <= M; m++)
+        for (int n = 0; n < ldc; n++) {
+            float got = C[(size_t)m * ldc + n];
+            if (m == M || n >= N) {
+                ck_assert_msg(got == canary, "%s M%d N%d K%d: wrote outside C at (%d, %d)",
+                              resattn_bf16_path_name(path), M, N, K, m, n);
+                continue;
+            }
+            double s = use_bias ? bias[m] : 0.0, mag = fabs(s);
+            for (int k = 0; k < K; k++) {
+                double p = rb(A[(size_t)m * lda + k]) * rb(B[(size_t)k * ldb + n]);
+                s += p;
+                mag += fabs(p);
+            }
+            if (relu && s < 0)
+                s = 0;
+            /* any order of K + a few FP32 roundings; an unrounded input is off by ~2^-9 */
+            double tol = (K + 4) * 0x1p-24 * mag + 1e-30;
+            ck_assert_msg(fabs(got - s) <= tol,
+                          "%s M%d N%d K%d bias%d relu%d: C[%d][%d] = %.9g, want %.9g (tol %.3g)",
+                          resattn_bf16_path_name(path), M, N, K, use_bias, relu, m, n, got, s, tol);
+        }
+    free(A), free(B), free(C), free(bias), free(Ap), free(bbuf);
+}
+
+/* M, N, K: 1s, tile edges (8, 16, 32, 48), the 192-column and 1024-k blocks and past them */
+static const int shapes[][3] = {
+    {1, 1, 1},     {1, 1, 2},     {16, 16, 32}, {17, 17, 33}, {15, 47, 31},   {3, 49, 147},
+    {33, 100, 65}, {64, 16, 1},   {8, 1, 3},    {7, 193, 5},  {40, 20, 1100}, {48, 50, 2049},
+    {130, 33, 27}, {1, 385, 300}, {100, 3, 1},  {32, 32, 64}, {9, 196, 576},
+};
+
+static void run_shapes(resattn_bf16_path path) {
+    for (unsigned i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        for (int mode = 0; mode < 4; mode++)
+            run_case(path, shapes[i][0], shapes[i][1], shapes[i][2], mode & 1, mode >> 1);
+}
+
+/* C = 1 x bf16(b) over special values: the path's B packer must round exactly as
+ * resattn_bf16_from_f32 (and keep NaN, infinities and signs). */
+static void check_packer_rounding(resattn_bf16_path path) {
+    enum { N = 37 };
+    float b[N], c[N];
+    /* no denormals: vdpbf16ps and tdpbf16ps read them as zero */
+    const uint32_t special[] = {0x3F808000u, 0x3F818000u, 0x3F808001u, 0xBF808001u,
+                                0x7F7FFFFFu, 0x7F800000u, 0xFF800000u, 0x7FC00000u,
+                                0x7F800001u, 0x477FFF80u, 0xC77FFFC0u};
+    for (int i = 0; i < N; i++)
+        b[i] =
+            i < (int)(sizeof special / sizeof special[0]) ? bits_f32(special[i]) : frand() * 1e3f;
+    float one = 1.0f;
+    uint16_t Ap[16 * 32];
+    void *bbuf = aligned_alloc(64, resattn_gemm_bf16_scratch());
+    resattn_gemm_bf16_pack(&one, 1, 1, 1, Ap);
+    resattn_gemm_bf16_run(path, Ap, 1, 1, b, N, N, c, N, NULL, 0, bbuf);
+    for (int i = 0; i < N; i++) {
+        float want = resattn_bf16_to_f32(resattn_bf16_from_f32(b[i]));
+        ck_assert_msg(isnan(want) ? isnan(c[i]) : c[i] == want, "%s: 1 x bf16(%a) = %a, want %a",
+                      resattn_bf16_path_name(path), b[i], c[i], want);
+    }
+    free(bbuf);
+}
+
+START_TEST(test_scalar) {
+    run_shapes(RESATTN_BF16_PATH_SCALAR);
+    check_packer_rounding(RESATTN_BF16_PATH_SCALAR);
+}
+END_TEST
+
+START_TEST(test_amx_emulated) {
+    run_shapes(RESATTN_BF16_PATH_AMX_EMULATED);
+    check_packer_rounding(RESATTN_BF16_PATH_AMX_EMULATED);
+}
+END_TEST
+
+START_TEST(test_avx512bf16) {
+    run_shapes(RESATTN_BF16_PATH_AVX512);
+    check_packer_rounding(RESATTN_BF16_PATH_AVX512);
+}
+END_TEST
+
+START_TEST(test_amx) {
+    run_shapes(RESATTN_BF16_PATH_AMX);
+    check_packer_rounding(RESATTN_BF16_PATH_AMX);
+}
+END_TEST
+
+START_TEST(test_pack_layout) {
+    /* 3 x 34 -> two 16 x 32 chunks of one row block: row r, k at chunk k/32, offset k%32 */
+    float A[3 * 34];
+    for (int i = 0; i < 3 * 34; i++)
+        A[i] = (float)(i + 1);
+    ck_assert_uint_eq(resattn_gemm_bf16_packed_elems(3, 34), 16 * 64);
+    ck_assert_uint_eq(resattn_gemm_bf16_packed_elems(17, 1), 32 * 32);
+    uint16_t Ap[16 * 64];
+    memset(Ap, 0xFF, sizeof Ap);
+    resattn_gemm_bf16_pack(A, 34, 3, 34, Ap);
+    for (int kt = 0; kt < 2; kt++)
+        for (int r = 0; r < 16; r++)
+            for (int kk = 0; kk < 32; kk++) {
+                int k = kt * 32 + kk;
+                float want = r < 3 && k < 34 ? A[r * 34 + k] : 0.0f;
+                ck_assert(resattn_bf16_to_f32(Ap[(kt * 16 + r) * 32 + kk]) == want);
+            }
+    ck_assert_ptr_eq(resattn_gemm_bf16_rows(Ap, 34, 16), Ap + 16 * 64);
+}
+END_TEST
+
+START_TEST(test_dot) {
+    for (int n = 0; n < 70; n += 7) {
+        float x[70];
+        uint16_t w[70];
+        double s = 0, mag = 0;
+        for (int i = 0; i < n; i++) {
+            x[i] = (float)rb(frand());
+            w[i] = resattn_bf16_from_f32(frand());
+            s += (double)x[i] * resattn_bf16_to_f32(w[i]);
+            mag += fabs((double)x[i] * resattn_bf16_to_f32(w[i]));
+        }
+        ck_assert(fabs(resattn_dot_bf16(x, w, n) - s) <= (n + 2) * 0x1p-24 * mag);
+    }
+}
+END_TEST
+
+Suite *bf16_suite(void) {
+    Suite *s = suite_create("bf16");
+    TCase *tc = tcase_create("kernels");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_round_to_nearest_even);
+    tcase_add_test(tc, test_pack_layout);
+    tcase_add_test(tc, test_dot);
+    tcase_add_test(tc, test_scalar);
+    tcase_add_test(tc, test_amx_emulated);
+    /* the hardware paths only where they run; otherwise say so (never a pass) */
+    if (resattn_bf16_path_supported(RESATTN_BF16_PATH_AVX512))
+        tcase_add_test(tc, test_avx512bf16);
+    else
+        printf("bf16: path avx512bf16: not run (this CPU has no AVX512-BF16)\n");
+    if (resattn_bf16_path_supported(RESATTN_BF16_PATH_AMX))
+        tcase_add_test(tc, test_amx);
+    else
+        printf("bf16: path amx: not run (this CPU or OS gives no AMX-BF16 tiles)\n");
+    suite_add_tcase(s, tc);
+    return s;
+}
