@@ -15,6 +15,9 @@
  *    the v2 model metadata and the model info metric.
  */
 #include "kernels/gemm_bf16.h"
+#include "model/model.h"
+#include "data/npy.h"
+#include "util_st.h"
 
 #include <check.h>
 #include <math.h>
@@ -218,6 +221,149 @@ START_TEST(test_dot) {
 }
 END_TEST
 
+/* ---- whole models ----------------------------------------------------------------------- */
+
+static const char *const blocks[] = {"basic", "bottleneck"};
+static const char *const stems[] = {"cifar", "imagenet"};
+static const char *const attentions[] = {"none", "se", "eca", "cbam", "ca"};
+#define NUM_FIXTURES 22
+
+static void fixture_name(int i, char *buf, size_t len) {
+    if (i < 20)
+        snprintf(buf, len, "%s_%s_%s", blocks[i / 10], stems[(i / 5) % 2], attentions[i % 5]);
+    else
+        snprintf(buf, len, "basic_cifar_se_%s", i == 20 ? "f16" : "bf16");
+}
+
+static void load_npy(const char *path, resattn_npy *a) {
+    size_t len;
+    unsigned char *buf = ut_read_file(path, &len);
+    ck_assert_msg(buf != NULL, "cannot read %s", path);
+    char err[RESATTN_ERR_LEN];
+    ck_assert_msg(resattn_npy_parse(buf, len, a, err, sizeof err) == RESATTN_OK, "%s: %s", path,
+                  err);
+    free(buf);
+}
+
+/* Logits of fixture `name` loaded with precision p; returns the model's info via *info_out
+ * (the model is freed: only scalar fields are copied). */
+static float *fixture_logits(const char *name, resattn_precision p, const resattn_npy *x,
+                             resattn_model_info *info_out) {
+    char path[256], err[RESATTN_ERR_LEN];
+    snprintf(path, sizeof path, "tests/fixtures/%s.safetensors", name);
+    resattn_model_options o = {.precision = p};
+    resattn_model *m = NULL;
+    ck_assert_msg(resattn_model_load_file_opts(path, &o, &m, err, sizeof err) == RESATTN_OK, "%s",
+                  err);
+    *info_out = *resattn_model_get_info(m);
+    int n = (int)x->shape[0];
+    resattn_ctx *ctx = NULL;
+    ck_assert(resattn_ctx_new(m, n, &ctx, err, sizeof err) == RESATTN_OK);
+    float *y = malloc(sizeof(float) * (size_t)n * info_out->num_classes);
+    ck_assert(resattn_forward(ctx, x->data, n, y, err, sizeof err) == RESATTN_OK);
+    resattn_ctx_free(ctx);
+    resattn_model_free(m);
+    return y;
+}
+
+static double rel_l2(const float *a, const float *ref, size_t n) {
+    double d = 0, r = 0;
+    for (size_t i = 0; i < n; i++)
+        d += ((double)a[i] - ref[i]) * ((double)a[i] - ref[i]), r += (double)ref[i] * ref[i];
+    return sqrt(d / r);
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The model-level paths: RESATTN_BF16_PATH as the loader reads it, and whether it runs here. */
+static const struct {
+    const char *env;
+    resattn_bf16_path path;
+} model_paths[] = {
+    {"avx512bf16", RESATTN_BF16_PATH_AVX512},
+    {"amx", RESATTN_BF16_PATH_AMX},
+    {"amx-emulated", RESATTN_BF16_PATH_AMX_EMULATED},
+};
+
+/* BF16 logits of every parity fixture on one path against PyTorch's FP32 (float64-computed)
+ * logits: relative L2 error at most 3e-2 each and 1e-2 as the median; much further from
+ * them than our FP32 logits (BF16 really ran). */
+START_TEST(test_fixtures_bf16) {
+    setenv("RESATTN_BF16_PATH", model_paths[_i].env, 1);
+    double errs[NUM_FIXTURES];
+    for (int i = 0; i < NUM_FIXTURES; i++) {
+        char name[64], path[256];
+        fixture_name(i, name, sizeof name);
+        resattn_npy x, y;
+        snprintf(path, sizeof path, "tests/fixtures/%s.in.npy", name);
+        load_npy(path, &x);
+        snprintf(path, sizeof path, "tests/fixtures/%s.out.npy", name);
+        load_npy(path, &y);
+        resattn_model_info in32, in16;
+        float *l32 = fixture_logits(name, RESATTN_PRECISION_FP32, &x, &in32);
+        float *l16 = fixture_logits(name, RESATTN_PRECISION_BF16, &x, &in16);
+        ck_assert_int_eq(in16.precision_requested, RESATTN_PRECISION_BF16);
+        ck_assert_int_eq(in16.precision, RESATTN_PRECISION_BF16);
+        ck_assert_int_eq(in32.precision, RESATTN_PRECISION_FP32);
+        ck_assert_str_eq(in32.kernel_path, "fp32");
+        ck_assert_str_eq(in16.kernel_path, resattn_bf16_path_name(model_paths[_i].path));
+        errs[i] = rel_l2(l16, y.data, y.count);
+        double e32 = rel_l2(l32, y.data, y.count);
+        printf("bf16 (%s): %-26s relative L2 error of logits: bf16 %.3e, fp32 %.3e\n",
+               model_paths[_i].env, name, errs[i], e32);
+        ck_assert_msg(errs[i] <= 3e-2, "%s: BF16 relative L2 error %g", name, errs[i]);
+        ck_assert_msg(errs[i] > 10 * e32, "%s: BF16 logits as close as FP32's (%g vs %g)", name,
+                      errs[i], e32);
+        free(l32), free(l16);
+        resattn_npy_release(&x), resattn_npy_release(&y);
+    }
+    qsort(errs, NUM_FIXTURES, sizeof errs[0], cmp_double);
+    double med = (errs[NUM_FIXTURES / 2 - 1] + errs[NUM_FIXTURES / 2]) / 2;
+    printf("bf16 (%s): relative L2 error over %d fixtures: min %.3e, median %.3e, max %.3e\n",
+           model_paths[_i].env, NUM_FIXTURES, errs[0], med, errs[NUM_FIXTURES - 1]);
+    ck_assert_msg(med <= 1e-2, "median BF16 relative L2 error %g", med);
+}
+END_TEST
+
+/* No BF16 path (RESATTN_BF16_PATH=none stands in for such a CPU): a BF16 request loads as
+ * FP32 and computes exactly the FP32 logits. */
+START_TEST(test_fallback_fp32) {
+    setenv("RESATTN_BF16_PATH", "none", 1);
+    resattn_npy x;
+    load_npy("tests/fixtures/basic_imagenet_se.in.npy", &x);
+    resattn_model_info in32, in16;
+    float *l32 = fixture_logits("basic_imagenet_se", RESATTN_PRECISION_FP32, &x, &in32);
+    float *l16 = fixture_logits("basic_imagenet_se", RESATTN_PRECISION_BF16, &x, &in16);
+    ck_assert_int_eq(in16.precision_requested, RESATTN_PRECISION_BF16);
+    ck_assert_int_eq(in16.precision, RESATTN_PRECISION_FP32);
+    ck_assert_str_eq(in16.kernel_path, "fp32");
+    ck_assert(memcmp(l32, l16, sizeof(float) * (size_t)x.shape[0] * in32.num_classes) == 0);
+    free(l32), free(l16);
+    resattn_npy_release(&x);
+}
+END_TEST
+
+START_TEST(test_options) {
+    resattn_precision p;
+    ck_assert(resattn_precision_parse("bf16", &p) == 0 && p == RESATTN_PRECISION_BF16);
+    ck_assert(resattn_precision_parse("FP32", &p) == 0 && p == RESATTN_PRECISION_FP32);
+    ck_assert(resattn_precision_parse("fp16", &p) == -1);
+    ck_assert(resattn_precision_parse("", &p) == -1);
+    ck_assert_str_eq(resattn_precision_name(RESATTN_PRECISION_BF16), "bf16");
+    resattn_model_options o = {.precision = (resattn_precision)7};
+    resattn_model *m = (resattn_model *)&o;
+    char err[RESATTN_ERR_LEN];
+    ck_assert_int_eq(resattn_model_load_file_opts("tests/fixtures/basic_cifar_se.safetensors", &o,
+                                                  &m, err, sizeof err),
+                     RESATTN_ERR_INVALID_ARGUMENT);
+    ck_assert_ptr_null(m);
+    ck_assert_msg(strstr(err, "precision") != NULL, "%s", err);
+}
+END_TEST
+
 Suite *bf16_suite(void) {
     Suite *s = suite_create("bf16");
     TCase *tc = tcase_create("kernels");
@@ -237,5 +383,16 @@ Suite *bf16_suite(void) {
     else
         printf("bf16: path amx: not run (this CPU or OS gives no AMX-BF16 tiles)\n");
     suite_add_tcase(s, tc);
+    TCase *tm = tcase_create("models");
+    tcase_set_timeout(tm, 120);
+    tcase_add_test(tm, test_options);
+    tcase_add_test(tm, test_fallback_fp32);
+    for (int i = 0; i < (int)(sizeof model_paths / sizeof model_paths[0]); i++)
+        if (resattn_bf16_path_supported(model_paths[i].path))
+            tcase_add_loop_test(tm, test_fixtures_bf16, i, i + 1);
+        else
+            printf("bf16: whole models on path %s: not run (not on this CPU)\n",
+                   model_paths[i].env);
+    suite_add_tcase(s, tm);
     return s;
 }

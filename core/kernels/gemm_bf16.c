@@ -244,8 +244,14 @@ static void emu_release(void) {
 #define AVXBF16 __attribute__((target("avx512f,avx512bf16")))
 
 static int cpu_avx512f(void) {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") != 0; /* also checks the OS saves zmm state */
+    static int state = -1; /* racing first calls compute the same answer */
+    int s = __atomic_load_n(&state, __ATOMIC_RELAXED);
+    if (s < 0) {
+        __builtin_cpu_init();
+        s = __builtin_cpu_supports("avx512f") != 0; /* also checks the OS saves zmm state */
+        __atomic_store_n(&state, s, __ATOMIC_RELAXED);
+    }
+    return s;
 }
 
 /* The AVX-512 B packer: 16 columns of two rows per step, rounded in integer arithmetic. */
@@ -505,10 +511,13 @@ int resattn_bf16_path_supported(resattn_bf16_path path) {
     }
 }
 
-static resattn_bf16_path detect(void) {
+/* Read at every model load (cheap next to it), so tests can switch paths in one process. */
+resattn_bf16_path resattn_bf16_path_detect(void) {
     const char *env = getenv("RESATTN_BF16_PATH");
     if (env && !strcmp(env, "none"))
         return RESATTN_BF16_PATH_NONE;
+    if (env && !strcmp(env, "amx-emulated")) /* tests: the AMX plan and code on emulated tiles */
+        return RESATTN_BF16_PATH_AMX_EMULATED;
     if (env && !strcmp(env, "amx"))
         return cpu_has_amx() ? RESATTN_BF16_PATH_AMX : RESATTN_BF16_PATH_NONE;
     if (env && !strcmp(env, "avx512bf16"))
@@ -516,16 +525,6 @@ static resattn_bf16_path detect(void) {
     if (cpu_has_amx())
         return RESATTN_BF16_PATH_AMX;
     return cpu_has_avx512bf16() ? RESATTN_BF16_PATH_AVX512 : RESATTN_BF16_PATH_NONE;
-}
-
-resattn_bf16_path resattn_bf16_path_detect(void) {
-    static int state = -1; /* racing first calls compute the same answer */
-    int s = __atomic_load_n(&state, __ATOMIC_RELAXED);
-    if (s < 0) {
-        s = (int)detect();
-        __atomic_store_n(&state, s, __ATOMIC_RELAXED);
-    }
-    return (resattn_bf16_path)s;
 }
 
 const char *resattn_bf16_path_name(resattn_bf16_path path) {

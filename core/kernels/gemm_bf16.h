@@ -39,7 +39,8 @@ typedef enum resattn_bf16_path {
  * 22, 24) and Linux grants the tile state (arch_prctl ARCH_REQ_XCOMP_PERM, done here once,
  * before any tile instruction), else AVX512-BF16 (leaf 7.1 EAX bit 5, with AVX-512 enabled
  * by the OS), else NONE. RESATTN_BF16_PATH=amx|avx512bf16|none picks one instead (NONE when
- * the CPU lacks it). Decided on the first call, then cached.
+ * the CPU lacks it; amx-emulated, for tests, the emulated tiles). Models call this as they
+ * load; the tile permission is asked only once.
  */
 resattn_bf16_path resattn_bf16_path_detect(void);
 /* Whether this CPU and OS can run a path (ignores the environment; SCALAR: always; the

@@ -2,7 +2,8 @@
  * Convolution (im2col + GEMM, 1x1 as plain GEMM), fused bias/ReLU, max pool, global
  * average pool and linear layers. Per image, a convolution is one GEMM:
  * W [cout, cin*k*k] x col [cin*k*k, ho*wo] -> out [cout, ho*wo], on the packed AVX-512
- * kernel (core/kernels/gemm.c) when the weights were packed at load, else on cblas_sgemm.
+ * kernel (core/kernels/gemm.c) when the weights were packed at load, else on cblas_sgemm;
+ * in a BF16 model on the BF16 GEMM (core/kernels/gemm_bf16.c).
  */
 #include "kernels/ops.h"
 #include "kernels/gemm.h"
@@ -26,14 +27,19 @@ static size_t conv_work(const resattn_conv *c, int h, int w) {
     return direct;
 }
 
-/* The scratch starts with two B-packing buffers of the packed GEMM (one per thread of a
- * split layer) when that path is available; the im2col / Winograd buffers follow. */
-static size_t gemm_bufs(void) {
-    return resattn_gemm_available() ? 2 * resattn_gemm_scratch() : 0;
+/* Floats of one thread's B-packing buffer: the packed FP32 GEMM's (when that path is
+ * available: Winograd layers use it in BF16 models too) or the BF16 GEMM's, the larger. */
+static size_t gemm_buf(const resattn_conv *c) {
+    size_t f = resattn_gemm_available() ? resattn_gemm_scratch() : 0;
+    size_t b = c->bf16 ? (resattn_gemm_bf16_scratch() + sizeof(float) - 1) / sizeof(float) : 0;
+    size_t most = f > b ? f : b;
+    return (most + 15) & ~(size_t)15; /* a 64-byte multiple: the second buffer stays aligned */
 }
 
+/* The scratch starts with two B-packing buffers (one per thread of a split layer); the
+ * im2col / Winograd buffers follow. */
 size_t resattn_conv_scratch(const resattn_conv *c, int h, int w) {
-    return gemm_bufs() + conv_work(c, h, w);
+    return 2 * gemm_buf(c) + conv_work(c, h, w);
 }
 
 void resattn_im2col(const float *in, int cin, int h, int w, int k, int stride, int pad, int ho,
@@ -90,8 +96,9 @@ static void bias_act(float *out, const float *b, int cout, int hw, int relu) {
  * gather) split by input channel, a barrier, then the GEMM. On the packed GEMM the parts
  * split it by output-channel panels, each with its own B-packing buffer: splitting M
  * rather than N halves the weights each core streams, which is what a single image is
- * bound by. Without packed weights it runs as one part with cblas_sgemm (OpenBLAS threads
- * it) and the bias/ReLU pass.
+ * bound by (BF16 layers split by 16-row blocks of their packed weights the same way).
+ * Without packed weights it runs as one part with cblas_sgemm (OpenBLAS threads it) and the
+ * bias/ReLU pass.
  */
 typedef struct direct_task {
     const resattn_conv *c;
@@ -108,11 +115,12 @@ static void direct_part(void *arg, int part, int nparts) {
     int plain = c->k == 1 && c->pad == 0 && c->stride == 1;
     int gather = c->k == 1 && c->pad == 0 && c->stride != 1;
     int c0 = c->cin * part / nparts, c1 = c->cin * (part + 1) / nparts;
-    int panels = (c->cout + RESATTN_GEMM_MR - 1) / RESATTN_GEMM_MR;
-    int m0 = panels * part / nparts * RESATTN_GEMM_MR;
-    int m1 = panels * (part + 1) / nparts * RESATTN_GEMM_MR;
+    int mr = c->wb ? RESATTN_BF16_MB : RESATTN_GEMM_MR; /* rows of a packed panel or block */
+    int panels = (c->cout + mr - 1) / mr;
+    int m0 = panels * part / nparts * mr;
+    int m1 = panels * (part + 1) / nparts * mr;
     m1 = m1 < c->cout ? m1 : c->cout;
-    float *bbuf = t->bbuf + (size_t)part * resattn_gemm_scratch();
+    float *bbuf = t->bbuf + (size_t)part * gemm_buf(c);
     for (int i = 0; i < t->n; i++) {
         const float *x = t->in + (size_t)i * c->cin * h * w, *b = x;
         float *y = t->out + (size_t)i * c->cout * hw;
@@ -130,7 +138,11 @@ static void direct_part(void *arg, int part, int nparts) {
             b = t->col;
             resattn_barrier_wait(&t->bar, nparts); /* every column written */
         }
-        if (!c->wp) {
+        if (c->wb) {
+            if (m1 > m0)
+                resattn_gemm_bf16_run(c->bf16, resattn_gemm_bf16_rows(c->wb, kk, m0), m1 - m0, kk,
+                                      b, hw, hw, y + (size_t)m0 * hw, hw, c->b + m0, t->relu, bbuf);
+        } else if (!c->wp) {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c->cout, hw, kk, 1.0f, c->w, kk,
                         b, hw, 0.0f, y, hw);
             bias_act(y, c->b, c->cout, hw, t->relu);
@@ -152,7 +164,7 @@ void resattn_conv_forward(const resattn_conv *c, const float *in, int n, int h, 
     int wo = resattn_conv_out(w, c->k, c->stride, c->pad);
     int kk = c->cin * c->k * c->k, hw = ho * wo;
     float *bbuf = scratch;
-    scratch += gemm_bufs();
+    scratch += 2 * gemm_buf(c);
     if (c->wino_m && resattn_winograd_worth(c->wino_m, n, h, w)) {
         resattn_winograd_forward(c->wino_m, c->wino_u, c->wino_up, bbuf, c->b, c->cin, c->cout, in,
                                  n, h, w, out, relu, scratch);
@@ -170,7 +182,8 @@ void resattn_conv_forward(const resattn_conv *c, const float *in, int n, int h, 
                      .wo = wo,
                      .relu = relu};
     long macs = (long)c->cout * kk * hw;
-    resattn_parallel2(direct_part, &t, c->wp && resattn_parallel_wanted() && macs >= TWO_PART_MACS);
+    resattn_parallel2(direct_part, &t,
+                      (c->wp || c->wb) && resattn_parallel_wanted() && macs >= TWO_PART_MACS);
 }
 
 /*
@@ -283,6 +296,14 @@ void resattn_linear(const float *x, int n, int cin, const float *w, const float 
         for (int i = 0; i < n; i++)
             for (int o = 0; o < cout; o++)
                 y[(size_t)i * cout + o] += b[o];
+}
+
+void resattn_linear_bf16(const float *x, int n, int cin, const uint16_t *w, const float *b,
+                         int cout, float *y) {
+    for (int i = 0; i < n; i++)
+        for (int o = 0; o < cout; o++)
+            y[(size_t)i * cout + o] =
+                resattn_dot_bf16(x + (size_t)i * cin, w + (size_t)o * cin, cin) + (b ? b[o] : 0.0f);
 }
 
 void resattn_relu_inplace(float *x, size_t count) {

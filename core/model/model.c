@@ -4,10 +4,13 @@
  * config and its neighbours, fold BatchNorm into the preceding convolution
  * (w' = w*g/sqrt(v+eps), b' = beta + (bias-mean)*g/sqrt(v+eps)), reject missing and extra
  * tensors, and plan the per-image workspace. Integer tensors (num_batches_tracked) are
- * ignored. The input buffer is not kept.
+ * ignored. The input buffer is not kept. A model loaded in BF16 (where the CPU has a BF16
+ * path) also gets its convolution and classifier weights rounded and packed in BF16,
+ * after the folding, which stays FP32.
  */
 #include "model/model.h"
 #include "kernels/gemm.h"
+#include "kernels/gemm_bf16.h"
 #include "kernels/winograd.h"
 #include "model/safetensors.h"
 
@@ -24,6 +27,7 @@ typedef struct binder {
     float *arena;
     size_t used, cap; /* floats */
     double eps;
+    resattn_bf16_path bf16; /* set on every convolution bound: a BF16 model's path */
     char *err;
     size_t err_len;
 } binder;
@@ -157,8 +161,14 @@ static resattn_status bind_conv(binder *b, const char *conv, const char *bn, int
     }
     if (bn && (s = fold_bn(b, bn, *cout, w, (size_t)*cin * k * k, bias)))
         return s;
-    *out = (resattn_conv){
-        .cin = *cin, .cout = *cout, .k = k, .stride = stride, .pad = pad, .w = w, .b = bias};
+    *out = (resattn_conv){.cin = *cin,
+                          .cout = *cout,
+                          .k = k,
+                          .stride = stride,
+                          .pad = pad,
+                          .w = w,
+                          .b = bias,
+                          .bf16 = b->bf16};
     return RESATTN_OK;
 }
 
@@ -414,6 +424,8 @@ static void fill_info(resattn_model *m, const resattn_st *st) {
     in->labels = (const char *const *)c->labels;
     in->preprocess_json = c->preprocess;
     in->config_json = c->json;
+    in->precision = m->bf16 ? RESATTN_PRECISION_BF16 : RESATTN_PRECISION_FP32;
+    in->kernel_path = resattn_bf16_path_name(m->bf16); /* "fp32" for an FP32 model */
     in->num_params = 0;
     for (int i = 0; i < st->num_tensors; i++)
         if (st->tensors[i].dtype != RESATTN_DT_INT)
@@ -449,6 +461,13 @@ static resattn_status plan_winograd(resattn_model *m, char *err, size_t err_len)
     const char *env = getenv("RESATTN_WINOGRAD");
     int force = env && *env >= '0' && *env <= '9' ? atoi(env) : -1;
     if (force == 0)
+        return RESATTN_OK;
+    /* On AMX, BF16 tiles multiply several times faster than FP32 Winograd saves: a BF16
+     * model there runs every layer direct (unless a tile size is forced). On AVX512-BF16,
+     * vdpbf16ps does at most twice the FP32 products per instruction (half as many here, see
+     * docs/precision.md) while F(4x4,3x3) needs a quarter of them: Winograd layers stay FP32. */
+    if ((m->bf16 == RESATTN_BF16_PATH_AMX || m->bf16 == RESATTN_BF16_PATH_AMX_EMULATED) &&
+        force < 0)
         return RESATTN_OK;
     int nb = m->info.num_blocks, *hs = malloc(sizeof(int) * 4 * (size_t)nb), *ws = hs + 2 * nb;
     resattn_conv **convs = malloc(sizeof *convs * 2 * (size_t)nb);
@@ -519,6 +538,7 @@ static size_t round16(size_t n) {
  * what the benchmark holds us to, so the direct weights are packed in place when cout is a
  * multiple of the panel height (every real network: the packing is then a permutation of
  * the same floats, and wp == w); only other layers and the Winograd planes take new memory.
+ * In a BF16 model only the Winograd planes are packed here (its direct weights are BF16).
  */
 static resattn_status plan_packing(resattn_model *m, char *err, size_t err_len) {
     if (!resattn_gemm_available())
@@ -533,8 +553,8 @@ static resattn_status plan_packing(resattn_model *m, char *err, size_t err_len) 
     for (int i = 0; i < n; i++) {
         resattn_conv *c = convs[i];
         size_t direct = (size_t)c->cout * c->cin * c->k * c->k;
-        tmp_floats = max_sz(tmp_floats, direct);
-        if (c->cout % RESATTN_GEMM_MR)
+        tmp_floats = max_sz(tmp_floats, c->bf16 ? 0 : direct);
+        if (!c->bf16 && c->cout % RESATTN_GEMM_MR)
             total += round16(resattn_gemm_packed_floats(c->cout, c->cin * c->k * c->k));
         if (c->wino_m) {
             total += round16((size_t)(c->wino_m + 2) * (c->wino_m + 2) *
@@ -565,6 +585,8 @@ static resattn_status plan_packing(resattn_model *m, char *err, size_t err_len) 
             c->wino_up = p;
             p += round16(a2 * per);
         }
+        if (c->bf16) /* its direct weights go to plan_bf16 */
+            continue;
         if (c->cout % RESATTN_GEMM_MR == 0) {
             size_t count = (size_t)c->cout * kk;
             resattn_gemm_pack(c->w, kk, c->cout, kk, tmp);
@@ -581,7 +603,52 @@ static resattn_status plan_packing(resattn_model *m, char *err, size_t err_len) 
     return RESATTN_OK;
 }
 
-static resattn_status build(resattn_model *m, resattn_st *st, char *err, size_t err_len) {
+static size_t round32(size_t n) {
+    return (n + 31) & ~(size_t)31;
+}
+
+/*
+ * A BF16 model: every convolution's direct weights rounded and packed for
+ * core/kernels/gemm_bf16.c (Winograd layers keep their FP32 planes beside them for the
+ * batches that take Winograd), and the classifier's weights rounded, in one 64-byte aligned
+ * arena.
+ */
+static resattn_status plan_bf16(resattn_model *m, char *err, size_t err_len) {
+    if (!m->bf16)
+        return RESATTN_OK;
+    resattn_conv **convs = malloc(sizeof *convs * (1 + 4 * (size_t)m->info.num_blocks));
+    if (!convs) {
+        snprintf(err, err_len, "out of memory planning BF16 weights");
+        return RESATTN_ERR_NOMEM;
+    }
+    int n = all_convs(m, convs);
+    size_t fc = (size_t)m->cfg.num_classes * m->feat_c, total = round32(fc);
+    for (int i = 0; i < n; i++)
+        total += round32(resattn_gemm_bf16_packed_elems(convs[i]->cout,
+                                                        convs[i]->cin * convs[i]->k * convs[i]->k));
+    m->bf16_arena = aligned_alloc(64, total * sizeof(uint16_t));
+    if (!m->bf16_arena) {
+        free(convs);
+        snprintf(err, err_len, "out of memory for BF16 weights (%zu values)", total);
+        return RESATTN_ERR_NOMEM;
+    }
+    uint16_t *p = m->bf16_arena;
+    for (int i = 0; i < n; i++) {
+        resattn_conv *c = convs[i];
+        int kk = c->cin * c->k * c->k;
+        resattn_gemm_bf16_pack(c->w, kk, c->cout, kk, p);
+        c->wb = p;
+        p += round32(resattn_gemm_bf16_packed_elems(c->cout, kk));
+    }
+    for (size_t i = 0; i < fc; i++)
+        p[i] = resattn_bf16_from_f32(m->fc_w[i]);
+    m->fc_wb = p;
+    free(convs);
+    return RESATTN_OK;
+}
+
+static resattn_status build(resattn_model *m, resattn_st *st, const resattn_model_options *opts,
+                            char *err, size_t err_len) {
     resattn_status s = resattn_config_parse(st->config_json, &m->cfg, err, err_len);
     if (s)
         return s;
@@ -603,26 +670,40 @@ static resattn_status build(resattn_model *m, resattn_st *st, char *err, size_t 
         snprintf(err, err_len, "out of memory for the model's weights (%zu floats)", cap);
         return RESATTN_ERR_NOMEM;
     }
+    /* BF16 only where this CPU has a BF16 path; the CLI warns when it falls back */
+    m->info.precision_requested = opts ? opts->precision : RESATTN_PRECISION_FP32;
+    if (m->info.precision_requested == RESATTN_PRECISION_BF16)
+        m->bf16 = resattn_bf16_path_detect();
     binder b = {.st = st,
                 .arena = m->arena,
                 .cap = cap,
                 .eps = m->cfg.bn_eps,
+                .bf16 = m->bf16,
                 .err = err,
                 .err_len = err_len};
     if ((s = bind_network(&b, m)) || (s = check_extra(&b)) ||
-        (s = plan_winograd(m, err, err_len)) || (s = plan_packing(m, err, err_len)))
+        (s = plan_winograd(m, err, err_len)) || (s = plan_packing(m, err, err_len)) ||
+        (s = plan_bf16(m, err, err_len)))
         return s;
     fill_info(m, st);
     return RESATTN_OK;
 }
 
-resattn_status resattn_model_load_buffer(const void *data, size_t len, resattn_model **out,
-                                         char *err, size_t err_len) {
+resattn_status resattn_model_load_buffer_opts(const void *data, size_t len,
+                                              const resattn_model_options *opts,
+                                              resattn_model **out, char *err, size_t err_len) {
     char dummy[RESATTN_ERR_LEN];
     if (!err || !err_len)
         err = dummy, err_len = sizeof dummy;
     if (!out) {
         snprintf(err, err_len, "out is NULL");
+        return RESATTN_ERR_INVALID_ARGUMENT;
+    }
+    if (opts && opts->precision != RESATTN_PRECISION_FP32 &&
+        opts->precision != RESATTN_PRECISION_BF16) {
+        *out = NULL;
+        snprintf(err, err_len, "unknown precision %d (expected FP32 or BF16)",
+                 (int)opts->precision);
         return RESATTN_ERR_INVALID_ARGUMENT;
     }
     *out = NULL;
@@ -636,7 +717,7 @@ resattn_status resattn_model_load_buffer(const void *data, size_t len, resattn_m
         snprintf(err, err_len, "out of memory");
         return RESATTN_ERR_NOMEM;
     }
-    s = build(m, &st, err, err_len);
+    s = build(m, &st, opts, err, err_len);
     resattn_st_release(&st);
     if (s) {
         resattn_model_free(m);
@@ -646,8 +727,18 @@ resattn_status resattn_model_load_buffer(const void *data, size_t len, resattn_m
     return RESATTN_OK;
 }
 
+resattn_status resattn_model_load_buffer(const void *data, size_t len, resattn_model **out,
+                                         char *err, size_t err_len) {
+    return resattn_model_load_buffer_opts(data, len, NULL, out, err, err_len);
+}
+
 resattn_status resattn_model_load_file(const char *path, resattn_model **out, char *err,
                                        size_t err_len) {
+    return resattn_model_load_file_opts(path, NULL, out, err, err_len);
+}
+
+resattn_status resattn_model_load_file_opts(const char *path, const resattn_model_options *opts,
+                                            resattn_model **out, char *err, size_t err_len) {
     char dummy[RESATTN_ERR_LEN];
     if (!err || !err_len)
         err = dummy, err_len = sizeof dummy;
@@ -684,7 +775,7 @@ resattn_status resattn_model_load_file(const char *path, resattn_model **out, ch
         snprintf(err, err_len, "read error on model file %s", path);
         return RESATTN_ERR_IO;
     }
-    resattn_status s = resattn_model_load_buffer(buf, len, out, err, err_len);
+    resattn_status s = resattn_model_load_buffer_opts(buf, len, opts, out, err, err_len);
     free(buf);
     return s;
 }
@@ -697,6 +788,7 @@ void resattn_model_free(resattn_model *m) {
     free(m->arena);
     free(m->wino_arena);
     free(m->pack_arena);
+    free(m->bf16_arena);
     free(m);
 }
 
