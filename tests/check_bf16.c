@@ -17,13 +17,18 @@
 #include "kernels/gemm_bf16.h"
 #include "model/model.h"
 #include "data/npy.h"
+#include "util_http.h"
 #include "util_st.h"
 
 #include <check.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static unsigned rng_state = 4711u;
 static float frand(void) {
@@ -364,6 +369,170 @@ START_TEST(test_options) {
 }
 END_TEST
 
+/* ---- the command line and the server --------------------------------------------------- */
+
+/* Run `resattn <args>` with an environment prefix; stdout and stderr into out/errs (NUL-
+ * terminated, truncated to their size); returns the exit status. */
+static int run_cli(const char *env, const char *args, char *out, size_t out_len, char *errs,
+                   size_t errs_len) {
+    char dir[] = "/tmp/resattn-bf16-XXXXXX", cmd[2048], po[128], pe[128];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(po, sizeof po, "%s/out", dir);
+    snprintf(pe, sizeof pe, "%s/err", dir);
+    snprintf(cmd, sizeof cmd, "%s %s %s >%s 2>%s", env, uh_binary(), args, po, pe);
+    int st = system(cmd);
+    const char *paths[2] = {po, pe};
+    char *bufs[2] = {out, errs};
+    size_t lens[2] = {out_len, errs_len};
+    for (int i = 0; i < 2; i++) {
+        size_t len = 0;
+        unsigned char *b = ut_read_file(paths[i], &len);
+        len = len < lens[i] - 1 ? len : lens[i] - 1;
+        memcpy(bufs[i], b ? (char *)b : "", b ? len : 0);
+        bufs[i][b ? len : 0] = 0;
+        free(b);
+        unlink(paths[i]);
+    }
+    rmdir(dir);
+    ck_assert_msg(WIFEXITED(st), "%s: killed", cmd);
+    return WEXITSTATUS(st);
+}
+
+static int count_lines(const char *s, const char *needle) {
+    int n = 0;
+    for (const char *p = strstr(s, needle); p; p = strstr(p + 1, needle))
+        n++;
+    return n;
+}
+
+/* bench, inspect and predict: --precision and RESATTN_PRECISION, the JSON fields, the one
+ * warning line of the fallback, and the errors for a bad value. */
+START_TEST(test_cli) {
+    static char out[1 << 16], errs[1 << 16];
+    const char *path = resattn_bf16_path_name(resattn_bf16_path_detect());
+    int bf = resattn_bf16_path_detect() != RESATTN_BF16_PATH_NONE;
+    const char *model = "--model tests/fixtures/basic_imagenet_se.safetensors";
+    char args[512], want[128];
+    snprintf(args, sizeof args, "bench --iters 1 --batch 2 --precision bf16 %s", model);
+    ck_assert_int_eq(run_cli("", args, out, sizeof out, errs, sizeof errs), 0);
+    snprintf(want, sizeof want, "\"precision\": \"%s\"", bf ? "bf16" : "fp32");
+    ck_assert_msg(strstr(out, want) && strstr(out, "\"precision_requested\": \"bf16\""), "%s", out);
+    snprintf(want, sizeof want, "\"kernel_path\": \"%s\"", path);
+    ck_assert_msg(strstr(out, want), "%s", out);
+    ck_assert_int_eq(count_lines(errs, "warning"), bf ? 0 : 1);
+    /* no BF16 path: FP32 and exactly one warning line */
+    ck_assert_int_eq(run_cli("RESATTN_BF16_PATH=none RESATTN_PRECISION=bf16", "bench --iters 1",
+                             out, sizeof out, errs, sizeof errs),
+                     0);
+    ck_assert_msg(strstr(out, "\"precision\": \"fp32\"") &&
+                      strstr(out, "\"kernel_path\": \"fp32\""),
+                  "%s", out);
+    ck_assert_msg(count_lines(errs, "\n") == 1 && strstr(errs, "AVX512-BF16") &&
+                      strstr(errs, "running FP32"),
+                  "stderr: %s", errs);
+    /* the default stays FP32, without a word */
+    ck_assert_int_eq(run_cli("", "bench --iters 1", out, sizeof out, errs, sizeof errs), 0);
+    ck_assert_msg(strstr(out, "\"precision\": \"fp32\"") && !*errs, "%s / %s", out, errs);
+    /* inspect --json: the effective precision and each layer's arithmetic */
+    snprintf(args, sizeof args, "inspect --json --precision bf16 %s", model);
+    ck_assert_int_eq(run_cli("", args, out, sizeof out, errs, sizeof errs), 0);
+    snprintf(want, sizeof want, "\"kernel_path\": \"%s\"", path);
+    ck_assert_msg(strstr(out, want), "%s", out);
+    ck_assert_msg(strstr(out, bf ? "\"compute\": \"bf16" : "\"compute\": \"fp32"), "%s", out);
+    ck_assert_msg(!bf || !strstr(out, "\"compute\": \"fp32"), "%s", out);
+    ck_assert_int_eq(run_cli("", "inspect", out, sizeof out, errs, sizeof errs), 0);
+    ck_assert_msg(strstr(out, "precision:  fp32 (asked fp32)"), "%s", out);
+    /* predict: same classes as FP32 on the fixture's images */
+    char o32[4096], o16[4096];
+    snprintf(args, sizeof args, "predict %s --input tests/fixtures/basic_imagenet_se.in.npy",
+             model);
+    ck_assert_int_eq(run_cli("", args, o32, sizeof o32, errs, sizeof errs), 0);
+    snprintf(args, sizeof args,
+             "predict --precision bf16 %s --input tests/fixtures/basic_imagenet_se.in.npy", model);
+    ck_assert_int_eq(run_cli("", args, o16, sizeof o16, errs, sizeof errs), 0);
+    for (const char *a = o32, *b = o16; (a = strstr(a, "class ")) && (b = strstr(b, "class "));
+         a++, b++)
+        ck_assert_msg(atoi(a + 6) == atoi(b + 6), "fp32: %s\nbf16: %s", o32, o16);
+    ck_assert_msg(!bf || strcmp(o32, o16), "BF16 logits equal FP32's: %s", o16);
+    /* bad values: exit 2, one line naming the value */
+    const char *bad[] = {"bench --precision fp16", "inspect --precision half",
+                         "predict --input x.npy --precision int8"};
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(run_cli("", bad[i], out, sizeof out, errs, sizeof errs), 2);
+        ck_assert_msg(strstr(errs, strrchr(bad[i], ' ') + 1) && strstr(errs, "fp32 or bf16"),
+                      "%s: %s", bad[i], errs);
+    }
+    ck_assert_int_eq(run_cli("RESATTN_PRECISION=fp64", "bench", out, sizeof out, errs, sizeof errs),
+                     2);
+    ck_assert_msg(strstr(errs, "RESATTN_PRECISION 'fp64'"), "%s", errs);
+}
+END_TEST
+
+static char *get_body(int port, const char *path) {
+    uh_response r;
+    ck_assert_int_eq(uh_request(port, "GET", path, NULL, NULL, 0, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    char *s = malloc(r.len + 1);
+    memcpy(s, r.body, r.len);
+    s[r.len] = 0;
+    uh_response_release(&r);
+    return s;
+}
+
+/* serve --precision bf16 with two models: the v2 model metadata and the model info metric
+ * name the precision and kernel path; where there is no BF16 path, FP32 with one warning
+ * line in the log for both models. */
+static void check_serve(int fallback) {
+    if (fallback)
+        setenv("RESATTN_BF16_PATH", "none", 1);
+    const char *path = resattn_bf16_path_name(resattn_bf16_path_detect());
+    const char *prec = strcmp(path, "fp32") ? "bf16" : "fp32";
+    const char *args[] = {"--precision", "bf16",
+                          "--model",     "tests/fixtures/basic_cifar_se.safetensors",
+                          "--model",     "tests/fixtures/bottleneck_imagenet_eca.safetensors",
+                          NULL};
+    uh_server s;
+    ck_assert_msg(uh_server_start(&s, args) == 0, "server did not start (log %s)", s.log);
+    char want[256];
+    const char *names[] = {"basic_cifar_se", "bottleneck_imagenet_eca"};
+    for (int i = 0; i < 2; i++) {
+        char url[128];
+        snprintf(url, sizeof url, "/v2/models/%s", names[i]);
+        char *b = get_body(s.port, url);
+        snprintf(want, sizeof want,
+                 "\"parameters\":{\"precision\":\"%s\",\"precision_requested\":\"bf16\","
+                 "\"kernel_path\":\"%s\"}",
+                 prec, path);
+        ck_assert_msg(strstr(b, want), "%s: %s", url, b);
+        free(b);
+    }
+    char *metrics = get_body(s.port, "/metrics");
+    snprintf(want, sizeof want, "precision=\"%s\",kernel_path=\"%s\"} 1", prec, path);
+    ck_assert_int_eq(count_lines(metrics, want), 2);
+    free(metrics);
+    size_t len = 0; /* the log goes with the server's directory: read it first */
+    char *log = (char *)ut_read_file(s.log, &len);
+    ck_assert_int_eq(uh_server_stop(&s, SIGTERM, 10000), 0);
+    ck_assert_ptr_nonnull(log);
+    log = realloc(log, len + 1);
+    log[len] = 0;
+    ck_assert_int_eq(count_lines(log, "precision bf16 asked"), fallback ? 1 : 0);
+    snprintf(want, sizeof want, "parameters, precision %s%s%s\n", prec, fallback ? "" : " on ",
+             fallback ? "" : path);
+    ck_assert_msg(count_lines(log, want) == 2, "'%s' not twice in %s", want, log);
+    free(log);
+}
+
+START_TEST(test_serve) {
+    check_serve(0);
+}
+END_TEST
+
+START_TEST(test_serve_fallback) {
+    check_serve(1);
+}
+END_TEST
+
 Suite *bf16_suite(void) {
     Suite *s = suite_create("bf16");
     TCase *tc = tcase_create("kernels");
@@ -394,5 +563,11 @@ Suite *bf16_suite(void) {
             printf("bf16: whole models on path %s: not run (not on this CPU)\n",
                    model_paths[i].env);
     suite_add_tcase(s, tm);
+    TCase *tc2 = tcase_create("cli");
+    tcase_set_timeout(tc2, 120);
+    tcase_add_test(tc2, test_cli);
+    tcase_add_test(tc2, test_serve);
+    tcase_add_test(tc2, test_serve_fallback);
+    suite_add_tcase(s, tc2);
     return s;
 }

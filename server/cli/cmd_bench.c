@@ -1,7 +1,8 @@
 /*
  * `resattn bench`: time the forward pass of a model on this machine and print ONE JSON
  * object on stdout: median ms per image and per batch, p90, GFLOP/s, batch, threads,
- * OpenBLAS core and peak RSS. The input is deterministic pseudo-random data.
+ * OpenBLAS core, peak RSS, and the precision and kernel path (--precision). The input is
+ * deterministic pseudo-random data.
  */
 #include "cli/commands.h"
 
@@ -34,9 +35,11 @@ static int parse_int(const char *s, int lo, int hi, int *out) {
 
 static void usage(FILE *f) {
     fprintf(f, "usage: resattn bench [--model M.safetensors] [--batch B] [--threads T] "
-               "[--iters K]\n\n"
+               "[--iters K]\n"
+               "                     [--precision fp32|bf16]\n\n"
                "Time K forward passes (after 2 warm-up passes) of B images with T OpenBLAS\n"
-               "threads and print one JSON object. Defaults: B=1, T=1, K=20.\n");
+               "threads and print one JSON object. Defaults: B=1, T=1, K=20, precision fp32\n"
+               "(or RESATTN_PRECISION); the JSON names the precision and kernel path that ran.\n");
 }
 
 /* Time iters passes; times[] gets ms per pass. */
@@ -79,7 +82,7 @@ out:
 }
 
 int resattn_cmd_bench(int argc, char **argv) {
-    const char *path = NULL;
+    const char *path = NULL, *precision = NULL;
     int batch = 1, threads = 1, iters = 20;
     for (int i = 1; i < argc; i++) {
         int bad = 0;
@@ -92,6 +95,8 @@ int resattn_cmd_bench(int argc, char **argv) {
             bad = parse_int(argv[++i], 1, 4096, &batch);
         } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
             bad = parse_int(argv[++i], 1, 256, &threads);
+        } else if (!strcmp(argv[i], "--precision") && i + 1 < argc) {
+            precision = argv[++i];
         } else if (!strcmp(argv[i], "--iters") && i + 1 < argc) {
             bad = parse_int(argv[++i], 1, 100000, &iters);
         } else {
@@ -103,9 +108,12 @@ int resattn_cmd_bench(int argc, char **argv) {
             return 2;
         }
     }
-    resattn_model *m = NULL;
-    int rc = resattn_cli_load_model(path, &m);
+    resattn_precision prec;
+    int rc = resattn_cli_precision("bench", precision, &prec);
     if (rc)
+        return rc;
+    resattn_model *m = NULL;
+    if ((rc = resattn_cli_load_model(path, prec, &m)))
         return rc;
     resattn_set_blas_threads(threads);
     double *times = malloc((size_t)iters * sizeof *times);
@@ -120,10 +128,13 @@ int resattn_cmd_bench(int argc, char **argv) {
         printf("{\"model\": \"%s\", \"batch\": %d, \"threads\": %d, \"iters\": %d, "
                "\"ms_per_image\": %.4f, \"ms_per_batch\": %.4f, \"p90_ms_per_batch\": %.4f, "
                "\"gflop_per_s\": %.3f, \"gflops_per_image\": %.5f, \"peak_rss_mb\": %.1f, "
-               "\"blas_core\": \"%s\", \"blas_parallel\": %d}\n",
+               "\"blas_core\": \"%s\", \"blas_parallel\": %d, \"precision\": \"%s\", "
+               "\"precision_requested\": \"%s\", \"kernel_path\": \"%s\"}\n",
                path ? path : "(built-in)", batch, threads, iters, med / batch, med, p90,
                in->flops_per_image * batch / (med / 1e3) / 1e9, in->flops_per_image / 1e9,
-               ru.ru_maxrss / 1024.0, resattn_blas_corename(), resattn_blas_parallel());
+               ru.ru_maxrss / 1024.0, resattn_blas_corename(), resattn_blas_parallel(),
+               resattn_precision_name(in->precision),
+               resattn_precision_name(in->precision_requested), in->kernel_path);
     }
     free(times);
     resattn_model_free(m);

@@ -226,7 +226,8 @@ static void print_top_k(const resattn_model_info *in, const float *logits, int t
 
 static void usage(FILE *f) {
     fprintf(f, "usage: resattn predict [--model M.safetensors] --input X.npy|X.png|X.jpg\n"
-               "                       [--output Y.npy] [--top-k K] [--attention-dir DIR]\n\n"
+               "                       [--output Y.npy] [--top-k K] [--attention-dir DIR]\n"
+               "                       [--precision fp32|bf16]\n\n"
                "Run the model on X (float32 [N, C, H, W] or [C, H, W]). With --output, write\n"
                "the logits as float32 [N, num_classes] .npy and print a summary; without it,\n"
                "print each image's class and logits. A PNG or JPEG image is preprocessed as the\n"
@@ -234,11 +235,12 @@ static void usage(FILE *f) {
                "Without --model, the built-in model. --attention-dir writes each block's\n"
                "attention as PNGs: <block>_channel.png (one bar per channel), <block>_spatial.png\n"
                "(CBAM) or <block>_coord.png (coordinate attention) heatmaps over the input\n"
-               "(prefixed img<i>_ for several images).\n");
+               "(prefixed img<i>_ for several images). --precision bf16 multiplies in BF16 where\n"
+               "the CPU has AMX-BF16 or AVX512-BF16 (default fp32, or RESATTN_PRECISION).\n");
 }
 
 int resattn_cmd_predict(int argc, char **argv) {
-    const char *model = NULL, *input = NULL, *output = NULL, *attn_dir = NULL;
+    const char *model = NULL, *input = NULL, *output = NULL, *attn_dir = NULL, *precision = NULL;
     int top_k = 5, is_image = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -250,6 +252,8 @@ int resattn_cmd_predict(int argc, char **argv) {
             input = argv[++i];
         } else if (!strcmp(argv[i], "--attention-dir") && i + 1 < argc) {
             attn_dir = argv[++i];
+        } else if (!strcmp(argv[i], "--precision") && i + 1 < argc) {
+            precision = argv[++i];
         } else if (!strcmp(argv[i], "--output") && i + 1 < argc) {
             output = argv[++i];
         } else if (!strcmp(argv[i], "--top-k") && i + 1 < argc) {
@@ -271,9 +275,12 @@ int resattn_cmd_predict(int argc, char **argv) {
         fprintf(stderr, "resattn predict: --input is required\n");
         return 2;
     }
-    resattn_model *m = NULL;
-    int rc = resattn_cli_load_model(model, &m);
+    resattn_precision prec;
+    int rc = resattn_cli_precision("predict", precision, &prec);
     if (rc)
+        return rc;
+    resattn_model *m = NULL;
+    if ((rc = resattn_cli_load_model(model, prec, &m)))
         return rc;
     const resattn_model_info *in = resattn_model_get_info(m);
     if (attn_dir && in->attention == RESATTN_ATTENTION_NONE) {

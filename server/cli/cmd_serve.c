@@ -118,14 +118,31 @@ static int add_model(server *s, resattn_model *m, const char *fallback_name) {
     s->names[s->num_models] = strdup(name);
     s->served[s->num_models] = (resattn_served_model){s->names[s->num_models], m};
     s->num_models++;
-    say(s, "info", "model '%s': %d classes, input [%d, %d, %d], %zu parameters", name,
-        info->num_classes, info->in_channels, info->in_height, info->in_width, info->num_params);
+    int bf16 = info->precision == RESATTN_PRECISION_BF16;
+    say(s, "info", "model '%s': %d classes, input [%d, %d, %d], %zu parameters, precision %s%s%s",
+        name, info->num_classes, info->in_channels, info->in_height, info->in_width,
+        info->num_params, resattn_precision_name(info->precision), bf16 ? " on " : "",
+        bf16 ? info->kernel_path : "");
+    return 0;
+}
+
+/* One warning line for the process when BF16 was asked and the CPU has no BF16 path (every
+ * model then runs FP32: the CPU decides, not the model). Returns 0. */
+static int warn_precision(const server *s) {
+    for (int i = 0; i < s->num_models; i++) {
+        const resattn_model_info *in = resattn_model_get_info(s->models[i]);
+        if (in->precision != in->precision_requested) {
+            say(s, "warn", "%s", RESATTN_BF16_FALLBACK_WARNING);
+            break;
+        }
+    }
     return 0;
 }
 
 static int load_models(server *s) {
     char err[RESATTN_ERR_LEN];
     resattn_model *m = NULL;
+    resattn_model_options opts = {.precision = (resattn_precision)s->cfg.precision};
     if (s->cfg.num_models == 0) {
         if (resattn_default_model_size == 0) {
             say(s, "error",
@@ -133,16 +150,17 @@ static int load_models(server *s) {
                 "(models/default.safetensors was empty)");
             return -1;
         }
-        if (resattn_model_load_buffer(resattn_default_model_data,
-                                      (size_t)resattn_default_model_size, &m, err,
-                                      sizeof err) != RESATTN_OK) {
+        if (resattn_model_load_buffer_opts(resattn_default_model_data,
+                                           (size_t)resattn_default_model_size, &opts, &m, err,
+                                           sizeof err) != RESATTN_OK) {
             say(s, "error", "built-in model: %s", err);
             return -1;
         }
-        return add_model(s, m, "default");
+        return add_model(s, m, "default") || warn_precision(s) ? -1 : 0;
     }
     for (int i = 0; i < s->cfg.num_models; i++) {
-        if (resattn_model_load_file(s->cfg.models[i], &m, err, sizeof err) != RESATTN_OK) {
+        if (resattn_model_load_file_opts(s->cfg.models[i], &opts, &m, err, sizeof err) !=
+            RESATTN_OK) {
             say(s, "error", "%s: %s", s->cfg.models[i], err);
             return -1;
         }
@@ -152,7 +170,7 @@ static int load_models(server *s) {
         if (rc)
             return -1;
     }
-    return 0;
+    return warn_precision(s);
 }
 
 static int write_port_file(const char *path, int port) {

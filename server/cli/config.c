@@ -5,6 +5,7 @@
  * process may really use, for the automatic workers / BLAS threads split.
  */
 #include "cli/config.h"
+#include <resattn/resattn.h>
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -19,6 +20,7 @@ typedef enum opt_type {
     OPT_STR,
     OPT_BOOL,
     OPT_LOGFMT,
+    OPT_PRECISION,
     OPT_MODELS,
     OPT_KEYS
 } opt_type;
@@ -85,6 +87,8 @@ static const option_def options[] = {
      "most connections from one address (0 = no limit)"},
     {"max-header-bytes", "RESATTN_MAX_HEADER_BYTES", OPT_INT, OFF(max_header_bytes), "65536", 8192,
      16777216, "BYTES", "memory per connection for the request line and headers (431 beyond)"},
+    {"precision", "RESATTN_PRECISION", OPT_PRECISION, OFF(precision), "fp32", 0, 0, "fp32|bf16",
+     "bf16: BF16 products, FP32 sums, on AMX-BF16 or AVX512-BF16 (FP32 elsewhere, with a warning)"},
 };
 
 #define NUM_OPTIONS (sizeof options / sizeof options[0])
@@ -217,6 +221,15 @@ static int set_value(const option_def *o, resattn_server_config *cfg, const char
         }
         *(int *)field = !strcmp(s, "json");
         return 0;
+    case OPT_PRECISION: {
+        resattn_precision p;
+        if (resattn_precision_parse(s, &p)) {
+            set_err(err, err_len, "%s: '%s' is not 'fp32' or 'bf16'", from, s);
+            return -1;
+        }
+        *(int *)field = (int)p;
+        return 0;
+    }
     case OPT_KEYS:
         return keys_add(cfg, s, strlen(s), from, err, err_len);
     case OPT_MODELS: /* environment: comma-separated list */

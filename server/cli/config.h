@@ -41,6 +41,7 @@ typedef struct resattn_server_config {
     int connection_timeout_s;   /* MHD_OPTION_CONNECTION_TIMEOUT (idle connections) */
     int max_connections_per_ip; /* 0 = unlimited */
     int max_header_bytes;       /* MHD_OPTION_CONNECTION_MEMORY_LIMIT (431 beyond) */
+    int precision;              /* resattn_precision the models are loaded in */
 } resattn_server_config;
 
 /*

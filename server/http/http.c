@@ -264,11 +264,15 @@ static void h_v2_model(request *r) {
     json_t *out = json_pack("[{s:s, s:s, s:[i,i]}, {s:s, s:s, s:[i,i]}]", "name", "logits",
                             "datatype", "FP32", "shape", -1, i->num_classes, "name",
                             "probabilities", "datatype", "FP32", "shape", -1, i->num_classes);
+    /* "parameters": how the model computes (precision, kernel path), as Triton's do */
+    json_t *params = json_pack(
+        "{s:s, s:s, s:s}", "precision", resattn_precision_name(i->precision), "precision_requested",
+        resattn_precision_name(i->precision_requested), "kernel_path", i->kernel_path);
     answer_json(r, 200,
-                json_pack("{s:s, s:[s], s:s, s:[{s:s, s:s, s:[i,i,i,i]}], s:o}", "name", sm->name,
-                          "versions", "1", "platform", "resattn", "inputs", "name", "input",
-                          "datatype", "FP32", "shape", -1, i->in_channels, i->in_height,
-                          i->in_width, "outputs", out));
+                json_pack("{s:s, s:[s], s:s, s:[{s:s, s:s, s:[i,i,i,i]}], s:o, s:o}", "name",
+                          sm->name, "versions", "1", "platform", "resattn", "inputs", "name",
+                          "input", "datatype", "FP32", "shape", -1, i->in_channels, i->in_height,
+                          i->in_width, "outputs", out, "parameters", params));
 }
 
 static void h_v2_model_ready(request *r) {
