@@ -19,6 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #define ANY -1 /* a shape entry inferred from the file */
 
@@ -608,10 +610,27 @@ static size_t round32(size_t n) {
 }
 
 /*
+ * Give the whole pages inside x[0, n) back to the OS. A BF16 model never reads the FP32
+ * copies of its convolution and classifier weights again (the pointers stay, as the "this
+ * layer exists" flags the code tests; the memory would read as zeros), so after packing they
+ * stop counting against the process's resident memory. Only pages wholly inside the tensor,
+ * which lies inside the arena's allocation, are touched.
+ */
+static void release_floats(const float *x, size_t n) {
+    long page = sysconf(_SC_PAGESIZE);
+    if (page <= 0)
+        return;
+    uintptr_t a = ((uintptr_t)x + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
+    uintptr_t e = (uintptr_t)(x + n) & ~((uintptr_t)page - 1);
+    if (e > a)
+        madvise((void *)a, e - a, MADV_DONTNEED);
+}
+
+/*
  * A BF16 model: every convolution's direct weights rounded and packed for
  * core/kernels/gemm_bf16.c (Winograd layers keep their FP32 planes beside them for the
  * batches that take Winograd), and the classifier's weights rounded, in one 64-byte aligned
- * arena.
+ * arena; their FP32 copies are released.
  */
 static resattn_status plan_bf16(resattn_model *m, char *err, size_t err_len) {
     if (!m->bf16)
@@ -637,11 +656,13 @@ static resattn_status plan_bf16(resattn_model *m, char *err, size_t err_len) {
         resattn_conv *c = convs[i];
         int kk = c->cin * c->k * c->k;
         resattn_gemm_bf16_pack(c->w, kk, c->cout, kk, p);
+        release_floats(c->w, (size_t)c->cout * kk);
         c->wb = p;
         p += round32(resattn_gemm_bf16_packed_elems(c->cout, kk));
     }
     for (size_t i = 0; i < fc; i++)
         p[i] = resattn_bf16_from_f32(m->fc_w[i]);
+    release_floats(m->fc_w, fc);
     m->fc_wb = p;
     free(convs);
     return RESATTN_OK;
