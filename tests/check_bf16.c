@@ -4,7 +4,9 @@
  *    B packer rounds the same way (C = 1 x bf16(b), compared bit for bit).
  *  - Each GEMM path against a double-precision product of the BF16-rounded inputs over odd
  *    shapes and tile tails (M, N, K of 1, around 8/16/32/48, past the 192-column and
- *    1024-k blocks), padded strides, bias and ReLU, nothing written outside C. Paths: the
+ *    1024-k blocks), padded strides, bias and ReLU, nothing written outside C; and with B
+ *    built from an image (the convolution form: kernels, strides, padding, column windows)
+ *    against a direct convolution. Paths: the
  *    scalar reference and the AMX code on emulated tiles run everywhere; AVX512-BF16 and AMX
  *    run only where this CPU has them. A path the CPU lacks is not registered (so never
  *    counted as passed): the suite prints "not run" for it.
@@ -15,6 +17,7 @@
  *    the v2 model metadata and the model info metric.
  */
 #include "kernels/gemm_bf16.h"
+#include "kernels/parallel.h"
 #include "model/model.h"
 #include "data/npy.h"
 #include "util_http.h"
@@ -165,26 +168,102 @@ static void check_packer_rounding(resattn_bf16_path path) {
     free(bbuf);
 }
 
+/* resattn_gemm_bf16_conv on an image against a direct double-precision convolution of the
+ * rounded inputs: odd maps, kernels larger than the map, strides, padding, 1 channel, and
+ * column windows [n0, n1) that start and end inside output rows. */
+static void run_conv_case(resattn_bf16_path path, int cin, int h, int w, int k, int stride, int pad,
+                          int cout, int relu) {
+    int ho = (h + 2 * pad - k) / stride + 1, wo = (w + 2 * pad - k) / stride + 1, N = ho * wo;
+    int K = cin * k * k;
+    float *in = malloc(sizeof(float) * (size_t)cin * h * w), *wt = malloc(sizeof(float) * cout * K);
+    float *bias = malloc(sizeof(float) * cout), *C = malloc(sizeof(float) * (size_t)cout * N);
+    uint16_t *Ap = aligned_alloc(64, (resattn_gemm_bf16_packed_elems(cout, K) * 2 + 63) / 64 * 64);
+    void *bbuf = aligned_alloc(64, resattn_gemm_bf16_scratch());
+    for (int i = 0; i < cin * h * w; i++)
+        in[i] = frand();
+    for (int i = 0; i < cout * K; i++)
+        wt[i] = frand();
+    for (int i = 0; i < cout; i++)
+        bias[i] = frand();
+    resattn_gemm_bf16_pack(wt, K, cout, K, Ap);
+    resattn_bf16_image im = {in, cin, h, w, k, stride, pad, ho, wo};
+    const int windows[3][2] = {{0, N}, {N / 3, N - N / 5}, {N - 1, N}};
+    for (int wi = 0; wi < 3; wi++) {
+        int n0 = windows[wi][0], n1 = windows[wi][1];
+        if (n1 <= n0)
+            continue;
+        const float canary = 777.0f;
+        for (int i = 0; i < cout * N; i++)
+            C[i] = canary;
+        resattn_gemm_bf16_conv(path, Ap, cout, &im, n0, n1, C + n0, N, bias, relu, bbuf);
+        for (int m = 0; m < cout; m++)
+            for (int n = 0; n < N; n++) {
+                float got = C[(size_t)m * N + n];
+                if (n < n0 || n >= n1) {
+                    ck_assert_msg(got == canary, "%s: wrote outside [%d, %d) at %d",
+                                  resattn_bf16_path_name(path), n0, n1, n);
+                    continue;
+                }
+                int oy = n / wo, ox = n % wo;
+                double s = bias[m], mag = fabs(s);
+                for (int ci = 0; ci < cin; ci++)
+                    for (int ky = 0; ky < k; ky++)
+                        for (int kx = 0; kx < k; kx++) {
+                            int iy = oy * stride - pad + ky, ix = ox * stride - pad + kx;
+                            if (iy < 0 || iy >= h || ix < 0 || ix >= w)
+                                continue;
+                            double p = rb(wt[((size_t)m * cin + ci) * k * k + ky * k + kx]) *
+                                       rb(in[((size_t)ci * h + iy) * w + ix]);
+                            s += p, mag += fabs(p);
+                        }
+                if (relu && s < 0)
+                    s = 0;
+                ck_assert_msg(fabs(got - s) <= (K + 4) * 0x1p-24 * mag + 1e-30,
+                              "%s cin%d %dx%d k%d s%d p%d cout%d [%d,%d): y[%d][%d] = %.9g, want "
+                              "%.9g",
+                              resattn_bf16_path_name(path), cin, h, w, k, stride, pad, cout, n0, n1,
+                              m, n, got, s);
+            }
+    }
+    free(in), free(wt), free(bias), free(C), free(Ap), free(bbuf);
+}
+
+static void run_convs(resattn_bf16_path path) {
+    static const int cases[][7] = {
+        /* cin, h, w, k, stride, pad, cout */
+        {3, 45, 37, 7, 2, 3, 17},  {5, 9, 11, 3, 1, 1, 16}, {1, 5, 4, 3, 2, 1, 3},
+        {16, 14, 14, 1, 2, 0, 33}, {2, 3, 3, 5, 1, 2, 7},   {4, 20, 30, 3, 1, 0, 8},
+        {70, 7, 7, 3, 1, 1, 9},    {3, 200, 3, 3, 1, 1, 4}, {1, 1, 1, 1, 1, 0, 1},
+    };
+    for (unsigned i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        run_conv_case(path, cases[i][0], cases[i][1], cases[i][2], cases[i][3], cases[i][4],
+                      cases[i][5], cases[i][6], i & 1);
+}
+
 START_TEST(test_scalar) {
     run_shapes(RESATTN_BF16_PATH_SCALAR);
+    run_convs(RESATTN_BF16_PATH_SCALAR);
     check_packer_rounding(RESATTN_BF16_PATH_SCALAR);
 }
 END_TEST
 
 START_TEST(test_amx_emulated) {
     run_shapes(RESATTN_BF16_PATH_AMX_EMULATED);
+    run_convs(RESATTN_BF16_PATH_AMX_EMULATED);
     check_packer_rounding(RESATTN_BF16_PATH_AMX_EMULATED);
 }
 END_TEST
 
 START_TEST(test_avx512bf16) {
     run_shapes(RESATTN_BF16_PATH_AVX512);
+    run_convs(RESATTN_BF16_PATH_AVX512);
     check_packer_rounding(RESATTN_BF16_PATH_AVX512);
 }
 END_TEST
 
 START_TEST(test_amx) {
     run_shapes(RESATTN_BF16_PATH_AMX);
+    run_convs(RESATTN_BF16_PATH_AMX);
     check_packer_rounding(RESATTN_BF16_PATH_AMX);
 }
 END_TEST
@@ -223,6 +302,79 @@ START_TEST(test_dot) {
         }
         ck_assert(fabs(resattn_dot_bf16(x, w, n) - s) <= (n + 2) * 0x1p-24 * mag);
     }
+}
+END_TEST
+
+/* A BF16 layer through resattn_conv_forward on one and on two threads (the parts split the
+ * columns, or the 16-row weight blocks when there are fewer columns than channels): the same
+ * bits either way, and the direct convolution's values. The path: this CPU's, else the
+ * emulated AMX one. */
+START_TEST(test_conv_forward_threads) {
+    static const int cases[][6] = {
+        /* cin, h, w, cout, k, stride: columns >= channels, then fewer */
+        {24, 40, 36, 32, 3, 1},
+        {40, 8, 8, 130, 3, 1},
+        {128, 48, 48, 96, 1, 2},
+        {96, 20, 20, 64, 1, 1},
+    };
+    resattn_bf16_path path = resattn_bf16_path_detect();
+    path = path ? path : RESATTN_BF16_PATH_AMX_EMULATED;
+    for (int ci = 0; ci < 4; ci++) {
+        int cin = cases[ci][0], h = cases[ci][1], w = cases[ci][2], cout = cases[ci][3];
+        int k = cases[ci][4], st = cases[ci][5], pad = k / 2, n = 2;
+        int ho = (h + 2 * pad - k) / st + 1, wo = (w + 2 * pad - k) / st + 1, K = cin * k * k;
+        float *in = malloc(sizeof(float) * n * cin * h * w), *wt = malloc(sizeof(float) * cout * K);
+        float *b = malloc(sizeof(float) * cout), *y[2];
+        uint16_t *wb =
+            aligned_alloc(64, (resattn_gemm_bf16_packed_elems(cout, K) * 2 + 63) / 64 * 64);
+        for (int i = 0; i < n * cin * h * w; i++)
+            in[i] = frand();
+        for (int i = 0; i < cout * K; i++)
+            wt[i] = frand();
+        for (int i = 0; i < cout; i++)
+            b[i] = frand();
+        resattn_gemm_bf16_pack(wt, K, cout, K, wb);
+        resattn_conv c = {.cin = cin,
+                          .cout = cout,
+                          .k = k,
+                          .stride = st,
+                          .pad = pad,
+                          .w = wt,
+                          .b = b,
+                          .bf16 = path,
+                          .wb = wb};
+        size_t scr = resattn_conv_scratch(&c, h, w);
+        float *scratch = aligned_alloc(64, (scr * sizeof(float) + 63) / 64 * 64);
+        ck_assert_int_ge((long)cout * K * ho * wo, 1L << 21); /* big enough to be split */
+        for (int t = 0; t < 2; t++) {
+            y[t] = malloc(sizeof(float) * n * cout * ho * wo);
+            resattn_parallel_set_threads(t + 1);
+            resattn_conv_forward(&c, in, n, h, w, y[t], 1, scratch);
+        }
+        ck_assert(memcmp(y[0], y[1], sizeof(float) * n * cout * ho * wo) == 0);
+        for (int i = 0; i < n; i++)
+            for (int m = 0; m < cout; m += 7)
+                for (int p = 0; p < ho * wo; p += 5) {
+                    int oy = p / wo, ox = p % wo;
+                    double s = b[m], mag = fabs(s);
+                    for (int c2 = 0; c2 < cin; c2++)
+                        for (int ky = 0; ky < k; ky++)
+                            for (int kx = 0; kx < k; kx++) {
+                                int iy = oy * st - pad + ky, ix = ox * st - pad + kx;
+                                if (iy < 0 || iy >= h || ix < 0 || ix >= w)
+                                    continue;
+                                double q = rb(wt[((size_t)m * cin + c2) * k * k + ky * k + kx]) *
+                                           rb(in[(((size_t)i * cin + c2) * h + iy) * w + ix]);
+                                s += q, mag += fabs(q);
+                            }
+                    s = s < 0 ? 0 : s;
+                    float got = y[1][((size_t)i * cout + m) * ho * wo + p];
+                    ck_assert_msg(fabs(got - s) <= (K + 4) * 0x1p-24 * mag, "case %d: %g vs %g", ci,
+                                  got, s);
+                }
+        free(in), free(wt), free(b), free(wb), free(scratch), free(y[0]), free(y[1]);
+    }
+    resattn_parallel_set_threads(1);
 }
 END_TEST
 
@@ -556,6 +708,7 @@ Suite *bf16_suite(void) {
     tcase_set_timeout(tm, 120);
     tcase_add_test(tm, test_options);
     tcase_add_test(tm, test_fallback_fp32);
+    tcase_add_test(tm, test_conv_forward_threads);
     for (int i = 0; i < (int)(sizeof model_paths / sizeof model_paths[0]); i++)
         if (resattn_bf16_path_supported(model_paths[i].path))
             tcase_add_loop_test(tm, test_fixtures_bf16, i, i + 1);

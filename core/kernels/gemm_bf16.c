@@ -87,22 +87,89 @@ const uint16_t *resattn_gemm_bf16_rows(const uint16_t *Ap, int K, int m0) {
     return Ap + (size_t)m0 / 16 * ((size_t)(K + 31) / 32) * 512;
 }
 
-/* B [kc, nc] (row stride ldb) -> groups of 16 columns, each [kcp pairs][16] words of
- * (bf16(b[2p][n]) | bf16(b[2p+1][n]) << 16), zero past kc and nc. */
-static void pack_b_scalar(const float *B, int ldb, int kc, int nc, int kcp, uint32_t *bp) {
-    int ng = (nc + 15) / 16;
-    for (int p = 0; p < kcp; p++)
-        for (int g = 0; g < ng; g++) {
-            uint32_t *dst = bp + ((size_t)g * kcp + p) * 16;
-            for (int j = 0; j < 16; j++) {
-                int n = g * 16 + j, k = 2 * p;
-                uint32_t lo = n < nc && k < kc ? round_bits(f32_bits(B[(size_t)k * ldb + n])) : 0;
-                uint32_t hi =
-                    n < nc && k + 1 < kc ? round_bits(f32_bits(B[(size_t)(k + 1) * ldb + n])) : 0;
-                dst[j] = lo >> 16 | (hi & 0xFFFF0000u);
+/*
+ * Where B comes from: a dense matrix b [K, N] (row stride ldb), or, when im is set, the
+ * im2col of an image, whose rows are built NC columns at a time while packing (never stored
+ * whole); nbase is the image column of B's column 0.
+ */
+typedef struct bsrc {
+    const float *b;
+    int ldb;
+    const resattn_bf16_image *im;
+    int nbase;
+} bsrc;
+
+/* Row k of im2col(image) over columns [n0, n0 + nc): dst[j] = in[ci][iy][ix] for output
+ * pixel n0 + j, zero in the padding. Stride 1 copies each output row's valid run whole. */
+static void image_row(const resattn_bf16_image *s, int k, int n0, int nc, float *dst) {
+    int kk = s->k * s->k, ci = k / kk, ky = k % kk / s->k, kx = k % s->k;
+    const float *plane = s->in + (size_t)ci * s->h * s->w;
+    int oy = n0 / s->wo, ox = n0 % s->wo;
+    for (int j = 0; j < nc; oy++, ox = 0) {
+        int run = s->wo - ox < nc - j ? s->wo - ox : nc - j;
+        int iy = oy * s->stride - s->pad + ky, ix0 = ox * s->stride - s->pad + kx;
+        float *d = dst + j;
+        j += run;
+        if (iy < 0 || iy >= s->h) {
+            memset(d, 0, (size_t)run * sizeof *d);
+            continue;
+        }
+        const float *src = plane + (size_t)iy * s->w;
+        if (s->stride == 1) { /* d[t] = src[ix0 + t] for 0 <= ix0 + t < w */
+            int t0 = ix0 < 0 ? (-ix0 < run ? -ix0 : run) : 0;
+            int t1 = s->w - ix0 < run ? s->w - ix0 : run;
+            t1 = t1 < t0 ? t0 : t1;
+            memset(d, 0, (size_t)t0 * sizeof *d);
+            memcpy(d + t0, src + ix0 + t0, (size_t)(t1 - t0) * sizeof *d);
+            memset(d + t1, 0, (size_t)(run - t1) * sizeof *d);
+        } else {
+            for (int t = 0; t < run; t++) {
+                int ix = ix0 + t * s->stride;
+                d[t] = ix >= 0 && ix < s->w ? src[ix] : 0.0f;
             }
         }
+    }
 }
+
+/* The two rows of k-pair p (r1 NULL: zero) -> word j of each group of 16 columns,
+ * bf16(r0[n]) | bf16(r1[n]) << 16, zero past nc. bp points at pair p of group 0. */
+static void pair_scalar(const float *r0, const float *r1, int nc, int kcp, uint32_t *bp) {
+    for (int g = 0; g < (nc + 15) / 16; g++)
+        for (int j = 0; j < 16; j++) {
+            int n = g * 16 + j;
+            uint32_t lo = n < nc ? round_bits(f32_bits(r0[n])) : 0;
+            uint32_t hi = n < nc && r1 ? round_bits(f32_bits(r1[n])) : 0;
+            bp[(size_t)g * kcp * 16 + j] = lo >> 16 | (hi & 0xFFFF0000u);
+        }
+}
+
+/*
+ * B's block [k0, k0 + kc) x [n0, n0 + nc) -> groups of 16 columns, each [kcp pairs][16]
+ * words (zero past kc and nc), through the pair packer PAIR. The rows of an image are
+ * built into two NC-float buffers first.
+ */
+#define DEFINE_PACK(name, PAIR, ATTR)                                                              \
+    static ATTR void name(const bsrc *s, int k0, int kc, int n0, int nc, int kcp, uint32_t *bp) {  \
+        _Alignas(64) float rows[2][NC];                                                            \
+        for (int p = 0; p < kcp; p++) {                                                            \
+            int k = 2 * p;                                                                         \
+            const float *r0 = rows[0], *r1 = k + 1 < kc ? rows[1] : NULL;                          \
+            if (k >= kc) {                                                                         \
+                memset(rows[0], 0, sizeof rows[0]);                                                \
+                r1 = NULL;                                                                         \
+            } else if (s->im) {                                                                    \
+                image_row(s->im, k0 + k, s->nbase + n0, nc, rows[0]);                              \
+                if (r1)                                                                            \
+                    image_row(s->im, k0 + k + 1, s->nbase + n0, nc, rows[1]);                      \
+            } else {                                                                               \
+                r0 = s->b + (size_t)(k0 + k) * s->ldb + n0;                                        \
+                r1 = r1 ? r0 + s->ldb : NULL;                                                      \
+            }                                                                                      \
+            PAIR(r0, r1, nc, kcp, bp + (size_t)p * 16);                                            \
+        }                                                                                          \
+    }
+
+DEFINE_PACK(pack_scalar, pair_scalar, )
 
 /* One 16 x 16 FP32 tile (row stride 16) into C: + C when accumulating, + bias, ReLU. */
 static void tile_epilogue(const float *t, float *c, int ldc, int rows, int cols, int accumulate,
@@ -119,15 +186,15 @@ static void tile_epilogue(const float *t, float *c, int ldc, int rows, int cols,
 /* ---- the scalar reference --------------------------------------------------------------- */
 
 /* Same blocking and packed operands as the fast paths, products summed pair by pair. */
-static void gemm_scalar(const uint16_t *Ap, int M, int K, const float *B, int ldb, int N, float *C,
-                        int ldc, const float *bias, int relu, uint32_t *bbuf) {
+static void gemm_scalar(const uint16_t *Ap, int M, int K, const bsrc *B, int N, float *C, int ldc,
+                        const float *bias, int relu, uint32_t *bbuf) {
     int KT = (K + 31) / 32;
     float t[256];
     for (int n0 = 0; n0 < N; n0 += NC) {
         int nc = N - n0 < NC ? N - n0 : NC;
         for (int k0 = 0; k0 < K; k0 += KC) {
             int kc = K - k0 < KC ? K - k0 : KC, kcp = pairs_of(kc), last = k0 + kc == K;
-            pack_b_scalar(B + (size_t)k0 * ldb + n0, ldb, kc, nc, kcp, bbuf);
+            pack_scalar(B, k0, kc, n0, nc, kcp, bbuf);
             for (int m = 0; m < M; m += 16)
                 for (int g = 0; g < (nc + 15) / 16; g++) {
                     const uint32_t *b = bbuf + (size_t)g * kcp * 16;
@@ -263,31 +330,27 @@ static inline AVX512 __m512i round_bits16(__m512i x) {
     return _mm512_mask_or_epi32(r, nan, x, _mm512_set1_epi32(0x00400000));
 }
 
-static AVX512 void pack_b_avx512(const float *B, int ldb, int kc, int nc, int kcp, uint32_t *bp) {
-    int ng = (nc + 15) / 16;
+static AVX512 void pair_avx512(const float *r0, const float *r1, int nc, int kcp, uint32_t *bp) {
     const __m512i hi_mask = _mm512_set1_epi32((int)0xFFFF0000u);
-    for (int p = 0; p < kcp; p++) {
-        int k = 2 * p;
-        const float *r0 = B + (size_t)k * ldb, *r1 = r0 + ldb;
-        for (int g = 0; g < ng; g++) {
-            int w = nc - g * 16;
-            __mmask16 m = w >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << w) - 1);
-            __m512i lo = k < kc ? _mm512_maskz_loadu_epi32(m, r0 + g * 16) : _mm512_setzero_si512();
-            __m512i hi =
-                k + 1 < kc ? _mm512_maskz_loadu_epi32(m, r1 + g * 16) : _mm512_setzero_si512();
-            __m512i v = _mm512_or_si512(_mm512_srli_epi32(round_bits16(lo), 16),
-                                        _mm512_and_si512(round_bits16(hi), hi_mask));
-            _mm512_storeu_si512(bp + ((size_t)g * kcp + p) * 16, v);
-        }
+    for (int g = 0; g < (nc + 15) / 16; g++) {
+        int w = nc - g * 16;
+        __mmask16 m = w >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << w) - 1);
+        __m512i lo = _mm512_maskz_loadu_epi32(m, r0 + g * 16);
+        __m512i hi = r1 ? _mm512_maskz_loadu_epi32(m, r1 + g * 16) : _mm512_setzero_si512();
+        __m512i v = _mm512_or_si512(_mm512_srli_epi32(round_bits16(lo), 16),
+                                    _mm512_and_si512(round_bits16(hi), hi_mask));
+        _mm512_storeu_si512(bp + (size_t)g * kcp * 16, v);
     }
 }
 
+DEFINE_PACK(pack_avx512, pair_avx512, AVX512)
+
 /* The emulated AMX path packs B as the hardware path does where AVX-512 runs. */
-static void pack_b_any(const float *B, int ldb, int kc, int nc, int kcp, uint32_t *bp) {
+static void pack_any(const bsrc *s, int k0, int kc, int n0, int nc, int kcp, uint32_t *bp) {
     if (cpu_avx512f())
-        pack_b_avx512(B, ldb, kc, nc, kcp, bp);
+        pack_avx512(s, k0, kc, n0, nc, kcp, bp);
     else
-        pack_b_scalar(B, ldb, kc, nc, kcp, bp);
+        pack_scalar(s, k0, kc, n0, nc, kcp, bp);
 }
 
 /* ---- AVX512-BF16 ------------------------------------------------------------------------ */
@@ -365,8 +428,8 @@ static AVXBF16 void kernel3(KERNEL_ARGS) {
     kernel(3, kcp, a, b, gs, c, ldc, mr, ncols, acc, bias, relu);
 }
 
-static AVXBF16 void gemm_avx512bf16(const uint16_t *Ap, int M, int K, const float *B, int ldb,
-                                    int N, float *C, int ldc, const float *bias, int relu,
+static AVXBF16 void gemm_avx512bf16(const uint16_t *Ap, int M, int K, const bsrc *B, int N,
+                                    float *C, int ldc, const float *bias, int relu,
                                     uint32_t *bbuf) {
     int KT = (K + 31) / 32;
     for (int n0 = 0; n0 < N; n0 += NC) {
@@ -375,7 +438,7 @@ static AVXBF16 void gemm_avx512bf16(const uint16_t *Ap, int M, int K, const floa
             int kc = K - k0 < KC ? K - k0 : KC, kcp = pairs_of(kc), first = k0 == 0;
             int last = k0 + kc == K, rl = last && relu;
             size_t gs = (size_t)kcp * 16;
-            pack_b_avx512(B + (size_t)k0 * ldb + n0, ldb, kc, nc, kcp, bbuf);
+            pack_avx512(B, k0, kc, n0, nc, kcp, bbuf);
             for (int h = 0; h * 8 < M; h++) { /* 8-row halves of the 16-row blocks */
                 const uint16_t *a = Ap + ((size_t)(h / 2) * KT + k0 / 32) * 512 + (h % 2) * 8 * 32;
                 float *c = C + (size_t)h * 8 * ldc + n0;
@@ -400,7 +463,7 @@ static AVXBF16 void gemm_avx512bf16(const uint16_t *Ap, int M, int K, const floa
 
 #define AMX_NAME amx_gemm_hw
 #define AMX_ATTR __attribute__((target("amx-tile,amx-bf16,avx512f")))
-#define AMX_PACK_B pack_b_avx512
+#define AMX_PACK_B pack_avx512
 #define T_CONFIG(c) _tile_loadconfig(c)
 #define T_ZERO(t) _tile_zero(t)
 #define T_LOAD(t, p, s) _tile_loadd(t, p, s)
@@ -473,8 +536,8 @@ static int cpu_has_amx(void) {
 
 #else /* not x86-64 GCC/Clang: the scalar code only, and no BF16 path */
 
-static void pack_b_any(const float *B, int ldb, int kc, int nc, int kcp, uint32_t *bp) {
-    pack_b_scalar(B, ldb, kc, nc, kcp, bp);
+static void pack_any(const bsrc *s, int k0, int kc, int n0, int nc, int kcp, uint32_t *bp) {
+    pack_scalar(s, k0, kc, n0, nc, kcp, bp);
 }
 static int cpu_has_avx512bf16(void) {
     return 0;
@@ -488,7 +551,7 @@ static int cpu_has_amx(void) {
 
 #define AMX_NAME amx_gemm_emu
 #define AMX_ATTR
-#define AMX_PACK_B pack_b_any
+#define AMX_PACK_B pack_any
 #define T_CONFIG(c) emu_config(c)
 #define T_ZERO(t) emu_zero(t)
 #define T_LOAD(t, p, s) emu_load(t, p, s)
@@ -542,29 +605,42 @@ const char *resattn_bf16_path_name(resattn_bf16_path path) {
     }
 }
 
-void resattn_gemm_bf16_run(resattn_bf16_path path, const uint16_t *Ap, int M, int K, const float *B,
-                           int ldb, int N, float *C, int ldc, const float *bias, int relu,
-                           void *bbuf) {
+static void run(resattn_bf16_path path, const uint16_t *Ap, int M, int K, const bsrc *B, int N,
+                float *C, int ldc, const float *bias, int relu, void *bbuf) {
     if (M <= 0 || N <= 0 || K <= 0)
         return;
     switch (path) {
     case RESATTN_BF16_PATH_SCALAR:
-        gemm_scalar(Ap, M, K, B, ldb, N, C, ldc, bias, relu, bbuf);
+        gemm_scalar(Ap, M, K, B, N, C, ldc, bias, relu, bbuf);
         return;
     case RESATTN_BF16_PATH_AMX_EMULATED:
-        amx_gemm_emu(Ap, M, K, B, ldb, N, C, ldc, bias, relu, bbuf);
+        amx_gemm_emu(Ap, M, K, B, N, C, ldc, bias, relu, bbuf);
         return;
 #if defined(__x86_64__) && defined(__GNUC__)
     case RESATTN_BF16_PATH_AVX512:
-        gemm_avx512bf16(Ap, M, K, B, ldb, N, C, ldc, bias, relu, bbuf);
+        gemm_avx512bf16(Ap, M, K, B, N, C, ldc, bias, relu, bbuf);
         return;
     case RESATTN_BF16_PATH_AMX:
-        amx_gemm_hw(Ap, M, K, B, ldb, N, C, ldc, bias, relu, bbuf);
+        amx_gemm_hw(Ap, M, K, B, N, C, ldc, bias, relu, bbuf);
         return;
 #endif
     default:
         abort(); /* callers only pass a path resattn_bf16_path_supported() accepts */
     }
+}
+
+void resattn_gemm_bf16_run(resattn_bf16_path path, const uint16_t *Ap, int M, int K, const float *B,
+                           int ldb, int N, float *C, int ldc, const float *bias, int relu,
+                           void *bbuf) {
+    bsrc src = {.b = B, .ldb = ldb};
+    run(path, Ap, M, K, &src, N, C, ldc, bias, relu, bbuf);
+}
+
+void resattn_gemm_bf16_conv(resattn_bf16_path path, const uint16_t *Ap, int M,
+                            const resattn_bf16_image *im, int n0, int n1, float *C, int ldc,
+                            const float *bias, int relu, void *bbuf) {
+    bsrc src = {.im = im, .nbase = n0};
+    run(path, Ap, M, im->cin * im->k * im->k, &src, n1 - n0, C, ldc, bias, relu, bbuf);
 }
 
 float resattn_dot_bf16(const float *x, const uint16_t *w, int n) {

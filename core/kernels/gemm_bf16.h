@@ -77,6 +77,22 @@ void resattn_gemm_bf16_run(resattn_bf16_path path, const uint16_t *Ap, int M, in
                            int ldb, int N, float *C, int ldc, const float *bias, int relu,
                            void *bbuf);
 
+/* An image whose im2col is the B of a convolution: B [cin*k*k, ho*wo], row (ci*k + ky)*k + kx,
+ * column oy*wo + ox, holds in[ci][oy*stride - pad + ky][ox*stride - pad + kx] (0 outside). */
+typedef struct resattn_bf16_image {
+    const float *in; /* [cin, h, w] */
+    int cin, h, w, k, stride, pad, ho, wo;
+} resattn_bf16_image;
+
+/*
+ * The same with B = im2col(im), columns [n0, n1) only: C [M, n1 - n0] (C points at column n0
+ * of the output, row stride ldc). B is never formed: each K x 192 block is built from the
+ * image while it is packed (no im2col buffer, no second pass over one).
+ */
+void resattn_gemm_bf16_conv(resattn_bf16_path path, const uint16_t *Ap, int M,
+                            const resattn_bf16_image *im, int n0, int n1, float *C, int ldc,
+                            const float *bias, int relu, void *bbuf);
+
 /* x . bf16(w) over n values, FP32 accumulation; x should already be BF16-rounded. */
 float resattn_dot_bf16(const float *x, const uint16_t *w, int n);
 

@@ -17,8 +17,8 @@
  * a 2 x 2 block (never alone), and never stored.
  */
 
-static AMX_ATTR void AMX_NAME(const uint16_t *Ap, int M, int K, const float *B, int ldb, int N,
-                              float *C, int ldc, const float *bias, int relu, uint32_t *bbuf) {
+static AMX_ATTR void AMX_NAME(const uint16_t *Ap, int M, int K, const bsrc *B, int N, float *C,
+                              int ldc, const float *bias, int relu, uint32_t *bbuf) {
     _Alignas(64) float tbuf[4][256];
     int KT = (K + 31) / 32, MB = (M + 15) / 16;
     T_CONFIG(&tile_cfg);
@@ -28,7 +28,7 @@ static AMX_ATTR void AMX_NAME(const uint16_t *Ap, int M, int K, const float *B, 
             int kc = K - k0 < KC ? K - k0 : KC, kcp = pairs_of(kc), first = k0 == 0;
             int last = k0 + kc == K;
             size_t gs = (size_t)kcp * 16; /* words per column group */
-            AMX_PACK_B(B + (size_t)k0 * ldb + n0, ldb, kc, nc, kcp, bbuf);
+            AMX_PACK_B(B, k0, kc, n0, nc, kcp, bbuf);
             for (int mb = 0; mb < MB; mb += 2) {
                 int m2 = mb + 1 < MB;
                 const uint16_t *a0 = Ap + ((size_t)mb * KT + k0 / 32) * 512;

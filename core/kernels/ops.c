@@ -18,7 +18,7 @@ static size_t conv_work(const resattn_conv *c, int h, int w) {
     int ho = resattn_conv_out(h, c->k, c->stride, c->pad);
     int wo = resattn_conv_out(w, c->k, c->stride, c->pad);
     size_t direct = (size_t)c->cin * c->k * c->k * ho * wo;
-    if (c->k == 1 && c->stride == 1 && c->pad == 0)
+    if ((c->k == 1 && c->stride == 1 && c->pad == 0) || c->bf16) /* no column buffer */
         direct = 0;
     if (c->wino_m) {
         size_t wino = resattn_winograd_scratch(c->wino_m, c->cin, c->cout, 0, h, w);
@@ -96,9 +96,8 @@ static void bias_act(float *out, const float *b, int cout, int hw, int relu) {
  * gather) split by input channel, a barrier, then the GEMM. On the packed GEMM the parts
  * split it by output-channel panels, each with its own B-packing buffer: splitting M
  * rather than N halves the weights each core streams, which is what a single image is
- * bound by (BF16 layers split by 16-row blocks of their packed weights the same way).
- * Without packed weights it runs as one part with cblas_sgemm (OpenBLAS threads it) and the
- * bias/ReLU pass.
+ * bound by. Without packed weights it runs as one part with cblas_sgemm (OpenBLAS threads
+ * it) and the bias/ReLU pass. BF16 layers take bf16_part instead.
  */
 typedef struct direct_task {
     const resattn_conv *c;
@@ -108,17 +107,59 @@ typedef struct direct_task {
     resattn_barrier bar;
 } direct_task;
 
+/*
+ * A BF16 layer's direct path: the BF16 GEMM builds its B from the image while packing it
+ * (no column buffer), so the parts need no barrier. They split the output columns, each
+ * packing only its own, when there are at least as many columns as output channels; else
+ * the 16-row blocks of the weights, each streaming half of them.
+ */
+static void bf16_part(const direct_task *t, int part, int nparts) {
+    const resattn_conv *c = t->c;
+    int hw = t->ho * t->wo, kk = c->cin * c->k * c->k;
+    int m0 = 0, m1 = c->cout, n0 = 0, n1 = hw;
+    if (nparts > 1 && hw >= c->cout) {
+        int groups = (hw + 15) / 16;
+        n0 = groups * part / nparts * 16;
+        n1 = groups * (part + 1) / nparts * 16;
+        n1 = n1 < hw ? n1 : hw;
+    } else if (nparts > 1) {
+        int blocks = (c->cout + RESATTN_BF16_MB - 1) / RESATTN_BF16_MB;
+        m0 = blocks * part / nparts * RESATTN_BF16_MB;
+        m1 = blocks * (part + 1) / nparts * RESATTN_BF16_MB;
+        m1 = m1 < c->cout ? m1 : c->cout;
+    }
+    if (m1 <= m0 || n1 <= n0)
+        return;
+    const uint16_t *a = resattn_gemm_bf16_rows(c->wb, kk, m0);
+    float *bbuf = t->bbuf + (size_t)part * gemm_buf(c);
+    for (int i = 0; i < t->n; i++) {
+        const float *x = t->in + (size_t)i * c->cin * t->h * t->w;
+        float *y = t->out + ((size_t)i * c->cout + m0) * hw + n0;
+        if (c->k == 1 && c->stride == 1 && c->pad == 0) { /* B is the input itself */
+            resattn_gemm_bf16_run(c->bf16, a, m1 - m0, kk, x + n0, hw, n1 - n0, y, hw, c->b + m0,
+                                  t->relu, bbuf);
+        } else {
+            resattn_bf16_image im = {x, c->cin, t->h, t->w, c->k, c->stride, c->pad, t->ho, t->wo};
+            resattn_gemm_bf16_conv(c->bf16, a, m1 - m0, &im, n0, n1, y, hw, c->b + m0, t->relu,
+                                   bbuf);
+        }
+    }
+}
+
 static void direct_part(void *arg, int part, int nparts) {
     direct_task *t = arg;
     const resattn_conv *c = t->c;
+    if (c->wb) {
+        bf16_part(t, part, nparts);
+        return;
+    }
     int h = t->h, w = t->w, ho = t->ho, wo = t->wo, hw = ho * wo, kk = c->cin * c->k * c->k;
     int plain = c->k == 1 && c->pad == 0 && c->stride == 1;
     int gather = c->k == 1 && c->pad == 0 && c->stride != 1;
     int c0 = c->cin * part / nparts, c1 = c->cin * (part + 1) / nparts;
-    int mr = c->wb ? RESATTN_BF16_MB : RESATTN_GEMM_MR; /* rows of a packed panel or block */
-    int panels = (c->cout + mr - 1) / mr;
-    int m0 = panels * part / nparts * mr;
-    int m1 = panels * (part + 1) / nparts * mr;
+    int panels = (c->cout + RESATTN_GEMM_MR - 1) / RESATTN_GEMM_MR;
+    int m0 = panels * part / nparts * RESATTN_GEMM_MR;
+    int m1 = panels * (part + 1) / nparts * RESATTN_GEMM_MR;
     m1 = m1 < c->cout ? m1 : c->cout;
     float *bbuf = t->bbuf + (size_t)part * gemm_buf(c);
     for (int i = 0; i < t->n; i++) {
@@ -138,11 +179,7 @@ static void direct_part(void *arg, int part, int nparts) {
             b = t->col;
             resattn_barrier_wait(&t->bar, nparts); /* every column written */
         }
-        if (c->wb) {
-            if (m1 > m0)
-                resattn_gemm_bf16_run(c->bf16, resattn_gemm_bf16_rows(c->wb, kk, m0), m1 - m0, kk,
-                                      b, hw, hw, y + (size_t)m0 * hw, hw, c->b + m0, t->relu, bbuf);
-        } else if (!c->wp) {
+        if (!c->wp) {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c->cout, hw, kk, 1.0f, c->w, kk,
                         b, hw, 0.0f, y, hw);
             bias_act(y, c->b, c->cout, hw, t->relu);
