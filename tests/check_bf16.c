@@ -234,6 +234,7 @@ static void run_convs(resattn_bf16_path path) {
         {3, 45, 37, 7, 2, 3, 17},  {5, 9, 11, 3, 1, 1, 16}, {1, 5, 4, 3, 2, 1, 3},
         {16, 14, 14, 1, 2, 0, 33}, {2, 3, 3, 5, 1, 2, 7},   {4, 20, 30, 3, 1, 0, 8},
         {70, 7, 7, 3, 1, 1, 9},    {3, 200, 3, 3, 1, 1, 4}, {1, 1, 1, 1, 1, 0, 1},
+        {3, 17, 19, 3, 3, 1, 5},   {2, 70, 75, 3, 2, 1, 6},
     };
     for (unsigned i = 0; i < sizeof cases / sizeof cases[0]; i++)
         run_conv_case(path, cases[i][0], cases[i][1], cases[i][2], cases[i][3], cases[i][4],

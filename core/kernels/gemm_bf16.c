@@ -148,7 +148,7 @@ static void pair_scalar(const float *r0, const float *r1, int nc, int kcp, uint3
  * words (zero past kc and nc), through the pair packer PAIR. The rows of an image are
  * built into two NC-float buffers first.
  */
-#define DEFINE_PACK(name, PAIR, ATTR)                                                              \
+#define DEFINE_PACK(name, PAIR, ROW, ATTR)                                                         \
     static ATTR void name(const bsrc *s, int k0, int kc, int n0, int nc, int kcp, uint32_t *bp) {  \
         _Alignas(64) float rows[2][NC];                                                            \
         for (int p = 0; p < kcp; p++) {                                                            \
@@ -158,9 +158,9 @@ static void pair_scalar(const float *r0, const float *r1, int nc, int kcp, uint3
                 memset(rows[0], 0, sizeof rows[0]);                                                \
                 r1 = NULL;                                                                         \
             } else if (s->im) {                                                                    \
-                image_row(s->im, k0 + k, s->nbase + n0, nc, rows[0]);                              \
+                ROW(s->im, k0 + k, s->nbase + n0, nc, rows[0]);                                    \
                 if (r1)                                                                            \
-                    image_row(s->im, k0 + k + 1, s->nbase + n0, nc, rows[1]);                      \
+                    ROW(s->im, k0 + k + 1, s->nbase + n0, nc, rows[1]);                            \
             } else {                                                                               \
                 r0 = s->b + (size_t)(k0 + k) * s->ldb + n0;                                        \
                 r1 = r1 ? r0 + s->ldb : NULL;                                                      \
@@ -169,7 +169,7 @@ static void pair_scalar(const float *r0, const float *r1, int nc, int kcp, uint3
         }                                                                                          \
     }
 
-DEFINE_PACK(pack_scalar, pair_scalar, )
+DEFINE_PACK(pack_scalar, pair_scalar, image_row, )
 
 /* One 16 x 16 FP32 tile (row stride 16) into C: + C when accumulating, + bias, ReLU. */
 static void tile_epilogue(const float *t, float *c, int ldc, int rows, int cols, int accumulate,
@@ -330,6 +330,11 @@ static inline AVX512 __m512i round_bits16(__m512i x) {
     return _mm512_mask_or_epi32(r, nan, x, _mm512_set1_epi32(0x00400000));
 }
 
+/* Mask of the first n (clamped to 0..16) lanes. */
+static inline AVX512 __mmask16 lanes(int n) {
+    return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+}
+
 static AVX512 void pair_avx512(const float *r0, const float *r1, int nc, int kcp, uint32_t *bp) {
     const __m512i hi_mask = _mm512_set1_epi32((int)0xFFFF0000u);
     for (int g = 0; g < (nc + 15) / 16; g++) {
@@ -343,7 +348,59 @@ static AVX512 void pair_avx512(const float *r0, const float *r1, int nc, int kcp
     }
 }
 
-DEFINE_PACK(pack_avx512, pair_avx512, AVX512)
+/* d[0, n) = 0 */
+static inline AVX512 void zero_avx512(float *d, int n) {
+    for (int i = 0; i < n; i += 16)
+        _mm512_mask_storeu_ps(d + i, lanes(n - i), _mm512_setzero_ps());
+}
+
+/* image_row, 16 columns per instruction: stride 1 as masked loads and stores, stride 2 as
+ * two loads and an even-lane permute (the stem and the downsampling layers), others per
+ * column. */
+static AVX512 void image_row_avx512(const resattn_bf16_image *s, int k, int n0, int nc,
+                                    float *dst) {
+    int kk = s->k * s->k, ci = k / kk, ky = k % kk / s->k, kx = k % s->k, st = s->stride;
+    const float *plane = s->in + (size_t)ci * s->h * s->w;
+    const __m512i even =
+        _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    int oy = n0 / s->wo, ox = n0 % s->wo;
+    for (int j = 0; j < nc; oy++, ox = 0) {
+        int run = s->wo - ox < nc - j ? s->wo - ox : nc - j;
+        int iy = oy * st - s->pad + ky, ix0 = ox * st - s->pad + kx;
+        float *d = dst + j;
+        j += run;
+        if (iy < 0 || iy >= s->h) {
+            zero_avx512(d, run);
+            continue;
+        }
+        const float *src = plane + (size_t)iy * s->w + ix0; /* may point before the row */
+        /* columns t with 0 <= ix0 + t * st < w */
+        int t0 = ix0 < 0 ? (-ix0 + st - 1) / st : 0,
+            t1 = ix0 < s->w ? (s->w - 1 - ix0) / st + 1 : 0;
+        t0 = t0 < run ? t0 : run;
+        t1 = t1 < run ? t1 : run;
+        t1 = t1 < t0 ? t0 : t1;
+        zero_avx512(d, t0);
+        zero_avx512(d + t1, run - t1);
+        for (int t = t0; t < t1; t += 16) {
+            int cnt = t1 - t < 16 ? t1 - t : 16;
+            if (st == 1) {
+                _mm512_mask_storeu_ps(d + t, lanes(cnt),
+                                      _mm512_maskz_loadu_ps(lanes(cnt), src + t));
+            } else if (st == 2) {
+                const float *p = src + 2 * t;
+                __m512 a = _mm512_maskz_loadu_ps(lanes(2 * cnt), p);
+                __m512 b = _mm512_maskz_loadu_ps(lanes(2 * cnt - 16), p + 16);
+                _mm512_mask_storeu_ps(d + t, lanes(cnt), _mm512_permutex2var_ps(a, even, b));
+            } else {
+                for (int q = t; q < t + cnt; q++)
+                    d[q] = src[q * st];
+            }
+        }
+    }
+}
+
+DEFINE_PACK(pack_avx512, pair_avx512, image_row_avx512, AVX512)
 
 /* The emulated AMX path packs B as the hardware path does where AVX-512 runs. */
 static void pack_any(const bsrc *s, int k0, int kc, int n0, int nc, int kcp, uint32_t *bp) {
@@ -354,10 +411,6 @@ static void pack_any(const bsrc *s, int k0, int kc, int n0, int nc, int kcp, uin
 }
 
 /* ---- AVX512-BF16 ------------------------------------------------------------------------ */
-
-static inline AVX512 __mmask16 lanes(int n) {
-    return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
-}
 
 /*
  * C[0..mr, 0..ncols) (+)= A rows (8, from a: the K block's first chunk of these rows, chunks
