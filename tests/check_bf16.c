@@ -187,15 +187,25 @@ static void run_conv_case(resattn_bf16_path path, int cin, int h, int w, int k, 
         bias[i] = frand();
     resattn_gemm_bf16_pack(wt, K, cout, K, Ap);
     resattn_bf16_image im = {in, cin, h, w, k, stride, pad, ho, wo};
+    size_t wbytes = resattn_gemm_bf16_conv_work(&im, cout);
+    void *work = wbytes ? aligned_alloc(64, (wbytes + 63) / 64 * 64) : NULL;
+    float *C0 = malloc(sizeof(float) * (size_t)cout * N);
     const int windows[3][2] = {{0, N}, {N / 3, N - N / 5}, {N - 1, N}};
-    for (int wi = 0; wi < 3; wi++) {
-        int n0 = windows[wi][0], n1 = windows[wi][1];
+    for (int wi = 0; wi < 6; wi++) { /* each window without, then with the work memory */
+        int n0 = windows[wi / 2][0], n1 = windows[wi / 2][1];
         if (n1 <= n0)
             continue;
         const float canary = 777.0f;
         for (int i = 0; i < cout * N; i++)
             C[i] = canary;
-        resattn_gemm_bf16_conv(path, Ap, cout, &im, n0, n1, C + n0, N, bias, relu, bbuf);
+        resattn_gemm_bf16_conv(path, Ap, cout, &im, n0, n1, C + n0, N, bias, relu, bbuf,
+                               wi & 1 ? work : NULL);
+        if (wi & 1) /* the padded-copy route (stride 1) gives the same bits */
+            ck_assert_msg(memcmp(C, C0, sizeof(float) * (size_t)cout * N) == 0,
+                          "%s cin%d %dx%d k%d s%d: work memory changed the result",
+                          resattn_bf16_path_name(path), cin, h, w, k, stride);
+        else
+            memcpy(C0, C, sizeof(float) * (size_t)cout * N);
         for (int m = 0; m < cout; m++)
             for (int n = 0; n < N; n++) {
                 float got = C[(size_t)m * N + n];
@@ -225,7 +235,7 @@ static void run_conv_case(resattn_bf16_path path, int cin, int h, int w, int k, 
                               m, n, got, s);
             }
     }
-    free(in), free(wt), free(bias), free(C), free(Ap), free(bbuf);
+    free(in), free(wt), free(bias), free(C), free(C0), free(Ap), free(bbuf), free(work);
 }
 
 static void run_convs(resattn_bf16_path path) {

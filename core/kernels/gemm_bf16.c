@@ -97,6 +97,11 @@ typedef struct bsrc {
     int ldb;
     const resattn_bf16_image *im;
     int nbase;
+    /* or, when pb is set, a stride-1 image already rounded and zero-padded (pad_image):
+     * row (ci, ky, kx) of B is pb + ci * plane + ky * wp + kx + nbase, contiguous */
+    const uint16_t *pb;
+    size_t plane;
+    int kw, wp;
 } bsrc;
 
 /* Row k of im2col(image) over columns [n0, n0 + nc): dst[j] = in[ci][iy][ix] for output
@@ -131,6 +136,43 @@ static void image_row(const resattn_bf16_image *s, int k, int n0, int nc, float 
     }
 }
 
+/* Row k of a padded BF16 image source. */
+static const uint16_t *padded_row(const bsrc *s, int k) {
+    int kk = s->kw * s->kw, ci = k / kk, ky = k % kk / s->kw, kx = k % s->kw;
+    return s->pb + (size_t)ci * s->plane + (size_t)ky * s->wp + kx + s->nbase;
+}
+
+/* Two BF16 rows (r1 NULL: zero) -> the words of pair p: r0[n] | r1[n] << 16. */
+static void pair16_scalar(const uint16_t *r0, const uint16_t *r1, int nc, int kcp, uint32_t *bp) {
+    for (int g = 0; g < (nc + 15) / 16; g++)
+        for (int j = 0; j < 16; j++) {
+            int n = g * 16 + j;
+            bp[(size_t)g * kcp * 16 + j] =
+                n < nc ? (uint32_t)r0[n] | (r1 ? (uint32_t)r1[n] << 16 : 0) : 0;
+        }
+}
+
+/*
+ * A stride-1 image's rows [oy0, oy0 + rows) of the zero-padded map (padded row r is input row
+ * r - pad), rounded to BF16: out [cin][rows][w + 2 pad]. Done once per call, it replaces
+ * building each of the k*k shifted rows of B from FP32: B's rows are then contiguous runs
+ * of this copy (the output is computed over the padded width, see resattn_gemm_bf16_conv).
+ */
+static void pad_image(const resattn_bf16_image *im, int oy0, int rows, uint16_t *out) {
+    int wp = im->w + 2 * im->pad;
+    for (int ci = 0; ci < im->cin; ci++)
+        for (int r = 0; r < rows; r++) {
+            uint16_t *d = out + ((size_t)ci * rows + r) * wp;
+            int iy = oy0 + r - im->pad;
+            memset(d, 0, (size_t)wp * sizeof *d);
+            if (iy < 0 || iy >= im->h)
+                continue;
+            const float *src = im->in + ((size_t)ci * im->h + iy) * im->w;
+            for (int x = 0; x < im->w; x++)
+                d[im->pad + x] = resattn_bf16_from_f32(src[x]);
+        }
+}
+
 /* The two rows of k-pair p (r1 NULL: zero) -> word j of each group of 16 columns,
  * bf16(r0[n]) | bf16(r1[n]) << 16, zero past nc. bp points at pair p of group 0. */
 static void pair_scalar(const float *r0, const float *r1, int nc, int kcp, uint32_t *bp) {
@@ -148,7 +190,7 @@ static void pair_scalar(const float *r0, const float *r1, int nc, int kcp, uint3
  * words (zero past kc and nc), through the pair packer PAIR. The rows of an image are
  * built into two NC-float buffers first.
  */
-#define DEFINE_PACK(name, PAIR, ROW, ATTR)                                                         \
+#define DEFINE_PACK(name, PAIR, PAIR16, ROW, ATTR)                                                 \
     static ATTR void name(const bsrc *s, int k0, int kc, int n0, int nc, int kcp, uint32_t *bp) {  \
         _Alignas(64) float rows[2][NC];                                                            \
         for (int p = 0; p < kcp; p++) {                                                            \
@@ -157,6 +199,10 @@ static void pair_scalar(const float *r0, const float *r1, int nc, int kcp, uint3
             if (k >= kc) {                                                                         \
                 memset(rows[0], 0, sizeof rows[0]);                                                \
                 r1 = NULL;                                                                         \
+            } else if (s->pb) {                                                                    \
+                PAIR16(padded_row(s, k0 + k) + n0, r1 ? padded_row(s, k0 + k + 1) + n0 : NULL, nc, \
+                       kcp, bp + (size_t)p * 16);                                                  \
+                continue;                                                                          \
             } else if (s->im) {                                                                    \
                 ROW(s->im, k0 + k, s->nbase + n0, nc, rows[0]);                                    \
                 if (r1)                                                                            \
@@ -169,7 +215,7 @@ static void pair_scalar(const float *r0, const float *r1, int nc, int kcp, uint3
         }                                                                                          \
     }
 
-DEFINE_PACK(pack_scalar, pair_scalar, image_row, )
+DEFINE_PACK(pack_scalar, pair_scalar, pair16_scalar, image_row, )
 
 /* One 16 x 16 FP32 tile (row stride 16) into C: + C when accumulating, + bias, ReLU. */
 static void tile_epilogue(const float *t, float *c, int ldc, int rows, int cols, int accumulate,
@@ -400,7 +446,30 @@ static AVX512 void image_row_avx512(const resattn_bf16_image *s, int k, int n0, 
     }
 }
 
-DEFINE_PACK(pack_avx512, pair_avx512, image_row_avx512, AVX512)
+/* pair16_scalar, 16 columns per step (zero-extend, shift, or). */
+static AVX512 void pair16_avx512(const uint16_t *r0, const uint16_t *r1, int nc, int kcp,
+                                 uint32_t *bp) {
+    for (int g = 0; g < (nc + 15) / 16; g++) {
+        int w = nc - g * 16;
+        __m512i lo, hi = _mm512_setzero_si512();
+        if (w >= 16) {
+            lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(r0 + g * 16)));
+            if (r1)
+                hi = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(r1 + g * 16)));
+        } else { /* the last columns: through a zeroed copy, never reading past them */
+            uint16_t t0[16] = {0}, t1[16] = {0};
+            memcpy(t0, r0 + g * 16, (size_t)w * sizeof *t0);
+            if (r1)
+                memcpy(t1, r1 + g * 16, (size_t)w * sizeof *t1);
+            lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)t0));
+            hi = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)t1));
+        }
+        _mm512_storeu_si512(bp + (size_t)g * kcp * 16,
+                            _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+    }
+}
+
+DEFINE_PACK(pack_avx512, pair_avx512, pair16_avx512, image_row_avx512, AVX512)
 
 /* The emulated AMX path packs B as the hardware path does where AVX-512 runs. */
 static void pack_any(const bsrc *s, int k0, int kc, int n0, int nc, int kcp, uint32_t *bp) {
@@ -689,11 +758,46 @@ void resattn_gemm_bf16_run(resattn_bf16_path path, const uint16_t *Ap, int M, in
     run(path, Ap, M, K, &src, N, C, ldc, bias, relu, bbuf);
 }
 
+size_t resattn_gemm_bf16_conv_work(const resattn_bf16_image *im, int M) {
+    if (im->stride != 1)
+        return 0;
+    size_t wp = (size_t)im->w + 2 * im->pad, hp = (size_t)im->h + 2 * im->pad;
+    return (im->cin * hp * wp * sizeof(uint16_t) + 63) / 64 * 64 +
+           (size_t)M * im->ho * wp * sizeof(float);
+}
+
+/*
+ * Stride 1 with work memory: the output is computed over the padded width (output pixel
+ * (oy, ox) is column (oy - oy0) * wp + ox of a [M, ...] buffer, the wp - wo columns past
+ * each row are computed and dropped), so that every row of B is one contiguous run of the
+ * padded BF16 copy; then the pixels asked for are copied to C. Otherwise B's rows are built
+ * from the FP32 image while packing.
+ */
 void resattn_gemm_bf16_conv(resattn_bf16_path path, const uint16_t *Ap, int M,
                             const resattn_bf16_image *im, int n0, int n1, float *C, int ldc,
-                            const float *bias, int relu, void *bbuf) {
-    bsrc src = {.im = im, .nbase = n0};
-    run(path, Ap, M, im->cin * im->k * im->k, &src, n1 - n0, C, ldc, bias, relu, bbuf);
+                            const float *bias, int relu, void *bbuf, void *work) {
+    int K = im->cin * im->k * im->k;
+    if (im->stride != 1 || !work) {
+        bsrc src = {.im = im, .nbase = n0};
+        run(path, Ap, M, K, &src, n1 - n0, C, ldc, bias, relu, bbuf);
+        return;
+    }
+    int wp = im->w + 2 * im->pad, wo = im->wo;
+    int oy0 = n0 / wo, ox0 = n0 % wo, oyl = (n1 - 1) / wo, oxl = (n1 - 1) % wo;
+    int rows = oyl - oy0 + im->k, cols = (oyl - oy0) * wp + oxl + 1 - ox0;
+    size_t plane = (size_t)rows * wp;
+    uint16_t *pb = work;
+    float *out = (float *)((char *)work + (im->cin * plane * sizeof *pb + 63) / 64 * 64);
+    pad_image(im, oy0, rows, pb);
+    bsrc src = {.pb = pb, .plane = plane, .kw = im->k, .wp = wp, .nbase = ox0};
+    run(path, Ap, M, K, &src, cols, out, cols, bias, relu, bbuf);
+    for (int m = 0; m < M; m++)
+        for (int oy = oy0; oy <= oyl; oy++) {
+            int a = oy == oy0 ? ox0 : 0, e = oy == oyl ? oxl + 1 : wo;
+            memcpy(C + (size_t)m * ldc + (size_t)oy * wo + a - n0,
+                   out + (size_t)m * cols + (size_t)(oy - oy0) * wp + a - ox0,
+                   (size_t)(e - a) * sizeof *C);
+        }
 }
 
 float resattn_dot_bf16(const float *x, const uint16_t *w, int n) {

@@ -87,11 +87,16 @@ typedef struct resattn_bf16_image {
 /*
  * The same with B = im2col(im), columns [n0, n1) only: C [M, n1 - n0] (C points at column n0
  * of the output, row stride ldc). B is never formed: each K x 192 block is built from the
- * image while it is packed (no im2col buffer, no second pass over one).
+ * image while it is packed (no im2col buffer, no second pass over one). With work memory of
+ * resattn_gemm_bf16_conv_work bytes (64-byte aligned), a stride-1 layer first makes one
+ * zero-padded BF16 copy of the image rows it needs, from which B's rows are contiguous
+ * runs; work NULL, or other strides, build B's rows from the FP32 image. Same results.
  */
 void resattn_gemm_bf16_conv(resattn_bf16_path path, const uint16_t *Ap, int M,
                             const resattn_bf16_image *im, int n0, int n1, float *C, int ldc,
-                            const float *bias, int relu, void *bbuf);
+                            const float *bias, int relu, void *bbuf, void *work);
+/* Bytes of work memory for M output channels of this image's layer (0: stride is not 1). */
+size_t resattn_gemm_bf16_conv_work(const resattn_bf16_image *im, int M);
 
 /* x . bf16(w) over n values, FP32 accumulation; x should already be BF16-rounded. */
 float resattn_dot_bf16(const float *x, const uint16_t *w, int n);

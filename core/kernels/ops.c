@@ -14,12 +14,28 @@
 #include <float.h>
 #include <string.h>
 
+/* Floats of one part's work memory for resattn_gemm_bf16_conv (64-byte multiple). */
+static size_t bf16_work_floats(const resattn_conv *c, int h, int w) {
+    resattn_bf16_image im = {NULL,
+                             c->cin,
+                             h,
+                             w,
+                             c->k,
+                             c->stride,
+                             c->pad,
+                             resattn_conv_out(h, c->k, c->stride, c->pad),
+                             resattn_conv_out(w, c->k, c->stride, c->pad)};
+    return (resattn_gemm_bf16_conv_work(&im, c->cout) + 63) / 64 * 16;
+}
+
 static size_t conv_work(const resattn_conv *c, int h, int w) {
     int ho = resattn_conv_out(h, c->k, c->stride, c->pad);
     int wo = resattn_conv_out(w, c->k, c->stride, c->pad);
     size_t direct = (size_t)c->cin * c->k * c->k * ho * wo;
-    if ((c->k == 1 && c->stride == 1 && c->pad == 0) || c->bf16) /* no column buffer */
+    if (c->k == 1 && c->stride == 1 && c->pad == 0)
         direct = 0;
+    else if (c->bf16) /* no column buffer: the padded BF16 copy of each of two parts */
+        direct = 2 * bf16_work_floats(c, h, w);
     if (c->wino_m) {
         size_t wino = resattn_winograd_scratch(c->wino_m, c->cin, c->cout, 0, h, w);
         return wino > direct ? wino : direct;
@@ -140,8 +156,9 @@ static void bf16_part(const direct_task *t, int part, int nparts) {
                                   t->relu, bbuf);
         } else {
             resattn_bf16_image im = {x, c->cin, t->h, t->w, c->k, c->stride, c->pad, t->ho, t->wo};
+            float *work = t->col + (size_t)part * bf16_work_floats(c, t->h, t->w);
             resattn_gemm_bf16_conv(c->bf16, a, m1 - m0, &im, n0, n1, y, hw, c->b + m0, t->relu,
-                                   bbuf);
+                                   bbuf, work);
         }
     }
 }
