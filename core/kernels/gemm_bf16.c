@@ -153,12 +153,12 @@ static void pair16_scalar(const uint16_t *r0, const uint16_t *r1, int nc, int kc
 }
 
 /*
- * A stride-1 image's rows [oy0, oy0 + rows) of the zero-padded map (padded row r is input row
- * r - pad), rounded to BF16: out [cin][rows][w + 2 pad]. Done once per call, it replaces
+ * A stride-1 image's rows [oy0, oy0 + rows) of the zero-padded map (padded row oy0 + r is input
+ * row oy0 + r - pad), rounded to BF16: out [cin][rows][w + 2 pad]. Done once per call, it replaces
  * building each of the k*k shifted rows of B from FP32: B's rows are then contiguous runs
  * of this copy (the output is computed over the padded width, see resattn_gemm_bf16_conv).
  */
-static void pad_image(const resattn_bf16_image *im, int oy0, int rows, uint16_t *out) {
+static void pad_image_scalar(const resattn_bf16_image *im, int oy0, int rows, uint16_t *out) {
     int wp = im->w + 2 * im->pad;
     for (int ci = 0; ci < im->cin; ci++)
         for (int r = 0; r < rows; r++) {
@@ -444,6 +444,31 @@ static AVX512 void image_row_avx512(const resattn_bf16_image *s, int k, int n0, 
             }
         }
     }
+}
+
+/* pad_image_scalar, 16 values per step (the same rounding as round_bits). */
+static AVX512 void pad_image_avx512(const resattn_bf16_image *im, int oy0, int rows,
+                                    uint16_t *out) {
+    int wp = im->w + 2 * im->pad;
+    for (int ci = 0; ci < im->cin; ci++)
+        for (int r = 0; r < rows; r++) {
+            uint16_t *d = out + ((size_t)ci * rows + r) * wp;
+            int iy = oy0 + r - im->pad;
+            if (iy < 0 || iy >= im->h) {
+                memset(d, 0, (size_t)wp * sizeof *d);
+                continue;
+            }
+            memset(d, 0, (size_t)im->pad * sizeof *d);
+            memset(d + im->pad + im->w, 0, (size_t)im->pad * sizeof *d);
+            const float *src = im->in + ((size_t)ci * im->h + iy) * im->w;
+            int x = 0;
+            for (; x + 16 <= im->w; x += 16) {
+                __m512i v = _mm512_srli_epi32(round_bits16(_mm512_loadu_si512(src + x)), 16);
+                _mm256_storeu_si256((__m256i *)(d + im->pad + x), _mm512_cvtepi32_epi16(v));
+            }
+            for (; x < im->w; x++)
+                d[im->pad + x] = resattn_bf16_from_f32(src[x]);
+        }
 }
 
 /* pair16_scalar, 16 columns per step (zero-extend, shift, or). */
@@ -788,7 +813,12 @@ void resattn_gemm_bf16_conv(resattn_bf16_path path, const uint16_t *Ap, int M,
     size_t plane = (size_t)rows * wp;
     uint16_t *pb = work;
     float *out = (float *)((char *)work + (im->cin * plane * sizeof *pb + 63) / 64 * 64);
-    pad_image(im, oy0, rows, pb);
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (path != RESATTN_BF16_PATH_SCALAR && cpu_avx512f())
+        pad_image_avx512(im, oy0, rows, pb);
+    else
+#endif
+        pad_image_scalar(im, oy0, rows, pb);
     bsrc src = {.pb = pb, .plane = plane, .kw = im->k, .wp = wp, .nbase = ox0};
     run(path, Ap, M, K, &src, cols, out, cols, bias, relu, bbuf);
     for (int m = 0; m < M; m++)
