@@ -461,13 +461,12 @@ static AVX512 void pad_image_avx512(const resattn_bf16_image *im, int oy0, int r
             memset(d, 0, (size_t)im->pad * sizeof *d);
             memset(d + im->pad + im->w, 0, (size_t)im->pad * sizeof *d);
             const float *src = im->in + ((size_t)ci * im->h + iy) * im->w;
-            int x = 0;
-            for (; x + 16 <= im->w; x += 16) {
-                __m512i v = _mm512_srli_epi32(round_bits16(_mm512_loadu_si512(src + x)), 16);
-                _mm256_storeu_si256((__m256i *)(d + im->pad + x), _mm512_cvtepi32_epi16(v));
+            for (int x = 0; x < im->w; x += 16) {
+                __mmask16 m = lanes(im->w - x);
+                __m512i v =
+                    _mm512_srli_epi32(round_bits16(_mm512_maskz_loadu_epi32(m, src + x)), 16);
+                _mm512_mask_cvtepi32_storeu_epi16(d + im->pad + x, m, v);
             }
-            for (; x < im->w; x++)
-                d[im->pad + x] = resattn_bf16_from_f32(src[x]);
         }
 }
 
