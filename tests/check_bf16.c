@@ -5,8 +5,9 @@
  *  - Each GEMM path against a double-precision product of the BF16-rounded inputs over odd
  *    shapes and tile tails (M, N, K of 1, around 8/16/32/48, past the 192-column and
  *    1024-k blocks), padded strides, bias and ReLU, nothing written outside C; and with B
- *    built from an image (the convolution form: kernels, strides, padding, column windows)
- *    against a direct convolution. Paths: the
+ *    built from an image (the convolution form: kernels, strides, padding, column windows,
+ *    with and without the padded BF16 copy) against a direct convolution; a BF16 layer on one
+ *    and on two threads, bit for bit. Paths: the
  *    scalar reference and the AMX code on emulated tiles run everywhere; AVX512-BF16 and AMX
  *    run only where this CPU has them. A path the CPU lacks is not registered (so never
  *    counted as passed): the suite prints "not run" for it.
