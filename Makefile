@@ -1,16 +1,18 @@
 # resattn — build, test and run.
 #   make            build build/resattn
-#   make run        install missing Debian packages, build, serve the built-in model on :8080
-#   make test       install missing Debian packages, build, run every test
+#   make run        install missing Debian packages (the run set), build, serve the built-in model on :8080
+#   make test       install missing Debian packages (the test set), build, run every test
 #   make asan       the unit and integration tests under AddressSanitizer + UBSan (build-asan/)
 #   make format     clang-format every C file in place
 CC      ?= cc
 BUILD   ?= build
 OPT     ?= -O2
-PKGS     = jansson libmicrohttpd openblas check libpng libjpeg
+NPROC   := $(shell nproc 2>/dev/null || echo 2)
+# What the binary links; the tests add Check and libcurl (installed by `make test` only).
+PKGS     = jansson libmicrohttpd openblas libpng libjpeg
 CFLAGS  += -std=c11 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE -pthread -Iinclude -Icore -Iserver \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS  += $(shell pkg-config --libs jansson libmicrohttpd openblas libpng libjpeg 2>/dev/null) -lm -pthread
+LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
 CHECK_LIBS = $(shell pkg-config --libs check libcurl 2>/dev/null)
 
 CORE_SRC   = $(wildcard core/*/*.c)
@@ -23,11 +25,16 @@ TEST_OBJ   = $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 HEADERS    = $(wildcard include/resattn/*.h core/*/*.h server/*/*.h server/*/*/*.h tests/*.h)
 C_FILES    = $(wildcard include/resattn/*.h core/*/*.[ch] server/*/*.[ch] tests/*.[ch] tests/fuzz/*.[ch])
 
-.PHONY: all deps run test unit asan format format-check clean fixtures fuzz
+.PHONY: all deps deps-run run test unit asan format format-check clean fixtures fuzz
 all: $(BUILD)/resattn
 
+# Debian packages: `make run` needs only the run set, `make test` the test set
+# (tools/ensure-deps.sh). Both then build in a sub-make, so that the pkg-config flags above
+# are read after the packages are installed.
+deps-run:
+	@tools/ensure-deps.sh run
 deps:
-	@tools/ensure-deps.sh
+	@tools/ensure-deps.sh test
 
 $(BUILD)/obj/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -38,11 +45,28 @@ $(BUILD)/obj/models/default_model.o: models/default_model.S models/default.safet
 	@mkdir -p $(dir $@)
 	$(CC) -c $< -o $@
 
-# The web page served at / is linked into the binary (server/http/web/index.html).
+# The web page served at / is linked into the binary: server/http/web/index.html with the
+# example pictures (models/examples/*.png) embedded as data: URLs for its thumbnails.
+WEB_EXAMPLES = $(sort $(wildcard models/examples/*.png))
 SERVER_OBJ += $(BUILD)/obj/server/http/web/index_html.o
-$(BUILD)/obj/server/http/web/index_html.o: server/http/web/index_html.S server/http/web/index.html
+$(BUILD)/web/index.html: server/http/web/index.html server/http/web/embed_examples.sh $(WEB_EXAMPLES)
 	@mkdir -p $(dir $@)
-	$(CC) -c $< -o $@
+	server/http/web/embed_examples.sh $< $(WEB_EXAMPLES) > $@.tmp && mv $@.tmp $@
+$(BUILD)/obj/server/http/web/index_html.o: server/http/web/index_html.S $(BUILD)/web/index.html
+	@mkdir -p $(dir $@)
+	$(CC) -DRESATTN_WEB_PAGE='"$(BUILD)/web/index.html"' -c $< -o $@
+
+# The git commit for resattn_build_info ("unknown" outside a git checkout, as in the container
+# build); rewritten only when it changes, so that only metrics.o is rebuilt.
+$(BUILD)/build_commit.h: FORCE
+	@mkdir -p $(dir $@)
+	@printf '#define RESATTN_COMMIT "%s"\n' \
+	  "$$(git describe --always --dirty --abbrev=12 2>/dev/null || echo unknown)" >$@.tmp && \
+	  (cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@)
+$(BUILD)/obj/server/runtime/metrics.o: $(BUILD)/build_commit.h
+$(BUILD)/obj/server/runtime/metrics.o: CFLAGS += -I$(BUILD)
+.PHONY: FORCE
+FORCE:
 
 # One SUITE(x) line per tests/check_x.c, for tests/check_main.c.
 $(BUILD)/suites.h: $(wildcard tests/check_*.c)
@@ -51,7 +75,7 @@ $(BUILD)/suites.h: $(wildcard tests/check_*.c)
 	  (cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@)
 
 $(BUILD)/obj/tests/check_main.o: $(BUILD)/suites.h
-$(BUILD)/obj/tests/%.o: CFLAGS += -I$(BUILD)
+$(BUILD)/obj/tests/%.o: CFLAGS += -I$(BUILD) $(shell pkg-config --cflags check libcurl 2>/dev/null)
 
 $(BUILD)/libresattn.a: $(CORE_OBJ)
 	ar rcs $@ $^
@@ -74,20 +98,23 @@ unit: $(BUILD)/check_resattn $(BUILD)/resattn
 	  RESATTN_JSON_SCAN=portable CK_RUN_SUITE=protocol $(BUILD)/check_resattn
 
 test: deps
+	$(MAKE) -j$(NPROC) all $(BUILD)/check_resattn
 	$(MAKE) unit
 	tests/integration/prometheus_scrape.sh $(BUILD)/resattn
+	python3 tests/integration/readme_examples.py $(BUILD)/resattn
 	RESATTN_BIN=$(abspath $(BUILD)/resattn) tests/browser/run.sh
 	deploy/validate.sh
 	$(MAKE) asan
 
 asan:
-	$(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
+	$(MAKE) -j$(NPROC) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
 	  LDFLAGS="-fsanitize=address,undefined" unit
 
 # The quickstart server listens on loopback; containers set RESATTN_HOST=0.0.0.0.
 HOST ?= 127.0.0.1
 PORT ?= 8080
-run: deps all
+run: deps-run
+	$(MAKE) -j$(NPROC) all
 	$(BUILD)/resattn serve --host $(HOST) --port $(PORT)
 
 format:

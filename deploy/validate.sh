@@ -3,13 +3,14 @@
 # engine or a cluster (about 10 s once the npm packages are cached):
 #   - Dockerfile: multi-stage from debian:bookworm-slim, numeric non-root USER, HEALTHCHECK,
 #     EXPOSE, exec-form ENTRYPOINT running `resattn serve`; shell scripts parse (bash -n).
-#   - Prometheus config and alert rules: promtool check config / rules.
+#   - Prometheus config and alert rules: promtool check config / rules, and the rules' unit
+#     tests (promtool test rules deploy/prometheus/rules.test.yml).
 #   - Compose: `docker-compose config` (Debian's docker-compose), then validate-compose.mjs
 #     (wiring, hardening, dashboard panels) and promtool on the dashboard's PromQL.
 #   - Kubernetes: `kubectl kustomize` of deploy/k8s and deploy/k8s/custom-model when kubectl
 #     is installed, and validate-k8s.mjs (kubernetes-models schemas + deployment properties).
 #   - Every RESATTN_* variable the deploy files set is an option the server knows (read from
-#     `resattn serve --help` when a binary is built, else from server/*.c).
+#     `resattn serve --help` when a binary is built, else from server/*/*.c).
 # Installs docker-compose, prometheus (promtool), nodejs/npm from Debian when missing (as root),
 # and the pinned npm packages of tests/deploy (npm ci). Prints "validate: N passed, N failed".
 set -uo pipefail
@@ -67,6 +68,8 @@ echo "== Prometheus"
 if need_pkg promtool prometheus; then
   run "promtool check config deploy/prometheus/prometheus.yml" promtool check config deploy/prometheus/prometheus.yml
   run "promtool check rules deploy/prometheus/rules.yml" promtool check rules deploy/prometheus/rules.yml
+  run "promtool test rules deploy/prometheus/rules.test.yml (alerts on the model/endpoint labels)" \
+    promtool test rules deploy/prometheus/rules.test.yml
 else
   fail "promtool not available (install Debian's prometheus)"
 fi
@@ -125,8 +128,8 @@ bin=${RESATTN_BIN:-}
 if [ -n "$bin" ] && "$bin" serve --help >"$TMP/known" 2>&1; then
   src="\`$bin serve --help\`"
 elif ls server/cli/config.c >/dev/null 2>&1; then
-  cat server/*.c >"$TMP/known"
-  src="server/*.c"
+  cat server/*/*.c >"$TMP/known"
+  src="server/*/*.c"
 else
   src=""
 fi

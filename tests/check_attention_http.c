@@ -3,9 +3,9 @@
  * (tests/fixtures/<case>.safetensors) as a child process; a v2 request with the fixture
  * input asks for the outputs "attention/<block>" of every block and the summary; every
  * returned tensor equals the PyTorch forward-hook mask (<case>.masks.safetensors) within
- * 1e-5 with the same shape, also as binary_data. Also: summaries and base64 pictures
- * (decoded with libpng), the /predict-independent v2 errors, and no "parameters" when
- * nothing was asked.
+ * 1e-5 with the same shape, also as binary_data. Also: summaries (the output tensor
+ * attention_summary, never response "parameters") and base64 pictures (decoded with
+ * libpng), the /predict-independent v2 errors, and no attention when nothing was asked.
  */
 #include "data/npy.h"
 #include "model/safetensors.h"
@@ -101,6 +101,24 @@ static char *outputs_for_blocks(const resattn_st *st, int binary) {
     return b;
 }
 
+/* The attention_summary output of an answer (BYTES [n], JSON data): one parsed summary per
+ * image, as a JSON array; the answer carries no response "parameters". */
+static json_t *summaries(const char *name, json_t *root, int n) {
+    ck_assert_msg(json_object_get(root, "parameters") == NULL, "%s: response parameters", name);
+    json_t *outs = json_object_get(root, "outputs");
+    json_t *o = json_array_get(outs, json_array_size(outs) - 1);
+    ck_assert_str_eq(json_string_value(json_object_get(o, "name")), "attention_summary");
+    ck_assert_str_eq(json_string_value(json_object_get(o, "datatype")), "BYTES");
+    json_t *data = json_object_get(o, "data"), *all = json_array();
+    ck_assert_int_eq(json_array_size(data), n);
+    for (int i = 0; i < n; i++) {
+        json_t *one = json_loads(json_string_value(json_array_get(data, (size_t)i)), 0, NULL);
+        ck_assert_msg(json_is_array(one), "%s: summary %d is not a JSON array", name, i);
+        json_array_append_new(all, one);
+    }
+    return all;
+}
+
 /* Compare output tensor o (JSON data, or bytes at *tail for binary) with the PyTorch mask. */
 static void check_tensor(const char *name, resattn_st *st, json_t *o, const unsigned char **tail) {
     const char *oname = json_string_value(json_object_get(o, "name"));
@@ -161,15 +179,15 @@ START_TEST(v2_masks_match_pytorch) {
                          "logits");
         for (int t = 0; t < f.st.num_tensors; t++)
             f.st.tensors[t].used = 0;
-        for (size_t i = 1; i < json_array_size(outputs); i++)
+        /* logits, the masks, then the summary */
+        for (size_t i = 1; i + 1 < json_array_size(outputs); i++)
             check_tensor(name, &f.st, json_array_get(outputs, i), &tail);
         ck_assert_ptr_eq(tail, r.body + r.len);
         for (int t = 0; t < f.st.num_tensors; t++)
             ck_assert_msg(f.st.tensors[t].used, "%s: mask %s not returned", name,
                           f.st.tensors[t].name);
         /* summary: one array per image, one entry per block, stats within the mask range */
-        json_t *att = json_object_get(json_object_get(root, "parameters"), "attention");
-        ck_assert_int_eq(json_array_size(att), f.x.shape[0]);
+        json_t *att = summaries(name, root, (int)f.x.shape[0]);
         json_t *blocks = json_array_get(att, 1);
         ck_assert_int_gt(json_array_size(blocks), 0);
         json_t *b0 = json_array_get(blocks, 0);
@@ -181,6 +199,7 @@ START_TEST(v2_masks_match_pytorch) {
                mx = json_real_value(json_object_get(s, "max"));
         ck_assert(0 <= mn && mn <= mean && mean <= mx && mx <= 1);
         ck_assert_ptr_null(json_object_get(b0, "images"));
+        json_decref(att);
         json_decref(root);
         uh_response_release(&r);
     }
@@ -220,10 +239,9 @@ START_TEST(v2_pictures) {
     ck_assert_msg(r.status == 200, "%s: status %ld: %.*s", name, r.status, (int)r.len, r.body);
     json_t *root = json_loadb((const char *)r.body, r.len, 0, NULL);
     ck_assert_ptr_nonnull(root);
-    /* no mask tensors were asked for: logits only */
-    ck_assert_int_eq(json_array_size(json_object_get(root, "outputs")), 1);
-    json_t *att = json_object_get(json_object_get(root, "parameters"), "attention");
-    ck_assert_int_eq(json_array_size(att), f.x.shape[0]);
+    /* no outputs named: the default ones (logits, probabilities, top_k_*) and the summary */
+    ck_assert_int_eq(json_array_size(json_object_get(root, "outputs")), 6);
+    json_t *att = summaries(name, root, (int)f.x.shape[0]);
     int h = (int)f.x.shape[2], w = (int)f.x.shape[3], longer = h > w ? h : w;
     int k = (224 + longer - 1) / longer;
     size_t i;
@@ -262,6 +280,7 @@ START_TEST(v2_pictures) {
             free(png);
         }
     }
+    json_decref(att);
     json_decref(root);
     uh_response_release(&r);
     fixture_close(&f);

@@ -25,6 +25,7 @@
 #include "util_st.h"
 
 #include <check.h>
+#include <jansson.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -569,6 +570,19 @@ static int count_lines(const char *s, const char *needle) {
     return n;
 }
 
+/* Field key of bench's one-line JSON object, as a string ("" when absent); the line must
+ * parse. Copied into a static buffer: one value is read at a time. */
+static const char *bench_field(const char *out, const char *key) {
+    static char value[64];
+    json_error_t e;
+    json_t *o = json_loads(out, JSON_DISABLE_EOF_CHECK, &e);
+    ck_assert_msg(o != NULL, "bench printed no JSON (%s): %s", e.text, out);
+    const char *v = json_string_value(json_object_get(o, key));
+    snprintf(value, sizeof value, "%s", v ? v : "");
+    json_decref(o);
+    return value;
+}
+
 /* bench, inspect and predict: --precision and RESATTN_PRECISION, the JSON fields, the one
  * warning line of the fallback, and the errors for a bad value. */
 START_TEST(test_cli) {
@@ -579,24 +593,23 @@ START_TEST(test_cli) {
     char args[512], want[128];
     snprintf(args, sizeof args, "bench --iters 1 --batch 2 --precision bf16 %s", model);
     ck_assert_int_eq(run_cli("", args, out, sizeof out, errs, sizeof errs), 0);
-    snprintf(want, sizeof want, "\"precision\": \"%s\"", bf ? "bf16" : "fp32");
-    ck_assert_msg(strstr(out, want) && strstr(out, "\"precision_requested\": \"bf16\""), "%s", out);
-    snprintf(want, sizeof want, "\"kernel_path\": \"%s\"", path);
-    ck_assert_msg(strstr(out, want), "%s", out);
+    ck_assert_str_eq(bench_field(out, "precision"), bf ? "bf16" : "fp32");
+    ck_assert_str_eq(bench_field(out, "precision_requested"), "bf16");
+    ck_assert_str_eq(bench_field(out, "kernel_path"), path);
     ck_assert_int_eq(count_lines(errs, "warning"), bf ? 0 : 1);
     /* no BF16 path: FP32 and exactly one warning line */
     ck_assert_int_eq(run_cli("RESATTN_BF16_PATH=none RESATTN_PRECISION=bf16", "bench --iters 1",
                              out, sizeof out, errs, sizeof errs),
                      0);
-    ck_assert_msg(strstr(out, "\"precision\": \"fp32\"") &&
-                      strstr(out, "\"kernel_path\": \"fp32\""),
-                  "%s", out);
+    ck_assert_str_eq(bench_field(out, "precision"), "fp32");
+    ck_assert_str_eq(bench_field(out, "kernel_path"), "fp32");
     ck_assert_msg(count_lines(errs, "\n") == 1 && strstr(errs, "AVX512-BF16") &&
                       strstr(errs, "running FP32"),
                   "stderr: %s", errs);
     /* the default stays FP32, without a word */
     ck_assert_int_eq(run_cli("", "bench --iters 1", out, sizeof out, errs, sizeof errs), 0);
-    ck_assert_msg(strstr(out, "\"precision\": \"fp32\"") && !*errs, "%s / %s", out, errs);
+    ck_assert_str_eq(bench_field(out, "precision"), "fp32");
+    ck_assert_msg(!*errs, "stderr: %s", errs);
     /* inspect --json: the effective precision and each layer's arithmetic */
     snprintf(args, sizeof args, "inspect --json --precision bf16 %s", model);
     ck_assert_int_eq(run_cli("", args, out, sizeof out, errs, sizeof errs), 0);

@@ -64,11 +64,16 @@ START_TEST(valid_model_loads) {
     ck_assert_int_eq(in->in_channels, 3);
     ck_assert_str_eq(resattn_model_block_name(model, 1), "layer2.0");
     ck_assert_ptr_null(resattn_model_block_name(model, 2));
-    size_t params = 0;
+    /* PyTorch's parameters() leaves out the BatchNorm running statistics (buffers) */
+    size_t params = 0, stats = 0;
     for (int i = 0; i < m.n; i++)
-        if (strcmp(m.t[i].dtype, "I64"))
+        if (strstr(m.t[i].name, ".running_"))
+            stats += m.t[i].count;
+        else if (strcmp(m.t[i].dtype, "I64"))
             params += m.t[i].count;
+    ck_assert_uint_gt(stats, 0);
     ck_assert_uint_eq(in->num_params, params);
+    ck_assert_uint_eq(in->num_bn_stats, stats);
     ck_assert(in->flops_per_image > 0);
     resattn_model_free(model);
     resattn_model_free(NULL);
@@ -298,6 +303,135 @@ START_TEST(bad_config_fields) {
 }
 END_TEST
 
+/* The valid model's config with `from` replaced by `to` (which must occur). */
+static void edit_config(ut_model *m, const char *from, const char *to) {
+    char *p = strstr(m->config, from);
+    ck_assert_msg(p != NULL, "'%s' not in the config", from);
+    char *cfg = malloc(strlen(m->config) + strlen(to) + 1);
+    sprintf(cfg, "%.*s%s%s", (int)(p - m->config), m->config, to, p + strlen(from));
+    ut_set_config(m, cfg);
+    free(cfg);
+}
+
+/* The ImageNet-style preprocess of a 3-channel model, with `extra` appended inside it. */
+static char *imagenet_preprocess(const char *extra) {
+    static char buf[512];
+    snprintf(buf, sizeof buf,
+             "\"num_classes\": 5, \"preprocess\": {\"color\": \"rgb\", \"resize\": "
+             "\"shorter\", \"resize_size\": 10, \"mean\": [0.485, 0.456, 0.406], \"std\": "
+             "[0.229, 0.224, 0.225]%s}",
+             extra);
+    return buf;
+}
+
+/* Everything that would make every image request fail later is refused at load, naming the
+ * key; so is any key the contract does not define. */
+START_TEST(config_refused_at_load) {
+    const struct {
+        const char *from, *to, *needle;
+    } cases[] = {
+        {"\"num_classes\": 5", "\"num_classes\": 5, \"preprocess\": {\"stdev\": [1, 1, 1]}",
+         "\"stdev\""},
+        {"\"num_classes\": 5", "\"num_classes\": 5, \"preprocess\": {\"interpolation\": 2}",
+         "\"interpolation\""},
+        {"\"num_classes\": 5", "\"num_classes\": 5, \"preprocess\": {\"color\": \"gray\"}",
+         "input.channels"},
+        {"\"num_classes\": 5", "\"num_classes\": 5, \"preprocess\": {\"color\": \"bgr\"}",
+         "\"color\""},
+        {"\"num_classes\": 5", "\"num_classes\": 5, \"preprocess\": {\"mean\": [0.5, 0.5]}",
+         "\"mean\""},
+        {"\"num_classes\": 5", "\"num_classes\": 5, \"preprocess\": {\"std\": [1, 1, 1, 1]}",
+         "\"std\""},
+        {"\"num_classes\": 5", "\"num_classes\": 5, \"preprocess\": {\"std\": 0}", "\"std\""},
+        {"\"num_classes\": 5", "\"num_classes\": 5, \"preprocess\": {\"resize_size\": 256}",
+         "\"resize_size\""},
+        {"\"num_classes\": 5", "\"num_classes\": 5, \"preprocess\": {\"scale\": \"255\"}",
+         "\"scale\""},
+        {"\"num_classes\": 5", "\"num_classes\": 5, \"preprocess\": {\"invert\": 1}", "\"invert\""},
+        {"\"num_classes\": 5", "\"num_classes\": 5, \"preprocess\": []", "\"preprocess\""},
+        {"\"num_classes\": 5", "\"num_classes\": 5, \"labels\": [\"a\", \"b\"]", "labels"},
+        {"\"num_classes\": 5", "\"num_classes\": 5, \"labels\": [\"a\", \"b\", \"c\", \"d\", 5]",
+         "labels[4]"},
+        {"\"num_classes\": 5", "\"num_classes\": 5, \"lables\": []", "\"lables\""},
+        {"\"num_classes\": 5", "\"num_classes\": 5, \"widths\": [4, 8]", "\"widths\""},
+        {"\"width\": 7", "\"width\": 7, \"depth\": 1", "\"input.depth\""},
+        {"\"num_classes\": 5", "\"num_classes\": 5, \"name\": \"a/b\"", "\"name\""},
+        {"\"num_classes\": 5", "\"num_classes\": 5, \"name\": \"\"", "\"name\""},
+        {"\"num_classes\": 5", "\"num_classes\": 5, \"name\": \"my model\"", "\"name\""},
+        {"\"num_classes\": 5", imagenet_preprocess(", \"antialias\": true"), "\"antialias\""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ut_model m;
+        valid_model(&m);
+        edit_config(&m, cases[i].from, cases[i].to);
+        expect_model_fail(&m, RESATTN_ERR_CONFIG, cases[i].needle, NULL);
+        ut_model_free(&m);
+    }
+    /* a preprocess on a model whose input no image fits (4 channels) */
+    ut_model m;
+    ut_model_init(&m, NULL, 7);
+    ut_build_resnet(&m, "basic", "cifar", "none", 2, layers2, widths2, 4, 9, 7, 5);
+    edit_config(&m, "\"num_classes\": 5", "\"num_classes\": 5, \"preprocess\": {}");
+    expect_model_fail(&m, RESATTN_ERR_CONFIG, "preprocess", "1 or 3 channels");
+    ut_model_free(&m);
+}
+END_TEST
+
+/* The full ImageNet-style config loads, keeps its preprocess and name. */
+START_TEST(imagenet_preprocess_loads) {
+    ut_model m;
+    valid_model(&m);
+    edit_config(&m, "\"num_classes\": 5",
+                imagenet_preprocess(", \"scale\": 255, \"invert\": false"));
+    edit_config(&m, "\"num_classes\": 5", "\"num_classes\": 5, \"name\": \"resnet-ish_v1.2\"");
+    size_t len;
+    unsigned char *buf = ut_serialize(&m, &len);
+    char err[RESATTN_ERR_LEN] = "";
+    resattn_model *model = NULL;
+    ck_assert_msg(resattn_model_load_buffer(buf, len, &model, err, sizeof err) == RESATTN_OK, "%s",
+                  err);
+    const resattn_model_info *in = resattn_model_get_info(model);
+    ck_assert_str_eq(in->name, "resnet-ish_v1.2");
+    ck_assert_ptr_nonnull(strstr(in->preprocess_json, "\"resize_size\":10"));
+    resattn_model_free(model);
+    free(buf);
+    ut_model_free(&m);
+}
+END_TEST
+
+/* A file that is not safetensors at all says so, naming the file, instead of reporting the
+ * first 8 bytes as an absurd header length. */
+START_TEST(not_safetensors) {
+    char dir[] = "/tmp/resattn-notst-XXXXXX", path[256];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    static const char *const heads[] = {
+        "\x89PNG\r\n\x1a\n\0\0\0\rIHDR", "\xff\xd8\xff\xe0\0\x10JFIF\0",
+        "PK\x03\x04 a zip, e.g. torch.save", "{\"block\": \"basic\", \"layers\": [1]}"};
+    for (int i = 0; i < 4; i++) {
+        size_t n = strlen(heads[i]) > 12 ? strlen(heads[i]) : 16;
+        unsigned char b[64] = {0};
+        memcpy(b, heads[i], strlen(heads[i]));
+        expect_fail(b, n, RESATTN_ERR_FORMAT, "not a safetensors file", NULL);
+        snprintf(path, sizeof path, "%s/file%d.safetensors", dir, i);
+        ck_assert_int_eq(ut_write_file(path, b, n), 0);
+        char err[RESATTN_ERR_LEN] = "", want[300];
+        resattn_model *m = NULL;
+        ck_assert_int_eq(resattn_model_load_file(path, &m, err, sizeof err), RESATTN_ERR_FORMAT);
+        snprintf(want, sizeof want, "not a safetensors file: %s", path);
+        ck_assert_msg(!strncmp(err, want, strlen(want)), "'%s'", err);
+        ck_assert_ptr_null(m);
+        unlink(path);
+    }
+    /* other errors of a file name it too */
+    char err[RESATTN_ERR_LEN] = "";
+    resattn_model *m = NULL;
+    snprintf(path, sizeof path, "%s/missing.safetensors", dir);
+    ck_assert_int_eq(resattn_model_load_file(path, &m, err, sizeof err), RESATTN_ERR_IO);
+    ck_assert_msg(strstr(err, path) && strstr(err, "No such file"), "'%s'", err);
+    rmdir(dir);
+}
+END_TEST
+
 START_TEST(invalid_header_json) {
     static const char *const headers[] = {"{\"a\": ", "[1, 2]", "{\"x\": {\"dtype\": \"F32\"}}",
                                           "{\"x\": 1, \"x\": 2}", "not json at all"};
@@ -466,6 +600,9 @@ Suite *loader_suite(void) {
     tcase_add_test(tc, shape_contradicts_config);
     tcase_add_test(tc, shape_contradicts_neighbour);
     tcase_add_test(tc, bad_config_fields);
+    tcase_add_test(tc, config_refused_at_load);
+    tcase_add_test(tc, imagenet_preprocess_loads);
+    tcase_add_test(tc, not_safetensors);
     tcase_add_test(tc, invalid_header_json);
     tcase_add_test(tc, cli_reports_one_line);
     tcase_add_test(tc, mutated_files_never_crash);

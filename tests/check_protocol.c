@@ -6,6 +6,7 @@
  * by `make asan`). The model is a stand-in resattn_model_info with an odd image shape [3,4,5] and 7
  * classes: the codecs only read its shape.
  */
+#include "maps/mask_summary.h"
 #include "protocol/attention_api.h"
 #include "protocol/json_scan.h"
 #include "data/npy.h"
@@ -16,6 +17,7 @@
 #include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,8 +151,10 @@ START_TEST(v2_json_fp32_flat_and_nested) {
             ck_assert_int_eq(r.c * r.h * r.w, CHW);
             ck_assert_str_eq(r.id, "r\"1");
             ck_assert_str_eq(r.input_name, "input");
-            ck_assert_uint_eq(r.outputs, RESATTN_OUT_LOGITS);
+            ck_assert_uint_eq(r.outputs, RESATTN_OUT_DEFAULT); /* no "outputs": all listed */
+            ck_assert(!r.outputs_named);
             ck_assert_uint_eq(r.binary, 0);
+            ck_assert_int_eq(r.top_k, 5);
             check_ref(r.input, r.n * CHW, fmts[f]);
             resattn_infer_request_release(&r);
             free(b.s);
@@ -165,9 +169,9 @@ START_TEST(v2_json_datatypes) {
     for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
         int is_int = types[t][0] != 'F', is_u = types[t][0] == 'U';
         sbuf b = {0};
-        sb_printf(&b,
-                  "{\"inputs\":[{\"name\":\"x\",\"shape\":[3,4,5],\"datatype\":\"%s\",\"data\":[",
-                  types[t]);
+        sb_printf(
+            &b, "{\"inputs\":[{\"name\":\"input\",\"shape\":[3,4,5],\"datatype\":\"%s\",\"data\":[",
+            types[t]);
         for (int i = 0; i < CHW; i++)
             sb_printf(&b, is_int ? "%s%d" : "%s%d.25", i ? "," : "", is_u ? i * 4 : i * 2 - 50);
         sb_printf(&b, "]}]}");
@@ -184,8 +188,8 @@ START_TEST(v2_json_datatypes) {
         free(b.s);
     }
     sbuf b = {0};
-    sb_printf(&b,
-              "{\"inputs\":[{\"name\":\"x\",\"shape\":[3,4,5],\"datatype\":\"BOOL\",\"data\":[");
+    sb_printf(
+        &b, "{\"inputs\":[{\"name\":\"input\",\"shape\":[3,4,5],\"datatype\":\"BOOL\",\"data\":[");
     for (int i = 0; i < CHW; i++)
         sb_printf(&b, "%s%s", i ? "," : "", i % 3 ? "true" : "false");
     sb_printf(&b, "]}]}");
@@ -397,15 +401,15 @@ START_TEST(v2_binary_errors) {
     const char *j = "{\"inputs\":[]}";
     expect_v2_fail(j, 1000, 400, "Inference-Header-Content-Length");
     /* binary_data_size without the header */
-    expect_v2_fail("{\"inputs\":[{\"name\":\"x\",\"shape\":[3,4,5],\"datatype\":\"FP32\","
+    expect_v2_fail("{\"inputs\":[{\"name\":\"input\",\"shape\":[3,4,5],\"datatype\":\"FP32\","
                    "\"parameters\":{\"binary_data_size\":240}}]}",
                    -1, 400, "Inference-Header-Content-Length");
     /* both data and binary_data_size */
-    expect_v2_fail("{\"inputs\":[{\"name\":\"x\",\"shape\":[3,4,5],\"datatype\":\"FP32\","
+    expect_v2_fail("{\"inputs\":[{\"name\":\"input\",\"shape\":[3,4,5],\"datatype\":\"FP32\","
                    "\"data\":[1],\"parameters\":{\"binary_data_size\":240}}]}",
                    -1, 400, "both data and parameters.binary_data_size");
     /* negative size */
-    expect_v2_fail("{\"inputs\":[{\"name\":\"x\",\"shape\":[3,4,5],\"datatype\":\"FP32\","
+    expect_v2_fail("{\"inputs\":[{\"name\":\"input\",\"shape\":[3,4,5],\"datatype\":\"FP32\","
                    "\"parameters\":{\"binary_data_size\":-4}}]}",
                    -1, 400, "binary_data_size");
 }
@@ -420,9 +424,11 @@ START_TEST(v2_outputs_requested) {
         ",\"outputs\":[]",
     };
     unsigned want_out[] = {RESATTN_OUT_PROBABILITIES,
-                           RESATTN_OUT_LOGITS | RESATTN_OUT_PROBABILITIES, RESATTN_OUT_LOGITS,
-                           RESATTN_OUT_LOGITS};
-    unsigned want_bin[] = {0, RESATTN_OUT_LOGITS, RESATTN_OUT_LOGITS, 0};
+                           RESATTN_OUT_LOGITS | RESATTN_OUT_PROBABILITIES, RESATTN_OUT_DEFAULT,
+                           RESATTN_OUT_DEFAULT};
+    /* binary_data_output without "outputs": every output binary */
+    unsigned want_bin[] = {0, RESATTN_OUT_LOGITS,
+                           RESATTN_OUT_DEFAULT | RESATTN_OUT_ATTENTION_SUMMARY, 0};
     float f32[CHW] = {0};
     for (int i = 0; i < 4; i++) {
         resattn_infer_request r;
@@ -453,7 +459,7 @@ START_TEST(v2_attention_outputs) {
     m.attention = RESATTN_ATTENTION_SE;
     m.num_stages = 2;
     m.layers[0] = m.layers[1] = 1;
-    const char *head = "{\"inputs\":[{\"name\":\"x\",\"shape\":[3,4,5],\"datatype\":\"FP32\","
+    const char *head = "{\"inputs\":[{\"name\":\"input\",\"shape\":[3,4,5],\"datatype\":\"FP32\","
                        "\"data\":";
     const char *tails[] = {
         "}],\"parameters\":{\"attention\":true},\"outputs\":[{\"name\":"
@@ -491,8 +497,9 @@ START_TEST(v2_escaped_key_fallback) {
     sbuf a = {0}, b = {0};
     for (int k = 0; k < 2; k++) {
         sbuf *s = k ? &b : &a;
-        sb_printf(s, "{\"inputs\":[{\"name\":\"x\",\"shape\":[3,4,5],\"datatype\":\"FP32\",\"%s\":",
-                  k ? "d\\u0061ta" : "data");
+        sb_printf(
+            s, "{\"inputs\":[{\"name\":\"input\",\"shape\":[3,4,5],\"datatype\":\"FP32\",\"%s\":",
+            k ? "d\\u0061ta" : "data");
         sb_data(s, NULL, 0, CHW, "%.9g");
         sb_printf(s, "}]}");
     }
@@ -563,7 +570,7 @@ END_TEST
 
 /* Bad v2 requests: status and the field named. */
 START_TEST(v2_errors) {
-#define IN(rest) "{\"inputs\":[{\"name\":\"x\"," rest "}]}"
+#define IN(rest) "{\"inputs\":[{\"name\":\"input\"," rest "}]}"
     struct {
         const char *body;
         int status;
@@ -634,7 +641,7 @@ START_TEST(v2_errors) {
         {"{\"inputs\":[{\"name\":\"\xff\xfe\",\"shape\":[3,4,5],\"datatype\":\"FP32\","
          "\"data\":[1]}]}",
          400, "unable to decode byte 0xff"},
-        {"{\"inputs\":[{\"name\":\"x\",\"shape\":[3,4,5],\"datatype\":\"FP32\",\"data\":[1]},"
+        {"{\"inputs\":[{\"name\":\"input\",\"shape\":[3,4,5],\"datatype\":\"FP32\",\"data\":[1]},"
          "{\"name\":\"y\"}]}",
          400, "inputs has 2 tensors, expected exactly one"},
         {IN("\"shape\":[3,4,5],\"datatype\":\"FP32\",\"data\":[1]}]} trailing"), 400,
@@ -644,7 +651,7 @@ START_TEST(v2_errors) {
         expect_v2_fail(cases[i].body, -1, cases[i].status, cases[i].needle);
     /* bytes after the JSON header without any binary input */
     const char *j =
-        "{\"inputs\":[{\"name\":\"x\",\"shape\":[3,4,5],\"datatype\":\"FP32\",\"data\":[1]}]}";
+        "{\"inputs\":[{\"name\":\"input\",\"shape\":[3,4,5],\"datatype\":\"FP32\",\"data\":[1]}]}";
     sbuf b = {0};
     sb_printf(&b, "%sXYZ", j);
     resattn_infer_request r;
@@ -661,7 +668,7 @@ START_TEST(v2_deep_nesting) {
     int depths[] = {17, 100, 5000, 100000};
     for (size_t k = 0; k < sizeof depths / sizeof depths[0]; k++) {
         sbuf b = {0};
-        sb_printf(&b, "{\"inputs\":[{\"name\":\"x\",\"shape\":[3,4,5],\"datatype\":\"FP32\","
+        sb_printf(&b, "{\"inputs\":[{\"name\":\"input\",\"shape\":[3,4,5],\"datatype\":\"FP32\","
                       "\"data\":");
         for (int i = 0; i < depths[k]; i++)
             sb_printf(&b, "[");
@@ -683,8 +690,9 @@ START_TEST(nonfinite_allowed) {
     resattn_parse_limits lim = limits;
     lim.allow_nonfinite = 1;
     sbuf b = {0};
-    sb_printf(&b, "{\"inputs\":[{\"name\":\"x\",\"shape\":[3,4,5],\"datatype\":\"FP32\",\"data\":["
-                  "NaN,Infinity,-Infinity,1e39");
+    sb_printf(&b,
+              "{\"inputs\":[{\"name\":\"input\",\"shape\":[3,4,5],\"datatype\":\"FP32\",\"data\":["
+              "NaN,Infinity,-Infinity,1e39");
     for (int i = 4; i < CHW; i++)
         sb_printf(&b, ",0");
     sb_printf(&b, "]}]}");
@@ -1199,7 +1207,8 @@ START_TEST(v2_encode_roundtrip) {
     req.id = "id \"q\"\n\xc3\xa9";
     req.outputs = RESATTN_OUT_LOGITS | RESATTN_OUT_PROBABILITIES;
     resattn_response_body b;
-    ck_assert_int_eq(resattn_v2_encode(&req, "se-\"net\"", logits, 2, 7, &b), 0);
+    resattn_model_info m = model();
+    ck_assert_int_eq(resattn_v2_encode(&req, "se-\"net\"", &m, logits, 2, &b), 0);
     ck_assert_uint_eq(b.json_header_len, 0);
     ck_assert_str_eq(b.content_type, "application/json");
     json_error_t je;
@@ -1228,7 +1237,7 @@ START_TEST(v2_encode_roundtrip) {
 
     /* binary logits, JSON probabilities */
     req.binary = RESATTN_OUT_LOGITS;
-    ck_assert_int_eq(resattn_v2_encode(&req, "m", logits, 2, 7, &b), 0);
+    ck_assert_int_eq(resattn_v2_encode(&req, "m", &m, logits, 2, &b), 0);
     ck_assert_uint_gt(b.json_header_len, 0);
     ck_assert_uint_eq(b.len, b.json_header_len + sizeof logits);
     root = json_loadb((const char *)b.data, b.json_header_len, 0, &je);
@@ -1253,6 +1262,335 @@ START_TEST(v2_encode_roundtrip) {
     resattn_response_body_release(&b);
     resattn_response_body_release(NULL);
     resattn_infer_request_release(NULL);
+}
+END_TEST
+
+/* ---- Open Inference Protocol conformance (v2_outputs.c) ------------------------------- */
+
+static const char *const labels7[7] = {"cat", "dog", "emu", "fox", "gnu", "hen", "yak"};
+
+/* A parsed answer body: root and where its binary part starts. */
+static json_t *answer_json(const resattn_response_body *b) {
+    size_t jlen = b->json_header_len ? b->json_header_len : b->len;
+    json_error_t je;
+    json_t *root = json_loadb((const char *)b->data, jlen, JSON_REJECT_DUPLICATES, &je);
+    ck_assert_msg(root != NULL, "answer is not JSON: %s", je.text);
+    return root;
+}
+
+/* A v2 JSON request on model m: a [1,3,4,5] tensor named `name`, then `rest` verbatim. */
+static int v2_req(const resattn_model_info *m, const char *name, const char *rest,
+                  resattn_infer_request *r, char *err) {
+    sbuf b = {0};
+    sb_printf(
+        &b,
+        "{\"inputs\":[{\"name\":\"%s\",\"shape\":[1,3,4,5],\"datatype\":\"FP32\",\"data\":", name);
+    sb_data(&b, NULL, 0, CHW, "%.9g");
+    sb_printf(&b, "}]%s}", rest);
+    int st = resattn_v2_parse("application/json", (unsigned char *)b.s, b.len, -1, m, &limits, r,
+                              err, RESATTN_PROTO_ERR_LEN);
+    free(b.s);
+    return st;
+}
+
+/* Model metadata: platform <project>_<format>, the inputs, and the outputs that a request
+ * without "outputs" gets; server metadata lists the classification extension. */
+START_TEST(v2_metadata) {
+    resattn_model_info m = model();
+    resattn_response_body b;
+    ck_assert_int_eq(resattn_v2_model_metadata("se", &m, &b), 0);
+    json_t *root = answer_json(&b);
+    ck_assert_str_eq(json_string_value(json_object_get(root, "platform")), "resattn_safetensors");
+    json_t *in = json_object_get(root, "inputs"), *out = json_object_get(root, "outputs");
+    ck_assert_int_eq(json_array_size(in), 2);
+    json_t *t0 = json_array_get(in, 0), *t1 = json_array_get(in, 1);
+    ck_assert_str_eq(json_string_value(json_object_get(t0, "name")), "input");
+    ck_assert_str_eq(json_string_value(json_object_get(t0, "datatype")), "FP32");
+    ck_assert_int_eq(json_integer_value(json_array_get(json_object_get(t0, "shape"), 0)), -1);
+    ck_assert_int_eq(json_integer_value(json_array_get(json_object_get(t0, "shape"), 3)), W);
+    ck_assert_str_eq(json_string_value(json_object_get(t1, "name")), "image");
+    ck_assert_str_eq(json_string_value(json_object_get(t1, "datatype")), "BYTES");
+    const char *names[] = {"logits", "probabilities", "top_k_labels", "top_k_indices",
+                           "top_k_probabilities"};
+    const char *types[] = {"FP32", "FP32", "BYTES", "INT64", "FP32"};
+    const int cols[] = {7, 7, -1, -1, -1};
+    ck_assert_int_eq(json_array_size(out), 5);
+    for (int i = 0; i < 5; i++) {
+        json_t *o = json_array_get(out, (size_t)i);
+        ck_assert_str_eq(json_string_value(json_object_get(o, "name")), names[i]);
+        ck_assert_str_eq(json_string_value(json_object_get(o, "datatype")), types[i]);
+        ck_assert_int_eq(json_integer_value(json_array_get(json_object_get(o, "shape"), 1)),
+                         cols[i]);
+    }
+    json_decref(root);
+    resattn_response_body_release(&b);
+    ck_assert_int_eq(resattn_v2_server_metadata("1.2.3", &b), 0);
+    root = answer_json(&b);
+    json_t *ext = json_object_get(root, "extensions");
+    int found = 0;
+    for (size_t i = 0; i < json_array_size(ext); i++)
+        found |= !strcmp(json_string_value(json_array_get(ext, i)), "classification");
+    ck_assert_msg(found, "no classification in extensions");
+    json_decref(root);
+    resattn_response_body_release(&b);
+}
+END_TEST
+
+/* No "outputs": the answer holds every output the metadata lists, in its order, datatypes
+ * and shapes; with binary_data_output every one of them is binary. */
+START_TEST(v2_default_outputs_are_the_metadata) {
+    resattn_model_info m = model();
+    resattn_response_body mb;
+    ck_assert_int_eq(resattn_v2_model_metadata("se", &m, &mb), 0);
+    json_t *mroot = answer_json(&mb), *meta = json_object_get(mroot, "outputs");
+    float logits[2 * 7];
+    for (int i = 0; i < 14; i++)
+        logits[i] = (float)ref_value(i);
+    for (int binary = 0; binary < 2; binary++) {
+        resattn_infer_request r;
+        char err[RESATTN_PROTO_ERR_LEN] = "";
+        ck_assert_msg(v2_req(&m, "input",
+                             binary ? ",\"parameters\":{\"binary_data_output\":true}" : "", &r,
+                             err) == 0,
+                      "%s", err);
+        resattn_response_body b;
+        ck_assert_int_eq(resattn_v2_encode(&r, "se", &m, logits, 2, &b), 0);
+        json_t *root = answer_json(&b), *outs = json_object_get(root, "outputs");
+        ck_assert_ptr_null(json_object_get(root, "parameters"));
+        ck_assert_int_eq(json_array_size(outs), json_array_size(meta));
+        size_t tail = 0;
+        for (size_t i = 0; i < json_array_size(meta); i++) {
+            json_t *o = json_array_get(outs, i), *t = json_array_get(meta, i);
+            ck_assert_str_eq(json_string_value(json_object_get(o, "name")),
+                             json_string_value(json_object_get(t, "name")));
+            ck_assert_str_eq(json_string_value(json_object_get(o, "datatype")),
+                             json_string_value(json_object_get(t, "datatype")));
+            json_t *os = json_object_get(o, "shape"), *ms = json_object_get(t, "shape");
+            ck_assert_int_eq(json_array_size(os), json_array_size(ms));
+            ck_assert_int_eq(json_integer_value(json_array_get(os, 0)), 2);
+            json_int_t want = json_integer_value(json_array_get(ms, 1));
+            ck_assert_int_eq(json_integer_value(json_array_get(os, 1)), want < 0 ? 5 : want);
+            json_t *bds = json_object_get(json_object_get(o, "parameters"), "binary_data_size");
+            ck_assert_int_eq(json_object_get(o, "data") == NULL, binary);
+            ck_assert_int_eq(bds != NULL, binary);
+            tail += (size_t)json_integer_value(bds);
+        }
+        ck_assert_uint_eq(binary ? b.len - b.json_header_len : 0, tail);
+        if (binary) /* the logits come first, as raw float32 */
+            ck_assert_mem_eq(b.data + b.json_header_len, logits, sizeof logits);
+        json_decref(root);
+        resattn_response_body_release(&b);
+        resattn_infer_request_release(&r);
+    }
+    json_decref(mroot);
+    resattn_response_body_release(&mb);
+}
+END_TEST
+
+/* The input's name must be the model's ("input" for tensors). */
+START_TEST(v2_input_name) {
+    resattn_model_info m = model();
+    resattn_infer_request r;
+    char err[RESATTN_PROTO_ERR_LEN] = "";
+    ck_assert_int_eq(v2_req(&m, "x", "", &r, err), 400);
+    ck_assert_msg(strstr(err, "inputs[0].name 'x' is not an input of this model"), "%s", err);
+    ck_assert_ptr_null(r.input);
+    ck_assert_int_eq(v2_req(&m, "image", "", &r, err), 400);
+    ck_assert_msg(strstr(err, "'image' takes BYTES"), "%s", err);
+    ck_assert_int_eq(v2_req(&m, "input", "", &r, err), 0);
+    ck_assert_str_eq(r.input_name, "input");
+    resattn_infer_request_release(&r);
+}
+END_TEST
+
+/* One channel mask of block layer1.0 for n images, values in [0, 1]. */
+static struct resattn_mask_set *one_mask_set(int n) {
+    resattn_mask_set *s = calloc(1, sizeof *s);
+    s->n = n;
+    s->count = 1;
+    s->masks = calloc(1, sizeof *s->masks);
+    s->block_names = calloc(1, sizeof *s->block_names);
+    s->block_names[0] = strdup("layer1.0");
+    float *d = malloc(sizeof *d * 4 * (size_t)n);
+    for (int i = 0; i < 4 * n; i++)
+        d[i] = (float)(i % 5) / 4;
+    s->masks[0] =
+        (resattn_mask){.block = 0, .kind = RESATTN_MASK_CHANNEL, .c = 4, .h = 1, .w = 1, .data = d};
+    return s;
+}
+
+/* The per-block summary is an output tensor "attention_summary" (BYTES [n] of JSON text),
+ * asked for by parameters.attention or by name; response "parameters" never carry it. */
+START_TEST(v2_attention_summary_output) {
+    resattn_model_info m = model();
+    m.attention = RESATTN_ATTENTION_SE;
+    m.num_stages = 1;
+    m.layers[0] = 1;
+    const char *rests[] = {",\"parameters\":{\"attention\":true}",
+                           ",\"outputs\":[{\"name\":\"logits\"},{\"name\":\"attention_summary\"}]",
+                           ",\"parameters\":{\"attention\":true,\"binary_data_output\":true}"};
+    float logits[7] = {0};
+    for (int k = 0; k < 3; k++) {
+        resattn_infer_request r;
+        char err[RESATTN_PROTO_ERR_LEN] = "";
+        ck_assert_msg(v2_req(&m, "input", rests[k], &r, err) == 0, "%s", err);
+        ck_assert(r.attention & RESATTN_ATTN_SUMMARY);
+        r.masks = one_mask_set(1);
+        resattn_response_body b;
+        ck_assert_int_eq(resattn_v2_encode(&r, "se", &m, logits, 1, &b), 0);
+        json_t *root = answer_json(&b), *outs = json_object_get(root, "outputs");
+        ck_assert_ptr_null(json_object_get(root, "parameters"));
+        json_t *o = json_array_get(outs, json_array_size(outs) - 1);
+        ck_assert_str_eq(json_string_value(json_object_get(o, "name")), "attention_summary");
+        ck_assert_str_eq(json_string_value(json_object_get(o, "datatype")), "BYTES");
+        ck_assert_int_eq(json_array_size(json_object_get(o, "shape")), 1);
+        ck_assert_int_eq(json_integer_value(json_array_get(json_object_get(o, "shape"), 0)), 1);
+        char text[4096];
+        if (k < 2) {
+            snprintf(text, sizeof text, "%s",
+                     json_string_value(json_array_get(json_object_get(o, "data"), 0)));
+        } else { /* binary: the last tensor of the tail, a 4-byte length then the text */
+            json_int_t size = json_integer_value(
+                json_object_get(json_object_get(o, "parameters"), "binary_data_size"));
+            const unsigned char *p = b.data + b.len - size;
+            uint32_t len;
+            memcpy(&len, p, 4);
+            ck_assert_uint_eq(len + 4, (size_t)size);
+            ck_assert_uint_lt(len, sizeof text);
+            memcpy(text, p + 4, len);
+            text[len] = 0;
+        }
+        json_t *blocks = json_loads(text, 0, NULL);
+        ck_assert_msg(json_is_array(blocks), "summary is not a JSON array: %s", text);
+        json_t *b0 = json_array_get(blocks, 0);
+        ck_assert_str_eq(json_string_value(json_object_get(b0, "block")), "layer1.0");
+        ck_assert_double_eq_tol(
+            json_number_value(json_object_get(json_object_get(b0, "channel"), "max")), 0.75, 1e-9);
+        json_decref(blocks);
+        json_decref(root);
+        resattn_response_body_release(&b);
+        resattn_infer_request_release(&r);
+    }
+    /* a model without attention refuses the output */
+    resattn_model_info none = model();
+    resattn_infer_request r;
+    char err[RESATTN_PROTO_ERR_LEN] = "";
+    ck_assert_int_eq(
+        v2_req(&none, "input", ",\"outputs\":[{\"name\":\"attention_summary\"}]", &r, err), 400);
+    ck_assert_msg(strstr(err, "no attention"), "%s", err);
+}
+END_TEST
+
+/* Triton's classification extension: BYTES [n, K] of "value:index[:label]" (value as %f),
+ * best first, ties by index; JSON and binary (4-byte little-endian length per element). */
+START_TEST(v2_classification) {
+    resattn_model_info m = model();
+    m.labels = labels7;
+    /* row 0: 6 > 3 = 2 (tie: index 2 first) > ...; row 1 decreasing */
+    float logits[14] = {0.5f, -1, 3, 3, 0.25f, -2, 6, 6, 5, 4, 3, 2, 1, 0};
+    const char *want_logits[2][3] = {{"6.000000:6:yak", "3.000000:2:emu", "3.000000:3:fox"},
+                                     {"6.000000:0:cat", "5.000000:1:dog", "4.000000:2:emu"}};
+    for (int binary = 0; binary < 2; binary++) {
+        char rest[256];
+        snprintf(rest, sizeof rest,
+                 ",\"outputs\":[{\"name\":\"logits\",\"parameters\":{\"classification\":3,"
+                 "\"binary_data\":%s}},{\"name\":\"probabilities\",\"parameters\":"
+                 "{\"classification\":99}}]",
+                 binary ? "true" : "false");
+        resattn_infer_request r;
+        char err[RESATTN_PROTO_ERR_LEN] = "";
+        ck_assert_msg(v2_req(&m, "input", rest, &r, err) == 0, "%s", err);
+        ck_assert_int_eq(r.classification[0], 3);
+        ck_assert_int_eq(r.classification[1], 7); /* at most the class count */
+        resattn_response_body b;
+        ck_assert_int_eq(resattn_v2_encode(&r, "se", &m, logits, 2, &b), 0);
+        json_t *root = answer_json(&b), *outs = json_object_get(root, "outputs");
+        ck_assert_int_eq(json_array_size(outs), 2);
+        json_t *lo = json_array_get(outs, 0), *pr = json_array_get(outs, 1);
+        ck_assert_str_eq(json_string_value(json_object_get(lo, "datatype")), "BYTES");
+        ck_assert_int_eq(json_integer_value(json_array_get(json_object_get(lo, "shape"), 1)), 3);
+        ck_assert_int_eq(json_integer_value(json_array_get(json_object_get(pr, "shape"), 1)), 7);
+        const unsigned char *p = b.data + b.json_header_len;
+        for (int i = 0; i < 6; i++) {
+            const char *want = want_logits[i / 3][i % 3];
+            if (binary) {
+                uint32_t len;
+                memcpy(&len, p, 4);
+                ck_assert_uint_eq(len, strlen(want));
+                ck_assert_int_eq(memcmp(p + 4, want, len), 0);
+                p += 4 + len;
+            } else {
+                ck_assert_str_eq(
+                    json_string_value(json_array_get(json_object_get(lo, "data"), (size_t)i)),
+                    want);
+            }
+        }
+        if (binary) {
+            ck_assert_ptr_eq(p, b.data + b.len);
+            ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(lo, "parameters"),
+                                                                "binary_data_size")),
+                             p - (b.data + b.json_header_len));
+        }
+        /* probabilities: the softmax values printed with %f, sorted the same way */
+        float probs[14];
+        resattn_softmax_rows(logits, 2, 7, probs);
+        char want[64];
+        snprintf(want, sizeof want, "%f:6:yak", (double)probs[6]);
+        ck_assert_str_eq(json_string_value(json_array_get(json_object_get(pr, "data"), 0)), want);
+        snprintf(want, sizeof want, "%f:5", (double)probs[5]);
+        ck_assert_ptr_nonnull(
+            strstr(json_string_value(json_array_get(json_object_get(pr, "data"), 6)), want));
+        json_decref(root);
+        resattn_response_body_release(&b);
+        resattn_infer_request_release(&r);
+    }
+    /* without labels: "value:index"; classification 0 is the tensor itself */
+    resattn_model_info nolab = model();
+    resattn_infer_request r;
+    char err[RESATTN_PROTO_ERR_LEN] = "";
+    ck_assert_int_eq(v2_req(&nolab, "input",
+                            ",\"outputs\":[{\"name\":\"logits\",\"parameters\":"
+                            "{\"classification\":1}},{\"name\":\"probabilities\",\"parameters\":"
+                            "{\"classification\":0}}]",
+                            &r, err),
+                     0);
+    resattn_response_body b;
+    ck_assert_int_eq(resattn_v2_encode(&r, "se", &nolab, logits, 1, &b), 0);
+    json_t *root = answer_json(&b), *outs = json_object_get(root, "outputs");
+    ck_assert_str_eq(
+        json_string_value(json_array_get(json_object_get(json_array_get(outs, 0), "data"), 0)),
+        "6.000000:6");
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(outs, 1), "datatype")),
+                     "FP32");
+    json_decref(root);
+    resattn_response_body_release(&b);
+    resattn_infer_request_release(&r);
+    /* bad requests name the field */
+    struct {
+        const char *rest, *needle;
+    } bad[] = {
+        {",\"outputs\":[{\"name\":\"logits\",\"parameters\":{\"classification\":\"3\"}}]",
+         "outputs[0].parameters.classification must be a non-negative integer"},
+        {",\"outputs\":[{\"name\":\"logits\",\"parameters\":{\"classification\":-1}}]",
+         "outputs[0].parameters.classification"},
+        {",\"outputs\":[{\"name\":\"logits\",\"parameters\":{\"classification\":2.5}}]",
+         "outputs[0].parameters.classification"},
+        {",\"outputs\":[{\"name\":\"top_k_indices\",\"parameters\":{\"classification\":2}}]",
+         "only logits and probabilities can be classified, not 'top_k_indices'"},
+        {",\"outputs\":[{\"name\":\"logits\"},{\"name\":\"logits\",\"parameters\":"
+         "{\"classification\":2}}]",
+         "outputs[1].name 'logits' is listed twice"},
+        {",\"outputs\":[{\"name\":\"logits\",\"parameters\":[1]}]",
+         "outputs[0].parameters is not an object"},
+        {",\"parameters\":{\"top_k\":\"3\"}", "parameters.top_k"},
+        {",\"parameters\":[]", "parameters is not an object"},
+        {",\"outputs\":{}", "outputs is not an array"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ck_assert_int_eq(v2_req(&m, "input", bad[i].rest, &r, err), 400);
+        ck_assert_msg(strstr(err, bad[i].needle), "case %zu: '%s' lacks '%s'", i, err,
+                      bad[i].needle);
+    }
 }
 END_TEST
 
@@ -1466,7 +1804,7 @@ END_TEST
 /* Every prefix of valid bodies and random byte mutations: a status, never a crash (ASan). */
 START_TEST(truncations_and_mutations) {
     sbuf v = {0}, t = {0};
-    sb_printf(&v, "{\"id\":\"a\",\"inputs\":[{\"name\":\"x\",\"shape\":[1,3,4,5],\"datatype\":"
+    sb_printf(&v, "{\"id\":\"a\",\"inputs\":[{\"name\":\"input\",\"shape\":[1,3,4,5],\"datatype\":"
                   "\"FP32\",\"data\":");
     sb_data(&v, (const int[]){1, C, H, W}, 4, CHW, "%.9g");
     sb_printf(&v, "}],\"outputs\":[{\"name\":\"logits\"}]}");
@@ -1536,6 +1874,11 @@ Suite *protocol_suite(void) {
     tcase_add_test(tc, simd_scan_ends);
     tcase_add_test(tc, simd_scan_malformed);
     tcase_add_test(tc, v2_encode_roundtrip);
+    tcase_add_test(tc, v2_metadata);
+    tcase_add_test(tc, v2_default_outputs_are_the_metadata);
+    tcase_add_test(tc, v2_input_name);
+    tcase_add_test(tc, v2_attention_summary_output);
+    tcase_add_test(tc, v2_classification);
     tcase_add_test(tc, scanner_matches_jansson);
     suite_add_tcase(s, tc);
     TCase *tt = tcase_create("tfs");

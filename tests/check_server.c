@@ -243,24 +243,33 @@ START_TEST(test_metrics_promtool) {
     resattn_model *model = load_model(FIXTURE ".safetensors");
     ck_assert_int_eq(resattn_metrics_add_model(m, "with \"quote\"", resattn_model_get_info(model)),
                      0);
-    resattn_metrics_request(m, RESATTN_EP_V2_INFER, 200, 0.003);
-    resattn_metrics_request(m, RESATTN_EP_UNKNOWN, 404, 0.0001);
+    resattn_metrics_request(m, RESATTN_EP_V2_INFER, 0, 200, 0.003);
+    resattn_metrics_request(m, RESATTN_EP_UNKNOWN, -1, 404, 0.0001);
     resattn_metrics_error(m, 404);
     resattn_metrics_reject(m, RESATTN_REJECT_QUEUE_FULL);
-    resattn_metrics_queue_wait(m, 0.002);
-    resattn_metrics_batch(m, 5, 0.01, 0.008);
-    resattn_metrics_batch(m, 1, 20.0, 1.5);
+    resattn_metrics_queue_wait(m, 0, 0.002);
+    resattn_metrics_batch(m, 0, 5, 0.01, 0.008);
+    resattn_metrics_batch(m, 0, 1, 20.0, 1.5);
+    resattn_metrics_batch(m, 7, 1, 1.0, 1.0); /* a model index never added: dropped */
+    ck_assert_int_eq(resattn_metrics_add_compute_label(m, "gemm", "a \"b\"\\c"), 0);
+    ck_assert_int_ne(resattn_metrics_add_compute_label(m, "Bad-Key", "x"), 0);
     size_t len = 0;
     char *text = resattn_metrics_render(m, &len);
     ck_assert(text != NULL);
     char out[4096];
     ck_assert_msg(promtool_ok(text, len, out, sizeof out), "promtool: %s", out);
     ck_assert(strstr(text, "resattn_http_requests_total{endpoint=\"v2_infer\",code=\"200\"} 1"));
-    ck_assert(strstr(text, "resattn_batch_size_bucket{le=\"4\"} 1\n"));
-    ck_assert(strstr(text, "resattn_batch_size_bucket{le=\"8\"} 2\n"));
-    ck_assert(strstr(text, "resattn_inference_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
-    ck_assert(strstr(text, "resattn_inference_cpu_seconds_total 1.508000000\n"));
-    ck_assert(strstr(text, "model=\"with \\\"quote\\\"\""));
+#define Q "model=\"with \\\"quote\\\"\""
+    ck_assert(strstr(text, "resattn_batch_size_bucket{" Q ",le=\"4\"} 1\n"));
+    ck_assert(strstr(text, "resattn_batch_size_bucket{" Q ",le=\"8\"} 2\n"));
+    ck_assert(strstr(text, "resattn_inference_duration_seconds_bucket{" Q ",le=\"+Inf\"} 2\n"));
+    ck_assert(strstr(text, "resattn_inference_cpu_seconds_total{" Q "} 1.508000000\n"));
+    ck_assert(strstr(text, "resattn_inferences_total{" Q "} 6\n"));
+    ck_assert(strstr(text, "resattn_inference_requests_total{" Q ",code=\"200\"} 1\n"));
+    ck_assert(strstr(text, "resattn_request_duration_seconds_count{endpoint=\"v2_infer\"} 1\n"));
+    ck_assert(strstr(text, "resattn_request_duration_seconds_count{endpoint=\"unknown\"} 1\n"));
+    ck_assert(strstr(text, "resattn_compute_info{gemm=\"a \\\"b\\\"\\\\c\"} 1\n"));
+#undef Q
     ck_assert(strstr(text, "resattn_requests_rejected_total{reason=\"queue_full\"} 1"));
     ck_assert_int_gt(metric_value(text, "process_resident_memory_bytes "), 0);
     ck_assert_int_gt(metric_value(text, "process_open_fds "), 2);
@@ -467,9 +476,9 @@ START_TEST(test_endpoints) {
     expect_status(port, "GET", "/healthz", 200, "ok");
     expect_status(port, "GET", "/readyz", 200, "ready");
     expect_status(port, "GET", "/v2/models/basic_cifar_se", 200,
-                  "\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[-1,1,9,11]}]");
+                  "\"inputs\":[{\"name\":\"input\",\"datatype\":\"FP32\",\"shape\":[-1,1,9,11]},");
     expect_status(port, "GET", "/v2/models/bottleneck_imagenet_eca", 200,
-                  "\"platform\":\"resattn\"");
+                  "\"platform\":\"resattn_safetensors\"");
     expect_status(port, "GET", "/v2/models/basic_cifar_se/ready", 200, "\"ready\":true");
     expect_status(port, "GET", "/v2/models/basic_cifar_se/versions/1", 200, "\"versions\":[\"1\"]");
     expect_status(port, "GET", "/v2/models/basic_cifar_se/versions/1/ready", 200, "true");
@@ -489,7 +498,7 @@ START_TEST(test_endpoints) {
     uh_response_release(&r);
     uh_request(port, "DELETE", "/metrics", NULL, NULL, 0, &r);
     ck_assert_int_eq(r.status, 405);
-    ck_assert_str_eq(r.allow, "GET");
+    ck_assert_str_eq(r.allow, "GET, HEAD");
     uh_response_release(&r);
     /* 415 */
     const char *text_ct[] = {"Content-Type: text/plain", NULL};
@@ -539,6 +548,46 @@ START_TEST(test_endpoints) {
     ck_assert(strstr((char *)r.body, "resattn_http_errors_total{code=\"413\"} 1"));
     ck_assert(
         strstr((char *)r.body, "resattn_requests_rejected_total{reason=\"body_too_large\"} 1"));
+    uh_response_release(&r);
+    ck_assert_int_eq(uh_server_stop(&s, SIGTERM, 30000), 0);
+}
+END_TEST
+
+/* POST /v2/repository/index (Triton's index, which the page's model picker reads): every
+ * served model in --model order, {"ready": true} keeps the ready ones, a bad body is a 400. */
+START_TEST(test_repository_index) {
+    uh_server s;
+    const char *args[] = {"--model", FIXTURE ".safetensors", "--model",
+                          "tests/fixtures/bottleneck_imagenet_eca.safetensors", NULL};
+    ck_assert_msg(uh_server_start(&s, args) == 0, "server did not start (log %s)", s.log);
+    const char *want = "[{\"name\":\"basic_cifar_se\",\"version\":\"1\",\"state\":\"READY\"},"
+                       "{\"name\":\"bottleneck_imagenet_eca\",\"version\":\"1\",\"state\":"
+                       "\"READY\"}]";
+    const char *bodies[] = {"", "{\"ready\": true}", "{\"ready\": false}"};
+    uh_response r;
+    for (int i = 0; i < 3; i++) {
+        uh_request(s.port, "POST", "/v2/repository/index", JSON_CT, bodies[i], strlen(bodies[i]),
+                   &r);
+        ck_assert_msg(r.status == 200, "body '%s': %ld", bodies[i], r.status);
+        ck_assert_msg(r.len == strlen(want) && !memcmp(r.body, want, r.len), "body '%s': %.*s",
+                      bodies[i], (int)r.len, (char *)r.body);
+        uh_response_release(&r);
+    }
+    const char *bad[] = {"[1]", "{\"ready\": 1}", "{\"ready\""};
+    for (int i = 0; i < 3; i++) {
+        uh_request(s.port, "POST", "/v2/repository/index", JSON_CT, bad[i], strlen(bad[i]), &r);
+        ck_assert_msg(r.status == 400 && strstr((char *)r.body, "{\"error\":\"repository index"),
+                      "body '%s': %ld %s", bad[i], r.status, (char *)r.body);
+        uh_response_release(&r);
+    }
+    uh_request(s.port, "GET", "/v2/repository/index", NULL, NULL, 0, &r);
+    ck_assert_int_eq(r.status, 405);
+    ck_assert_str_eq(r.allow, "POST");
+    uh_response_release(&r);
+    uh_request(s.port, "GET", "/metrics", NULL, NULL, 0, &r);
+    ck_assert_msg(strstr((char *)r.body, "resattn_http_requests_total{endpoint=\"v2_repository_"
+                                         "index\",code=\"200\"} 3"),
+                  "%s", (char *)r.body);
     uh_response_release(&r);
     ck_assert_int_eq(uh_server_stop(&s, SIGTERM, 30000), 0);
 }
@@ -853,10 +902,13 @@ START_TEST(test_concurrent_32_batched) {
     ck_assert_int_eq(ok, N * 4);
     uh_response r;
     uh_request(s.port, "GET", "/metrics", NULL, NULL, 0, &r);
-    long single = metric_value((char *)r.body, "resattn_batch_size_bucket{le=\"1\"} ");
-    long batches = metric_value((char *)r.body, "resattn_batch_size_count ");
+    long single = metric_value((char *)r.body,
+                               "resattn_batch_size_bucket{model=\"basic_cifar_se\",le=\"1\"} ");
+    long batches =
+        metric_value((char *)r.body, "resattn_batch_size_count{model=\"basic_cifar_se\"} ");
     ck_assert_msg(batches > 0 && single < batches, "no batch had more than one image");
-    ck_assert_int_ge(metric_value((char *)r.body, "resattn_batch_size_sum "), N * 4);
+    ck_assert_int_ge(
+        metric_value((char *)r.body, "resattn_batch_size_sum{model=\"basic_cifar_se\"} "), N * 4);
     uh_response_release(&r);
     ck_assert_int_eq(uh_server_stop(&s, SIGTERM, 30000), 0);
     resattn_model_free(m);
@@ -1044,6 +1096,7 @@ Suite *server_suite(void) {
     suite_add_tcase(s, unit);
     TCase *http = tcase_create("http");
     tcase_add_test(http, test_endpoints);
+    tcase_add_test(http, test_repository_index);
     tcase_add_test(http, test_infer_equals_predict);
     tcase_add_test(http, test_concurrent_32_batched);
     tcase_add_test(http, test_queue_full_503);

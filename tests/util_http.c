@@ -197,6 +197,11 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg) {
     HDR("Connection", connection)
     HDR("WWW-Authenticate", www_authenticate)
 #undef HDR
+    if (klen == 14 && !strncasecmp(data, "Content-Length", klen)) {
+        char tmp[32];
+        copy_value(tmp, sizeof tmp, v, vlen);
+        r->content_length = atoll(tmp);
+    }
     if (klen == 31 && !strncasecmp(data, "Inference-Header-Content-Length", klen)) {
         char tmp[32];
         copy_value(tmp, sizeof tmp, v, vlen);
@@ -229,6 +234,7 @@ int uh_client_request(uh_client *c, const char *method, const char *path,
                       const char *const *headers, const void *body, size_t len, uh_response *out) {
     memset(out, 0, sizeof *out);
     out->header_len = -1;
+    out->content_length = -1;
     char url[512];
     snprintf(url, sizeof url, "%s://127.0.0.1:%d%s", https_ca ? "https" : "http", c->port, path);
     CURL *h = c->curl;
@@ -247,12 +253,16 @@ int uh_client_request(uh_client *c, const char *method, const char *path,
     curl_easy_setopt(h, CURLOPT_HEADERDATA, out);
     if (https_ca)
         curl_easy_setopt(h, CURLOPT_CAINFO, https_ca);
-    if (body || strcmp(method, "GET")) {
-        curl_easy_setopt(h, CURLOPT_POST, 1L);
-        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body ? body : "");
-        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    if (!strcmp(method, "HEAD")) {
+        curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+    } else {
+        if (body || strcmp(method, "GET")) {
+            curl_easy_setopt(h, CURLOPT_POST, 1L);
+            curl_easy_setopt(h, CURLOPT_POSTFIELDS, body ? body : "");
+            curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+        }
+        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
     }
-    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
     CURLcode rc = curl_easy_perform(h);
     curl_slist_free_all(hl);
     out->curl_error = (int)rc;

@@ -36,14 +36,16 @@ typedef struct uh_response {
     char allow[64];
     char connection[32];
     char www_authenticate[64];
-    long long header_len; /* Inference-Header-Content-Length, -1 when absent */
+    long long header_len;     /* Inference-Header-Content-Length, -1 when absent */
+    long long content_length; /* Content-Length, -1 when absent */
 } uh_response;
 
 typedef struct uh_client uh_client; /* one keep-alive connection (a curl easy handle) */
 
 uh_client *uh_client_new(int port);
 void uh_client_free(uh_client *c);
-/* headers: NULL-terminated "Name: value" strings, or NULL. body may be NULL for GET. */
+/* headers: NULL-terminated "Name: value" strings, or NULL. body may be NULL for GET. HEAD is
+ * sent as a real HEAD request (libcurl's CURLOPT_NOBODY: no body is expected or read). */
 int uh_client_request(uh_client *c, const char *method, const char *path,
                       const char *const *headers, const void *body, size_t len, uh_response *out);
 /* One request on a fresh client. */

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Acceptance check of issue 2: exported models give PyTorch's logits through the C binary.
+"""Check that exported models give PyTorch's logits through the C binary.
 
 For K random configurations of the model contract (block, stem, attention, 1-6 stages of
 1-3 blocks, widths, stem width, reduction sizes, ECA/CBAM kernel sizes, CA with or

@@ -1,10 +1,31 @@
 #!/bin/sh
-# Installs the Debian 12 packages resattn needs to build, run and test, when missing.
-# Called by `make run` and `make test`; safe to run again (does nothing when all are present).
+# Installs the Debian 12 packages resattn needs, when missing; safe to run again (does nothing
+# when all are present). One argument picks the set:
+#   run   building and serving (`make run`): compiler, pkg-config, the libraries the binary links
+#   test  `make test`: run + Check, libcurl, curl, Prometheus (scrape test, promtool), python3,
+#         openssl (test certificates), PyTorch (the exporter tests). The browser test and the
+#         deployment validators install their own
+#         extras (chromium, nodejs, npm, docker-compose) in tests/browser/run.sh and
+#         deploy/validate.sh.
+#   ci    `.ci/run`: test + clang and its runtime (libFuzzer), clang-format, valgrind
+# Default: test.
 set -eu
-PKGS="build-essential pkg-config libopenblas-dev libjansson-dev libmicrohttpd-dev check
-libpng-dev libjpeg62-turbo-dev curl libcurl4-openssl-dev prometheus python3 openssl
-clang libclang-rt-14-dev valgrind clang-format"
+RUN="build-essential pkg-config libopenblas-dev libjansson-dev libmicrohttpd-dev libpng-dev
+libjpeg62-turbo-dev"
+# python3-torch, -torchvision, -pil, -numpy: the export suite (tests/check_export.c) runs
+# tools/export_pytorch.py and the README's own-model example against PyTorch.
+TEST="$RUN check libcurl4-openssl-dev curl prometheus python3 openssl python3-torch
+python3-torchvision python3-pil python3-numpy"
+CI="$TEST clang libclang-rt-14-dev clang-format valgrind"
+case "${1:-test}" in
+run) PKGS=$RUN ;;
+test) PKGS=$TEST ;;
+ci) PKGS=$CI ;;
+*)
+    echo "usage: $0 [run|test|ci]" >&2
+    exit 2
+    ;;
+esac
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

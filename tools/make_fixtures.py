@@ -17,10 +17,15 @@ BF16, whose outputs are computed from the rounded weights. Reference outputs are
 in float64 (model.double()) and then cast to float32. Everything is seeded, so rerunning
 the script reproduces the files byte for byte.
 
-    /usr/bin/python3 tools/make_fixtures.py [--out tests/fixtures]
+and param_counts.json: for each model, PyTorch's sum(p.numel() for p in
+model.parameters()) and the count of its BatchNorm running_mean/running_var entries (what
+`resattn inspect` must report).
+
+    /usr/bin/python3 tools/make_fixtures.py [--out tests/fixtures] [--counts-only]
 """
 
 import argparse
+import json
 import os
 import sys
 
@@ -122,11 +127,38 @@ def make_case(outdir, name, cfg, widths, opts, batch, seed, dtype="f32"):
     return y
 
 
+def counts(model):
+    """PyTorch's parameter count and the BatchNorm running statistics, apart."""
+    stats = sum(b.numel() for n, b in model.named_buffers()
+                if n.endswith(("running_mean", "running_var")))
+    return {"num_params": sum(p.numel() for p in model.parameters()), "num_bn_stats": stats}
+
+
+def write_counts(outdir):
+    """param_counts.json for every fixture model (no weights needed: the counts depend only
+    on the architecture)."""
+    out = {}
+    for name, cfg, widths, opts, _ in case_list():
+        out[name] = counts(build_model(cfg, widths=widths, **opts))
+    for dt in ("f16", "bf16"):
+        cfg = {"block": "basic", "layers": [1, 2], "stem": "cifar", "attention": "se",
+               "num_classes": 7, "input": {"channels": 3, "height": 15, "width": 13}}
+        out["basic_cifar_se_" + dt] = counts(build_model(cfg, widths=(8, 16), **OPTS["se"]))
+    with open(os.path.join(outdir, "param_counts.json"), "w") as f:
+        json.dump(out, f, indent=1, sort_keys=True)
+        f.write("\n")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(HERE, "..", "tests", "fixtures"))
+    ap.add_argument("--counts-only", action="store_true",
+                    help="only (re)write param_counts.json")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
+    write_counts(args.out)
+    if args.counts_only:
+        return
     torch.set_num_threads(1)
     cases = case_list()
     for i, (name, cfg, widths, opts, batch) in enumerate(cases):

@@ -2,7 +2,8 @@
 """Write the image decoding and preprocessing fixtures of tests/check_image.c.
 
 Run with Debian's python3 (python3-pil, python3-skimage, python3-torchvision or
-python3-torch): /usr/bin/python3 tools/make_image_fixtures.py
+python3-torch): /usr/bin/python3 tools/make_image_fixtures.py [images] [cmyk] [cases]
+(no argument: every step).
 
 Into tests/fixtures/images/ it writes small PNG/JPEG files in every colour layout the
 decoder must handle (downscaled copies of scikit-image's CC0 photos), each with the pixels
@@ -15,6 +16,7 @@ import io
 import json
 import os
 import struct
+import sys
 import zlib
 
 import numpy as np
@@ -121,6 +123,21 @@ def broken(files):
     save("zero.jpg", jpg[: sof + 5] + struct.pack(">HH", 0, 54) + jpg[sof + 9:])
 
 
+def cmyk():
+    """CMYK JPEGs (made from cat.png, so this step needs only PIL): cmyk.jpg as PIL writes it
+    (Adobe APP14 marker, inverted CMYK) and cmyk_noadobe.jpg without the marker, which PIL
+    still reads as inverted CMYK. Their references are PIL's convert("RGB") of the decode."""
+    cat = Image.open(os.path.join(OUT, "cat.png")).convert("RGB")
+    jpg = encode(cat.convert("CMYK"), "JPEG", quality=90)
+    app14 = jpg.index(b"Adobe") - 4  # the APP14 segment: FF EE, 2-byte length, "Adobe"...
+    assert jpg[app14:app14 + 2] == b"\xff\xee"
+    seg = 2 + struct.unpack(">H", jpg[app14 + 2:app14 + 4])[0]
+    for name, data in (("cmyk.jpg", jpg), ("cmyk_noadobe.jpg", jpg[:app14] + jpg[app14 + seg:])):
+        save(name, data)
+        assert Image.open(os.path.join(OUT, name)).mode == "CMYK"
+        decoded(name)
+
+
 def reference(path, pp, c, h, w):
     """torchvision's pipeline on a PIL image, before normalisation: float32 [C, H, W]."""
     from torchvision import transforms as T
@@ -179,13 +196,17 @@ def cases():
         f.write("\n")
 
 
-def main():
+def main(argv):
+    """All fixtures, or only the named steps (e.g. `cmyk`)."""
     os.makedirs(OUT, exist_ok=True)
-    files = images()
-    broken(files)
-    cases()
+    if not argv or "images" in argv:
+        broken(images())
+    if not argv or "cmyk" in argv:
+        cmyk()
+    if not argv or "cases" in argv:
+        cases()
     print("wrote", OUT)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -1,4 +1,4 @@
-"""PyTorch reference modules for the resattn model file contract (issue 2).
+"""PyTorch reference modules for the resattn model file contract.
 
 Every residual block computes f = F(x), a = A(f), y = relu(s + a * f), where s is x or
 downsample(x) and A is SE, ECA, CBAM, coordinate attention (CA) or nothing. Parameter

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Train the built-in default model: a Pattern-1 SE-ResNet on Fashion-MNIST (issue 4).
+"""Train the built-in default model: a Pattern-1 SE-ResNet on Fashion-MNIST.
 
 Data: Debian's dataset-fashion-mnist (IDX, gzip) under /usr/share/datasets/fashion-mnist.
 Model: cifar stem, basic blocks, layers [1,1,1,1], widths 16/32/64/128, SE attention.

@@ -218,6 +218,22 @@ static void jpeg_on_progress(j_common_ptr cinfo) {
     }
 }
 
+/*
+ * One row of CMYK samples as libjpeg gives them (from CMYK or YCCK files) to RGB, as PIL
+ * does: PIL reads every 4-channel JPEG as Adobe's inverted CMYK ("CMYK;I": C = 255 - c, ...),
+ * then convert("RGB") computes R = (255 - K) - C * (255 - K) / 255 with its rounded
+ * MULDIV255. With C = 255 - c and 255 - K = k that is k - (255 - c) * k / 255, per channel.
+ */
+static void cmyk_to_rgb(const uint8_t *in, unsigned width, uint8_t *out) {
+    for (unsigned x = 0; x < width; x++, in += 4, out += 3) {
+        int nk = in[3];
+        for (int c = 0; c < 3; c++) {
+            int t = (255 - in[c]) * nk + 128;
+            out[c] = (uint8_t)(nk - (((t >> 8) + t) >> 8));
+        }
+    }
+}
+
 static resattn_image_status decode_jpeg(const unsigned char *data, size_t len, long long max_pixels,
                                         resattn_image *out, char *err, size_t err_len) {
     struct jpeg_decompress_struct cinfo;
@@ -225,9 +241,10 @@ static resattn_image_status decode_jpeg(const unsigned char *data, size_t len, l
     cinfo.err = jpeg_std_error(&e.mgr);
     e.mgr.error_exit = jpeg_on_error;
     e.mgr.emit_message = jpeg_on_message;
-    uint8_t *volatile pixels = NULL;
+    uint8_t *volatile pixels = NULL, *volatile cmyk_row = NULL;
     if (setjmp(e.jmp)) {
         free(pixels);
+        free(cmyk_row);
         jpeg_destroy_decompress(&cinfo);
         return e.status;
     }
@@ -243,32 +260,40 @@ static resattn_image_status decode_jpeg(const unsigned char *data, size_t len, l
         jpeg_destroy_decompress(&cinfo);
         return st;
     }
-    int ch;
+    int ch, cmyk = 0;
     if (cinfo.jpeg_color_space == JCS_GRAYSCALE) {
         cinfo.out_color_space = JCS_GRAYSCALE;
         ch = 1;
     } else if (cinfo.jpeg_color_space == JCS_YCbCr || cinfo.jpeg_color_space == JCS_RGB) {
         cinfo.out_color_space = JCS_RGB;
         ch = 3;
+    } else if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK) {
+        cinfo.out_color_space = JCS_CMYK; /* libjpeg turns YCCK into CMYK */
+        ch = 3, cmyk = 1;
     } else {
-        snprintf(err, err_len, "unsupported JPEG colour space %d (CMYK/YCCK?)",
-                 (int)cinfo.jpeg_color_space);
+        snprintf(err, err_len, "unsupported JPEG colour space %d", (int)cinfo.jpeg_color_space);
         jpeg_destroy_decompress(&cinfo);
         return RESATTN_IMAGE_UNSUPPORTED;
     }
     jpeg_start_decompress(&cinfo);
     size_t stride = (size_t)cinfo.output_width * (size_t)ch;
     pixels = malloc(stride * cinfo.output_height);
-    if (!pixels) {
+    cmyk_row = cmyk ? malloc((size_t)cinfo.output_width * 4) : NULL;
+    if (!pixels || (cmyk && !cmyk_row)) {
         snprintf(err, err_len, "out of memory for a %ux%u JPEG image", cinfo.output_width,
                  cinfo.output_height);
         e.status = RESATTN_IMAGE_NOMEM;
         longjmp(e.jmp, 1);
     }
     while (cinfo.output_scanline < cinfo.output_height) {
-        JSAMPROW row = pixels + (size_t)cinfo.output_scanline * stride;
+        uint8_t *dst = pixels + (size_t)cinfo.output_scanline * stride;
+        JSAMPROW row = cmyk ? cmyk_row : dst;
         jpeg_read_scanlines(&cinfo, &row, 1);
+        if (cmyk)
+            cmyk_to_rgb(cmyk_row, cinfo.output_width, dst);
     }
+    free(cmyk_row);
+    cmyk_row = NULL;
     jpeg_finish_decompress(&cinfo);
     out->width = (int)cinfo.output_width;
     out->height = (int)cinfo.output_height;

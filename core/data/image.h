@@ -1,8 +1,9 @@
 /*
  * Decoding PNG (libpng) and JPEG (libjpeg-turbo) files held in memory into 8-bit pixels.
  * The result is gray [h, w] or RGB [h, w, 3], row-major; alpha is dropped (not composited)
- * and palettes are expanded, as PIL's convert("RGB") does. 16-bit PNG samples keep their
- * high byte (as PIL does for RGB). The width and height are read from the header and
+ * and palettes are expanded, as PIL's convert("RGB") does; CMYK and YCCK JPEGs become RGB
+ * as PIL's convert("RGB") makes them (PIL reads them as Adobe's inverted CMYK). 16-bit PNG samples
+ * keep their high byte (as PIL does for RGB). The width and height are read from the header and
  * checked against a pixel-count limit before any pixel memory is allocated, so a
  * decompression bomb costs nothing. Every failure returns a status and a message naming
  * what is wrong (truncated, corrupt, unsupported, zero-sized, too large).

@@ -46,26 +46,58 @@ static resattn_status parse_vec(json_t *v, const char *key, int channels, float 
     return RESATTN_OK;
 }
 
+/* The keys of "preprocess"; anything else (a typo such as "stdev", or an option we do not
+ * have such as "interpolation") is refused rather than silently ignored. */
+static const char *const known_keys[] = {"color",  "resize", "resize_size", "scale",
+                                         "invert", "mean",   "std"};
+
+static resattn_status check_keys(json_t *o, char *err, size_t err_len) {
+    const char *key;
+    json_t *v;
+    json_object_foreach(o, key, v) {
+        size_t i = 0, n = sizeof known_keys / sizeof known_keys[0];
+        while (i < n && strcmp(key, known_keys[i]))
+            i++;
+        if (i == n) {
+            snprintf(err, err_len,
+                     "preprocess: unknown key \"%.40s\" (expected color, resize, resize_size, "
+                     "scale, invert, mean, std)",
+                     key);
+            return RESATTN_ERR_CONFIG;
+        }
+    }
+    return RESATTN_OK;
+}
+
 static resattn_status parse_object(json_t *o, resattn_preprocess *p, char *err, size_t err_len) {
     json_t *v;
+    resattn_status s;
+    if ((s = check_keys(o, err, err_len)))
+        return s;
     if ((v = json_object_get(o, "color"))) {
-        const char *s = json_string_value(v);
-        int want = s && !strcmp(s, "gray") ? 1 : s && !strcmp(s, "rgb") ? 3 : 0;
+        const char *name = json_string_value(v);
+        int want = name && !strcmp(name, "gray") ? 1 : name && !strcmp(name, "rgb") ? 3 : 0;
         if (!want)
             return cfg_fail(err, err_len, "\"color\" must be \"gray\" or \"rgb\"");
-        if (want != p->channels)
-            return cfg_fail(err, err_len, "\"color\" does not match the input channel count");
+        if (want != p->channels) {
+            char msg[96];
+            snprintf(msg, sizeof msg, "\"color\": \"%s\" needs input.channels %d, not %d", name,
+                     want, p->channels);
+            return cfg_fail(err, err_len, msg);
+        }
     }
     if ((v = json_object_get(o, "resize"))) {
-        const char *s = json_string_value(v);
-        if (s && !strcmp(s, "shorter"))
+        const char *name = json_string_value(v);
+        if (name && !strcmp(name, "shorter"))
             p->resize_shorter = 1;
-        else if (!s || strcmp(s, "direct"))
+        else if (!name || strcmp(name, "direct"))
             return cfg_fail(err, err_len, "\"resize\" must be \"direct\" or \"shorter\"");
     }
     if ((v = json_object_get(o, "resize_size"))) {
         if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 65536)
             return cfg_fail(err, err_len, "\"resize_size\" must be an integer in 1..65536");
+        if (!p->resize_shorter) /* direct resizing would silently ignore it */
+            return cfg_fail(err, err_len, "\"resize_size\" needs \"resize\": \"shorter\"");
         p->resize_size = (int)json_integer_value(v);
     } else if (p->resize_shorter) {
         p->resize_size = p->height < p->width ? p->height : p->width;
@@ -83,7 +115,6 @@ static resattn_status parse_object(json_t *o, resattn_preprocess *p, char *err, 
         else
             return cfg_fail(err, err_len, "\"invert\" must be true, false or \"auto\"");
     }
-    resattn_status s;
     if ((v = json_object_get(o, "mean")) &&
         (s = parse_vec(v, "mean", p->channels, p->mean, err, err_len)))
         return s;

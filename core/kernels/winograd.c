@@ -19,6 +19,7 @@
 #include "kernels/winograd.h"
 #include "kernels/gemm.h"
 #include "kernels/parallel.h"
+#include <resattn/resattn.h>
 
 #include <cblas.h>
 #include <stddef.h>
@@ -691,9 +692,22 @@ static int wide_available(void) {
     return s;
 }
 #define PICK(wide, generic) (wide_available() ? (wide) : (generic))
+#define WIDE_AVAILABLE() wide_available()
 #else
 #define PICK(wide, generic) (generic)
+#define WIDE_AVAILABLE() 0
 #endif
+
+int resattn_winograd_env_tile(void) {
+    const char *env = getenv("RESATTN_WINOGRAD");
+    return env && *env >= '0' && *env <= '9' ? atoi(env) : -1;
+}
+
+const char *resattn_winograd_path(void) {
+    if (resattn_winograd_env_tile() == 0)
+        return "off";
+    return WIDE_AVAILABLE() ? "avx512" : "generic";
+}
 
 /* The stage entry points: the AVX-512 transforms where the CPU has them. */
 static void input_stage2(void *s, int part, int nparts) {

@@ -51,4 +51,8 @@ int resattn_winograd_choose(int cin, int cout, int h, int w);
  */
 int resattn_winograd_worth(int m, int n, int h, int w);
 
+/* RESATTN_WINOGRAD as a tile size: 0 (off), 2 or 4 (forced on every eligible layer), or -1
+ * (unset or "generic": each layer's own choice). */
+int resattn_winograd_env_tile(void);
+
 #endif

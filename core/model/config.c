@@ -1,8 +1,11 @@
 /*
  * Parsing of resattn.config (see config.h): block, layers, stem, attention, num_classes,
  * input {channels, height, width}, and the optional name, labels, preprocess and bn_eps.
+ * Unknown keys are errors, and "preprocess" is checked here with the image pipeline's own
+ * parser, so a config that could only fail later (on every image) fails at load.
  */
 #include "model/config.h"
+#include "data/preprocess.h"
 #include "model/error.h"
 
 #include <jansson.h>
@@ -15,6 +18,15 @@ static const char *const attention_names[] = {"none", "se", "eca", "cbam", "ca"}
 
 const char *resattn_attention_name(resattn_attention_kind a) {
     return (unsigned)a < 5 ? attention_names[a] : "?";
+}
+
+int resattn_model_name_ok(const char *name) {
+    if (!name || !*name)
+        return 0;
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+        if (*p <= ' ' || *p == 127 || strchr("/:?#%\"\\", *p))
+            return 0;
+    return 1;
 }
 
 /* Index of s in names[n], or -1. */
@@ -63,6 +75,24 @@ static resattn_status get_int(json_t *obj, const char *prefix, const char *field
     return RESATTN_OK;
 }
 
+/* Refuse any key of obj not in names[n]; prefix ("" or "input.") names the parent. */
+static resattn_status check_keys(json_t *obj, const char *prefix, const char *const *names, int n,
+                                 char *err, size_t err_len) {
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v) {
+        if (lookup(key, names, n) >= 0)
+            continue;
+        char list[160] = "";
+        for (int k = 0; k < n; k++)
+            snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", k ? ", " : "",
+                     names[k]);
+        return resattn_fail(err, err_len, RESATTN_ERR_CONFIG,
+                            "config: unknown field \"%s%.40s\" (expected %s)", prefix, key, list);
+    }
+    return RESATTN_OK;
+}
+
 static resattn_status parse_layers(json_t *root, resattn_config *cfg, char *err, size_t err_len) {
     json_t *v = json_object_get(root, "layers");
     if (!v)
@@ -89,8 +119,10 @@ static resattn_status parse_input(json_t *root, resattn_config *cfg, char *err, 
     if (!json_is_object(in))
         return resattn_fail(err, err_len, RESATTN_ERR_CONFIG,
                             "config: field \"input\" must be an object");
+    static const char *const keys[] = {"channels", "height", "width"};
     resattn_status s;
-    if ((s = get_int(in, "input.", "channels", 1, 4096, &cfg->in_channels, err, err_len)) ||
+    if ((s = check_keys(in, "input.", keys, 3, err, err_len)) ||
+        (s = get_int(in, "input.", "channels", 1, 4096, &cfg->in_channels, err, err_len)) ||
         (s = get_int(in, "input.", "height", 1, 16384, &cfg->in_height, err, err_len)) ||
         (s = get_int(in, "input.", "width", 1, 16384, &cfg->in_width, err, err_len)))
         return s;
@@ -103,7 +135,14 @@ static resattn_status parse_optional(json_t *root, resattn_config *cfg, char *er
         if (!json_is_string(v))
             return resattn_fail(err, err_len, RESATTN_ERR_CONFIG,
                                 "config: field \"name\" must be a string");
-        cfg->name = strdup(json_string_value(v));
+        const char *name = json_string_value(v);
+        /* the name is a URL path segment (/v2/models/<name>) and a metrics label value */
+        if (!resattn_model_name_ok(name))
+            return resattn_fail(err, err_len, RESATTN_ERR_CONFIG,
+                                "config: field \"name\" \"%.40s\" cannot be used in URLs (%s)",
+                                name, RESATTN_MODEL_NAME_RULE);
+        if (!(cfg->name = strdup(name)))
+            return RESATTN_ERR_NOMEM;
     }
     if ((v = json_object_get(root, "labels")) && !json_is_null(v)) {
         if (!json_is_array(v) || json_array_size(v) != (size_t)cfg->num_classes)
@@ -127,7 +166,13 @@ static resattn_status parse_optional(json_t *root, resattn_config *cfg, char *er
         if (!json_is_object(v))
             return resattn_fail(err, err_len, RESATTN_ERR_CONFIG,
                                 "config: field \"preprocess\" must be an object");
-        cfg->preprocess = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS);
+        if (!(cfg->preprocess = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS)))
+            return RESATTN_ERR_NOMEM;
+        resattn_preprocess pp;
+        char msg[RESATTN_ERR_LEN];
+        if (resattn_preprocess_parse(cfg->preprocess, cfg->in_channels, cfg->in_height,
+                                     cfg->in_width, &pp, msg, sizeof msg))
+            return resattn_fail(err, err_len, RESATTN_ERR_CONFIG, "config: %s", msg);
     }
     cfg->bn_eps = 1e-5;
     if ((v = json_object_get(root, "bn_eps")) && !json_is_null(v)) {
@@ -142,12 +187,15 @@ static resattn_status parse_optional(json_t *root, resattn_config *cfg, char *er
 static resattn_status parse_root(json_t *root, resattn_config *cfg, char *err, size_t err_len) {
     static const char *const blocks[] = {"basic", "bottleneck"};
     static const char *const stems[] = {"imagenet", "cifar"};
+    static const char *const keys[] = {"name",        "block", "layers", "stem",       "attention",
+                                       "num_classes", "input", "labels", "preprocess", "bn_eps"};
     if (!json_is_object(root))
         return resattn_fail(err, err_len, RESATTN_ERR_CONFIG,
                             "config: resattn.config is not a JSON object");
     int b, st, a;
     resattn_status s;
-    if ((s = get_enum(root, "block", blocks, 2, &b, err, err_len)) ||
+    if ((s = check_keys(root, "", keys, 10, err, err_len)) ||
+        (s = get_enum(root, "block", blocks, 2, &b, err, err_len)) ||
         (s = parse_layers(root, cfg, err, err_len)) ||
         (s = get_enum(root, "stem", stems, 2, &st, err, err_len)) ||
         (s = get_enum(root, "attention", attention_names, 5, &a, err, err_len)) ||

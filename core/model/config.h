@@ -27,4 +27,10 @@ resattn_status resattn_config_parse(const char *json, resattn_config *cfg, char 
 void resattn_config_release(resattn_config *cfg);
 const char *resattn_attention_name(resattn_attention_kind a);
 
+/* A model name must be usable as a URL path segment (/v2/models/<name>/infer) and a metrics
+ * label: non-empty, without the characters RESATTN_MODEL_NAME_RULE lists. 1 if it is. */
+int resattn_model_name_ok(const char *name);
+#define RESATTN_MODEL_NAME_RULE                                                                    \
+    "no spaces, control characters, '/', ':', '?', '#', '%', quotes or backslashes"
+
 #endif

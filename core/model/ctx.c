@@ -272,5 +272,9 @@ const char *resattn_status_name(resattn_status s) {
 }
 
 const char *resattn_version(void) {
-    return "0.1.0";
+    return RESATTN_VERSION;
+}
+
+const char *resattn_gemm_path(void) {
+    return resattn_gemm_available() ? "avx512_packed" : "openblas";
 }

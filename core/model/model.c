@@ -14,6 +14,7 @@
 #include "kernels/winograd.h"
 #include "model/safetensors.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -414,6 +415,11 @@ static resattn_status check_extra(binder *b) {
     return RESATTN_OK;
 }
 
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !strcmp(s + n - k, suffix);
+}
+
 static void fill_info(resattn_model *m, const resattn_st *st) {
     resattn_model_info *in = &m->info;
     const resattn_config *c = &m->cfg;
@@ -428,10 +434,18 @@ static void fill_info(resattn_model *m, const resattn_st *st) {
     in->config_json = c->json;
     in->precision = m->bf16 ? RESATTN_PRECISION_BF16 : RESATTN_PRECISION_FP32;
     in->kernel_path = resattn_bf16_path_name(m->bf16); /* "fp32" for an FP32 model */
-    in->num_params = 0;
-    for (int i = 0; i < st->num_tensors; i++)
-        if (st->tensors[i].dtype != RESATTN_DT_INT)
-            in->num_params += st->tensors[i].count;
+    /* as PyTorch counts: parameters() holds weights and biases; BatchNorm's running
+     * statistics are buffers, counted apart */
+    in->num_params = in->num_bn_stats = 0;
+    for (int i = 0; i < st->num_tensors; i++) {
+        const resattn_st_tensor *t = &st->tensors[i];
+        if (t->dtype == RESATTN_DT_INT)
+            continue;
+        if (ends_with(t->name, ".running_mean") || ends_with(t->name, ".running_var"))
+            in->num_bn_stats += t->count;
+        else
+            in->num_params += t->count;
+    }
 }
 
 /*
@@ -460,8 +474,7 @@ static int winograd_candidates(resattn_model *m, resattn_conv **convs, int *hs, 
  * portable transforms (core/kernels/winograd.c).
  */
 static resattn_status plan_winograd(resattn_model *m, char *err, size_t err_len) {
-    const char *env = getenv("RESATTN_WINOGRAD");
-    int force = env && *env >= '0' && *env <= '9' ? atoi(env) : -1;
+    int force = resattn_winograd_env_tile();
     if (force == 0)
         return RESATTN_OK;
     /* On AMX, BF16 tiles multiply several times faster than FP32 Winograd saves: a BF16
@@ -767,7 +780,8 @@ resattn_status resattn_model_load_file_opts(const char *path, const resattn_mode
         *out = NULL;
     FILE *f = path ? fopen(path, "rb") : NULL;
     if (!f) {
-        snprintf(err, err_len, "cannot open model file %s", path ? path : "(null)");
+        snprintf(err, err_len, "cannot open model file %s: %s", path ? path : "(null)",
+                 path ? strerror(errno) : "no path");
         return RESATTN_ERR_IO;
     }
     unsigned char *buf = NULL;
@@ -796,8 +810,18 @@ resattn_status resattn_model_load_file_opts(const char *path, const resattn_mode
         snprintf(err, err_len, "read error on model file %s", path);
         return RESATTN_ERR_IO;
     }
+    if (len > 8 && !resattn_st_looks_like(buf, len)) {
+        free(buf);
+        snprintf(err, err_len, "not a safetensors file: %s (" RESATTN_ST_NOT_ST_REASON ")", path);
+        return RESATTN_ERR_FORMAT;
+    }
     resattn_status s = resattn_model_load_buffer_opts(buf, len, opts, out, err, err_len);
     free(buf);
+    if (s) { /* name the file: callers print the message as it is */
+        char msg[RESATTN_ERR_LEN];
+        snprintf(msg, sizeof msg, "%s", err);
+        snprintf(err, err_len, "%s: %s", path, msg);
+    }
     return s;
 }
 

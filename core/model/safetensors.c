@@ -143,6 +143,10 @@ static resattn_status parse_header(resattn_st *st, json_t *root, char *err, size
     return RESATTN_OK;
 }
 
+int resattn_st_looks_like(const void *buf, size_t len) {
+    return buf && len >= 9 && ((const unsigned char *)buf)[8] == '{';
+}
+
 resattn_status resattn_st_parse(const void *buf, size_t len, resattn_st *st, char *err,
                                 size_t err_len) {
     memset(st, 0, sizeof *st);
@@ -150,6 +154,9 @@ resattn_status resattn_st_parse(const void *buf, size_t len, resattn_st *st, cha
     if (!p || len < 8)
         return resattn_fail(err, err_len, RESATTN_ERR_FORMAT,
                             "truncated file: %zu bytes, a safetensors file needs at least 8", len);
+    if (len > 8 && !resattn_st_looks_like(buf, len))
+        return resattn_fail(err, err_len, RESATTN_ERR_FORMAT,
+                            "not a safetensors file (" RESATTN_ST_NOT_ST_REASON ")");
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--)
         hlen = hlen << 8 | p[i];

@@ -42,6 +42,12 @@ typedef struct resattn_st {
     size_t data_len;
 } resattn_st;
 
+/* 1 when buf may be a safetensors file: 9 bytes or more and the header (after the 8-byte
+ * length) starts with '{', as the format requires. A PNG, a JPEG, a pickle or text fail this
+ * before their first bytes are taken for an absurd header length. */
+int resattn_st_looks_like(const void *buf, size_t len);
+#define RESATTN_ST_NOT_ST_REASON "no 8-byte header length followed by a JSON header"
+
 /* Parse and validate; on error *st is empty and err names the offending tensor or field. */
 resattn_status resattn_st_parse(const void *buf, size_t len, resattn_st *st, char *err,
                                 size_t err_len);

@@ -93,7 +93,9 @@ typedef struct resattn_model_info {
     const char *const *labels;   /* num_classes names, or NULL when the config has none */
     const char *preprocess_json; /* the config's "preprocess" object as JSON text, or NULL */
     const char *config_json;     /* the whole resattn.config string */
-    size_t num_params;           /* parameters as stored (before BatchNorm folding) */
+    size_t num_params;           /* PyTorch's sum(p.numel() for p in model.parameters()):
+                                    the stored weights and biases, before BatchNorm folding */
+    size_t num_bn_stats;         /* BatchNorm running_mean + running_var entries (buffers) */
     double flops_per_image;      /* multiply-adds x 2 of one forward pass of one image */
     int num_blocks;              /* residual blocks in the network */
     resattn_precision precision_requested;
@@ -107,7 +109,8 @@ typedef struct resattn_model_options {
     resattn_precision precision; /* requested precision (resattn_model_info says what runs) */
 } resattn_model_options;
 
-/* Load a model from a .safetensors file (read whole; the file may be closed afterwards). */
+/* Load a model from a .safetensors file (read whole; the file may be closed afterwards).
+ * Error messages name the file ("not a safetensors file: PATH ...", "PATH: tensor ..."). */
 resattn_status resattn_model_load_file(const char *path, resattn_model **out, char *err,
                                        size_t err_len);
 /* Load from memory; the buffer is copied from as needed and not kept. */
@@ -172,6 +175,12 @@ int resattn_get_blas_threads(void);
 /* OpenBLAS core name and parallel mode (0 serial, 1 pthreads, 2 OpenMP), for metrics. */
 const char *resattn_blas_corename(void);
 int resattn_blas_parallel(void);
+/* The compute paths this process takes, for metrics and logs (decided at first use by the CPU
+ * and the RESATTN_GEMM / RESATTN_WINOGRAD variables): the convolution GEMM, "avx512_packed"
+ * (resattn's packed AVX-512 GEMM; OpenBLAS is then not called in a forward pass) or
+ * "openblas"; the Winograd transforms, "avx512", "generic" (portable C) or "off". */
+const char *resattn_gemm_path(void);
+const char *resattn_winograd_path(void);
 
 /* "fp32" or "bf16". */
 const char *resattn_precision_name(resattn_precision p);
@@ -179,6 +188,8 @@ const char *resattn_precision_name(resattn_precision p);
 int resattn_precision_parse(const char *s, resattn_precision *out);
 
 const char *resattn_status_name(resattn_status s);
+/* The library version: RESATTN_VERSION, the one place it is written. */
+#define RESATTN_VERSION "0.1.0"
 const char *resattn_version(void);
 
 #ifdef __cplusplus

@@ -5,7 +5,9 @@
  * deterministic pseudo-random data.
  */
 #include "cli/commands.h"
+#include "cli/config.h"
 
+#include <jansson.h>
 #include <resattn/resattn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,22 +26,15 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-static int parse_int(const char *s, int lo, int hi, int *out) {
-    char *e;
-    long v = strtol(s, &e, 10);
-    if (*s == '\0' || *e != '\0' || v < lo || v > hi)
-        return -1;
-    *out = (int)v;
-    return 0;
-}
-
 static void usage(FILE *f) {
-    fprintf(f, "usage: resattn bench [--model M.safetensors] [--batch B] [--threads T] "
-               "[--iters K]\n"
+    fprintf(f, "usage: resattn bench [--model [NAME=]M.safetensors|builtin] [--batch B] "
+               "[--threads T] [--iters K]\n"
                "                     [--precision fp32|bf16]\n\n"
-               "Time K forward passes (after 2 warm-up passes) of B images with T OpenBLAS\n"
-               "threads and print one JSON object. Defaults: B=1, T=1, K=20, precision fp32\n"
-               "(or RESATTN_PRECISION); the JSON names the precision and kernel path that ran.\n");
+               "Time K forward passes (after 2 warm-up passes) of B images with T threads and\n"
+               "print one JSON object naming the model as `resattn serve` would, and the\n"
+               "precision and kernel path that ran. Defaults: the built-in model, B=1, T=1,\n"
+               "K=20, precision fp32 (or RESATTN_PRECISION). More threads than usable CPUs is\n"
+               "warned about on stderr (they would compete for the cores).\n");
 }
 
 /* Time iters passes; times[] gets ms per pass. */
@@ -85,36 +80,45 @@ int resattn_cmd_bench(int argc, char **argv) {
     const char *path = NULL, *precision = NULL;
     int batch = 1, threads = 1, iters = 20;
     for (int i = 1; i < argc; i++) {
-        int bad = 0;
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+        const char *a = argv[i], *v = NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 0;
-        } else if (!strcmp(argv[i], "--model") && i + 1 < argc) {
-            path = argv[++i];
-        } else if (!strcmp(argv[i], "--batch") && i + 1 < argc) {
-            bad = parse_int(argv[++i], 1, 4096, &batch);
-        } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
-            bad = parse_int(argv[++i], 1, 256, &threads);
-        } else if (!strcmp(argv[i], "--precision") && i + 1 < argc) {
-            precision = argv[++i];
-        } else if (!strcmp(argv[i], "--iters") && i + 1 < argc) {
-            bad = parse_int(argv[++i], 1, 100000, &iters);
-        } else {
-            bad = 1;
         }
-        if (bad) {
-            fprintf(stderr, "resattn bench: bad or incomplete option '%s'\n", argv[i]);
-            usage(stderr);
+        int is_model = !strcmp(a, "--model"), is_batch = !strcmp(a, "--batch"),
+            is_threads = !strcmp(a, "--threads"), is_iters = !strcmp(a, "--iters"),
+            is_precision = !strcmp(a, "--precision");
+        if (!is_model && !is_batch && !is_threads && !is_iters && !is_precision) {
+            resattn_cli_unknown_option("bench", a);
             return 2;
         }
+        if (!(v = resattn_cli_value("bench", argc, argv, &i)))
+            return 2;
+        if (is_model)
+            path = v;
+        else if (is_precision)
+            precision = v;
+        else if ((is_batch && resattn_cli_int("bench", a, v, 1, 4096, &batch)) ||
+                 (is_threads && resattn_cli_int("bench", a, v, 1, 256, &threads)) ||
+                 (is_iters && resattn_cli_int("bench", a, v, 1, 100000, &iters)))
+            return 2;
     }
     resattn_precision prec;
     int rc = resattn_cli_precision("bench", precision, &prec);
     if (rc)
         return rc;
     resattn_model *m = NULL;
-    if ((rc = resattn_cli_load_model(path, prec, &m)))
+    char name[128];
+    if ((rc = resattn_cli_load_model("bench", path, prec, &m, name, sizeof name)))
         return rc;
+    resattn_cli_model_spec spec; /* for model_file; the load above parsed it the same way */
+    resattn_cli_model_arg(path ? path : "builtin", &spec);
+    int cpus = resattn_usable_cpus();
+    if (threads > cpus)
+        fprintf(stderr,
+                "resattn bench: warning: --threads %d is more than the %d usable CPU%s; the "
+                "threads will compete for them\n",
+                threads, cpus, cpus == 1 ? "" : "s");
     resattn_set_blas_threads(threads);
     double *times = malloc((size_t)iters * sizeof *times);
     rc = times ? time_passes(m, batch, iters, times) : 1;
@@ -125,16 +129,21 @@ int resattn_cmd_bench(int argc, char **argv) {
         const resattn_model_info *in = resattn_model_get_info(m);
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
-        printf("{\"model\": \"%s\", \"batch\": %d, \"threads\": %d, \"iters\": %d, "
-               "\"ms_per_image\": %.4f, \"ms_per_batch\": %.4f, \"p90_ms_per_batch\": %.4f, "
-               "\"gflop_per_s\": %.3f, \"gflops_per_image\": %.5f, \"peak_rss_mb\": %.1f, "
-               "\"blas_core\": \"%s\", \"blas_parallel\": %d, \"precision\": \"%s\", "
-               "\"precision_requested\": \"%s\", \"kernel_path\": \"%s\"}\n",
-               path ? path : "(built-in)", batch, threads, iters, med / batch, med, p90,
-               in->flops_per_image * batch / (med / 1e3) / 1e9, in->flops_per_image / 1e9,
-               ru.ru_maxrss / 1024.0, resattn_blas_corename(), resattn_blas_parallel(),
-               resattn_precision_name(in->precision),
-               resattn_precision_name(in->precision_requested), in->kernel_path);
+        /* jansson, so a path with quotes stays valid JSON; key order as listed */
+        json_t *o = json_pack(
+            "{s:s, s:s, s:i, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:s, s:i, s:s, s:s, s:s}",
+            "model", name, "model_file", spec.builtin ? "(built-in)" : spec.path, "batch", batch,
+            "threads", threads, "iters", iters, "ms_per_image", med / batch, "ms_per_batch", med,
+            "p90_ms_per_batch", p90, "gflop_per_s", in->flops_per_image * batch / (med / 1e3) / 1e9,
+            "gflops_per_image", in->flops_per_image / 1e9, "peak_rss_mb", ru.ru_maxrss / 1024.0,
+            "blas_core", resattn_blas_corename(), "blas_parallel", resattn_blas_parallel(),
+            "precision", resattn_precision_name(in->precision), "precision_requested",
+            resattn_precision_name(in->precision_requested), "kernel_path", in->kernel_path);
+        char *line =
+            o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6)) : NULL;
+        printf("%s\n", line ? line : "{}");
+        free(line);
+        json_decref(o);
     }
     free(times);
     resattn_model_free(m);

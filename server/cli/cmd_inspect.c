@@ -1,57 +1,16 @@
 /*
  * `resattn inspect`: a model's architecture (block, stem, attention, stages with their
- * widths and output sizes), parameter count, GFLOPs per image, and the precision and kernel
- * path each layer computes in (--precision); --json for machines.
- * Also holds resattn_cli_load_model, the --model / built-in model loader of every command.
+ * widths and output sizes), the name `serve` gives it, its parameter count as PyTorch
+ * counts it (BatchNorm running statistics apart), GFLOPs per image, and the precision and
+ * kernel path each layer computes in (--precision); --json for machines.
  */
 #include "cli/commands.h"
-#include "cli/default_model.h"
 #include "model/model.h"
 
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-int resattn_cli_precision(const char *cmd, const char *value, resattn_precision *out) {
-    const char *env = getenv("RESATTN_PRECISION");
-    *out = RESATTN_PRECISION_FP32;
-    if (env && *env && resattn_precision_parse(env, out)) {
-        fprintf(stderr, "resattn %s: RESATTN_PRECISION '%s' is not fp32 or bf16\n", cmd, env);
-        return 2;
-    }
-    if (value && resattn_precision_parse(value, out)) {
-        fprintf(stderr, "resattn %s: --precision '%s' is not fp32 or bf16\n", cmd, value);
-        return 2;
-    }
-    return 0;
-}
-
-int resattn_cli_load_model(const char *path, resattn_precision precision, resattn_model **out) {
-    char err[RESATTN_ERR_LEN];
-    resattn_status s;
-    resattn_model_options opts = {.precision = precision};
-    if (path) {
-        s = resattn_model_load_file_opts(path, &opts, out, err, sizeof err);
-    } else {
-        if (resattn_default_model_size == 0) {
-            fprintf(stderr, "resattn: no built-in model in this build; pass --model\n");
-            return 2;
-        }
-        s = resattn_model_load_buffer_opts(resattn_default_model_data,
-                                           (size_t)resattn_default_model_size, &opts, out, err,
-                                           sizeof err);
-        path = "(built-in model)";
-    }
-    if (s) {
-        fprintf(stderr, "resattn: %s: %s\n", path, err);
-        return 1;
-    }
-    const resattn_model_info *in = resattn_model_get_info(*out);
-    if (in->precision != in->precision_requested)
-        fprintf(stderr, "resattn: %s\n", RESATTN_BF16_FALLBACK_WARNING);
-    return 0;
-}
 
 static const char *block_name(resattn_block_kind b) {
     return b == RESATTN_BLOCK_BASIC ? "basic" : "bottleneck";
@@ -107,7 +66,7 @@ static json_t *layers_json(const resattn_model *m) {
     return a;
 }
 
-static json_t *summary_json(const resattn_model *m) {
+static json_t *summary_json(const resattn_model *m, const char *served_name) {
     const resattn_model_info *in = resattn_model_get_info(m);
     json_t *stages = json_array();
     int bi = 0;
@@ -125,6 +84,8 @@ static json_t *summary_json(const resattn_model *m) {
         in->in_channels, "height", in->in_height, "width", in->in_width, "stem_width", m->stem.cout,
         "stages", stages, "num_params", (json_int_t)in->num_params, "gflops_per_image",
         in->flops_per_image / 1e9, "num_blocks", in->num_blocks, "has_labels", in->labels != NULL);
+    json_object_set_new(o, "served_name", json_string(served_name));
+    json_object_set_new(o, "num_bn_stats", json_integer((json_int_t)in->num_bn_stats));
     json_object_set_new(o, "precision", json_string(resattn_precision_name(in->precision)));
     json_object_set_new(o, "precision_requested",
                         json_string(resattn_precision_name(in->precision_requested)));
@@ -164,9 +125,9 @@ static void print_precision(const resattn_model *m) {
     free(convs), free(names), free(buf);
 }
 
-static void print_text(const resattn_model *m) {
+static void print_text(const resattn_model *m, const char *served_name) {
     const resattn_model_info *in = resattn_model_get_info(m);
-    printf("model:      %s\n", in->name ? in->name : "(unnamed)");
+    printf("model:      %s (served as /v2/models/%s)\n", served_name, served_name);
     printf("network:    %s blocks, %s stem, attention %s\n", block_name(in->block),
            stem_name(in->stem), resattn_attention_name(in->attention));
     printf("input:      %d x %d x %d (C x H x W)\n", in->in_channels, in->in_height, in->in_width);
@@ -182,16 +143,20 @@ static void print_text(const resattn_model *m) {
     }
     printf("head:       global average pool, fc %d -> %d classes%s\n", m->feat_c, in->num_classes,
            in->labels ? " (labelled)" : "");
-    printf("parameters: %zu\n", in->num_params);
+    printf("parameters: %zu (+ %zu BatchNorm running statistics)\n", in->num_params,
+           in->num_bn_stats);
     printf("GFLOPs:     %.4f per image\n", in->flops_per_image / 1e9);
     print_precision(m);
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: resattn inspect [--model M.safetensors] [--precision fp32|bf16] [--json]\n\n"
-               "Print a model's architecture, parameter count and GFLOPs per image, and how it\n"
-               "computes in the given precision on this CPU (default fp32, or\n"
-               "RESATTN_PRECISION). Without --model, the built-in model is used.\n");
+    fprintf(f, "usage: resattn inspect [--model [NAME=]M.safetensors|builtin]\n"
+               "                       [--precision fp32|bf16] [--json]\n\n"
+               "Print a model's architecture, the name `resattn serve` gives it, its parameter\n"
+               "count (as PyTorch's model.parameters(); BatchNorm running statistics apart),\n"
+               "GFLOPs per image, and how it computes in the given precision on this CPU\n"
+               "(default fp32, or RESATTN_PRECISION). Without --model, the built-in model is\n"
+               "used.\n");
 }
 
 int resattn_cmd_inspect(int argc, char **argv) {
@@ -201,15 +166,16 @@ int resattn_cmd_inspect(int argc, char **argv) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
             return 0;
-        } else if (!strcmp(argv[i], "--model") && i + 1 < argc) {
-            path = argv[++i];
-        } else if (!strcmp(argv[i], "--precision") && i + 1 < argc) {
-            precision = argv[++i];
+        } else if (!strcmp(argv[i], "--model")) {
+            if (!(path = resattn_cli_value("inspect", argc, argv, &i)))
+                return 2;
+        } else if (!strcmp(argv[i], "--precision")) {
+            if (!(precision = resattn_cli_value("inspect", argc, argv, &i)))
+                return 2;
         } else if (!strcmp(argv[i], "--json")) {
             as_json = 1;
         } else {
-            fprintf(stderr, "resattn inspect: unknown or incomplete option '%s'\n", argv[i]);
-            usage(stderr);
+            resattn_cli_unknown_option("inspect", argv[i]);
             return 2;
         }
     }
@@ -218,16 +184,18 @@ int resattn_cmd_inspect(int argc, char **argv) {
     if (rc)
         return rc;
     resattn_model *m = NULL;
-    if ((rc = resattn_cli_load_model(path, prec, &m)))
+    char name[128];
+    rc = resattn_cli_load_model("inspect", path, prec, &m, name, sizeof name);
+    if (rc)
         return rc;
     if (as_json) {
-        json_t *o = summary_json(m);
-        char *s = json_dumps(o, JSON_INDENT(2));
+        json_t *o = summary_json(m, name);
+        char *s = json_dumps(o, JSON_INDENT(2) | JSON_REAL_PRECISION(9));
         printf("%s\n", s);
         free(s);
         json_decref(o);
     } else {
-        print_text(m);
+        print_text(m, name);
     }
     resattn_model_free(m);
     return 0;

@@ -225,7 +225,7 @@ static void print_top_k(const resattn_model_info *in, const float *logits, int t
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: resattn predict [--model M.safetensors] --input X.npy|X.png|X.jpg\n"
+    fprintf(f, "usage: resattn predict [--model M.safetensors|builtin] --input X.npy|X.png|X.jpg\n"
                "                       [--output Y.npy] [--top-k K] [--attention-dir DIR]\n"
                "                       [--precision fp32|bf16]\n\n"
                "Run the model on X (float32 [N, C, H, W] or [C, H, W]). With --output, write\n"
@@ -243,33 +243,27 @@ int resattn_cmd_predict(int argc, char **argv) {
     const char *model = NULL, *input = NULL, *output = NULL, *attn_dir = NULL, *precision = NULL;
     int top_k = 5, is_image = 0;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 0;
-        } else if (!strcmp(argv[i], "--model") && i + 1 < argc) {
-            model = argv[++i];
-        } else if (!strcmp(argv[i], "--input") && i + 1 < argc) {
-            input = argv[++i];
-        } else if (!strcmp(argv[i], "--attention-dir") && i + 1 < argc) {
-            attn_dir = argv[++i];
-        } else if (!strcmp(argv[i], "--precision") && i + 1 < argc) {
-            precision = argv[++i];
-        } else if (!strcmp(argv[i], "--output") && i + 1 < argc) {
-            output = argv[++i];
-        } else if (!strcmp(argv[i], "--top-k") && i + 1 < argc) {
-            char *end;
-            long k = strtol(argv[++i], &end, 10);
-            if (end == argv[i] || *end || k < 1 || k > 100000) {
-                fprintf(stderr, "resattn predict: --top-k '%s' is not a positive integer\n",
-                        argv[i]);
-                return 2;
-            }
-            top_k = (int)k;
-        } else {
-            fprintf(stderr, "resattn predict: unknown or incomplete option '%s'\n", argv[i]);
-            usage(stderr);
+        }
+        static const char *const flags[] = {"--model",  "--input", "--attention-dir",
+                                            "--output", "--top-k", "--precision"};
+        const char **dst[] = {&model, &input, &attn_dir, &output, NULL, &precision};
+        const int nflags = (int)(sizeof flags / sizeof flags[0]);
+        int f = 0;
+        while (f < nflags && strcmp(a, flags[f]))
+            f++;
+        if (f == nflags) {
+            resattn_cli_unknown_option("predict", a);
             return 2;
         }
+        const char *v = resattn_cli_value("predict", argc, argv, &i);
+        if (!v || (!dst[f] && resattn_cli_int("predict", a, v, 1, 100000, &top_k)))
+            return 2;
+        if (dst[f])
+            *dst[f] = v;
     }
     if (!input) {
         fprintf(stderr, "resattn predict: --input is required\n");
@@ -280,7 +274,8 @@ int resattn_cmd_predict(int argc, char **argv) {
     if (rc)
         return rc;
     resattn_model *m = NULL;
-    if ((rc = resattn_cli_load_model(model, prec, &m)))
+    rc = resattn_cli_load_model("predict", model, prec, &m, NULL, 0);
+    if (rc)
         return rc;
     const resattn_model_info *in = resattn_model_get_info(m);
     if (attn_dir && in->attention == RESATTN_ATTENTION_NONE) {

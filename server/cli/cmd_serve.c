@@ -7,11 +7,19 @@
  * signal delivered there (the default action would kill the process mid-drain). On a signal
  * it drains: readiness turns 503, the listener closes, queued and running requests finish
  * (within --drain-timeout-ms), then everything stops and the process exits 0.
+ *
+ * Before serving it sets the memory budget (runtime/budget.h): --max-memory-bytes, or the
+ * cgroup memory limit (else physical memory) less what the loaded models, their workspaces,
+ * the connection buffers and image decoding take, less a safety margin. Models that alone
+ * do not fit the limit are an error here (exit 2), not an OOM kill later.
  */
 #include "cli/commands.h"
 #include "cli/config.h"
-#include "cli/default_model.h"
+#include "data/image.h"
 #include "http/http.h"
+#include "model/config.h"
+#include "protocol/json_scan.h"
+#include "runtime/budget.h"
 #include "runtime/metrics.h"
 #include "runtime/pool.h"
 #include <jansson.h>
@@ -21,10 +29,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Time a drain waits for running batches after the queue was cancelled on timeout. */
 #define DRAIN_GRACE_MS 5000
+#define MIB (1024.0 * 1024.0)
 
 typedef struct server {
     resattn_server_config cfg;
@@ -35,7 +46,11 @@ typedef struct server {
     resattn_metrics *metrics;
     resattn_pool *pool;
     resattn_http *http;
+    int listen_fd; /* bound before the models load; -1 once the HTTP server owns it */
     char *tls_cert_pem, *tls_key_pem; /* --tls-cert/--tls-key contents, NUL-terminated */
+    resattn_budget *budget;
+    resattn_memory_plan plan;
+    const char *limit_source; /* "cgroup memory limit" or "physical memory" */
 } server;
 
 /* A whole PEM file as a NUL-terminated string (libmicrohttpd takes certificates as text). */
@@ -91,26 +106,22 @@ static void say(const server *s, const char *level, const char *fmt, ...) {
     free(line);
 }
 
-/* "models/se-cifar.safetensors" -> "se-cifar" */
-static char *file_stem(const char *path) {
-    const char *b = strrchr(path, '/');
-    b = b ? b + 1 : path;
-    const char *dot = strrchr(b, '.');
-    return strndup(b, dot && dot != b ? (size_t)(dot - b) : strlen(b));
-}
-
-static int add_model(server *s, resattn_model *m, const char *fallback_name) {
+/* Serve m under name (what resattn_cli_model_name gave: --model NAME=, config, file stem). */
+static int add_model(server *s, resattn_model *m, const char *name) {
     const resattn_model_info *info = resattn_model_get_info(m);
-    const char *name = info->name && *info->name ? info->name : fallback_name;
-    for (const char *p = name; *p; p++)
-        if (*p == '/' || *p == ':' || *p <= ' ') {
-            say(s, "error", "model name '%s' cannot be used in URLs (no '/', ':' or spaces)", name);
-            resattn_model_free(m);
-            return -1;
-        }
+    if (!resattn_model_name_ok(name)) {
+        say(s, "error",
+            "model name '%s' cannot be used in URLs (%s); name it with --model NAME=PATH", name,
+            RESATTN_MODEL_NAME_RULE);
+        resattn_model_free(m);
+        return -1;
+    }
     for (int i = 0; i < s->num_models; i++)
         if (!strcmp(s->names[i], name)) {
-            say(s, "error", "two models are named '%s'; model names must be unique", name);
+            say(s, "error",
+                "two models are named '%s'; model names must be unique (name one with --model "
+                "NAME=PATH)",
+                name);
             resattn_model_free(m);
             return -1;
         }
@@ -139,38 +150,182 @@ static int warn_precision(const server *s) {
     return 0;
 }
 
+/* Every --model (PATH, NAME=PATH, builtin, NAME=builtin: server/cli/cli_common.c); none
+ * given: the built-in model. */
 static int load_models(server *s) {
-    char err[RESATTN_ERR_LEN];
-    resattn_model *m = NULL;
-    resattn_model_options opts = {.precision = (resattn_precision)s->cfg.precision};
-    if (s->cfg.num_models == 0) {
-        if (resattn_default_model_size == 0) {
-            say(s, "error",
-                "no --model given and this build has no built-in model "
-                "(models/default.safetensors was empty)");
+    char err[RESATTN_ERR_LEN], name[128];
+    static char *const builtin_only[] = {"builtin"};
+    char *const *args = s->cfg.num_models ? s->cfg.models : builtin_only;
+    int n = s->cfg.num_models ? s->cfg.num_models : 1;
+    for (int i = 0; i < n; i++) {
+        resattn_cli_model_spec spec;
+        resattn_model *m = NULL;
+        if (resattn_cli_model_arg(args[i], &spec)) {
+            say(s, "error", "--model '%s' names no file", args[i]);
             return -1;
         }
-        if (resattn_model_load_buffer_opts(resattn_default_model_data,
-                                           (size_t)resattn_default_model_size, &opts, &m, err,
-                                           sizeof err) != RESATTN_OK) {
-            say(s, "error", "built-in model: %s", err);
+        spec.precision = (resattn_precision)s->cfg.precision;
+        if (resattn_cli_model_open(&spec, &m, err, sizeof err) != RESATTN_OK) {
+            say(s, "error", "%s", err);
             return -1;
         }
-        return add_model(s, m, "default") || warn_precision(s) ? -1 : 0;
-    }
-    for (int i = 0; i < s->cfg.num_models; i++) {
-        if (resattn_model_load_file_opts(s->cfg.models[i], &opts, &m, err, sizeof err) !=
-            RESATTN_OK) {
-            say(s, "error", "%s: %s", s->cfg.models[i], err);
-            return -1;
-        }
-        char *stem = file_stem(s->cfg.models[i]);
-        int rc = add_model(s, m, stem);
-        free(stem);
-        if (rc)
+        resattn_cli_model_name(&spec, resattn_model_get_info(m), name, sizeof name);
+        if (add_model(s, m, name))
             return -1;
     }
     return warn_precision(s);
+}
+
+/* ---- memory ---------------------------------------------------------------------------- */
+
+/* VmRSS of this process in bytes (0 if unreadable). */
+static long long resident_bytes(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long long kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %lld kB", &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kb * 1024;
+}
+
+/* The memory this process may use: the cgroup limit, else physical memory. */
+static long long memory_limit(server *s) {
+    long long cg = resattn_cgroup_memory_limit("/sys/fs/cgroup", "/proc/self/cgroup");
+    long long phys = resattn_physical_memory();
+    s->limit_source =
+        cg > 0 && (phys <= 0 || cg < phys) ? "cgroup memory limit" : "physical memory";
+    return cg > 0 && (phys <= 0 || cg < phys) ? cg : phys;
+}
+
+/* Model files larger than the limit would be killed while loading: refuse them first. */
+static int model_files_fit(server *s, long long limit) {
+    long long total = 0;
+    for (int i = 0; i < s->cfg.num_models; i++) {
+        resattn_cli_model_spec spec;
+        struct stat st;
+        if (resattn_cli_model_arg(s->cfg.models[i], &spec) == 0 && !spec.builtin &&
+            stat(spec.path, &st) == 0)
+            total += st.st_size;
+    }
+    if (limit > 0 && total >= limit) {
+        say(s, "error", "model files take %.1f MiB, more than the %.1f MiB %s", total / MIB,
+            limit / MIB, s->limit_source);
+        return -1;
+    }
+    return 0;
+}
+
+/* Workspace bytes the workers will allocate: one context per worker and model, sized for
+ * --max-batch (made and freed here untouched, so nothing becomes resident). */
+static long long workspace_bytes(server *s) {
+    long long total = 0;
+    char err[RESATTN_ERR_LEN];
+    for (int i = 0; i < s->num_models; i++) {
+        resattn_ctx *ctx = NULL;
+        if (resattn_ctx_new(s->models[i], s->cfg.max_batch, &ctx, err, sizeof err) == RESATTN_OK)
+            total += (long long)resattn_ctx_workspace_bytes(ctx);
+        resattn_ctx_free(ctx);
+    }
+    return total * s->cfg.workers;
+}
+
+/* The worst case one inference request reserves at admission: a full batch, no body. */
+static size_t largest_work(const server *s) {
+    size_t most = 0;
+    for (int i = 0; i < s->num_models; i++) {
+        size_t w =
+            resattn_budget_infer_bytes(resattn_model_get_info(s->models[i]), s->cfg.max_batch, 0);
+        most = w > most ? w : most;
+    }
+    return most;
+}
+
+/* Derive (or take) the budget; exit-2 errors when the models leave nothing for requests. */
+static int plan_memory(server *s, long long limit) {
+    resattn_memory_plan *p = &s->plan;
+    int channels = 1;
+    for (int i = 0; i < s->num_models; i++) {
+        int c = resattn_model_get_info(s->models[i])->in_channels;
+        channels = c > channels ? c : channels;
+    }
+    if (s->cfg.max_image_pixels == 0) { /* 40 MP unless decoding one takes over limit / 4 */
+        long long fit = limit / 4 / resattn_budget_decode_bytes(1, channels);
+        s->cfg.max_image_pixels = fit < RESATTN_IMAGE_MAX_PIXELS ? fit : RESATTN_IMAGE_MAX_PIXELS;
+    }
+    *p = (resattn_memory_plan){
+        .limit = limit,
+        .resident = resident_bytes(),
+        .workspaces = workspace_bytes(s),
+        .connections = (long long)s->cfg.max_connections * s->cfg.max_header_bytes,
+        .parse =
+            s->cfg.http_threads * resattn_budget_decode_bytes(s->cfg.max_image_pixels, channels),
+    };
+    resattn_memory_plan_compute(p);
+    long long models = p->resident + p->workspaces;
+    if (models + p->margin >= limit) {
+        say(s, "error",
+            "the models need %.1f MiB (%.1f MiB resident after loading + %.1f MiB of workspaces "
+            "for %d workers at batch %d) and a %.1f MiB margin: more than the %.1f MiB %s",
+            models / MIB, p->resident / MIB, p->workspaces / MIB, s->cfg.workers, s->cfg.max_batch,
+            p->margin / MIB, limit / MIB, s->limit_source);
+        return -1;
+    }
+    long long budget = s->cfg.max_memory_bytes ? s->cfg.max_memory_bytes : p->budget;
+    long long need = (long long)largest_work(s) + (1 << 20);
+    if (!s->cfg.max_memory_bytes && budget < need) {
+        say(s, "error",
+            "no memory left for requests: %.1f MiB %s - %.1f MiB models - %.1f MiB connection "
+            "buffers (--max-connections x --max-header-bytes) - %.1f MiB image decoding "
+            "(--http-threads x --max-image-pixels) - %.1f MiB margin; lower those or set "
+            "--max-memory-bytes",
+            limit / MIB, s->limit_source, models / MIB, p->connections / MIB, p->parse / MIB,
+            p->margin / MIB);
+        return -1;
+    }
+    if (s->cfg.max_memory_bytes && budget < need)
+        say(s, "warn",
+            "--max-memory-bytes %.1f MiB is less than one request of a full batch needs (%.1f "
+            "MiB): inference requests will answer 413",
+            budget / MIB, need / MIB);
+    if (s->cfg.max_memory_bytes && budget > p->budget)
+        say(s, "warn",
+            "--max-memory-bytes %.1f MiB is more than the %.1f MiB the %s leaves: the process "
+            "may be killed for memory",
+            budget / MIB, p->budget / MIB, s->limit_source);
+    s->budget = resattn_budget_new(budget);
+    if (!s->budget)
+        return -1;
+    say(s, "info",
+        "memory budget %.1f MiB for requests (%s; %.1f MiB %s - %.1f MiB resident after "
+        "loading - %.1f MiB workspaces - %.1f MiB connection buffers - %.1f MiB image decoding "
+        "(%.1f MP) - %.1f MiB margin = %.1f MiB)",
+        budget / MIB, s->cfg.max_memory_bytes ? "--max-memory-bytes" : "derived", limit / MIB,
+        s->limit_source, p->resident / MIB, p->workspaces / MIB, p->connections / MIB,
+        p->parse / MIB, s->cfg.max_image_pixels / 1e6, p->margin / MIB, p->budget / MIB);
+    /* a body of --max-body-bytes that could never be admitted answers 413, not 503 forever */
+    long long json_body = 3 * s->cfg.max_body_bytes + (long long)largest_work(s);
+    if (json_body > budget - budget / 8)
+        say(s, "warn",
+            "a JSON body of --max-body-bytes (%.1f MiB) needs %.1f MiB of the budget; requests "
+            "that need more than %.1f MiB answer 413",
+            s->cfg.max_body_bytes / MIB, json_body / MIB, (budget - budget / 8) / MIB);
+    return 0;
+}
+
+/* After warm-up the workspaces are resident: if the process grew beyond the plan, a
+ * derived budget gives up the difference. */
+static void replan_after_warmup(server *s) {
+    long long now = resident_bytes(), planned = s->plan.resident + s->plan.workspaces;
+    if (s->cfg.max_memory_bytes || now <= planned)
+        return;
+    long long budget = resattn_budget_limit(s->budget) - (now - planned);
+    long long floor = (long long)largest_work(s) + (1 << 20);
+    resattn_budget_set_limit(s->budget, budget > floor ? budget : floor);
+    say(s, "info", "after warm-up: %.1f MiB resident (%.1f MiB planned); memory budget %.1f MiB",
+        now / MIB, planned / MIB, resattn_budget_limit(s->budget) / MIB);
 }
 
 static int write_port_file(const char *path, int port) {
@@ -194,7 +349,34 @@ static void check_blas(server *s) {
     }
     if (par == 2 && s->cfg.workers > 1)
         say(s, "warn", "OpenBLAS is the OpenMP build: concurrent workers may be slow");
+    int cpus = resattn_usable_cpus(), want = s->cfg.workers * s->cfg.blas_threads;
+    if (want > cpus)
+        say(s, "warn",
+            "%d workers x %d BLAS threads = %d threads for %d usable CPU%s: they will compete "
+            "for the cores",
+            s->cfg.workers, s->cfg.blas_threads, want, cpus, cpus == 1 ? "" : "s");
     resattn_set_blas_threads(s->cfg.blas_threads);
+}
+
+/* resattn_compute_info: the paths the forward pass and the JSON parser take on this CPU. The
+ * OpenBLAS core name alone misleads on AVX-512 CPUs, where the packed GEMM runs instead. */
+static int describe_compute(server *s) {
+    static const char *const parallel[] = {"serial", "pthreads", "openmp"};
+    int par = resattn_blas_parallel();
+    char threads[16];
+    snprintf(threads, sizeof threads, "%d", resattn_get_blas_threads());
+    const char *const labels[][2] = {
+        {"gemm", resattn_gemm_path()},
+        {"winograd", resattn_winograd_path()},
+        {"json_scan", resattn_json_scan_simd() ? "avx512" : "portable"},
+        {"openblas_core", resattn_blas_corename()},
+        {"openblas_parallel", par >= 0 && par <= 2 ? parallel[par] : "unknown"},
+        {"blas_threads", threads},
+    };
+    for (size_t i = 0; i < sizeof labels / sizeof labels[0]; i++)
+        if (resattn_metrics_add_compute_label(s->metrics, labels[i][0], labels[i][1]))
+            return -1;
+    return 0;
 }
 
 static int start(server *s) {
@@ -203,7 +385,16 @@ static int start(server *s) {
     if (!s->metrics)
         return -1;
     for (int i = 0; i < s->num_models; i++)
-        resattn_metrics_add_model(s->metrics, s->names[i], resattn_model_get_info(s->models[i]));
+        if (resattn_metrics_add_model(s->metrics, s->names[i],
+                                      resattn_model_get_info(s->models[i]))) {
+            say(s, "error", "out of memory for the metrics of model '%s'", s->names[i]);
+            return -1;
+        }
+    if (describe_compute(s)) {
+        say(s, "error", "out of memory for the metrics");
+        return -1;
+    }
+    resattn_metrics_set_budget(s->metrics, s->budget);
     resattn_pool_options po = {s->cfg.workers, s->cfg.max_batch, s->cfg.max_delay_ms,
                                s->cfg.queue_capacity};
     if (resattn_pool_new(s->models, s->num_models, &po, s->metrics, &s->pool, err, sizeof err)) {
@@ -211,6 +402,7 @@ static int start(server *s) {
         return -1;
     }
     resattn_http_options ho = {
+        .listen_fd = s->listen_fd,
         .host = s->cfg.host,
         .port = s->cfg.port,
         .max_body_bytes = s->cfg.max_body_bytes,
@@ -227,10 +419,13 @@ static int start(server *s) {
         .connection_timeout_s = s->cfg.connection_timeout_s,
         .max_connections_per_ip = s->cfg.max_connections_per_ip,
         .max_header_bytes = s->cfg.max_header_bytes,
+        .budget = s->budget,
+        .max_image_pixels = s->cfg.max_image_pixels,
         .limits = {.max_batch = s->cfg.max_batch,
                    .allow_nonfinite = s->cfg.allow_nonfinite,
                    .max_json_depth = 64},
     };
+    s->listen_fd = -1; /* resattn_http_start owns it now, whatever it answers */
     if (resattn_http_start(&ho, s->served, s->num_models, s->pool, s->metrics, &s->http, err,
                            sizeof err)) {
         say(s, "error", "%s", err);
@@ -252,6 +447,7 @@ static int start(server *s) {
         say(s, "error", "%s", err);
         return -1;
     }
+    replan_after_warmup(s);
     resattn_http_set_ready(s->http, 1);
     say(s, "info", "ready (warm-up done)");
     return 0;
@@ -272,10 +468,14 @@ static void teardown(server *s) {
     resattn_pool_free(s->pool); /* the queue is empty: joins idle workers */
     resattn_http_stop(s->http);
     resattn_metrics_free(s->metrics);
+    resattn_budget_free(s->budget); /* after the server: requests hold parts of it */
     for (int i = 0; i < s->num_models; i++) {
         resattn_model_free(s->models[i]);
         free(s->names[i]);
     }
+    if (s->listen_fd >= 0)
+        close(s->listen_fd);
+    s->listen_fd = -1;
     resattn_server_config_release(&s->cfg);
     free(s->tls_cert_pem);
     free(s->tls_key_pem);
@@ -302,6 +502,7 @@ static int wait_signal(const sigset_t *set) {
 
 int resattn_cmd_serve(int argc, char **argv) {
     static server s; /* large; zero-initialised */
+    s.listen_fd = -1;
     char err[RESATTN_ERR_LEN];
     int rc = resattn_server_config_parse(argc, argv, &s.cfg, stdout, err, sizeof err);
     if (rc) {
@@ -330,7 +531,15 @@ int resattn_cmd_serve(int argc, char **argv) {
         return 2;
     }
     check_blas(&s);
-    if (load_models(&s)) {
+    /* bind first: a taken or forbidden port is a one-line error and exit 2 at once, before
+     * any model is loaded, and never a second server sharing the port */
+    if (resattn_http_listen(s.cfg.host, s.cfg.port, &s.listen_fd, err, sizeof err)) {
+        say(&s, "error", "%s", err);
+        teardown(&s);
+        return 2;
+    }
+    long long limit = memory_limit(&s);
+    if (model_files_fit(&s, limit) || load_models(&s) || plan_memory(&s, limit)) {
         teardown(&s);
         return 2;
     }

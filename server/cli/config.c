@@ -13,6 +13,8 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 typedef enum opt_type {
     OPT_INT,
@@ -39,8 +41,9 @@ typedef struct option_def {
 #define OFF(f) offsetof(resattn_server_config, f)
 
 static const option_def options[] = {
-    {"model", "RESATTN_MODEL", OPT_MODELS, OFF(models), NULL, 0, 0, "PATH",
-     "model file; repeatable (env: comma-separated); default: the built-in model"},
+    {"model", "RESATTN_MODEL", OPT_MODELS, OFF(models), NULL, 0, 0, "[NAME=]PATH",
+     "model file; NAME= sets its URL name; 'builtin' is the built-in model (the default); "
+     "repeatable (env: comma-separated)"},
     {"host", "RESATTN_HOST", OPT_STR, OFF(host), "0.0.0.0", 0, 0, "ADDR", "address to listen on"},
     {"port", "RESATTN_PORT", OPT_INT, OFF(port), "8080", 0, 65535, "N",
      "TCP port; 0 picks a free one and prints it"},
@@ -87,6 +90,14 @@ static const option_def options[] = {
      "most connections from one address (0 = no limit)"},
     {"max-header-bytes", "RESATTN_MAX_HEADER_BYTES", OPT_INT, OFF(max_header_bytes), "65536", 8192,
      16777216, "BYTES", "memory per connection for the request line and headers (431 beyond)"},
+    {"max-memory-bytes", "RESATTN_MAX_MEMORY_BYTES", OPT_LLONG, OFF(max_memory_bytes), "0", 0,
+     (long long)1 << 50, "BYTES",
+     "memory budget for requests in progress (503 beyond); 0 = the cgroup limit (else physical "
+     "memory) less models, buffers and a margin"},
+    {"max-image-pixels", "RESATTN_MAX_IMAGE_PIXELS", OPT_LLONG, OFF(max_image_pixels), "0", 0,
+     (long long)1 << 40, "N",
+     "most pixels in one decoded image (413 beyond); 0 = 40 million, or fewer when decoding "
+     "one would take more than a quarter of the memory limit"},
     {"precision", "RESATTN_PRECISION", OPT_PRECISION, OFF(precision), "fp32", 0, 0, "fp32|bf16",
      "bf16: BF16 products, FP32 sums, on AMX-BF16 or AVX512-BF16 (FP32 elsewhere, with a warning)"},
 };
@@ -301,6 +312,107 @@ int resattn_cgroup_cpu_limit(const char *root) {
     return cap < 0 ? cgroup_v1_cpus(root) : cap; /* no cgroup v2 file: try v1 */
 }
 
+/* ---- memory limit ---------------------------------------------------------------------- */
+
+/* A limit file's value: a byte count, or "max" (v2) or a value near 2^63 (v1's "unlimited",
+ * 9223372036854771712) for none: 0. -1 when the file is missing or unreadable. */
+static long long read_limit(const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    char text[64] = "";
+    int ok = fscanf(f, "%63s", text) == 1;
+    fclose(f);
+    if (!ok)
+        return -1;
+    if (!strcmp(text, "max"))
+        return 0;
+    char *end;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (errno == ERANGE || *end || v <= 0 || v >= (1LL << 62))
+        return 0;
+    return v;
+}
+
+/* 1 when the comma-separated list has `name`. */
+static int list_has(const char *list, const char *name) {
+    size_t n = strlen(name);
+    for (const char *p = list;;) {
+        size_t len = strcspn(p, ",");
+        if (len == n && !strncmp(p, name, n))
+            return 1;
+        if (!p[len])
+            return 0;
+        p += len + 1;
+    }
+}
+
+/* The cgroup path of `controller` ("" = the v2 line "0::") in a /proc/self/cgroup file. */
+static int self_cgroup_path(const char *file, const char *controller, char *out, size_t len) {
+    FILE *f = file ? fopen(file, "r") : NULL;
+    if (!f)
+        return -1;
+    char line[1024];
+    int found = -1;
+    while (found && fgets(line, sizeof line, f)) {
+        char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (!c2)
+            continue;
+        *c2 = 0;
+        const char *ctrls = c1 + 1, *path = c2 + 1;
+        if (*controller ? list_has(ctrls, controller) : !*ctrls) {
+            snprintf(out, len, "%.*s", (int)strcspn(path, "\n"), path);
+            found = 0;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+/* The smallest limit in file `name` of dir base/path and its ancestors up to base; a path
+ * that does not exist under base is skipped (base alone is read). */
+static long long limit_up_tree(const char *base, const char *path, const char *name) {
+    char dir[1024], file[1200];
+    snprintf(dir, sizeof dir, "%s%s", base, path);
+    struct stat st;
+    if (stat(dir, &st) || !S_ISDIR(st.st_mode))
+        snprintf(dir, sizeof dir, "%s", base);
+    size_t base_len = strlen(base);
+    long long best = -1;
+    for (;;) {
+        snprintf(file, sizeof file, "%s/%s", dir, name);
+        long long v = read_limit(file);
+        if (v > 0 && (best <= 0 || v < best))
+            best = v;
+        else if (v == 0 && best < 0)
+            best = 0;
+        char *slash = strrchr(dir, '/');
+        if (strlen(dir) <= base_len || !slash || (size_t)(slash - dir) < base_len)
+            break;
+        *slash = 0;
+    }
+    return best;
+}
+
+long long resattn_cgroup_memory_limit(const char *root, const char *self_cgroup) {
+    char path[512] = "", base[600];
+    if (self_cgroup_path(self_cgroup, "", path, sizeof path))
+        path[0] = 0;
+    long long v = limit_up_tree(root, path, "memory.max"); /* cgroup v2 */
+    if (v >= 0)
+        return v;
+    if (self_cgroup_path(self_cgroup, "memory", path, sizeof path))
+        path[0] = 0;
+    snprintf(base, sizeof base, "%s/memory", root); /* cgroup v1 */
+    return limit_up_tree(base, path, "memory.limit_in_bytes");
+}
+
+long long resattn_physical_memory(void) {
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    return pages > 0 && page > 0 ? (long long)pages * page : 0;
+}
+
 int resattn_usable_cpus(void) {
     int n = 1;
     cpu_set_t set;
@@ -367,6 +479,10 @@ static int parse_args(int argc, char **argv, resattn_server_config *cfg, FILE *o
             if (!models_from_flags) /* flags replace the environment's list */
                 models_clear(cfg);
             models_from_flags = 1;
+            if (!*val) {
+                set_err(err, err_len, "--model: empty value (a file, NAME=FILE or builtin)");
+                return 2;
+            }
             if (models_add(cfg, val, strlen(val), err, err_len))
                 return 2;
             continue;

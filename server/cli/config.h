@@ -42,6 +42,9 @@ typedef struct resattn_server_config {
     int max_connections_per_ip; /* 0 = unlimited */
     int max_header_bytes;       /* MHD_OPTION_CONNECTION_MEMORY_LIMIT (431 beyond) */
     int precision;              /* resattn_precision the models are loaded in */
+    /* memory (issue 17) */
+    long long max_memory_bytes; /* budget for admitted requests; 0 = from the memory limit */
+    long long max_image_pixels; /* most pixels of one decoded image; 0 = from the memory limit */
 } resattn_server_config;
 
 /*
@@ -61,5 +64,13 @@ int resattn_usable_cpus(void);
  * cpu[,cpuacct]/cpu.cfs_quota_us over cpu.cfs_period_us, rounded up. 0 = no quota,
  * -1 = no cgroup CPU files found. */
 int resattn_cgroup_cpu_limit(const char *root);
+/* The memory limit of this process's cgroup, in bytes: v2 memory.max, else v1
+ * memory/memory.limit_in_bytes, of the cgroup named in self_cgroup (normally
+ * /proc/self/cgroup) below root (normally /sys/fs/cgroup) and of each of its ancestors (the
+ * smallest wins; a path absent under root, as inside a container's cgroup namespace, falls
+ * back to root itself). 0 = no limit, -1 = no cgroup memory files found. */
+long long resattn_cgroup_memory_limit(const char *root, const char *self_cgroup);
+/* Physical memory in bytes (0 if unknown). */
+long long resattn_physical_memory(void);
 
 #endif

@@ -1,24 +1,32 @@
 /*
  * HTTP layer of `resattn serve` on libmicrohttpd (see http.h). The life of a request:
  *   1st callback:  allocate a `request`, route it (method, path, model), check Content-Length
- *                  against the body cap (413 at once, before any body is read);
- *   body chunks:   appended under the running-total cap, or dropped once an error is decided;
+ *                  against the body cap (413 at once, before any body is read) and charge an
+ *                  inference request's worst case to the memory budget (503 if full: at once
+ *                  to a client waiting for 100 Continue, else after its body is dropped);
+ *   body chunks:   appended under the running-total cap (a body of unknown length charged to
+ *                  the budget as it grows), or dropped once an error is decided;
  *   last callback: answer GETs directly; for inference, parse, reserve a queue slot (503 when
  *                  full), suspend the connection and push the job to the pool;
  *   worker:        computes, encodes the answer, resumes the connection;
  *   next callback: queue the prepared answer (never on the first callback: keep-alive);
  *   completed:     access-log line, metrics, free.
- * Responses are only ever queued from the handler, on the libmicrohttpd thread.
+ * Responses are only ever queued from the handler, on the libmicrohttpd thread. The request's
+ * budget hold follows what it holds (account()) and is released on completion.
  */
 #include "http/http.h"
 #include "protocol/attention_api.h"
 #include "protocol/image_api.h"
 #include "protocol/protocol_common.h"
 #include "http/web/index_html.h"
+#include "maps/mask_summary.h"
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -69,6 +77,10 @@ struct request {
     size_t len, cap;
     req_state state;
     int discard; /* an error answer is decided: drop body chunks */
+    int early;   /* answer on the first callback, before any body is sent (see admit()) */
+    /* memory budget: what this request holds of it; body_charged of it is for the body */
+    resattn_budget_hold hold;
+    size_t body_charged;
     /* the answer */
     int status;
     unsigned char *resp; /* malloc'ed, handed to libmicrohttpd */
@@ -104,6 +116,7 @@ static void h_infer(request *r);
 static void h_v1_model(request *r);
 static void h_metrics(request *r);
 static void h_web(request *r);
+static void h_v2_index(request *r);
 
 static const route routes[] = {
     {"GET", "/v2", RESATTN_EP_V2_SERVER, h_v2_server},
@@ -115,6 +128,7 @@ static const route routes[] = {
     {"GET", "/v2/models/{m}/versions/{v}", RESATTN_EP_V2_MODEL, h_v2_model},
     {"GET", "/v2/models/{m}/versions/{v}/ready", RESATTN_EP_V2_MODEL_READY, h_v2_model_ready},
     {"POST", "/v2/models/{m}/versions/{v}/infer", RESATTN_EP_V2_INFER, h_infer},
+    {"POST", "/v2/repository/index", RESATTN_EP_V2_INDEX, h_v2_index},
     {"POST", "/v1/models/{m}:predict", RESATTN_EP_V1_PREDICT, h_infer},
     {"POST", "/v1/models/{m}/versions/{v}:predict", RESATTN_EP_V1_PREDICT, h_infer},
     {"GET", "/v1/models/{m}", RESATTN_EP_V1_MODEL, h_v1_model},
@@ -159,6 +173,8 @@ static int match(const char *pat, const char *path, span *m, span *v) {
 
 /* ---- answers -------------------------------------------------------------------------- */
 
+static void account(request *r);
+
 static void set_answer(request *r, int status, unsigned char *data, size_t len,
                        const char *content_type) {
     free(r->resp);
@@ -167,6 +183,7 @@ static void set_answer(request *r, int status, unsigned char *data, size_t len,
     r->resp_len = len;
     r->content_type = content_type;
     r->discard = 1;
+    account(r);
 }
 
 /* The one error answer: {"error": "<message>"} with `status`, counted in the metrics. */
@@ -232,10 +249,18 @@ static int is_ready(const resattn_http *h) {
     return atomic_load(&h->ready) && !atomic_load(&h->draining);
 }
 
+/* A metadata answer built by server/protocol/v2_outputs.c. */
+static void answer_body(request *r, int rc, resattn_response_body *b) {
+    if (rc) {
+        answer_error(r, 500, "out of memory building the answer");
+        return;
+    }
+    set_answer(r, 200, b->data, b->len, b->content_type);
+}
+
 static void h_v2_server(request *r) {
-    answer_json(r, 200,
-                json_pack("{s:s, s:s, s:[s]}", "name", "resattn", "version", resattn_version(),
-                          "extensions", "binary_tensor_data"));
+    resattn_response_body b;
+    answer_body(r, resattn_v2_server_metadata(resattn_version(), &b), &b);
 }
 
 static void h_live(request *r) {
@@ -260,19 +285,8 @@ static void h_ready(request *r) {
 
 static void h_v2_model(request *r) {
     const resattn_served_model *sm = &r->srv->models[r->model];
-    const resattn_model_info *i = resattn_model_get_info(sm->model);
-    json_t *out = json_pack("[{s:s, s:s, s:[i,i]}, {s:s, s:s, s:[i,i]}]", "name", "logits",
-                            "datatype", "FP32", "shape", -1, i->num_classes, "name",
-                            "probabilities", "datatype", "FP32", "shape", -1, i->num_classes);
-    /* "parameters": how the model computes (precision, kernel path), as Triton's do */
-    json_t *params = json_pack(
-        "{s:s, s:s, s:s}", "precision", resattn_precision_name(i->precision), "precision_requested",
-        resattn_precision_name(i->precision_requested), "kernel_path", i->kernel_path);
-    answer_json(r, 200,
-                json_pack("{s:s, s:[s], s:s, s:[{s:s, s:s, s:[i,i,i,i]}], s:o, s:o}", "name",
-                          sm->name, "versions", "1", "platform", "resattn", "inputs", "name",
-                          "input", "datatype", "FP32", "shape", -1, i->in_channels, i->in_height,
-                          i->in_width, "outputs", out, "parameters", params));
+    resattn_response_body b;
+    answer_body(r, resattn_v2_model_metadata(sm->name, resattn_model_get_info(sm->model), &b), &b);
 }
 
 static void h_v2_model_ready(request *r) {
@@ -282,6 +296,33 @@ static void h_v2_model_ready(request *r) {
         return;
     }
     answer_json(r, 200, json_pack("{s:s, s:b}", "name", sm->name, "ready", 1));
+}
+
+/* Triton's model repository index (the one call of that extension resattn has): every
+ * served model, in --model order; the page at / builds its model picker from it. An
+ * optional body {"ready": true} keeps only the ready ones. */
+static void h_v2_index(request *r) {
+    int ready = is_ready(r->srv), only_ready = 0;
+    if (r->len) {
+        json_error_t e;
+        json_t *o = json_loadb((const char *)r->body, r->len, JSON_REJECT_DUPLICATES, &e);
+        json_t *flag = json_object_get(o, "ready");
+        if (!json_is_object(o) || (flag && !json_is_boolean(flag))) {
+            json_decref(o);
+            answer_error(r, 400,
+                         "repository index: the body must be a JSON object such as "
+                         "{\"ready\": true}");
+            return;
+        }
+        only_ready = json_is_true(flag);
+        json_decref(o);
+    }
+    json_t *list = json_array();
+    for (int i = 0; list && i < r->srv->num_models && (ready || !only_ready); i++)
+        json_array_append_new(list,
+                              json_pack("{s:s, s:s, s:s}", "name", r->srv->models[i].name,
+                                        "version", "1", "state", ready ? "READY" : "UNAVAILABLE"));
+    answer_json(r, 200, list);
 }
 
 static void h_v1_model(request *r) {
@@ -351,7 +392,8 @@ static void on_job_done(resattn_job *job) {
                                            r->logits, r->ireq.n, &b)
             : r->ireq.protocol == RESATTN_PROTO_TFS
                 ? resattn_tfs_encode(&r->ireq, r->logits, r->ireq.n, k, &b)
-                : resattn_v2_encode(&r->ireq, sm->name, r->logits, r->ireq.n, k, &b);
+                : resattn_v2_encode(&r->ireq, sm->name, resattn_model_get_info(sm->model),
+                                    r->logits, r->ireq.n, &b);
         if (rc || !b.data) {
             resattn_response_body_release(&b);
             answer_error(r, 500, "could not encode the answer");
@@ -367,6 +409,8 @@ static void on_job_done(resattn_job *job) {
 static const char *header(request *r, const char *name) {
     return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
 }
+
+static size_t body_pad(request *r);
 
 /* Accept lists application/x-npy with a q above 0 (whatever else it lists). */
 static int accepts_npy(const char *accept) {
@@ -388,19 +432,40 @@ static int accepts_npy(const char *accept) {
     return 0;
 }
 
-/* The tensor a .npy answer holds: the logits, or the probabilities when only they were asked
- * for; 0 when the request asked for more than one tensor or for attention (406). */
+/* The tensor a .npy answer holds: the logits when no outputs were named, or the one of
+ * logits or probabilities named alone; 0 for anything else, e.g. two tensors, top-k,
+ * classification or attention (406). */
 static unsigned npy_tensor(const resattn_infer_request *q) {
-    if (q->num_attn_outputs || q->attention)
+    if (q->num_attn_outputs || q->attention || q->classification[0] || q->classification[1])
         return 0;
-    unsigned t = q->outputs & (RESATTN_OUT_LOGITS | RESATTN_OUT_PROBABILITIES);
-    return t == (RESATTN_OUT_LOGITS | RESATTN_OUT_PROBABILITIES) ? 0 : t ? t : RESATTN_OUT_LOGITS;
+    if (!q->outputs_named)
+        return RESATTN_OUT_LOGITS;
+    unsigned t = q->outputs;
+    return t == RESATTN_OUT_LOGITS || t == RESATTN_OUT_PROBABILITIES ? t : 0;
+}
+
+/* v2's Inference-Header-Content-Length into *hlen (-1 when absent): 0 or 400. */
+static int header_length(request *r, long long *hlen, char *err, size_t err_len) {
+    const char *h = header(r, "Inference-Header-Content-Length");
+    *hlen = -1;
+    if (h) {
+        char *end;
+        *hlen = strtoll(h, &end, 10);
+        if (end == h || *end || *hlen < 0) {
+            snprintf(err, err_len, "Inference-Header-Content-Length '%s' is not a byte count", h);
+            return 400;
+        }
+    }
+    return 0;
 }
 
 static int parse_infer(request *r, char *err, size_t err_len) {
     const resattn_served_model *sm = &r->srv->models[r->model];
     const resattn_model_info *info = resattn_model_get_info(sm->model);
     const char *ct = header(r, MHD_HTTP_HEADER_CONTENT_TYPE);
+    long long hlen = -1;
+    if (r->ep == RESATTN_EP_V2_INFER && header_length(r, &hlen, err, err_len))
+        return 400;
     if (r->ep == RESATTN_EP_PREDICT ||
         (r->ep == RESATTN_EP_V2_INFER && resattn_image_api_is_image(ct, r->body, r->len))) {
         const char *q = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "top_k");
@@ -417,7 +482,8 @@ static int parse_infer(request *r, char *err, size_t err_len) {
         }
         return resattn_image_api_parse(
             r->ep == RESATTN_EP_PREDICT ? RESATTN_PROTO_PREDICT : RESATTN_PROTO_V2, ct, r->body,
-            r->len, top_k, 0, info, &r->srv->opt.limits, &r->ireq, err, err_len);
+            r->len, hlen, top_k, r->srv->opt.max_image_pixels, info, &r->srv->opt.limits, &r->ireq,
+            err, err_len);
     }
     if (r->ep == RESATTN_EP_V1_PREDICT) {
         /* TF Serving reads the body as JSON whatever the type; we also take curl -d's default
@@ -431,16 +497,6 @@ static int parse_infer(request *r, char *err, size_t err_len) {
         return resattn_tfs_parse(r->body, r->len, info, &r->srv->opt.limits, &r->ireq, err,
                                  err_len);
     }
-    long long hlen = -1;
-    const char *h = header(r, "Inference-Header-Content-Length");
-    if (h) {
-        char *end;
-        hlen = strtoll(h, &end, 10);
-        if (end == h || *end || hlen < 0) {
-            snprintf(err, err_len, "Inference-Header-Content-Length '%s' is not a byte count", h);
-            return 400;
-        }
-    }
     /* the body stays until the request completes, so FP32 binary data is used in place */
     resattn_parse_limits limits = r->srv->opt.limits;
     limits.input_in_body_ok = 1;
@@ -452,6 +508,82 @@ static void body_free(request *r) {
     free(r->body_mem);
     r->body = r->body_mem = NULL;
     r->len = r->cap = 0;
+    r->body_charged = 0;
+}
+
+/* ---- memory budget -------------------------------------------------------------------- */
+
+static size_t masks_bytes(const struct resattn_mask_set *set) {
+    size_t n = 0;
+    for (int i = 0; set && i < set->count; i++)
+        n += (size_t)set->n * resattn_mask_size(&set->masks[i]) * sizeof(float);
+    return n;
+}
+
+/* Set the request's hold to what it holds now: its body while kept; once parsed, its input
+ * and logits with the estimate of its answer, or, once answered, the masks and the encoded
+ * answer (ours or libmicrohttpd's until sent). Charges never fail once admitted. */
+static void account(request *r) {
+    size_t bytes = r->body_mem ? r->body_charged : 0;
+    const resattn_infer_request *q = &r->ireq;
+    if (q->n > 0 && r->model >= 0) {
+        const resattn_model_info *info = resattn_model_get_info(r->srv->models[r->model].model);
+        size_t chw = (size_t)info->in_channels * info->in_height * info->in_width;
+        if (!r->resp && !r->resp_bytes)
+            bytes += resattn_budget_infer_bytes(info, q->n, q->input_in_body || !q->input);
+        else
+            bytes += (q->input && !q->input_in_body ? (size_t)q->n * chw * sizeof(float) : 0) +
+                     (r->logits ? (size_t)q->n * info->num_classes * sizeof(float) : 0) +
+                     masks_bytes(q->masks);
+    }
+    bytes += r->resp ? r->resp_len : r->resp_bytes;
+    resattn_budget_hold_set(&r->hold, bytes);
+}
+
+/* The allocation that holds a body of cap bytes after pad bytes (see append_body). */
+static size_t body_alloc_bytes(size_t pad, size_t cap) {
+    return (pad + cap + 63) / 64 * 64;
+}
+
+/* The budget refused `bytes` more: 503 to retry, or 413 when no budget would ever do. */
+static void refuse_memory(request *r, resattn_budget_verdict v, size_t bytes) {
+    resattn_budget *b = r->srv->opt.budget;
+    resattn_metrics_reject(r->srv->metrics, RESATTN_REJECT_MEMORY);
+    if (v == RESATTN_BUDGET_NEVER) {
+        answer_error(r, 413,
+                     "this request needs %zu bytes of memory (body, parsing, tensors, answer): "
+                     "more than the server's memory budget of %lld bytes gives one request",
+                     r->hold.bytes + bytes, resattn_budget_limit(b));
+        return;
+    }
+    r->retry_after = 1;
+    answer_error(r, 503,
+                 "memory budget full (%lld of %lld bytes held by requests in progress, this one "
+                 "needs %zu more); retry later",
+                 resattn_budget_in_use(b), resattn_budget_limit(b), bytes);
+}
+
+/* Before the body is read: charge an inference request's worst case — its body
+ * (Content-Length; a body of unknown length is charged as it arrives), what parsing it may
+ * take, and a full batch's input, logits and answer. A client that waits for
+ * `100 Continue` gets the refusal instead and never sends its body; any other client is
+ * already sending it, and closing the connection under it would reset it before it reads
+ * the answer, so its body is read and dropped and the answer follows (keep-alive stays). */
+static void admit(request *r, const char *cl) {
+    resattn_http *s = r->srv;
+    const resattn_model_info *info = resattn_model_get_info(s->models[r->model].model);
+    size_t len = cl ? (size_t)strtoull(cl, NULL, 10) : 0; /* <= max_body_bytes, checked */
+    size_t body = len ? body_alloc_bytes(body_pad(r), len) : 0;
+    size_t want = body + resattn_budget_parse_bytes(header(r, MHD_HTTP_HEADER_CONTENT_TYPE), len) +
+                  resattn_budget_infer_bytes(info, s->opt.limits.max_batch, 0);
+    resattn_budget_verdict v = resattn_budget_hold_grow(&r->hold, want);
+    if (!v) {
+        r->body_charged = body;
+        return;
+    }
+    refuse_memory(r, v, want);
+    const char *expect = header(r, MHD_HTTP_HEADER_EXPECT);
+    r->early = expect && !strcasecmp(expect, "100-continue");
 }
 
 static void h_infer(request *r) {
@@ -503,6 +635,7 @@ static void h_infer(request *r) {
     r->job.done = on_job_done;
     r->job.user = r;
     r->job.want_masks = r->ireq.attention != 0;
+    account(r); /* the body is gone or used in place: hold the parsed request */
     r->state = ST_SUSPENDED;
     /* suspend before the push: the worker may resume the connection at once */
     MHD_suspend_connection(r->conn);
@@ -578,6 +711,17 @@ static int authorized(request *r) {
     return n > 0 && key_matches(r->srv, h, n);
 }
 
+/* HEAD is GET without the body (RFC 9110 section 9.3.2): a GET route answers it with the
+ * same status and headers, Content-Length included; libmicrohttpd leaves the body out. */
+static int method_allowed(const char *route_method, const char *method) {
+    return !strcmp(route_method, method) ||
+           (!strcmp(method, "HEAD") && !strcmp(route_method, "GET"));
+}
+
+static const char *allow_header(const char *route_method) {
+    return strcmp(route_method, "GET") ? route_method : "GET, HEAD";
+}
+
 /* Route the request and decide early errors (401, 404, 405, 413). */
 static void route_request(request *r, const char *url, const char *method) {
     const char *allow = NULL;
@@ -593,8 +737,8 @@ static void route_request(request *r, const char *url, const char *method) {
             answer_error(r, 401, "missing or invalid API key (send 'Authorization: Bearer <key>')");
             return;
         }
-        if (strcmp(routes[i].method, method)) {
-            allow = routes[i].method;
+        if (!method_allowed(routes[i].method, method)) {
+            allow = allow_header(routes[i].method);
             continue;
         }
         if (!m.p && r->ep == RESATTN_EP_PREDICT)
@@ -631,6 +775,7 @@ static request *request_new(resattn_http *s, struct MHD_Connection *conn, const 
     r->conn = conn;
     r->start = resattn_now();
     r->model = -1;
+    r->hold.budget = s->opt.budget;
     snprintf(r->method, sizeof r->method, "%s", method);
     snprintf(r->path, sizeof r->path, "%s", url);
     atomic_fetch_add(&s->in_flight, 1);
@@ -642,7 +787,10 @@ static request *request_new(resattn_http *s, struct MHD_Connection *conn, const 
         resattn_metrics_reject(s->metrics, RESATTN_REJECT_BODY_TOO_LARGE);
         answer_error(r, 413, "body of %s bytes exceeds the limit of %lld bytes", cl,
                      s->opt.max_body_bytes);
+        r->early = 1;
     }
+    if (!r->discard && r->fn == h_infer)
+        admit(r, cl);
     return r;
 }
 
@@ -658,9 +806,9 @@ static size_t body_pad(request *r) {
 static void append_body(request *r, const char *data, size_t n) {
     long long max = r->srv->opt.max_body_bytes;
     if ((long long)(r->len + n) > max) {
+        body_free(r);
         resattn_metrics_reject(r->srv->metrics, RESATTN_REJECT_BODY_TOO_LARGE);
         answer_error(r, 413, "body exceeds the limit of %lld bytes", max);
-        body_free(r);
         return;
     }
     if (r->len + n > r->cap) {
@@ -675,8 +823,18 @@ static void append_body(request *r, const char *data, size_t n) {
          * Inference-Header-Content-Length bytes) on a cache line, so that its FP32 tensor
          * needs no copy; a later realloc keeps it aligned to malloc's 16 bytes. */
         size_t pad = r->body_mem ? (size_t)(r->body - r->body_mem) : body_pad(r);
-        unsigned char *b = r->body_mem ? realloc(r->body_mem, pad + cap)
-                                       : aligned_alloc(64, (pad + cap + 63) / 64 * 64);
+        size_t alloc = body_alloc_bytes(pad, cap);
+        if (alloc > r->body_charged) { /* a body of unknown length (chunked) grows */
+            size_t more = alloc - r->body_charged;
+            resattn_budget_verdict v = resattn_budget_hold_grow(&r->hold, more);
+            if (v) {
+                body_free(r);
+                refuse_memory(r, v, more);
+                return;
+            }
+            r->body_charged = alloc;
+        }
+        unsigned char *b = r->body_mem ? realloc(r->body_mem, pad + cap) : aligned_alloc(64, alloc);
         if (!b) {
             answer_error(r, 500, "out of memory for a %zu-byte body", r->len + n);
             return;
@@ -699,9 +857,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (!r)
             return MHD_NO;
         *req_cls = r;
-        /* a too-large body is refused before it is read (the connection then closes);
-         * everything else waits for the next callback to keep the connection alive */
-        return r->status == 413 ? queue_answer(r) : MHD_YES;
+        /* a too-large body, or one the memory budget cannot take from a client waiting for
+         * 100 Continue, is refused before it is sent (the connection then closes); everything
+         * else waits for the next callback to keep the connection alive */
+        return r->early ? queue_answer(r) : MHD_YES;
     }
     if (*upload_data_size) {
         if (!r->discard)
@@ -753,12 +912,13 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && !r->resp_bytes)
         r->status = 499; /* the client went away before the answer (nginx's convention) */
     double dt = resattn_now() - r->start;
-    resattn_metrics_request(s->metrics, r->ep, r->status, dt);
+    resattn_metrics_request(s->metrics, r->ep, r->model, r->status, dt);
     log_request(r, dt);
     resattn_infer_request_release(&r->ireq);
     free(r->logits);
     free(r->body_mem);
     free(r->resp);
+    resattn_budget_hold_release(&r->hold);
     free(r);
     *req_cls = NULL;
     resattn_metrics_in_flight_add(s->metrics, -1);
@@ -779,25 +939,115 @@ static void on_mhd_error(void *cls, const char *fmt, va_list ap) {
 
 /* ---- lifecycle ------------------------------------------------------------------------ */
 
+/* "host:port" as asked for, IPv6 literals in brackets. */
+static void format_where(char *out, size_t n, const char *host, int port) {
+    snprintf(out, n, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
+}
+
+/* The lowest port an unprivileged process may bind (1024 unless the sysctl lowered it). */
+static int unprivileged_port_start(void) {
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_unprivileged_port_start", "r");
+    int p = 1024;
+    if (f) {
+        if (fscanf(f, "%d", &p) != 1)
+            p = 1024;
+        fclose(f);
+    }
+    return p;
+}
+
+/* One line for a failed bind() or listen(): what was asked for and why it failed. */
+static void listen_error(int e, const char *where, int port, char *err, size_t err_len) {
+    if (e == EADDRINUSE)
+        snprintf(err, err_len,
+                 "cannot listen on %s: address already in use (another process holds the port; "
+                 "stop it or choose another --port)",
+                 where);
+    else if (e == EACCES && port < unprivileged_port_start())
+        snprintf(err, err_len,
+                 "cannot listen on %s: permission denied (ports below %d need root or "
+                 "CAP_NET_BIND_SERVICE; choose a higher --port)",
+                 where, unprivileged_port_start());
+    else if (e == EACCES)
+        snprintf(err, err_len, "cannot listen on %s: permission denied", where);
+    else if (e == EADDRNOTAVAIL)
+        snprintf(err, err_len,
+                 "cannot listen on %s: address not available (not an address of this host)", where);
+    else
+        snprintf(err, err_len, "cannot listen on %s: %s", where, strerror(e));
+}
+
+resattn_status resattn_http_listen(const char *host, int port, int *fd_out, char *err,
+                                   size_t err_len) {
+    *fd_out = -1;
+    char where[300];
+    format_where(where, sizeof where, host, port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *ai = NULL;
+    char service[16];
+    snprintf(service, sizeof service, "%d", port);
+    int gai = getaddrinfo(host, service, &hints, &ai);
+    if (gai) {
+        snprintf(err, err_len, "--host '%s': %s", host, gai_strerror(gai));
+        return RESATTN_ERR_INVALID_ARGUMENT;
+    }
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        listen_error(errno, where, port, err, err_len);
+        freeaddrinfo(ai);
+        return RESATTN_ERR_IO;
+    }
+    /* SO_REUSEADDR lets a restarted server bind while its predecessor's closed connections
+     * sit in TIME_WAIT; on Linux it never lets two sockets listen on one address (that is
+     * SO_REUSEPORT, which we do not set: a second server would silently share the traffic).
+     * IPv6 sockets stay IPv6-only, as libmicrohttpd made them. */
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (ai->ai_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    /* listen() fails too when a holder bound with SO_REUSEADDR and then listened */
+    int rc = bind(fd, ai->ai_addr, ai->ai_addrlen);
+    if (rc == 0)
+        rc = listen(fd, SOMAXCONN);
+    freeaddrinfo(ai);
+    if (rc) {
+        listen_error(errno, where, port, err, err_len);
+        close(fd);
+        return RESATTN_ERR_IO;
+    }
+    *fd_out = fd;
+    return RESATTN_OK;
+}
+
+/* The port a socket is bound to, or -1. */
+static int bound_port(int fd) {
+    struct sockaddr_storage a;
+    socklen_t n = sizeof a;
+    if (getsockname(fd, (struct sockaddr *)&a, &n))
+        return -1;
+    return ntohs(a.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&a)->sin6_port
+                                         : ((struct sockaddr_in *)&a)->sin_port);
+}
+
 resattn_status resattn_http_start(const resattn_http_options *opt,
                                   const resattn_served_model *models, int num_models,
                                   resattn_pool *pool, resattn_metrics *metrics, resattn_http **out,
                                   char *err, size_t err_len) {
     *out = NULL;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC,
-                             .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-    struct addrinfo *ai = NULL;
-    char port[16];
-    snprintf(port, sizeof port, "%d", opt->port);
-    int gai = getaddrinfo(opt->host, port, &hints, &ai);
-    if (gai) {
-        snprintf(err, err_len, "--host '%s': %s", opt->host, gai_strerror(gai));
+    int fd = opt->listen_fd, listening = 0;
+    socklen_t len = sizeof listening;
+    if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) || !listening) {
+        snprintf(err, err_len, "internal error: no listening socket for %s:%d", opt->host,
+                 opt->port);
+        if (fd >= 0)
+            close(fd);
         return RESATTN_ERR_INVALID_ARGUMENT;
     }
     resattn_http *s = calloc(1, sizeof *s);
     if (!s) {
-        freeaddrinfo(ai);
+        close(fd);
         return RESATTN_ERR_NOMEM;
     }
     s->opt = *opt;
@@ -806,8 +1056,8 @@ resattn_status resattn_http_start(const resattn_http_options *opt,
     s->pool = pool;
     s->metrics = metrics;
     s->id_salt = (unsigned)time(NULL) ^ ((unsigned)getpid() << 16);
+    s->port = bound_port(fd);
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
-                     (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0) |
                      (opt->tls_cert ? MHD_USE_TLS : 0);
     /* Limits (0 = leave libmicrohttpd's default). The connection memory holds the request
      * line and headers (431 beyond) and the read buffer of body chunks, which we copy out. */
@@ -832,22 +1082,25 @@ resattn_status resattn_http_start(const resattn_http_options *opt,
         if (extra[i].option != MHD_OPTION_END)
             items[ni++] = extra[i];
     items[ni] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
-    s->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_error, s,
-        MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_ARRAY, items, MHD_OPTION_END);
-    freeaddrinfo(ai);
+    /* the socket is ours (resattn_http_listen): libmicrohttpd closes it on stop */
+    s->daemon =
+        MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER,
+                         on_mhd_error, s, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED,
+                         on_completed, s, MHD_OPTION_ARRAY, items, MHD_OPTION_END);
     if (!s->daemon) {
+        char where[300];
+        format_where(where, sizeof where, opt->host, s->port);
         snprintf(err, err_len,
-                 opt->tls_cert ? "cannot serve HTTPS on %s:%d (invalid --tls-cert/--tls-key, or "
-                                 "address in use)"
-                               : "cannot listen on %s:%d (address in use or not available)",
-                 opt->host, opt->port);
+                 opt->tls_cert ? "cannot serve HTTPS on %s (invalid --tls-cert/--tls-key)"
+                               : "cannot start the HTTP server on %s",
+                 where);
+        /* libmicrohttpd 0.9.75 closes the socket it was given when it fails (checked); close
+         * it here only in case a failure came before it took the socket over */
+        if (fcntl(fd, F_GETFD) != -1)
+            close(fd);
         free(s);
         return RESATTN_ERR_IO;
     }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    s->port = di ? di->port : opt->port;
     *out = s;
     return RESATTN_OK;
 }

@@ -8,6 +8,7 @@
 #ifndef RESATTN_HTTP_H
 #define RESATTN_HTTP_H
 
+#include "runtime/budget.h"
 #include "runtime/metrics.h"
 #include "runtime/pool.h"
 #include "protocol/protocol.h"
@@ -21,8 +22,9 @@ typedef struct resattn_served_model {
 } resattn_served_model;
 
 typedef struct resattn_http_options {
-    const char *host; /* numeric address or host name to bind */
-    int port;         /* 0 = any free port */
+    int listen_fd;    /* from resattn_http_listen; resattn_http_start takes it over */
+    const char *host; /* the address and port it was asked for (for messages) */
+    int port;
     long long max_body_bytes;
     int request_timeout_ms;
     int threads;  /* libmicrohttpd threads (epoll each); 1 = one internal thread */
@@ -39,16 +41,28 @@ typedef struct resattn_http_options {
     int connection_timeout_s;
     int max_connections_per_ip; /* 0 = unlimited */
     int max_header_bytes;       /* per-connection memory for headers; 0 = default */
+    /* memory admission: inference requests are charged to the budget before their body is
+     * read (503 + Retry-After when it is full); NULL = no budget */
+    resattn_budget *budget;
+    long long max_image_pixels; /* most pixels in one decoded image; 0 = 40 MP */
 } resattn_http_options;
 
 typedef struct resattn_http resattn_http;
 
-/* Bind and start serving. models, pool and metrics must outlive the server. */
+/* Create the listening socket for host:port (a numeric address or a host name; port 0 = any
+ * free port), without port sharing: when another socket holds the address this fails with
+ * one line naming the host and port asked for ("cannot listen on 127.0.0.1:8080: address
+ * already in use ..."), and with its own line for "permission denied" (a privileged port).
+ * RESATTN_ERR_INVALID_ARGUMENT for a host that does not resolve, RESATTN_ERR_IO otherwise.
+ * Called before the models load, so that a taken port fails at once. */
+resattn_status resattn_http_listen(const char *host, int port, int *fd, char *err, size_t err_len);
+/* Start serving on opt->listen_fd, which the server owns from here, also on failure.
+ * models, pool and metrics must outlive the server. */
 resattn_status resattn_http_start(const resattn_http_options *opt,
                                   const resattn_served_model *models, int num_models,
                                   resattn_pool *pool, resattn_metrics *metrics, resattn_http **out,
                                   char *err, size_t err_len);
-/* The bound TCP port. */
+/* The bound TCP port (the real one with port 0). */
 int resattn_http_port(const resattn_http *h);
 /* Readiness as reported by /readyz and /v2/health/ready (after warm-up). */
 void resattn_http_set_ready(resattn_http *h, int ready);

@@ -245,21 +245,6 @@ static json_t *attention_all_images_json(const resattn_infer_request *req) {
     return all;
 }
 
-int resattn_attention_v2_encode_params(const resattn_infer_request *req, resattn_buf *b) {
-    if (!(req->attention & RESATTN_ATTN_SUMMARY))
-        return 0;
-    json_t *all = attention_all_images_json(req);
-    char *text = all ? json_dumps(all, JSON_COMPACT) : NULL;
-    json_decref(all);
-    if (!text)
-        return 500;
-    resattn_buf_str(b, ",\"parameters\":{\"attention\":");
-    resattn_buf_str(b, text);
-    resattn_buf_str(b, "}");
-    free(text);
-    return b->failed ? 500 : 0;
-}
-
 json_t *resattn_attention_predict_json(const resattn_infer_request *req) {
     if (req->n == 1)
         return resattn_attention_image_json(req, 0);

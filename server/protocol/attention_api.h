@@ -2,16 +2,18 @@
  * Attention masks over HTTP: what a request may ask for and how the answer carries it.
  *
  * Asking (parsed into resattn_infer_request.attention / .attn_outputs):
- *   v2 JSON   "outputs": [{"name": "attention/<block>"}]            every mask of the block
+ *   v2        "outputs": [{"name": "attention/<block>"}]            every mask of the block
  *             "outputs": [{"name": "attention/<block>/<kind>"}]     one mask (channel, spatial,
  *                                                                   coord_h, coord_w)
+ *             "outputs": [{"name": "attention_summary"}], or
  *             "parameters": {"attention": true}                     per-block summary
  *             "parameters": {"attention_images": true}              summary + base64 PNGs
- *   /predict  ?attention=1 (or true, summary) | ?attention=images
+ *   both      ?attention=1 (or true, summary) | ?attention=images
  * Answering:
  *   v2        output tensors "attention/<block>/<kind>", FP32, shape [n, C] | [n, H, W] |
- *             [n, C, H] | [n, C, W] (binary_data honoured); the summary as
- *             "parameters": {"attention": [<image 0>, <image 1>, ...]}
+ *             [n, C, H] | [n, C, W] (binary_data honoured); the summary as the output
+ *             "attention_summary", BYTES [n], each element an image summary as JSON text
+ *             (server/protocol/v2_outputs.c)
  *   /predict  "attention": <image summary> in each image's answer
  * where an image summary is core/maps/mask_summary.h's per-block array, plus "images" with
  * base64 PNGs ("channel" bars, "spatial" / "coord" heatmaps over the input) when asked.
@@ -67,9 +69,5 @@ json_t *resattn_attention_image_json(const resattn_infer_request *req, int i);
 /* The "attention" member of a /predict answer: the image summary for one image, an array
  * of them (one per image, like "batch") for several. NULL on failure. */
 json_t *resattn_attention_predict_json(const resattn_infer_request *req);
-
-/* v2: append ',"parameters":{"attention":[...]}' for a request that asked for the summary.
- * Returns 0 or 500. */
-int resattn_attention_v2_encode_params(const resattn_infer_request *req, resattn_buf *b);
 
 #endif

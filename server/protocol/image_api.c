@@ -12,9 +12,11 @@
 #include "protocol/multipart.h"
 #include "data/preprocess.h"
 #include "protocol/protocol_common.h"
+#include "protocol/v2_outputs.h"
 
 #include <jansson.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -174,47 +176,117 @@ static int add_v2_strings(json_t *d, images *im, int depth, char *err, size_t er
     return 0;
 }
 
-static int parse_v2_json(json_t *root, images *im, int *top_k, resattn_infer_request *out,
-                         char *err, size_t err_len) {
+/* The elements of a binary BYTES tensor (the binary tensor extension): each a 4-byte
+ * little-endian length, then that many bytes, here a whole PNG or JPEG file. */
+static int add_v2_binary(const unsigned char *p, size_t n, images *im, char *err, size_t err_len) {
+    size_t off = 0;
+    for (int i = 0; off < n; i++) {
+        if (n - off < 4)
+            return fail(err, err_len, 400,
+                        "inputs[0] binary data: element %d is cut short (%zu bytes, a length "
+                        "takes 4)",
+                        i, n - off);
+        uint32_t len = (uint32_t)p[off] | (uint32_t)p[off + 1] << 8 | (uint32_t)p[off + 2] << 16 |
+                       (uint32_t)p[off + 3] << 24;
+        off += 4;
+        if (len > n - off)
+            return fail(err, err_len, 400,
+                        "inputs[0] binary data: element %d has length %u but only %zu bytes "
+                        "follow",
+                        i, len, n - off);
+        int st = add_image(im, p + off, len, NULL, err, err_len);
+        if (st)
+            return st;
+        off += len;
+    }
+    return 0;
+}
+
+/* inputs[0]'s images: base64 strings in "data", or (binary_data_size) the binary part
+ * bin [bin_len] after a JSON header of header_len >= 0 bytes. */
+static int v2_images(json_t *in0, const unsigned char *bin, size_t bin_len, long long header_len,
+                     images *im, char *err, size_t err_len) {
+    json_t *data = json_object_get(in0, "data");
+    json_t *bds = json_object_get(json_object_get(in0, "parameters"), "binary_data_size");
+    if (!bds) {
+        if (bin_len)
+            return fail(err, err_len, 400,
+                        "%zu bytes follow the JSON header but inputs[0] has no binary_data_size",
+                        bin_len);
+        if (!data)
+            return fail(err, err_len, 400, "inputs[0].data is missing");
+        return add_v2_strings(data, im, 0, err, err_len);
+    }
+    if (data)
+        return fail(err, err_len, 400, "inputs[0] has both data and parameters.binary_data_size");
+    if (header_len < 0)
+        return fail(err, err_len, 400,
+                    "inputs[0].parameters.binary_data_size needs the "
+                    "Inference-Header-Content-Length header");
+    if (!json_is_integer(bds) || json_integer_value(bds) < 0 ||
+        (unsigned long long)json_integer_value(bds) != bin_len)
+        return fail(err, err_len, 400,
+                    "inputs[0].parameters.binary_data_size must be the %zu bytes that follow the "
+                    "JSON header",
+                    bin_len);
+    return add_v2_binary(bin, bin_len, im, err, err_len);
+}
+
+/* v2 JSON with the BYTES input "image"; its "outputs" and "parameters" are read as for a
+ * tensor (v2_outputs.h), before any image is decoded. */
+static int parse_v2_json(json_t *root, const unsigned char *bin, size_t bin_len,
+                         long long header_len, const resattn_model_info *model, images *im,
+                         resattn_infer_request *out, char *err, size_t err_len) {
     json_t *inputs = json_object_get(root, "inputs"), *in0 = json_array_get(inputs, 0);
     if (!json_is_array(inputs) || json_array_size(inputs) != 1 || !json_is_object(in0))
         return fail(err, err_len, 400, "\"inputs\" must be an array of one input");
     const char *dt = json_string_value(json_object_get(in0, "datatype"));
     if (!dt || strcmp(dt, "BYTES"))
         return fail(err, err_len, 400, "inputs[0].datatype must be BYTES for images");
-    json_t *params = json_object_get(root, "parameters");
-    int st = read_top_k(json_object_get(params, "top_k"), "parameters.top_k", top_k, err, err_len);
+    const char *name = json_string_value(json_object_get(in0, "name"));
+    if (!name)
+        return fail(err, err_len, 400, "inputs[0].name is missing or not a string");
+    if (strcmp(name, RESATTN_V2_IMAGE_INPUT))
+        return fail(err, err_len, 400,
+                    "inputs[0].name '%.64s' is not this model's input for BYTES: base64-encoded "
+                    "images go in input '" RESATTN_V2_IMAGE_INPUT
+                    "' (a numeric tensor in '" RESATTN_V2_INPUT "')",
+                    name);
+    json_t *id = json_object_get(root, "id");
+    if (id && !json_is_string(id))
+        return fail(err, err_len, 400, "id is not a string");
+    if (id && !(out->id = strdup(json_string_value(id))))
+        return fail(err, err_len, 500, "out of memory");
+    if (!(out->input_name = strdup(name)))
+        return fail(err, err_len, 500, "out of memory");
+    int st = resattn_v2_read_options(root, model, out, err, err_len);
     if (st)
         return st;
-    json_t *id = json_object_get(root, "id"), *name = json_object_get(in0, "name");
-    if (json_is_string(id) && !(out->id = strdup(json_string_value(id))))
-        return fail(err, err_len, 500, "out of memory");
-    if (json_is_string(name) && !(out->input_name = strdup(json_string_value(name))))
-        return fail(err, err_len, 500, "out of memory");
-    json_t *outs = json_object_get(root, "outputs");
-    size_t i;
-    json_t *o;
-    json_array_foreach(outs, i, o) {
-        const char *nm = json_string_value(json_object_get(o, "name"));
-        if (nm && !strcmp(nm, "probabilities"))
-            out->outputs |= RESATTN_OUT_PROBABILITIES;
-    }
-    json_t *data = json_object_get(in0, "data");
-    if (!data)
-        return fail(err, err_len, 400, "inputs[0].data is missing");
-    return add_v2_strings(data, im, 0, err, err_len);
+    return v2_images(in0, bin, bin_len, header_len, im, err, err_len);
 }
 
-static int parse_json(resattn_protocol proto, const unsigned char *body, size_t len, images *im,
-                      int *top_k, resattn_infer_request *out, char *err, size_t err_len) {
+/* A JSON body: /predict's, or v2's (a JSON header of header_len bytes when >= 0, with the
+ * binary tensor extension's bytes after it). */
+static int parse_json(resattn_protocol proto, const unsigned char *body, size_t len,
+                      long long header_len, const resattn_model_info *model, images *im, int *top_k,
+                      resattn_infer_request *out, char *err, size_t err_len) {
+    size_t jlen = len;
+    if (header_len >= 0) {
+        if (header_len == 0 || (unsigned long long)header_len > len)
+            return fail(err, err_len, 400,
+                        "Inference-Header-Content-Length %lld is outside the body (%zu bytes)",
+                        header_len, len);
+        jlen = (size_t)header_len;
+    }
     json_error_t je;
-    json_t *root = json_loadb((const char *)body, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *root = json_loadb((const char *)body, jlen, JSON_REJECT_DUPLICATES, &je);
     if (!json_is_object(root)) {
         json_decref(root);
         return fail(err, err_len, 400, "invalid JSON at line %d column %d: %s", je.line, je.column,
                     je.text);
     }
-    int st = proto == RESATTN_PROTO_V2 ? parse_v2_json(root, im, top_k, out, err, err_len)
+    int st = proto == RESATTN_PROTO_V2 ? parse_v2_json(root, body + jlen, len - jlen, header_len,
+                                                       model, im, out, err, err_len)
                                        : parse_predict_json(root, im, top_k, err, err_len);
     json_decref(root);
     return st;
@@ -243,18 +315,24 @@ int resattn_image_api_is_image(const char *ct, const unsigned char *body, size_t
         return 1;
     if (resattn_image_sniff(body, len) != RESATTN_IMAGE_FORMAT_UNKNOWN)
         return 1;
-    return (!ct || has_prefix(ct, "application/json")) && len && v2_json_has_bytes(body, len);
+    /* application/octet-stream: the binary extension's JSON header comes first */
+    int json = !ct || has_prefix(ct, "application/json");
+    int octet = has_prefix(ct, "application/octet-stream") && len && body[0] == '{';
+    return (json || octet) && len && v2_json_has_bytes(body, len);
 }
 
 /* Collect the request's images by content type. */
 static int collect(resattn_protocol proto, const char *ct, const unsigned char *body, size_t len,
-                   images *im, int *top_k, resattn_infer_request *out, char *err, size_t err_len) {
+                   long long header_len, const resattn_model_info *model, images *im, int *top_k,
+                   resattn_infer_request *out, char *err, size_t err_len) {
     if (has_prefix(ct, "multipart/form-data"))
         return parse_multipart(ct, body, len, im, top_k, err, err_len);
     if (resattn_image_sniff(body, len) != RESATTN_IMAGE_FORMAT_UNKNOWN || has_prefix(ct, "image/"))
         return add_image(im, body, len, NULL, err, err_len);
-    if (has_prefix(ct, "application/json") || (!ct && len && body[0] == '{'))
-        return parse_json(proto, body, len, im, top_k, out, err, err_len);
+    if (has_prefix(ct, "application/json") || (!ct && len && body[0] == '{') ||
+        (proto == RESATTN_PROTO_V2 && header_len >= 0))
+        return parse_json(proto, body, len, proto == RESATTN_PROTO_V2 ? header_len : -1, model, im,
+                          top_k, out, err, err_len);
     if (has_prefix(ct, "application/octet-stream"))
         return fail(err, err_len, 415, "the body is not a PNG or JPEG image (%zu bytes)", len);
     return fail(err, err_len, 415,
@@ -290,18 +368,19 @@ static int preprocess_all(const images *im, long long max_pixels, const resattn_
 }
 
 int resattn_image_api_parse(resattn_protocol proto, const char *ct, const unsigned char *body,
-                            size_t len, int top_k, long long max_pixels,
+                            size_t len, long long header_len, int top_k, long long max_pixels,
                             const resattn_model_info *model, const resattn_parse_limits *limits,
                             resattn_infer_request *out, char *err, size_t err_len) {
     memset(out, 0, sizeof *out);
     out->protocol = proto;
-    out->outputs = RESATTN_OUT_TOPK | (proto == RESATTN_PROTO_V2 ? RESATTN_OUT_LOGITS : 0);
+    /* v2 JSON bodies may name their outputs; the other forms get the default ones */
+    out->outputs = proto == RESATTN_PROTO_V2 ? RESATTN_OUT_DEFAULT : RESATTN_OUT_TOP_K;
     images *im = calloc(1, sizeof *im);
     if (!im)
         return fail(err, err_len, 500, "out of memory");
     im->max = limits->max_batch > 0 && limits->max_batch < MAX_IMAGES_HARD ? limits->max_batch
                                                                            : MAX_IMAGES_HARD;
-    int st = collect(proto, ct, body, len, im, &top_k, out, err, err_len);
+    int st = collect(proto, ct, body, len, header_len, model, im, &top_k, out, err, err_len);
     if (!st && im->n == 0)
         st = fail(err, err_len, 400, "no image in the request");
     if (!st)
@@ -314,15 +393,14 @@ int resattn_image_api_parse(resattn_protocol proto, const char *ct, const unsign
         out->protocol = proto;
         return st;
     }
-    if (top_k < 0)
-        top_k = RESATTN_IMAGE_DEFAULT_TOP_K;
-    out->top_k = top_k < model->num_classes ? top_k : model->num_classes;
+    /* the URL query, else the body (/predict's "top_k" or a multipart field; v2's
+     * parameters.top_k is already in out->top_k), else the default */
+    out->top_k = resattn_top_k_clamp(top_k >= 0 ? top_k : out->top_k, model);
     return 0;
 }
 
 int resattn_image_api_owns(const resattn_infer_request *req) {
-    return req->protocol == RESATTN_PROTO_PREDICT ||
-           (req->protocol == RESATTN_PROTO_V2 && (req->outputs & RESATTN_OUT_TOPK));
+    return req->protocol == RESATTN_PROTO_PREDICT;
 }
 
 /* Indices of row p [k] sorted by decreasing probability (ties: lower index first). */
@@ -358,28 +436,6 @@ static json_t *predictions(const resattn_model_info *m, const float *p, const in
     return a;
 }
 
-/* Append the three top-k outputs to a v2 answer's "outputs" array. */
-static void v2_topk_outputs(json_t *outs, const resattn_model_info *m, const float *probs,
-                            const int *idx, int n, int top) {
-    int k = m->num_classes;
-    json_t *labels = json_array(), *ids = json_array(), *ps = json_array();
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < top; j++) {
-            char buf[16];
-            int c = idx[i * top + j];
-            json_array_append_new(labels, json_string(label_of(m, c, buf, sizeof buf)));
-            json_array_append_new(ids, json_integer(c));
-            json_array_append_new(ps, json_real(probs[(size_t)i * k + c]));
-        }
-    const char *names[3] = {"top_k_labels", "top_k_indices", "top_k_probabilities"};
-    const char *types[3] = {"BYTES", "INT64", "FP32"};
-    json_t *data[3] = {labels, ids, ps};
-    for (int t = 0; t < 3; t++)
-        json_array_append_new(outs,
-                              json_pack("{s:s, s:s, s:[i,i], s:o}", "name", names[t], "datatype",
-                                        types[t], "shape", n, top, "data", data[t]));
-}
-
 int resattn_image_api_encode(const resattn_infer_request *req, const char *model_name,
                              const resattn_model_info *model, const float *logits, int n,
                              resattn_response_body *out) {
@@ -393,19 +449,7 @@ int resattn_image_api_encode(const resattn_infer_request *req, const char *model
     resattn_softmax_rows(logits, n, k, probs);
     for (int i = 0; i < n; i++)
         top_indices(probs + (size_t)i * k, k, idx + (size_t)i * top, top);
-    if (req->protocol == RESATTN_PROTO_V2) {
-        resattn_infer_request plain = *req; /* logits (and probabilities) as JSON */
-        plain.outputs &= RESATTN_OUT_LOGITS | RESATTN_OUT_PROBABILITIES;
-        plain.binary = 0;
-        resattn_response_body b;
-        if (resattn_v2_encode(&plain, model_name, logits, n, k, &b))
-            goto done;
-        json_error_t je;
-        root = json_loadb((const char *)b.data, b.len, 0, &je);
-        resattn_response_body_release(&b);
-        if (root)
-            v2_topk_outputs(json_object_get(root, "outputs"), model, probs, idx, n, top);
-    } else if (n == 1) {
+    if (n == 1) {
         root = json_pack("{s:s, s:o}", "model", model_name ? model_name : "", "predictions",
                          predictions(model, probs, idx, top));
     } else {
@@ -415,7 +459,7 @@ int resattn_image_api_encode(const resattn_infer_request *req, const char *model
                 batch, predictions(model, probs + (size_t)i * k, idx + (size_t)i * top, top));
         root = json_pack("{s:s, s:o}", "model", model_name ? model_name : "", "batch", batch);
     }
-    if (root && req->protocol == RESATTN_PROTO_PREDICT && (req->attention & RESATTN_ATTN_SUMMARY)) {
+    if (root && (req->attention & RESATTN_ATTN_SUMMARY)) {
         json_t *att = resattn_attention_predict_json(req); /* attention_api.h */
         if (!att || json_object_set_new(root, "attention", att)) {
             json_decref(root);

@@ -1,7 +1,8 @@
 /*
- * Open Inference Protocol (KServe v2) codec: the infer request body (JSON, JSON with the
- * binary tensor extension, or a .npy file) into a resattn_infer_request, and logits back
- * into a v2 response. The input tensor's `data` array is cut out of the body and converted
+ * Open Inference Protocol (KServe v2) request codec: the infer request body (JSON, JSON with
+ * the binary tensor extension, or a .npy file) into a resattn_infer_request; what it asks of
+ * the answer ("outputs", "parameters") and the answer itself are server/protocol/v2_outputs.c.
+ * The input tensor's `data` array is cut out of the body and converted
  * by the scanner of json_scan.h; jansson parses the small envelope that is left (a body
  * whose `data` cannot be located byte-for-byte, e.g. a key spelled with escapes, is parsed
  * by jansson whole and its `data` re-serialised for the same scanner: slower, same rules).
@@ -11,6 +12,7 @@
 #include "protocol/attention_api.h"
 #include "data/npy.h"
 #include "protocol/protocol_common.h"
+#include "protocol/v2_outputs.h"
 
 #include <jansson.h>
 #include <stdint.h>
@@ -53,8 +55,9 @@ static int parse_npy(const unsigned char *body, size_t len, const resattn_model_
     out->input = a.data;
     a.data = NULL;
     resattn_npy_release(&a);
-    out->input_name = strdup("input");
-    out->outputs = RESATTN_OUT_LOGITS;
+    out->input_name = strdup(RESATTN_V2_INPUT);
+    out->outputs = RESATTN_OUT_DEFAULT;
+    out->top_k = resattn_top_k_clamp(0, model);
     return out->input_name ? 0 : 500;
 }
 
@@ -164,68 +167,6 @@ static int read_shape(json_t *shape, int64_t *dims, int *ndim, size_t *count, ch
     return 0;
 }
 
-/* Which outputs, and which as binary_data; "attention/..." outputs and the attention
- * parameters go to server/protocol/attention_api.c. */
-static int read_outputs(json_t *root, const resattn_model_info *model, resattn_infer_request *out,
-                        char *err, size_t err_len) {
-    json_t *params = json_object_get(root, "parameters");
-    if (params && !json_is_object(params))
-        return fail(err, err_len, 400, "%s is not an object", "parameters");
-    json_t *bdo = json_object_get(params, "binary_data_output");
-    if (bdo && !json_is_boolean(bdo))
-        return fail(err, err_len, 400, "%s is not a boolean", "parameters.binary_data_output");
-    int st = resattn_attention_v2_params(params, out, model, err, err_len);
-    if (st)
-        return st;
-    json_t *outs = json_object_get(root, "outputs");
-    if (!outs) {
-        out->outputs = RESATTN_OUT_LOGITS;
-        out->binary = json_is_true(bdo) ? RESATTN_OUT_LOGITS : 0;
-        return 0;
-    }
-    if (!json_is_array(outs))
-        return fail(err, err_len, 400, "%s is not an array", "outputs");
-    size_t i;
-    json_t *o;
-    json_array_foreach(outs, i, o) {
-        json_t *name = json_object_get(o, "name");
-        if (!json_is_object(o) || !json_is_string(name)) {
-            snprintf(err, err_len, "outputs[%zu] must be an object with a string \"name\"", i);
-            return 400;
-        }
-        const char *nm = json_string_value(name);
-        json_t *op = json_object_get(o, "parameters");
-        json_t *bd = json_object_get(op, "binary_data");
-        if ((op && !json_is_object(op)) || (bd && !json_is_boolean(bd))) {
-            snprintf(err, err_len, "outputs[%zu].parameters.binary_data is not a boolean", i);
-            return 400;
-        }
-        int binary = json_is_true(bd) || (!bd && json_is_true(bdo));
-        if (resattn_attention_is_output(nm)) {
-            st = resattn_attention_add_output(out, model, nm, binary, err, err_len);
-            if (st)
-                return st;
-            continue;
-        }
-        unsigned bit = !strcmp(nm, "logits")          ? RESATTN_OUT_LOGITS
-                       : !strcmp(nm, "probabilities") ? RESATTN_OUT_PROBABILITIES
-                                                      : 0;
-        if (!bit) {
-            snprintf(err, err_len,
-                     "outputs[%zu].name '%.64s' is not an output of this model (logits, "
-                     "probabilities, attention/<block>[/<kind>])",
-                     i, nm);
-            return 400;
-        }
-        out->outputs |= bit;
-        if (binary)
-            out->binary |= bit;
-    }
-    if (!json_array_size(outs))
-        out->outputs = RESATTN_OUT_LOGITS; /* "outputs": [] means the default */
-    return 0;
-}
-
 /* inputs[0] binary_data_size bytes from bin[0..bin_len) into out->input. */
 static int read_binary(const resattn_dtype *dt, json_t *bds, size_t count, const char *shape_s,
                        const unsigned char *bin, size_t bin_len, int allow_nonfinite, float *dst,
@@ -324,6 +265,23 @@ static int check_data_shape(const resattn_scan_shape *got, const int64_t *dims, 
     return 0;
 }
 
+/* A numeric tensor goes in the model's input "input" (its metadata); a misspelt name is
+ * refused rather than used, so that a client talking to the wrong model learns it. */
+static int check_input_name(const char *name, char *err, size_t err_len) {
+    if (!strcmp(name, RESATTN_V2_INPUT))
+        return 0;
+    if (!strcmp(name, RESATTN_V2_IMAGE_INPUT))
+        return fail(err, err_len, 400,
+                    "inputs[0].name '%s' takes BYTES (base64-encoded images); a numeric tensor "
+                    "goes in input '" RESATTN_V2_INPUT "'",
+                    name);
+    snprintf(err, err_len,
+             "inputs[0].name '%.64s' is not an input of this model (inputs: '" RESATTN_V2_INPUT
+             "', a numeric [N,C,H,W] tensor; '" RESATTN_V2_IMAGE_INPUT "', BYTES images)",
+             name);
+    return 400;
+}
+
 static int parse_json(const unsigned char *body, size_t len, long long header_len,
                       const resattn_model_info *model, const resattn_parse_limits *limits,
                       resattn_infer_request *out, char *err, size_t err_len) {
@@ -379,13 +337,15 @@ static int parse_json(const unsigned char *body, size_t len, long long header_le
     if (!st && !dt) {
         if (!strcmp(json_string_value(dtype), "BYTES"))
             snprintf(err, err_len,
-                     "inputs[0].datatype BYTES holds base64-encoded images: its "
-                     "data must be strings");
+                     "inputs[0].datatype BYTES holds base64-encoded images (input "
+                     "'" RESATTN_V2_IMAGE_INPUT "'): its data must be strings");
         else
             snprintf(err, err_len, "inputs[0].datatype '%.32s' is not one of %s",
                      json_string_value(dtype), resattn_dtype_names());
         st = 400;
     }
+    if (!st)
+        st = check_input_name(json_string_value(name), err, err_len);
     int64_t dims[RESATTN_SCAN_MAX_DIMS];
     int ndim = 0;
     size_t count = 0;
@@ -410,7 +370,7 @@ static int parse_json(const unsigned char *body, size_t len, long long header_le
         st = 400;
     }
     if (!st)
-        st = read_outputs(root, model, out, err, err_len);
+        st = resattn_v2_read_options(root, model, out, err, err_len);
     /* FP32 binary data, aligned in a body the caller keeps: the tensor itself, no copy */
     const unsigned char *bin = body + jlen;
     if (!st && bds && limits->input_in_body_ok && !strcmp(dt->name, "FP32") &&
@@ -470,74 +430,4 @@ int resattn_v2_parse(const char *content_type, const unsigned char *body, size_t
         out->protocol = RESATTN_PROTO_V2;
     }
     return st;
-}
-
-/* One output tensor of the response; binary ones append their bytes to `tail`. */
-static void encode_output(resattn_buf *b, resattn_buf *tail, const char *name, const float *x,
-                          int n, int k, int binary) {
-    char head[160];
-    snprintf(head, sizeof head, "{\"name\":\"%s\",\"datatype\":\"FP32\",\"shape\":[%d,%d],", name,
-             n, k);
-    resattn_buf_str(b, head);
-    size_t count = (size_t)n * (size_t)k;
-    if (binary) {
-        snprintf(head, sizeof head, "\"parameters\":{\"binary_data_size\":%zu}}",
-                 count * sizeof(float));
-        resattn_buf_str(b, head);
-        resattn_buf_put(tail, x, count * sizeof(float)); /* little-endian float32 */
-    } else {
-        resattn_buf_str(b, "\"data\":");
-        resattn_buf_floats(b, x, count);
-        resattn_buf_str(b, "}");
-    }
-}
-
-int resattn_v2_encode(const resattn_infer_request *req, const char *model_name, const float *logits,
-                      int n, int num_classes, resattn_response_body *out) {
-    memset(out, 0, sizeof *out);
-    unsigned want = req->outputs || req->num_attn_outputs ? req->outputs : RESATTN_OUT_LOGITS;
-    float *probs = NULL;
-    if (want & RESATTN_OUT_PROBABILITIES) {
-        probs = malloc((size_t)n * (size_t)num_classes * sizeof(float));
-        if (!probs)
-            return 500;
-        resattn_softmax_rows(logits, n, num_classes, probs);
-    }
-    resattn_buf b = {0}, tail = {0};
-    resattn_buf_str(&b, "{\"model_name\":");
-    resattn_buf_json_string(&b, model_name ? model_name : "");
-    resattn_buf_str(&b, ",\"model_version\":\"1\"");
-    if (req->id) {
-        resattn_buf_str(&b, ",\"id\":");
-        resattn_buf_json_string(&b, req->id);
-    }
-    resattn_buf_str(&b, ",\"outputs\":[");
-    if (want & RESATTN_OUT_LOGITS)
-        encode_output(&b, &tail, "logits", logits, n, num_classes,
-                      !!(req->binary & RESATTN_OUT_LOGITS));
-    if (want & RESATTN_OUT_PROBABILITIES) {
-        if (want & RESATTN_OUT_LOGITS)
-            resattn_buf_str(&b, ",");
-        encode_output(&b, &tail, "probabilities", probs, n, num_classes,
-                      !!(req->binary & RESATTN_OUT_PROBABILITIES));
-    }
-    int st = resattn_attention_v2_encode_outputs(req, &b, &tail, want != 0);
-    resattn_buf_str(&b, "]");
-    if (!st)
-        st = resattn_attention_v2_encode_params(req, &b);
-    resattn_buf_str(&b, "}");
-    size_t header = b.len;
-    if (tail.len)
-        resattn_buf_put(&b, tail.data, tail.len);
-    free(tail.data);
-    free(probs);
-    if (st || b.failed || tail.failed) {
-        free(b.data);
-        return 500;
-    }
-    out->data = (unsigned char *)b.data;
-    out->len = b.len;
-    out->json_header_len = tail.len ? header : 0;
-    out->content_type = tail.len ? "application/octet-stream" : "application/json";
-    return 0;
 }

@@ -1,7 +1,9 @@
 /*
  * Server metrics: counters, gauges and histograms updated with relaxed atomics from any
  * thread (HTTP threads, workers), rendered on demand as Prometheus text format 0.0.4 with
- * HELP and TYPE lines, plus the standard process_* metrics read from /proc.
+ * HELP and TYPE lines, plus the standard process_* metrics read from /proc. Per-model series
+ * carry a `model` label, request durations an `endpoint` label; resattn_build_info and
+ * resattn_compute_info say what binary runs and which compute paths it takes.
  */
 #ifndef RESATTN_METRICS_H
 #define RESATTN_METRICS_H
@@ -9,7 +11,8 @@
 #include <resattn/resattn.h>
 #include <stddef.h>
 
-/* The endpoint label of resattn_http_requests_total; one per routing-table family. */
+/* The endpoint label of resattn_http_requests_total and resattn_request_duration_seconds;
+ * one per routing-table family. */
 typedef enum resattn_endpoint {
     RESATTN_EP_V2_SERVER = 0, /* GET /v2 */
     RESATTN_EP_V2_LIVE,
@@ -22,9 +25,10 @@ typedef enum resattn_endpoint {
     RESATTN_EP_HEALTHZ,
     RESATTN_EP_READYZ,
     RESATTN_EP_METRICS,
-    RESATTN_EP_PREDICT, /* image endpoints */
-    RESATTN_EP_WEB,     /* GET /: the page (server/http/web/index.html) */
-    RESATTN_EP_UNKNOWN, /* no route matched */
+    RESATTN_EP_PREDICT,  /* image endpoints */
+    RESATTN_EP_WEB,      /* GET /: the page (server/http/web/index.html) */
+    RESATTN_EP_V2_INDEX, /* POST /v2/repository/index */
+    RESATTN_EP_UNKNOWN,  /* no route matched */
     RESATTN_EP_COUNT
 } resattn_endpoint;
 
@@ -37,26 +41,44 @@ typedef enum resattn_reject_reason {
     RESATTN_REJECT_DRAINING,
     RESATTN_REJECT_BODY_TOO_LARGE,
     RESATTN_REJECT_UNAUTHORIZED,
+    RESATTN_REJECT_MEMORY, /* the memory budget could not take the request (503) */
     RESATTN_REJECT_COUNT
 } resattn_reject_reason;
 
 typedef struct resattn_metrics resattn_metrics;
+struct resattn_budget;
+
+/* Models with their own series (the server's --model limit). */
+#define RESATTN_METRICS_MAX_MODELS 16
 
 resattn_metrics *resattn_metrics_new(void);
 void resattn_metrics_free(resattn_metrics *m);
 
-/* Before serving (not thread-safe): one resattn_model_info{...} 1 line per model. */
+/* Before serving (not thread-safe). The i-th call describes model index i, the index the pool
+ * and the HTTP server use: `name` becomes the `model` label of the per-model series, and
+ * `info` a resattn_model_info{model=...,...} 1 line. -1 beyond RESATTN_METRICS_MAX_MODELS. */
 int resattn_metrics_add_model(resattn_metrics *m, const char *name, const resattn_model_info *info);
+/* Before serving (not thread-safe): one label of resattn_compute_info{...} 1, which names the
+ * compute paths in use, e.g. ("gemm", "avx512_packed"). key is a label name ([a-z_]+). */
+int resattn_metrics_add_compute_label(resattn_metrics *m, const char *key, const char *value);
 
-/* A finished HTTP request: status code, whole duration in seconds. */
-void resattn_metrics_request(resattn_metrics *m, resattn_endpoint e, int status, double seconds);
+/* Before serving: export the budget's limit and use as gauges (it must outlive m). */
+void resattn_metrics_set_budget(resattn_metrics *m, const struct resattn_budget *b);
+
+/* A finished HTTP request: its endpoint, the model it was routed to (-1: none), status code
+ * and whole duration in seconds. Inference requests are counted per model too. */
+void resattn_metrics_request(resattn_metrics *m, resattn_endpoint e, int model, int status,
+                             double seconds);
 /* An error answer (4xx/5xx), counted by the one error-answer function. */
 void resattn_metrics_error(resattn_metrics *m, int status);
 void resattn_metrics_reject(resattn_metrics *m, resattn_reject_reason r);
-void resattn_metrics_queue_wait(resattn_metrics *m, double seconds);
-/* One forward pass of `batch` images that took `seconds`, `cpu_seconds` of them on the
- * calling worker thread's CPU. */
-void resattn_metrics_batch(resattn_metrics *m, int batch, double seconds, double cpu_seconds);
+/* A job of `model` waited `seconds` in the queue. */
+void resattn_metrics_queue_wait(resattn_metrics *m, int model, double seconds);
+/* One forward pass of `model` over `batch` images that took `seconds`, `cpu_seconds` of them
+ * on the calling worker thread's CPU. Observations for a model index that was never added
+ * are dropped. */
+void resattn_metrics_batch(resattn_metrics *m, int model, int batch, double seconds,
+                           double cpu_seconds);
 void resattn_metrics_queue_depth_add(resattn_metrics *m, long delta);
 void resattn_metrics_in_flight_add(resattn_metrics *m, long delta);
 long resattn_metrics_in_flight(const resattn_metrics *m);

@@ -152,7 +152,7 @@ static void run_batch(worker *w, resattn_job **batch, int count) {
         resattn_job *j = batch[i];
         j->queue_wait = now - j->enqueued;
         if (p->metrics)
-            resattn_metrics_queue_wait(p->metrics, j->queue_wait);
+            resattn_metrics_queue_wait(p->metrics, j->model, j->queue_wait);
         if (now > j->deadline) {
             complete(p, j, 504, "request timed out waiting for a worker");
             continue;
@@ -185,7 +185,7 @@ static void run_batch(worker *w, resattn_job **batch, int count) {
     resattn_status st = resattn_forward(w->ctx[batch[0]->model], in, total, out, err, sizeof err);
     double dt = resattn_now() - t0;
     if (p->metrics && st == RESATTN_OK)
-        resattn_metrics_batch(p->metrics, total, dt, thread_cpu_seconds() - c0);
+        resattn_metrics_batch(p->metrics, batch[0]->model, total, dt, thread_cpu_seconds() - c0);
     size_t off = 0;
     int first = 0; /* the job's first image in the batch */
     for (int i = 0; i < live; i++) {

@@ -193,7 +193,7 @@ int main(int argc, char **argv) {
             }
             resattn_response_body out;
             double t2 = now_ms();
-            st = forms[f].content_type ? resattn_v2_encode(&req, "m", logits, 1, k, &out)
+            st = forms[f].content_type ? resattn_v2_encode(&req, "m", info, logits, 1, &out)
                                        : resattn_tfs_encode(&req, logits, 1, k, &out);
             te[r] = now_ms() - t2;
             tp[r] = t1 - t0;

@@ -41,7 +41,7 @@ BIN=$ROOT/$BUILD/resattn
 # shellcheck disable=SC2046 # pkg-config flags are meant to split
 cc -std=c11 -O2 -D_GNU_SOURCE -pthread -Iinclude -Icore -Iserver \
     $(pkg-config --cflags jansson openblas) -o "$WORK/bench_server_codec" tests/bench/bench_server.c \
-    "$BUILD"/obj/server/{v2,tfs,json_scan,protocol_common,attention_api}.o "$BUILD/libresattn.a" \
+    "$BUILD"/obj/server/protocol/{v2,v2_outputs,tfs,json_scan,protocol_common,attention_api}.o "$BUILD/libresattn.a" \
     $(pkg-config --libs jansson openblas libpng libjpeg) -lm
 
 # Request bodies, written the way a Python client would (json.dumps of tolist(): 17-digit
@@ -154,7 +154,7 @@ snapshot() { # server CPU ns, libmicrohttpd threads' CPU ns, forward CPU ns, v2 
     local m
     m=$(curl -sf "http://127.0.0.1:$PORT/metrics")
     echo "$(cpu_ns .) $(cpu_ns ^MHD)" \
-        "$(awk '/^resattn_inference_cpu_seconds_total /{printf "%.0f", $2 * 1e9}' <<<"$m")" \
+        "$(awk '/^resattn_inference_cpu_seconds_total[{ ]/{s += $2} END{printf "%.0f", s * 1e9}' <<<"$m")" \
         "$(awk '/^resattn_http_requests_total[{]endpoint="v2_infer"/{s += $2} END{printf "%.0f", s}' <<<"$m")"
 }
 for form in json bin; do

@@ -1,7 +1,8 @@
 /*
  * Shared by the protocol harnesses (fuzz_v2_json.c, fuzz_v2_binary.c, fuzz_tfs.c): a fixed
  * model description loaded once from a small fixture, so that the parsers check shapes and
- * label counts against a real model (basic_cifar_se: 3x32x32 in, 10 classes).
+ * label counts against a real model (basic_cifar_se: 1x9x11 in, 10 classes), and the v2
+ * encoder run on what a parsed request asks for.
  * RESATTN_FUZZ_MODEL overrides the path; the default is relative to the repository root,
  * where `make fuzz` runs the harnesses.
  */
@@ -32,6 +33,24 @@ static const resattn_model_info *fuzz_model_info(void) {
         }
     }
     return resattn_model_get_info(fuzz_model);
+}
+
+/* Encode the v2 answer a parsed request asks for (outputs, classification, top-k; the
+ * attention parts fail cleanly, as no masks were computed), with logits taken from its
+ * input so that they vary with the fuzzer's bytes. */
+static inline void fuzz_v2_answer(const resattn_infer_request *req,
+                                  const resattn_model_info *info) {
+    size_t k = (size_t)info->num_classes, count = (size_t)req->n * k;
+    size_t in = (size_t)req->n * (size_t)req->c * (size_t)req->h * (size_t)req->w;
+    float *logits = malloc(sizeof *logits * (count ? count : 1));
+    if (!logits)
+        return;
+    for (size_t i = 0; i < count; i++)
+        logits[i] = in ? req->input[i % in] : 0;
+    resattn_response_body b;
+    if (resattn_v2_encode(req, "m", info, logits, req->n, &b) == 0)
+        resattn_response_body_release(&b);
+    free(logits);
 }
 
 #endif

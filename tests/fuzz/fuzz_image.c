@@ -3,7 +3,8 @@
  *   0: resattn_image_decode + the preprocessing pipeline (PNG/JPEG bytes);
  *   1: resattn_multipart_parse (boundary "XyZ");
  *   2: resattn_image_api_parse as /predict, 3: as v2 (content type from the second byte);
- *   4: resattn_base64_decode.
+ *   4: resattn_base64_decode; 5: as 3 with the binary extension (the next two bytes, little-
+ *   endian, are the Inference-Header-Content-Length).
  * Build and run (see tests/fuzz/README.md):
  *   make BUILD=build-fuzz fuzz && build-tests/fuzz/fuzz_image -max_len=65536 tests/fuzz/corpus
  * The pixel limit is lowered to 1 megapixel so the fuzzer explores parsers, not memory.
@@ -28,10 +29,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 2)
         return 0;
-    int target = data[0] % 5;
+    int target = data[0] % 6;
     const char *ct = types[data[1] % 5];
     data += 2;
     size -= 2;
+    long long header_len = -1;
+    if (target == 5) { /* v2 with the binary extension: 2 bytes of JSON header length */
+        if (size < 2)
+            return 0;
+        header_len = (long long)(data[0] | data[1] << 8);
+        data += 2;
+        size -= 2;
+        target = 3;
+    }
     char err[256];
     if (target == 0) {
         resattn_preprocess p;
@@ -62,11 +72,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         resattn_parse_limits lim = {.max_batch = 4, .max_json_depth = 64};
         resattn_infer_request r;
         int st = resattn_image_api_parse(target == 2 ? RESATTN_PROTO_PREDICT : RESATTN_PROTO_V2, ct,
-                                         data, size, -1, 1 << 20, &m, &lim, &r, err, sizeof err);
+                                         data, size, header_len, -1, 1 << 20, &m, &lim, &r, err,
+                                         sizeof err);
         if (!st) {
             float logits[4 * 3] = {0};
             resattn_response_body b;
-            resattn_image_api_encode(&r, "m", &m, logits, r.n, &b);
+            if (resattn_image_api_owns(&r)) /* /predict; v2 images get the v2 answer */
+                resattn_image_api_encode(&r, "m", &m, logits, r.n, &b);
+            else
+                resattn_v2_encode(&r, "m", &m, logits, r.n, &b);
             resattn_response_body_release(&b);
         }
         resattn_infer_request_release(&r);

@@ -3,7 +3,8 @@
  * byte 0 picks the Content-Type (application/json, application/octet-stream,
  * application/x-npy), bytes 1-2 (little-endian) the Inference-Header-Content-Length
  * (0xffff meaning "absent", -1), the rest is the body: a JSON header followed by raw
- * tensor bytes. Seeds: tests/fuzz/corpus_v2_binary/.
+ * tensor bytes; a request that parses is answered (fuzz_v2_answer).
+ * Seeds: tests/fuzz/corpus_v2_binary/.
  */
 #include "fuzz_common.h"
 
@@ -24,7 +25,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     resattn_infer_request req;
     char err[RESATTN_PROTO_ERR_LEN];
     if (resattn_v2_parse(ct, data + 3, size - 3, header_len, info, &fuzz_limits, &req, err,
-                         sizeof err) == 0)
+                         sizeof err) == 0) {
+        fuzz_v2_answer(&req, info);
         resattn_infer_request_release(&req);
+    }
     return 0;
 }

@@ -25,15 +25,22 @@ def v2(arr, **extra):
 
 
 put("corpus_v2_json", "flat", json.dumps(v2(one)))
-put("corpus_v2_json", "nested", json.dumps({"inputs": [{"name": "x", "datatype": "FP32",
+put("corpus_v2_json", "nested", json.dumps({"inputs": [{"name": "input", "datatype": "FP32",
     "shape": [1, 1, 9, 11], "data": one.tolist()}],
     "outputs": [{"name": "probabilities"}, {"name": "topk", "parameters": {"top_k": 3}}]}))
-put("corpus_v2_json", "uint8", json.dumps({"inputs": [{"name": "x", "datatype": "UINT8",
+put("corpus_v2_json", "uint8", json.dumps({"inputs": [{"name": "input", "datatype": "UINT8",
     "shape": [1, 1, 9, 11], "data": [i % 256 for i in range(99)]}],
     "parameters": {"attention": "summary"}}))
-put("corpus_v2_json", "bad-shape", '{"inputs":[{"name":"x","datatype":"FP32","shape":[1,1,9,12],"data":[1]}]}')
+put("corpus_v2_json", "bad-shape", '{"inputs":[{"name":"input","datatype":"FP32","shape":[1,1,9,12],"data":[1]}]}')
+put("corpus_v2_json", "outputs", json.dumps({"inputs": [{"name": "input", "datatype": "FP32",
+    "shape": [1, 1, 9, 11], "data": one.flatten().tolist()}],
+    "outputs": [{"name": "logits", "parameters": {"classification": 3}},
+                {"name": "probabilities", "parameters": {"classification": 2, "binary_data": True}},
+                {"name": "top_k_labels"}, {"name": "top_k_indices"},
+                {"name": "top_k_probabilities", "parameters": {"binary_data": False}}],
+    "parameters": {"top_k": 4, "binary_data_output": True}}))
 
-hdr = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1, 9, 11],
+hdr = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 1, 9, 11],
                               "parameters": {"binary_data_size": 396}}],
                   "outputs": [{"name": "logits", "parameters": {"binary_data": True}}]}).encode()
 raw = one.astype("<f4").tobytes()
