@@ -88,11 +88,12 @@ $(BUILD)/check_resattn: $(TEST_OBJ) $(SERVER_OBJ) $(BUILD)/libresattn.a
 
 # The numeric suites run twice: on this CPU's fastest path, then on the portable one
 # (OpenBLAS GEMMs, generic Winograd transforms, the per-element JSON number scanner) that
-# CPUs without AVX-512 take.
+# CPUs without AVX-512 take; the bf16 suite too, for BF16 models whose FP32 layers take it.
 unit: $(BUILD)/check_resattn $(BUILD)/resattn
 	RESATTN_BIN=$(abspath $(BUILD)/resattn) $(BUILD)/check_resattn
-	@for s in parity ops winograd; do echo "== portable path: suite $$s"; \
-	  RESATTN_GEMM=openblas RESATTN_WINOGRAD=generic CK_RUN_SUITE=$$s $(BUILD)/check_resattn || exit 1; done
+	@for s in parity ops winograd bf16; do echo "== portable path: suite $$s"; \
+	  RESATTN_GEMM=openblas RESATTN_WINOGRAD=generic CK_RUN_SUITE=$$s RESATTN_BIN=$(abspath $(BUILD)/resattn) \
+	  $(BUILD)/check_resattn || exit 1; done
 	@echo "== portable path: suite protocol"; \
 	  RESATTN_JSON_SCAN=portable CK_RUN_SUITE=protocol $(BUILD)/check_resattn
 

@@ -40,7 +40,8 @@ START_TEST(conv_matches_naive) {
     ref_fill(in, nin, 1 + _i);
     ref_fill(w, nw, 100 + _i);
     ref_fill(b, (size_t)c.cout, 200 + _i);
-    resattn_conv conv = {c.cin, c.cout, c.k, c.stride, c.pad, w, b, 0, NULL, NULL, NULL};
+    resattn_conv conv = {
+        .cin = c.cin, .cout = c.cout, .k = c.k, .stride = c.stride, .pad = c.pad, .w = w, .b = b};
     ck_assert_int_eq(resattn_conv_out(c.h, c.k, c.stride, c.pad), ho);
     size_t scr = resattn_conv_scratch(&conv, c.h, c.w);
     float *scratch = malloc((scr ? scr : 1) * 4);

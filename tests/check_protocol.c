@@ -1293,8 +1293,9 @@ static int v2_req(const resattn_model_info *m, const char *name, const char *res
     return st;
 }
 
-/* Model metadata: platform <project>_<format>, the inputs, and the outputs that a request
- * without "outputs" gets; server metadata lists the classification extension. */
+/* Model metadata: platform <project>_<format>, the inputs, the outputs that a request
+ * without "outputs" gets, and the precision parameters; server metadata lists the
+ * classification extension. */
 START_TEST(v2_metadata) {
     resattn_model_info m = model();
     resattn_response_body b;
@@ -1322,6 +1323,20 @@ START_TEST(v2_metadata) {
         ck_assert_int_eq(json_integer_value(json_array_get(json_object_get(o, "shape"), 1)),
                          cols[i]);
     }
+    /* how the model computes; an info that names no kernel path is an FP32 one */
+    json_t *params = json_object_get(root, "parameters");
+    ck_assert_str_eq(json_string_value(json_object_get(params, "precision")), "fp32");
+    ck_assert_str_eq(json_string_value(json_object_get(params, "kernel_path")), "fp32");
+    json_decref(root);
+    resattn_response_body_release(&b);
+    m.precision = m.precision_requested = RESATTN_PRECISION_BF16;
+    m.kernel_path = "amx";
+    ck_assert_int_eq(resattn_v2_model_metadata("se", &m, &b), 0);
+    root = answer_json(&b);
+    params = json_object_get(root, "parameters");
+    ck_assert_str_eq(json_string_value(json_object_get(params, "precision")), "bf16");
+    ck_assert_str_eq(json_string_value(json_object_get(params, "precision_requested")), "bf16");
+    ck_assert_str_eq(json_string_value(json_object_get(params, "kernel_path")), "amx");
     json_decref(root);
     resattn_response_body_release(&b);
     ck_assert_int_eq(resattn_v2_server_metadata("1.2.3", &b), 0);

@@ -546,6 +546,7 @@ START_TEST(test_bad_config) {
         {"{\"max_bacth\": 4}", "unknown key 'max_bacth'"},
         {"{\"version_policy\": ", "invalid JSON"},
         {"[]", "must be a JSON object"},
+        {"{\"precision\": \"fp16\"}", "precision must be"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char name[16];
@@ -554,7 +555,7 @@ START_TEST(test_bad_config) {
         put_config(name, bad[i].json);
     }
     put_version(root, "fine", 1, 81);
-    start_with(RESATTN_CONTROL_NONE, 1, NULL, 0, 6);
+    start_with(RESATTN_CONTROL_NONE, 1, NULL, 0, 7);
     ck_assert(!resattn_repository_ready(repo)); /* models with versions that cannot serve */
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char name[16];
@@ -563,7 +564,26 @@ START_TEST(test_bad_config) {
     }
     resattn_model_version *v = must_get("fine", NULL);
     resattn_model_version_release(v);
-    ck_assert_int_eq(log_count("error: model 'm"), 6);
+    ck_assert_int_eq(log_count("error: model 'm"), 7);
+    stop_repo();
+}
+END_TEST
+
+/* A model's config.json "precision" overrides the server's (here FP32) for its versions. */
+START_TEST(test_precision_config) {
+    put_version(root, "half", 1, 82);
+    put_config("half", "{\"precision\": \"bf16\"}");
+    put_version(root, "full", 1, 83);
+    start_repo(RESATTN_CONTROL_NONE);
+    resattn_model_version *v = must_get("half", NULL);
+    const resattn_model_info *info = resattn_model_get_info(resattn_model_version_model(v));
+    ck_assert_int_eq(info->precision_requested, RESATTN_PRECISION_BF16);
+    resattn_model_version_release(v);
+    v = must_get("full", NULL);
+    info = resattn_model_get_info(resattn_model_version_model(v));
+    ck_assert_int_eq(info->precision_requested, RESATTN_PRECISION_FP32);
+    ck_assert_int_eq(info->precision, RESATTN_PRECISION_FP32);
+    resattn_model_version_release(v);
     stop_repo();
 }
 END_TEST
@@ -998,6 +1018,7 @@ Suite *repository_suite(void) {
     tcase_add_test(life, test_latest_by_default);
     tcase_add_test(life, test_policies);
     tcase_add_test(life, test_bad_config);
+    tcase_add_test(life, test_precision_config);
     tcase_add_test(life, test_failed_version_keeps_good_one);
     tcase_add_test(life, test_half_written_file);
     tcase_add_test(life, test_swap_refcount);

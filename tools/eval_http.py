@@ -2,12 +2,14 @@
 """Send the whole Fashion-MNIST test set to a running resattn server as PNG images.
 
     /usr/bin/python3 tools/eval_http.py [--url http://127.0.0.1:8080] [--model NAME]
-        [--concurrency 4] [--form raw|multipart|base64] [--limit N]
+        [--concurrency 4] [--form raw|multipart|base64] [--limit N] [--predictions-out P.npy]
 
 Each test image is encoded as a 28x28 grayscale PNG (PIL) and POSTed to /predict (or
 /predict/NAME) with top_k=1, over one keep-alive connection per worker thread. Prints the
 top-1 accuracy, requests/s, and the PyTorch accuracy recorded in models/default.metrics.json
-for comparison. Exits 1 if any request fails. Standard library plus numpy and PIL.
+for comparison; --predictions-out saves the predicted class of every image (int64 .npy, in
+test-set order) to compare two servers (tests/bench/accuracy_bf16.py). Exits 1 if any request
+fails. Standard library plus numpy and PIL.
 """
 import argparse
 import base64
@@ -63,6 +65,7 @@ def main():
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--form", choices=["raw", "multipart", "base64"], default="raw")
     ap.add_argument("--limit", type=int, default=0, help="only the first N test images")
+    ap.add_argument("--predictions-out", default=None, help="save the predicted classes (.npy)")
     args = ap.parse_args()
 
     x, y = load_test()
@@ -107,6 +110,8 @@ def main():
         t.join()
     dt = time.perf_counter() - t0
 
+    if args.predictions_out:
+        np.save(args.predictions_out, pred)
     acc = float(np.mean(pred == y))
     print("images: %d (%s PNG bodies to %s%s), concurrency %d"
           % (len(y), args.form, args.url, path, args.concurrency))

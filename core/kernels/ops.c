@@ -2,7 +2,8 @@
  * Convolution (im2col + GEMM, 1x1 as plain GEMM), fused bias/ReLU, max pool, global
  * average pool and linear layers. Per image, a convolution is one GEMM:
  * W [cout, cin*k*k] x col [cin*k*k, ho*wo] -> out [cout, ho*wo], on the packed AVX-512
- * kernel (core/kernels/gemm.c) when the weights were packed at load, else on cblas_sgemm.
+ * kernel (core/kernels/gemm.c) when the weights were packed at load, else on cblas_sgemm;
+ * in a BF16 model on the BF16 GEMM (core/kernels/gemm_bf16.c).
  */
 #include "kernels/ops.h"
 #include "kernels/gemm.h"
@@ -13,12 +14,28 @@
 #include <float.h>
 #include <string.h>
 
+/* Floats of one part's work memory for resattn_gemm_bf16_conv (64-byte multiple). */
+static size_t bf16_work_floats(const resattn_conv *c, int h, int w) {
+    resattn_bf16_image im = {NULL,
+                             c->cin,
+                             h,
+                             w,
+                             c->k,
+                             c->stride,
+                             c->pad,
+                             resattn_conv_out(h, c->k, c->stride, c->pad),
+                             resattn_conv_out(w, c->k, c->stride, c->pad)};
+    return (resattn_gemm_bf16_conv_work(&im, c->cout) + 63) / 64 * 16;
+}
+
 static size_t conv_work(const resattn_conv *c, int h, int w) {
     int ho = resattn_conv_out(h, c->k, c->stride, c->pad);
     int wo = resattn_conv_out(w, c->k, c->stride, c->pad);
     size_t direct = (size_t)c->cin * c->k * c->k * ho * wo;
     if (c->k == 1 && c->stride == 1 && c->pad == 0)
         direct = 0;
+    else if (c->bf16) /* no column buffer: the padded BF16 copy of each of two parts */
+        direct = 2 * bf16_work_floats(c, h, w);
     if (c->wino_m) {
         size_t wino = resattn_winograd_scratch(c->wino_m, c->cin, c->cout, 0, h, w);
         return wino > direct ? wino : direct;
@@ -26,14 +43,19 @@ static size_t conv_work(const resattn_conv *c, int h, int w) {
     return direct;
 }
 
-/* The scratch starts with two B-packing buffers of the packed GEMM (one per thread of a
- * split layer) when that path is available; the im2col / Winograd buffers follow. */
-static size_t gemm_bufs(void) {
-    return resattn_gemm_available() ? 2 * resattn_gemm_scratch() : 0;
+/* Floats of one thread's B-packing buffer: the packed FP32 GEMM's (when that path is
+ * available: Winograd layers use it in BF16 models too) or the BF16 GEMM's, the larger. */
+static size_t gemm_buf(const resattn_conv *c) {
+    size_t f = resattn_gemm_available() ? resattn_gemm_scratch() : 0;
+    size_t b = c->bf16 ? (resattn_gemm_bf16_scratch() + sizeof(float) - 1) / sizeof(float) : 0;
+    size_t most = f > b ? f : b;
+    return (most + 15) & ~(size_t)15; /* a 64-byte multiple: the second buffer stays aligned */
 }
 
+/* The scratch starts with two B-packing buffers (one per thread of a split layer); the
+ * im2col / Winograd buffers follow. */
 size_t resattn_conv_scratch(const resattn_conv *c, int h, int w) {
-    return gemm_bufs() + conv_work(c, h, w);
+    return 2 * gemm_buf(c) + conv_work(c, h, w);
 }
 
 void resattn_im2col(const float *in, int cin, int h, int w, int k, int stride, int pad, int ho,
@@ -91,7 +113,7 @@ static void bias_act(float *out, const float *b, int cout, int hw, int relu) {
  * split it by output-channel panels, each with its own B-packing buffer: splitting M
  * rather than N halves the weights each core streams, which is what a single image is
  * bound by. Without packed weights it runs as one part with cblas_sgemm (OpenBLAS threads
- * it) and the bias/ReLU pass.
+ * it) and the bias/ReLU pass. BF16 layers take bf16_part instead.
  */
 typedef struct direct_task {
     const resattn_conv *c;
@@ -101,9 +123,53 @@ typedef struct direct_task {
     resattn_barrier bar;
 } direct_task;
 
+/*
+ * A BF16 layer's direct path: the BF16 GEMM builds its B from the image while packing it
+ * (no column buffer), so the parts need no barrier. They split the output columns, each
+ * packing only its own, when there are at least as many columns as output channels; else
+ * the 16-row blocks of the weights, each streaming half of them.
+ */
+static void bf16_part(const direct_task *t, int part, int nparts) {
+    const resattn_conv *c = t->c;
+    int hw = t->ho * t->wo, kk = c->cin * c->k * c->k;
+    int m0 = 0, m1 = c->cout, n0 = 0, n1 = hw;
+    if (nparts > 1 && hw >= c->cout) {
+        int groups = (hw + 15) / 16;
+        n0 = groups * part / nparts * 16;
+        n1 = groups * (part + 1) / nparts * 16;
+        n1 = n1 < hw ? n1 : hw;
+    } else if (nparts > 1) {
+        int blocks = (c->cout + RESATTN_BF16_MB - 1) / RESATTN_BF16_MB;
+        m0 = blocks * part / nparts * RESATTN_BF16_MB;
+        m1 = blocks * (part + 1) / nparts * RESATTN_BF16_MB;
+        m1 = m1 < c->cout ? m1 : c->cout;
+    }
+    if (m1 <= m0 || n1 <= n0)
+        return;
+    const uint16_t *a = resattn_gemm_bf16_rows(c->wb, kk, m0);
+    float *bbuf = t->bbuf + (size_t)part * gemm_buf(c);
+    for (int i = 0; i < t->n; i++) {
+        const float *x = t->in + (size_t)i * c->cin * t->h * t->w;
+        float *y = t->out + ((size_t)i * c->cout + m0) * hw + n0;
+        if (c->k == 1 && c->stride == 1 && c->pad == 0) { /* B is the input itself */
+            resattn_gemm_bf16_run(c->bf16, a, m1 - m0, kk, x + n0, hw, n1 - n0, y, hw, c->b + m0,
+                                  t->relu, bbuf);
+        } else {
+            resattn_bf16_image im = {x, c->cin, t->h, t->w, c->k, c->stride, c->pad, t->ho, t->wo};
+            float *work = t->col + (size_t)part * bf16_work_floats(c, t->h, t->w);
+            resattn_gemm_bf16_conv(c->bf16, a, m1 - m0, &im, n0, n1, y, hw, c->b + m0, t->relu,
+                                   bbuf, work);
+        }
+    }
+}
+
 static void direct_part(void *arg, int part, int nparts) {
     direct_task *t = arg;
     const resattn_conv *c = t->c;
+    if (c->wb) {
+        bf16_part(t, part, nparts);
+        return;
+    }
     int h = t->h, w = t->w, ho = t->ho, wo = t->wo, hw = ho * wo, kk = c->cin * c->k * c->k;
     int plain = c->k == 1 && c->pad == 0 && c->stride == 1;
     int gather = c->k == 1 && c->pad == 0 && c->stride != 1;
@@ -112,7 +178,7 @@ static void direct_part(void *arg, int part, int nparts) {
     int m0 = panels * part / nparts * RESATTN_GEMM_MR;
     int m1 = panels * (part + 1) / nparts * RESATTN_GEMM_MR;
     m1 = m1 < c->cout ? m1 : c->cout;
-    float *bbuf = t->bbuf + (size_t)part * resattn_gemm_scratch();
+    float *bbuf = t->bbuf + (size_t)part * gemm_buf(c);
     for (int i = 0; i < t->n; i++) {
         const float *x = t->in + (size_t)i * c->cin * h * w, *b = x;
         float *y = t->out + (size_t)i * c->cout * hw;
@@ -152,7 +218,7 @@ void resattn_conv_forward(const resattn_conv *c, const float *in, int n, int h, 
     int wo = resattn_conv_out(w, c->k, c->stride, c->pad);
     int kk = c->cin * c->k * c->k, hw = ho * wo;
     float *bbuf = scratch;
-    scratch += gemm_bufs();
+    scratch += 2 * gemm_buf(c);
     if (c->wino_m && resattn_winograd_worth(c->wino_m, n, h, w)) {
         resattn_winograd_forward(c->wino_m, c->wino_u, c->wino_up, bbuf, c->b, c->cin, c->cout, in,
                                  n, h, w, out, relu, scratch);
@@ -170,7 +236,8 @@ void resattn_conv_forward(const resattn_conv *c, const float *in, int n, int h, 
                      .wo = wo,
                      .relu = relu};
     long macs = (long)c->cout * kk * hw;
-    resattn_parallel2(direct_part, &t, c->wp && resattn_parallel_wanted() && macs >= TWO_PART_MACS);
+    resattn_parallel2(direct_part, &t,
+                      (c->wp || c->wb) && resattn_parallel_wanted() && macs >= TWO_PART_MACS);
 }
 
 /*
@@ -283,6 +350,14 @@ void resattn_linear(const float *x, int n, int cin, const float *w, const float 
         for (int i = 0; i < n; i++)
             for (int o = 0; o < cout; o++)
                 y[(size_t)i * cout + o] += b[o];
+}
+
+void resattn_linear_bf16(const float *x, int n, int cin, const uint16_t *w, const float *b,
+                         int cout, float *y) {
+    for (int i = 0; i < n; i++)
+        for (int o = 0; o < cout; o++)
+            y[(size_t)i * cout + o] =
+                resattn_dot_bf16(x + (size_t)i * cin, w + (size_t)o * cin, cin) + (b ? b[o] : 0.0f);
 }
 
 void resattn_relu_inplace(float *x, size_t count) {

@@ -6,6 +6,8 @@
 #ifndef RESATTN_OPS_H
 #define RESATTN_OPS_H
 
+#include "kernels/gemm_bf16.h"
+
 #include <stddef.h>
 
 /* A convolution with BatchNorm already folded in: out = w * in + b. */
@@ -19,6 +21,9 @@ typedef struct resattn_conv {
     const float *wp;      /* w packed for resattn_gemm_run ([cout, cin*k*k]), or NULL */
     const float *wino_up; /* each point's [cout, cin] of the transformed w, packed, one after
                              another resattn_gemm_packed_floats(cout, cin) apart, or NULL */
+    resattn_bf16_path bf16; /* a BF16 model's layer: its direct path multiplies in BF16 on this
+                               path (wb); RESATTN_BF16_PATH_NONE: FP32 */
+    const uint16_t *wb;     /* w rounded and packed by resattn_gemm_bf16_pack, or NULL */
 } resattn_conv;
 
 static inline int resattn_conv_out(int in, int k, int stride, int pad) {
@@ -33,7 +38,8 @@ size_t resattn_conv_scratch(const resattn_conv *c, int h, int w);
  * in [n, cin, h, w] -> out [n, cout, ho, wo], out = conv(in) + b, then ReLU when relu != 0.
  * The single dispatch point for convolution algorithms: Winograd when the layer has a plan
  * and the batch has enough tiles (resattn_winograd_worth), 1x1 stride 1 is one GEMM on the
- * input, 1x1 stride s gathers then GEMMs, others go through im2col. scratch holds
+ * input, 1x1 stride s gathers then GEMMs, others go through im2col; the direct GEMM is the
+ * BF16 one (core/kernels/gemm_bf16.h) when the layer has wb. scratch holds
  * resattn_conv_scratch floats.
  */
 void resattn_conv_forward(const resattn_conv *c, const float *in, int n, int h, int w, float *out,
@@ -52,6 +58,9 @@ void resattn_gap(const float *in, int nc, int hw, float *out);
 /* Linear: x [n, cin], w [cout, cin], b [cout] or NULL -> y [n, cout]. */
 void resattn_linear(const float *x, int n, int cin, const float *w, const float *b, int cout,
                     float *y);
+/* The same with BF16 weights w [cout, cin]; x should be BF16-rounded already (FP32 sums). */
+void resattn_linear_bf16(const float *x, int n, int cin, const uint16_t *w, const float *b,
+                         int cout, float *y);
 
 void resattn_relu_inplace(float *x, size_t count);
 

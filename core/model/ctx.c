@@ -2,7 +2,7 @@
  * Execution contexts and the network forward pass. resattn_ctx_new sizes every buffer once
  * from the model's plan and max_batch; resattn_forward only reads the model and writes the
  * context, so one context per thread needs no lock. Also: attention-mask capture, the
- * OpenBLAS thread controls, status names and the version.
+ * OpenBLAS thread controls, status and precision names and the version.
  */
 #include "model/model.h"
 #include "kernels/gemm.h"
@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 resattn_status resattn_ctx_new(const resattn_model *m, int max_batch, resattn_ctx **out, char *err,
                                size_t err_len) {
@@ -162,8 +163,13 @@ static void forward_part(const part *p) {
     }
     float *pooled = c->pooled + (size_t)p->i0 * m->feat_c;
     resattn_gap(cur, n * m->feat_c, m->feat_h * m->feat_w, pooled);
-    resattn_linear(pooled, n, m->feat_c, m->fc_w, m->fc_b, cfg->num_classes,
-                   p->logits + (size_t)p->i0 * cfg->num_classes);
+    float *logits = p->logits + (size_t)p->i0 * cfg->num_classes;
+    if (m->fc_wb) { /* BF16 model: the features enter the product rounded */
+        resattn_bf16_round_inplace(pooled, (size_t)n * m->feat_c);
+        resattn_linear_bf16(pooled, n, m->feat_c, m->fc_wb, m->fc_b, cfg->num_classes, logits);
+    } else {
+        resattn_linear(pooled, n, m->feat_c, m->fc_w, m->fc_b, cfg->num_classes, logits);
+    }
 }
 
 /* The two halves of a split batch as a core/kernels/parallel.c task; when the helper thread is
@@ -243,6 +249,20 @@ const char *resattn_blas_corename(void) {
 
 int resattn_blas_parallel(void) {
     return openblas_get_parallel();
+}
+
+const char *resattn_precision_name(resattn_precision p) {
+    return p == RESATTN_PRECISION_BF16 ? "bf16" : "fp32";
+}
+
+int resattn_precision_parse(const char *s, resattn_precision *out) {
+    if (s && !strcasecmp(s, "fp32"))
+        *out = RESATTN_PRECISION_FP32;
+    else if (s && !strcasecmp(s, "bf16"))
+        *out = RESATTN_PRECISION_BF16;
+    else
+        return -1;
+    return 0;
 }
 
 const char *resattn_status_name(resattn_status s) {

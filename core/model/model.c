@@ -4,10 +4,13 @@
  * config and its neighbours, fold BatchNorm into the preceding convolution
  * (w' = w*g/sqrt(v+eps), b' = beta + (bias-mean)*g/sqrt(v+eps)), reject missing and extra
  * tensors, and plan the per-image workspace. Integer tensors (num_batches_tracked) are
- * ignored. The input buffer is not kept.
+ * ignored. The input buffer is not kept. A model loaded in BF16 (where the CPU has a BF16
+ * path) also gets its convolution and classifier weights rounded and packed in BF16,
+ * after the folding, which stays FP32.
  */
 #include "model/model.h"
 #include "kernels/gemm.h"
+#include "kernels/gemm_bf16.h"
 #include "kernels/winograd.h"
 #include "model/safetensors.h"
 
@@ -17,6 +20,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #define ANY -1 /* a shape entry inferred from the file */
 
@@ -25,6 +30,7 @@ typedef struct binder {
     float *arena;
     size_t used, cap; /* floats */
     double eps;
+    resattn_bf16_path bf16; /* set on every convolution bound: a BF16 model's path */
     char *err;
     size_t err_len;
 } binder;
@@ -158,8 +164,14 @@ static resattn_status bind_conv(binder *b, const char *conv, const char *bn, int
     }
     if (bn && (s = fold_bn(b, bn, *cout, w, (size_t)*cin * k * k, bias)))
         return s;
-    *out = (resattn_conv){
-        .cin = *cin, .cout = *cout, .k = k, .stride = stride, .pad = pad, .w = w, .b = bias};
+    *out = (resattn_conv){.cin = *cin,
+                          .cout = *cout,
+                          .k = k,
+                          .stride = stride,
+                          .pad = pad,
+                          .w = w,
+                          .b = bias,
+                          .bf16 = b->bf16};
     return RESATTN_OK;
 }
 
@@ -420,6 +432,8 @@ static void fill_info(resattn_model *m, const resattn_st *st) {
     in->labels = (const char *const *)c->labels;
     in->preprocess_json = c->preprocess;
     in->config_json = c->json;
+    in->precision = m->bf16 ? RESATTN_PRECISION_BF16 : RESATTN_PRECISION_FP32;
+    in->kernel_path = resattn_bf16_path_name(m->bf16); /* "fp32" for an FP32 model */
     /* as PyTorch counts: parameters() holds weights and biases; BatchNorm's running
      * statistics are buffers, counted apart */
     in->num_params = in->num_bn_stats = 0;
@@ -462,6 +476,13 @@ static int winograd_candidates(resattn_model *m, resattn_conv **convs, int *hs, 
 static resattn_status plan_winograd(resattn_model *m, char *err, size_t err_len) {
     int force = resattn_winograd_env_tile();
     if (force == 0)
+        return RESATTN_OK;
+    /* On AMX, BF16 tiles multiply several times faster than FP32 Winograd saves: a BF16
+     * model there runs every layer direct (unless a tile size is forced). On AVX512-BF16,
+     * vdpbf16ps does at most twice the FP32 products per instruction (half as many here, see
+     * docs/precision.md) while F(4x4,3x3) needs a quarter of them: Winograd layers stay FP32. */
+    if ((m->bf16 == RESATTN_BF16_PATH_AMX || m->bf16 == RESATTN_BF16_PATH_AMX_EMULATED) &&
+        force < 0)
         return RESATTN_OK;
     int nb = m->info.num_blocks, *hs = malloc(sizeof(int) * 4 * (size_t)nb), *ws = hs + 2 * nb;
     resattn_conv **convs = malloc(sizeof *convs * 2 * (size_t)nb);
@@ -532,6 +553,7 @@ static size_t round16(size_t n) {
  * what the benchmark holds us to, so the direct weights are packed in place when cout is a
  * multiple of the panel height (every real network: the packing is then a permutation of
  * the same floats, and wp == w); only other layers and the Winograd planes take new memory.
+ * In a BF16 model only the Winograd planes are packed here (its direct weights are BF16).
  */
 static resattn_status plan_packing(resattn_model *m, char *err, size_t err_len) {
     if (!resattn_gemm_available())
@@ -546,8 +568,8 @@ static resattn_status plan_packing(resattn_model *m, char *err, size_t err_len) 
     for (int i = 0; i < n; i++) {
         resattn_conv *c = convs[i];
         size_t direct = (size_t)c->cout * c->cin * c->k * c->k;
-        tmp_floats = max_sz(tmp_floats, direct);
-        if (c->cout % RESATTN_GEMM_MR)
+        tmp_floats = max_sz(tmp_floats, c->bf16 ? 0 : direct);
+        if (!c->bf16 && c->cout % RESATTN_GEMM_MR)
             total += round16(resattn_gemm_packed_floats(c->cout, c->cin * c->k * c->k));
         if (c->wino_m) {
             total += round16((size_t)(c->wino_m + 2) * (c->wino_m + 2) *
@@ -578,6 +600,8 @@ static resattn_status plan_packing(resattn_model *m, char *err, size_t err_len) 
             c->wino_up = p;
             p += round16(a2 * per);
         }
+        if (c->bf16) /* its direct weights go to plan_bf16 */
+            continue;
         if (c->cout % RESATTN_GEMM_MR == 0) {
             size_t count = (size_t)c->cout * kk;
             resattn_gemm_pack(c->w, kk, c->cout, kk, tmp);
@@ -594,7 +618,71 @@ static resattn_status plan_packing(resattn_model *m, char *err, size_t err_len) 
     return RESATTN_OK;
 }
 
-static resattn_status build(resattn_model *m, resattn_st *st, char *err, size_t err_len) {
+static size_t round32(size_t n) {
+    return (n + 31) & ~(size_t)31;
+}
+
+/*
+ * Give the whole pages inside x[0, n) back to the OS. A BF16 model never reads the FP32
+ * copies of its convolution and classifier weights again (the pointers stay, as the "this
+ * layer exists" flags the code tests; the memory would read as zeros), so after packing they
+ * stop counting against the process's resident memory. Only pages wholly inside the tensor,
+ * which lies inside the arena's allocation, are touched.
+ */
+static void release_floats(const float *x, size_t n) {
+    long page = sysconf(_SC_PAGESIZE);
+    if (page <= 0)
+        return;
+    uintptr_t a = ((uintptr_t)x + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
+    uintptr_t e = (uintptr_t)(x + n) & ~((uintptr_t)page - 1);
+    if (e > a)
+        madvise((void *)a, e - a, MADV_DONTNEED);
+}
+
+/*
+ * A BF16 model: every convolution's direct weights rounded and packed for
+ * core/kernels/gemm_bf16.c (Winograd layers keep their FP32 planes beside them for the
+ * batches that take Winograd), and the classifier's weights rounded, in one 64-byte aligned
+ * arena; their FP32 copies are released.
+ */
+static resattn_status plan_bf16(resattn_model *m, char *err, size_t err_len) {
+    if (!m->bf16)
+        return RESATTN_OK;
+    resattn_conv **convs = malloc(sizeof *convs * (1 + 4 * (size_t)m->info.num_blocks));
+    if (!convs) {
+        snprintf(err, err_len, "out of memory planning BF16 weights");
+        return RESATTN_ERR_NOMEM;
+    }
+    int n = all_convs(m, convs);
+    size_t fc = (size_t)m->cfg.num_classes * m->feat_c, total = round32(fc);
+    for (int i = 0; i < n; i++)
+        total += round32(resattn_gemm_bf16_packed_elems(convs[i]->cout,
+                                                        convs[i]->cin * convs[i]->k * convs[i]->k));
+    m->bf16_arena = aligned_alloc(64, total * sizeof(uint16_t));
+    if (!m->bf16_arena) {
+        free(convs);
+        snprintf(err, err_len, "out of memory for BF16 weights (%zu values)", total);
+        return RESATTN_ERR_NOMEM;
+    }
+    uint16_t *p = m->bf16_arena;
+    for (int i = 0; i < n; i++) {
+        resattn_conv *c = convs[i];
+        int kk = c->cin * c->k * c->k;
+        resattn_gemm_bf16_pack(c->w, kk, c->cout, kk, p);
+        release_floats(c->w, (size_t)c->cout * kk);
+        c->wb = p;
+        p += round32(resattn_gemm_bf16_packed_elems(c->cout, kk));
+    }
+    for (size_t i = 0; i < fc; i++)
+        p[i] = resattn_bf16_from_f32(m->fc_w[i]);
+    release_floats(m->fc_w, fc);
+    m->fc_wb = p;
+    free(convs);
+    return RESATTN_OK;
+}
+
+static resattn_status build(resattn_model *m, resattn_st *st, const resattn_model_options *opts,
+                            char *err, size_t err_len) {
     resattn_status s = resattn_config_parse(st->config_json, &m->cfg, err, err_len);
     if (s)
         return s;
@@ -616,26 +704,40 @@ static resattn_status build(resattn_model *m, resattn_st *st, char *err, size_t 
         snprintf(err, err_len, "out of memory for the model's weights (%zu floats)", cap);
         return RESATTN_ERR_NOMEM;
     }
+    /* BF16 only where this CPU has a BF16 path; the CLI warns when it falls back */
+    m->info.precision_requested = opts ? opts->precision : RESATTN_PRECISION_FP32;
+    if (m->info.precision_requested == RESATTN_PRECISION_BF16)
+        m->bf16 = resattn_bf16_path_detect();
     binder b = {.st = st,
                 .arena = m->arena,
                 .cap = cap,
                 .eps = m->cfg.bn_eps,
+                .bf16 = m->bf16,
                 .err = err,
                 .err_len = err_len};
     if ((s = bind_network(&b, m)) || (s = check_extra(&b)) ||
-        (s = plan_winograd(m, err, err_len)) || (s = plan_packing(m, err, err_len)))
+        (s = plan_winograd(m, err, err_len)) || (s = plan_packing(m, err, err_len)) ||
+        (s = plan_bf16(m, err, err_len)))
         return s;
     fill_info(m, st);
     return RESATTN_OK;
 }
 
-resattn_status resattn_model_load_buffer(const void *data, size_t len, resattn_model **out,
-                                         char *err, size_t err_len) {
+resattn_status resattn_model_load_buffer_opts(const void *data, size_t len,
+                                              const resattn_model_options *opts,
+                                              resattn_model **out, char *err, size_t err_len) {
     char dummy[RESATTN_ERR_LEN];
     if (!err || !err_len)
         err = dummy, err_len = sizeof dummy;
     if (!out) {
         snprintf(err, err_len, "out is NULL");
+        return RESATTN_ERR_INVALID_ARGUMENT;
+    }
+    if (opts && opts->precision != RESATTN_PRECISION_FP32 &&
+        opts->precision != RESATTN_PRECISION_BF16) {
+        *out = NULL;
+        snprintf(err, err_len, "unknown precision %d (expected FP32 or BF16)",
+                 (int)opts->precision);
         return RESATTN_ERR_INVALID_ARGUMENT;
     }
     *out = NULL;
@@ -649,7 +751,7 @@ resattn_status resattn_model_load_buffer(const void *data, size_t len, resattn_m
         snprintf(err, err_len, "out of memory");
         return RESATTN_ERR_NOMEM;
     }
-    s = build(m, &st, err, err_len);
+    s = build(m, &st, opts, err, err_len);
     resattn_st_release(&st);
     if (s) {
         resattn_model_free(m);
@@ -659,8 +761,18 @@ resattn_status resattn_model_load_buffer(const void *data, size_t len, resattn_m
     return RESATTN_OK;
 }
 
+resattn_status resattn_model_load_buffer(const void *data, size_t len, resattn_model **out,
+                                         char *err, size_t err_len) {
+    return resattn_model_load_buffer_opts(data, len, NULL, out, err, err_len);
+}
+
 resattn_status resattn_model_load_file(const char *path, resattn_model **out, char *err,
                                        size_t err_len) {
+    return resattn_model_load_file_opts(path, NULL, out, err, err_len);
+}
+
+resattn_status resattn_model_load_file_opts(const char *path, const resattn_model_options *opts,
+                                            resattn_model **out, char *err, size_t err_len) {
     char dummy[RESATTN_ERR_LEN];
     if (!err || !err_len)
         err = dummy, err_len = sizeof dummy;
@@ -703,7 +815,7 @@ resattn_status resattn_model_load_file(const char *path, resattn_model **out, ch
         snprintf(err, err_len, "not a safetensors file: %s (" RESATTN_ST_NOT_ST_REASON ")", path);
         return RESATTN_ERR_FORMAT;
     }
-    resattn_status s = resattn_model_load_buffer(buf, len, out, err, err_len);
+    resattn_status s = resattn_model_load_buffer_opts(buf, len, opts, out, err, err_len);
     free(buf);
     if (s) { /* name the file: callers print the message as it is */
         char msg[RESATTN_ERR_LEN];
@@ -721,6 +833,7 @@ void resattn_model_free(resattn_model *m) {
     free(m->arena);
     free(m->wino_arena);
     free(m->pack_arena);
+    free(m->bf16_arena);
     free(m);
 }
 

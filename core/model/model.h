@@ -75,11 +75,14 @@ struct resattn_model {
     const float *fc_w, *fc_b; /* [num_classes, feat_c], [num_classes] */
     float *arena;             /* every folded weight */
     float *wino_arena;        /* Winograd-transformed weights of the layers that have a plan */
-    float *pack_arena;  /* the convolutions' weights packed for core/kernels/gemm.c, or NULL */
-    size_t act_max;     /* floats: largest activation of one image */
-    size_t scratch_max; /* floats: largest conv scratch of one image */
-    size_t att_max;     /* floats: largest attention scratch of one image */
-    size_t mask_floats; /* floats: all masks of one image */
+    float *pack_arena;      /* the convolutions' weights packed for core/kernels/gemm.c, or NULL */
+    resattn_bf16_path bf16; /* a BF16 model: the path of its products; NONE: an FP32 model */
+    const uint16_t *fc_wb;  /* BF16 model: fc_w in BF16 [num_classes, feat_c], else NULL */
+    uint16_t *bf16_arena;   /* BF16 model: every BF16 weight (convolutions packed, fc) */
+    size_t act_max;         /* floats: largest activation of one image */
+    size_t scratch_max;     /* floats: largest conv scratch of one image */
+    size_t att_max;         /* floats: largest attention scratch of one image */
+    size_t mask_floats;     /* floats: all masks of one image */
 };
 
 struct resattn_ctx {

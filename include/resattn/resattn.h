@@ -12,6 +12,9 @@
  *         fprintf(stderr, "%s\n", err);
  *         return 1;
  *     }
+ *     // or, BF16 products where the CPU has AMX or AVX512-BF16 (FP32 elsewhere):
+ *     // resattn_model_options o = {.precision = RESATTN_PRECISION_BF16};
+ *     // resattn_model_load_file_opts("model.safetensors", &o, &m, err, sizeof err);
  *     const resattn_model_info *info = resattn_model_get_info(m);
  *     resattn_ctx *ctx = NULL;
  *     resattn_ctx_new(m, 8, &ctx, err, sizeof err);        // workspace for up to 8 images
@@ -66,6 +69,14 @@ typedef enum resattn_attention_kind {
     RESATTN_ATTENTION_CA,
 } resattn_attention_kind;
 
+/* The arithmetic of convolutions and the classifier. */
+typedef enum resattn_precision {
+    RESATTN_PRECISION_FP32 = 0, /* FP32 throughout (the default) */
+    RESATTN_PRECISION_BF16,     /* BF16 weights and BF16-rounded activations in the products,
+                                   FP32 sums; BatchNorm folding, attention, the residual tail
+                                   and softmax stay FP32 */
+} resattn_precision;
+
 typedef struct resattn_model resattn_model;
 typedef struct resattn_ctx resattn_ctx;
 
@@ -87,7 +98,16 @@ typedef struct resattn_model_info {
     size_t num_bn_stats;         /* BatchNorm running_mean + running_var entries (buffers) */
     double flops_per_image;      /* multiply-adds x 2 of one forward pass of one image */
     int num_blocks;              /* residual blocks in the network */
+    resattn_precision precision_requested;
+    resattn_precision precision; /* effective: BF16 only when requested and this CPU has AMX-BF16
+                                    or AVX512-BF16, else FP32 */
+    const char *kernel_path;     /* what computes the products: "amx", "avx512bf16" or "fp32" */
 } resattn_model_info;
+
+/* How to load a model; zero-initialised (or a NULL pointer) means the defaults. */
+typedef struct resattn_model_options {
+    resattn_precision precision; /* requested precision (resattn_model_info says what runs) */
+} resattn_model_options;
 
 /* Load a model from a .safetensors file (read whole; the file may be closed afterwards).
  * Error messages name the file ("not a safetensors file: PATH ...", "PATH: tensor ..."). */
@@ -96,6 +116,12 @@ resattn_status resattn_model_load_file(const char *path, resattn_model **out, ch
 /* Load from memory; the buffer is copied from as needed and not kept. */
 resattn_status resattn_model_load_buffer(const void *data, size_t len, resattn_model **out,
                                          char *err, size_t err_len);
+/* The same with options (opts may be NULL): e.g. {.precision = RESATTN_PRECISION_BF16}. */
+resattn_status resattn_model_load_file_opts(const char *path, const resattn_model_options *opts,
+                                            resattn_model **out, char *err, size_t err_len);
+resattn_status resattn_model_load_buffer_opts(const void *data, size_t len,
+                                              const resattn_model_options *opts,
+                                              resattn_model **out, char *err, size_t err_len);
 void resattn_model_free(resattn_model *model);
 const resattn_model_info *resattn_model_get_info(const resattn_model *model);
 
@@ -155,6 +181,11 @@ int resattn_blas_parallel(void);
  * "openblas"; the Winograd transforms, "avx512", "generic" (portable C) or "off". */
 const char *resattn_gemm_path(void);
 const char *resattn_winograd_path(void);
+
+/* "fp32" or "bf16". */
+const char *resattn_precision_name(resattn_precision p);
+/* "fp32" or "bf16" (any case) -> *out and 0; anything else -> -1. */
+int resattn_precision_parse(const char *s, resattn_precision *out);
 
 const char *resattn_status_name(resattn_status s);
 /* The library version: RESATTN_VERSION, the one place it is written. */

@@ -7,6 +7,7 @@
  * linked into the binary (a file of that name is ./builtin). The text before the first '='
  * is a name when it is a valid model name (no '/', so dir/a=b.safetensors stays a path).
  * The served name is, first found: NAME=, the config's "name", the file stem, "default".
+ * Models load in the precision of --precision / RESATTN_PRECISION (resattn_cli_precision).
  */
 #include "cli/commands.h"
 #include "cli/default_model.h"
@@ -62,8 +63,9 @@ void resattn_cli_model_name(const resattn_cli_model_spec *spec, const resattn_mo
 
 resattn_status resattn_cli_model_open(const resattn_cli_model_spec *spec, resattn_model **out,
                                       char *err, size_t err_len) {
+    resattn_model_options opts = {.precision = spec->precision};
     if (!spec->builtin)
-        return resattn_model_load_file(spec->path, out, err, err_len);
+        return resattn_model_load_file_opts(spec->path, &opts, out, err, err_len);
     if (resattn_default_model_size == 0) {
         snprintf(err, err_len,
                  "this build has no built-in model (models/default.safetensors was empty); "
@@ -71,25 +73,44 @@ resattn_status resattn_cli_model_open(const resattn_cli_model_spec *spec, resatt
         return RESATTN_ERR_INVALID_ARGUMENT;
     }
     char msg[RESATTN_ERR_LEN];
-    resattn_status s = resattn_model_load_buffer(
-        resattn_default_model_data, (size_t)resattn_default_model_size, out, msg, sizeof msg);
+    resattn_status s = resattn_model_load_buffer_opts(resattn_default_model_data,
+                                                      (size_t)resattn_default_model_size, &opts,
+                                                      out, msg, sizeof msg);
     if (s)
         snprintf(err, err_len, "built-in model: %s", msg);
     return s;
 }
 
-int resattn_cli_load_model(const char *cmd, const char *arg, resattn_model **out, char *name,
-                           size_t name_len) {
+int resattn_cli_precision(const char *cmd, const char *value, resattn_precision *out) {
+    const char *env = getenv("RESATTN_PRECISION");
+    *out = RESATTN_PRECISION_FP32;
+    if (env && *env && resattn_precision_parse(env, out)) {
+        fprintf(stderr, "resattn %s: RESATTN_PRECISION '%s' is not fp32 or bf16\n", cmd, env);
+        return 2;
+    }
+    if (value && resattn_precision_parse(value, out)) {
+        fprintf(stderr, "resattn %s: --precision '%s' is not fp32 or bf16\n", cmd, value);
+        return 2;
+    }
+    return 0;
+}
+
+int resattn_cli_load_model(const char *cmd, const char *arg, resattn_precision precision,
+                           resattn_model **out, char *name, size_t name_len) {
     resattn_cli_model_spec spec;
     if (resattn_cli_model_arg(arg ? arg : BUILTIN, &spec)) {
         fprintf(stderr, "resattn %s: --model '%s' names no file\n", cmd, arg);
         return 2;
     }
+    spec.precision = precision;
     char err[RESATTN_ERR_LEN];
     if (resattn_cli_model_open(&spec, out, err, sizeof err)) {
         fprintf(stderr, "resattn %s: %s\n", cmd, err);
         return spec.builtin ? 2 : 1;
     }
+    const resattn_model_info *in = resattn_model_get_info(*out);
+    if (in->precision != in->precision_requested)
+        fprintf(stderr, "resattn %s: %s\n", cmd, RESATTN_BF16_FALLBACK_WARNING);
     if (name)
         resattn_cli_model_name(&spec, resattn_model_get_info(*out), name, name_len);
     return 0;

@@ -1,7 +1,8 @@
 /*
  * `resattn bench`: time the forward pass of a model on this machine and print ONE JSON
  * object on stdout: median ms per image and per batch, p90, GFLOP/s, batch, threads,
- * OpenBLAS core and peak RSS. The input is deterministic pseudo-random data.
+ * OpenBLAS core, peak RSS, and the precision and kernel path (--precision). The input is
+ * deterministic pseudo-random data.
  */
 #include "cli/commands.h"
 #include "cli/config.h"
@@ -27,11 +28,13 @@ static int cmp_double(const void *a, const void *b) {
 
 static void usage(FILE *f) {
     fprintf(f, "usage: resattn bench [--model [NAME=]M.safetensors|builtin] [--batch B] "
-               "[--threads T] [--iters K]\n\n"
+               "[--threads T] [--iters K]\n"
+               "                     [--precision fp32|bf16]\n\n"
                "Time K forward passes (after 2 warm-up passes) of B images with T threads and\n"
-               "print one JSON object naming the model as `resattn serve` would. Defaults:\n"
-               "the built-in model, B=1, T=1, K=20. More threads than usable CPUs is warned\n"
-               "about on stderr (they would compete for the cores).\n");
+               "print one JSON object naming the model as `resattn serve` would, and the\n"
+               "precision and kernel path that ran. Defaults: the built-in model, B=1, T=1,\n"
+               "K=20, precision fp32 (or RESATTN_PRECISION). More threads than usable CPUs is\n"
+               "warned about on stderr (they would compete for the cores).\n");
 }
 
 /* Time iters passes; times[] gets ms per pass. */
@@ -74,7 +77,7 @@ out:
 }
 
 int resattn_cmd_bench(int argc, char **argv) {
-    const char *path = NULL;
+    const char *path = NULL, *precision = NULL;
     int batch = 1, threads = 1, iters = 20;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
@@ -83,8 +86,9 @@ int resattn_cmd_bench(int argc, char **argv) {
             return 0;
         }
         int is_model = !strcmp(a, "--model"), is_batch = !strcmp(a, "--batch"),
-            is_threads = !strcmp(a, "--threads"), is_iters = !strcmp(a, "--iters");
-        if (!is_model && !is_batch && !is_threads && !is_iters) {
+            is_threads = !strcmp(a, "--threads"), is_iters = !strcmp(a, "--iters"),
+            is_precision = !strcmp(a, "--precision");
+        if (!is_model && !is_batch && !is_threads && !is_iters && !is_precision) {
             resattn_cli_unknown_option("bench", a);
             return 2;
         }
@@ -92,15 +96,20 @@ int resattn_cmd_bench(int argc, char **argv) {
             return 2;
         if (is_model)
             path = v;
+        else if (is_precision)
+            precision = v;
         else if ((is_batch && resattn_cli_int("bench", a, v, 1, 4096, &batch)) ||
                  (is_threads && resattn_cli_int("bench", a, v, 1, 256, &threads)) ||
                  (is_iters && resattn_cli_int("bench", a, v, 1, 100000, &iters)))
             return 2;
     }
+    resattn_precision prec;
+    int rc = resattn_cli_precision("bench", precision, &prec);
+    if (rc)
+        return rc;
     resattn_model *m = NULL;
     char name[128];
-    int rc = resattn_cli_load_model("bench", path, &m, name, sizeof name);
-    if (rc)
+    if ((rc = resattn_cli_load_model("bench", path, prec, &m, name, sizeof name)))
         return rc;
     resattn_cli_model_spec spec; /* for model_file; the load above parsed it the same way */
     resattn_cli_model_arg(path ? path : "builtin", &spec);
@@ -122,12 +131,14 @@ int resattn_cmd_bench(int argc, char **argv) {
         getrusage(RUSAGE_SELF, &ru);
         /* jansson, so a path with quotes stays valid JSON; key order as listed */
         json_t *o = json_pack(
-            "{s:s, s:s, s:i, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:s, s:i}", "model", name,
-            "model_file", spec.builtin ? "(built-in)" : spec.path, "batch", batch, "threads",
-            threads, "iters", iters, "ms_per_image", med / batch, "ms_per_batch", med,
+            "{s:s, s:s, s:i, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:s, s:i, s:s, s:s, s:s}",
+            "model", name, "model_file", spec.builtin ? "(built-in)" : spec.path, "batch", batch,
+            "threads", threads, "iters", iters, "ms_per_image", med / batch, "ms_per_batch", med,
             "p90_ms_per_batch", p90, "gflop_per_s", in->flops_per_image * batch / (med / 1e3) / 1e9,
             "gflops_per_image", in->flops_per_image / 1e9, "peak_rss_mb", ru.ru_maxrss / 1024.0,
-            "blas_core", resattn_blas_corename(), "blas_parallel", resattn_blas_parallel());
+            "blas_core", resattn_blas_corename(), "blas_parallel", resattn_blas_parallel(),
+            "precision", resattn_precision_name(in->precision), "precision_requested",
+            resattn_precision_name(in->precision_requested), "kernel_path", in->kernel_path);
         char *line =
             o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6)) : NULL;
         printf("%s\n", line ? line : "{}");

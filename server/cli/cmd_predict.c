@@ -226,7 +226,8 @@ static void print_top_k(const resattn_model_info *in, const float *logits, int t
 
 static void usage(FILE *f) {
     fprintf(f, "usage: resattn predict [--model M.safetensors|builtin] --input X.npy|X.png|X.jpg\n"
-               "                       [--output Y.npy] [--top-k K] [--attention-dir DIR]\n\n"
+               "                       [--output Y.npy] [--top-k K] [--attention-dir DIR]\n"
+               "                       [--precision fp32|bf16]\n\n"
                "Run the model on X (float32 [N, C, H, W] or [C, H, W]). With --output, write\n"
                "the logits as float32 [N, num_classes] .npy and print a summary; without it,\n"
                "print each image's class and logits. A PNG or JPEG image is preprocessed as the\n"
@@ -234,11 +235,12 @@ static void usage(FILE *f) {
                "Without --model, the built-in model. --attention-dir writes each block's\n"
                "attention as PNGs: <block>_channel.png (one bar per channel), <block>_spatial.png\n"
                "(CBAM) or <block>_coord.png (coordinate attention) heatmaps over the input\n"
-               "(prefixed img<i>_ for several images).\n");
+               "(prefixed img<i>_ for several images). --precision bf16 multiplies in BF16 where\n"
+               "the CPU has AMX-BF16 or AVX512-BF16 (default fp32, or RESATTN_PRECISION).\n");
 }
 
 int resattn_cmd_predict(int argc, char **argv) {
-    const char *model = NULL, *input = NULL, *output = NULL, *attn_dir = NULL;
+    const char *model = NULL, *input = NULL, *output = NULL, *attn_dir = NULL, *precision = NULL;
     int top_k = 5, is_image = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -246,13 +248,14 @@ int resattn_cmd_predict(int argc, char **argv) {
             usage(stdout);
             return 0;
         }
-        static const char *const flags[] = {"--model", "--input", "--attention-dir", "--output",
-                                            "--top-k"};
-        const char **dst[] = {&model, &input, &attn_dir, &output, NULL};
+        static const char *const flags[] = {"--model",  "--input", "--attention-dir",
+                                            "--output", "--top-k", "--precision"};
+        const char **dst[] = {&model, &input, &attn_dir, &output, NULL, &precision};
+        const int nflags = (int)(sizeof flags / sizeof flags[0]);
         int f = 0;
-        while (f < 5 && strcmp(a, flags[f]))
+        while (f < nflags && strcmp(a, flags[f]))
             f++;
-        if (f == 5) {
+        if (f == nflags) {
             resattn_cli_unknown_option("predict", a);
             return 2;
         }
@@ -266,8 +269,12 @@ int resattn_cmd_predict(int argc, char **argv) {
         fprintf(stderr, "resattn predict: --input is required\n");
         return 2;
     }
+    resattn_precision prec;
+    int rc = resattn_cli_precision("predict", precision, &prec);
+    if (rc)
+        return rc;
     resattn_model *m = NULL;
-    int rc = resattn_cli_load_model("predict", model, &m, NULL, 0);
+    rc = resattn_cli_load_model("predict", model, prec, &m, NULL, 0);
     if (rc)
         return rc;
     const resattn_model_info *in = resattn_model_get_info(m);

@@ -132,8 +132,24 @@ static int add_model(server *s, resattn_model *m, const char *name) {
     s->models[s->num_models] = m;
     s->names[s->num_models] = strdup(name);
     s->num_models++;
-    say(s, "info", "model '%s': %d classes, input [%d, %d, %d], %zu parameters", name,
-        info->num_classes, info->in_channels, info->in_height, info->in_width, info->num_params);
+    int bf16 = info->precision == RESATTN_PRECISION_BF16;
+    say(s, "info", "model '%s': %d classes, input [%d, %d, %d], %zu parameters, precision %s%s%s",
+        name, info->num_classes, info->in_channels, info->in_height, info->in_width,
+        info->num_params, resattn_precision_name(info->precision), bf16 ? " on " : "",
+        bf16 ? info->kernel_path : "");
+    return 0;
+}
+
+/* One warning line for the process when BF16 was asked and the CPU has no BF16 path (every
+ * model then runs FP32: the CPU decides, not the model). Returns 0. */
+static int warn_precision(const server *s) {
+    for (int i = 0; i < s->num_models; i++) {
+        const resattn_model_info *in = resattn_model_get_info(s->models[i]);
+        if (in->precision != in->precision_requested) {
+            say(s, "warn", "%s", RESATTN_BF16_FALLBACK_WARNING);
+            break;
+        }
+    }
     return 0;
 }
 
@@ -153,6 +169,7 @@ static int load_models(server *s) {
             say(s, "error", "--model '%s' names no file", args[i]);
             return -1;
         }
+        spec.precision = (resattn_precision)s->cfg.precision;
         if (resattn_cli_model_open(&spec, &m, err, sizeof err) != RESATTN_OK) {
             say(s, "error", "%s", err);
             return -1;
@@ -161,7 +178,7 @@ static int load_models(server *s) {
         if (add_model(s, m, name))
             return -1;
     }
-    return 0;
+    return warn_precision(s);
 }
 
 /* ---- memory ---------------------------------------------------------------------------- */
@@ -362,6 +379,7 @@ static int new_repository(server *s) {
         .root = s->cfg.model_repository,
         .mode = (resattn_control_mode)s->cfg.model_control_mode,
         .poll_secs = s->cfg.repository_poll_secs,
+        .precision = (resattn_precision)s->cfg.precision,
         .load_models = (const char *const *)s->cfg.load_models,
         .num_load_models = s->cfg.num_load_models,
         .log = repo_log,

@@ -12,11 +12,13 @@ int resattn_cmd_bench(int argc, char **argv);   /* server/cli/cmd_bench.c */
 #include <resattn/resattn.h>
 #include <stddef.h>
 
-/* A --model argument: PATH, NAME=PATH, "builtin" or NAME=builtin. */
+/* A --model argument: PATH, NAME=PATH, "builtin" or NAME=builtin, and the precision to load it
+ * in (FP32 after resattn_cli_model_arg; the caller sets it from --precision). */
 typedef struct resattn_cli_model_spec {
-    char name[128];   /* NAME= part, or "" */
-    const char *path; /* points into the argument */
-    int builtin;      /* the model linked into the binary */
+    char name[128];              /* NAME= part, or "" */
+    const char *path;            /* points into the argument */
+    int builtin;                 /* the model linked into the binary */
+    resattn_precision precision; /* requested; resattn_model_info says what runs */
 } resattn_cli_model_spec;
 
 /* Split a --model argument; -1 when it names no file (empty path). */
@@ -25,14 +27,26 @@ int resattn_cli_model_arg(const char *arg, resattn_cli_model_spec *spec);
  * ("default" for the built-in model). */
 void resattn_cli_model_name(const resattn_cli_model_spec *spec, const resattn_model_info *info,
                             char *out, size_t len);
-/* Load the model of a spec; err is one line naming the file. Prints nothing. */
+/* Load the model of a spec in spec->precision; err is one line naming the file. Prints
+ * nothing (not even the BF16 fallback warning: the caller decides where it goes). */
 resattn_status resattn_cli_model_open(const resattn_cli_model_spec *spec, resattn_model **out,
                                       char *err, size_t err_len);
-/* Load --model arg (NULL: the built-in model) for subcommand cmd and, when name is not NULL,
- * the name serve would use; prints one line "resattn <cmd>: ..." and returns non-zero on
- * failure. */
-int resattn_cli_load_model(const char *cmd, const char *arg, resattn_model **out, char *name,
-                           size_t name_len);
+/* Load --model arg (NULL: the built-in model) for subcommand cmd in the requested precision
+ * and, when name is not NULL, the name serve would use; prints one line "resattn <cmd>: ..."
+ * and returns non-zero on failure, and the fallback warning (below) when BF16 was asked and
+ * FP32 runs. */
+int resattn_cli_load_model(const char *cmd, const char *arg, resattn_precision precision,
+                           resattn_model **out, char *name, size_t name_len);
+
+/* The precision of a command: RESATTN_PRECISION (when set), then `--precision value` (when
+ * value is not NULL); "fp32" or "bf16", anything else prints a one-line error naming it and
+ * returns 2. */
+int resattn_cli_precision(const char *cmd, const char *value, resattn_precision *out);
+
+/* The one warning line of a BF16 request on a CPU without a BF16 path. */
+#define RESATTN_BF16_FALLBACK_WARNING                                                              \
+    "warning: precision bf16 asked, but this CPU has neither AMX-BF16 nor AVX512-BF16: running "   \
+    "FP32"
 
 /* The value after flag argv[*i] (advancing *i), or NULL after printing "option --x needs a
  * value". */

@@ -6,6 +6,7 @@
  */
 #include "cli/config.h"
 #include "repository/repository.h"
+#include <resattn/resattn.h>
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -22,6 +23,7 @@ typedef enum opt_type {
     OPT_STR,
     OPT_BOOL,
     OPT_LOGFMT,
+    OPT_PRECISION,
     OPT_MODELS,
     OPT_KEYS,
     OPT_CONTROL, /* none|poll|explicit */
@@ -108,6 +110,8 @@ static const option_def options[] = {
      "15", 1, 86400, "S", "poll mode: seconds between two scans of the repository"},
     {"load-model", "RESATTN_LOAD_MODEL", OPT_LOADS, OFF(load_models), NULL, 0, 0, "NAME",
      "explicit mode: load this repository model at start; repeatable (env: comma-separated)"},
+    {"precision", "RESATTN_PRECISION", OPT_PRECISION, OFF(precision), "fp32", 0, 0, "fp32|bf16",
+     "bf16: BF16 products, FP32 sums, on AMX-BF16 or AVX512-BF16 (FP32 elsewhere, with a warning)"},
 };
 
 #define NUM_OPTIONS (sizeof options / sizeof options[0])
@@ -248,6 +252,15 @@ static int set_value(const option_def *o, resattn_server_config *cfg, const char
         }
         *(int *)field = !strcmp(s, "json");
         return 0;
+    case OPT_PRECISION: {
+        resattn_precision p;
+        if (resattn_precision_parse(s, &p)) {
+            set_err(err, err_len, "%s: '%s' is not 'fp32' or 'bf16'", from, s);
+            return -1;
+        }
+        *(int *)field = (int)p;
+        return 0;
+    }
     case OPT_KEYS:
         return keys_add(cfg, s, strlen(s), from, err, err_len);
     case OPT_CONTROL: {

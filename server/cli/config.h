@@ -41,6 +41,7 @@ typedef struct resattn_server_config {
     int connection_timeout_s;   /* MHD_OPTION_CONNECTION_TIMEOUT (idle connections) */
     int max_connections_per_ip; /* 0 = unlimited */
     int max_header_bytes;       /* MHD_OPTION_CONNECTION_MEMORY_LIMIT (431 beyond) */
+    int precision;              /* resattn_precision the models are loaded in */
     /* memory (server/runtime/budget.h) */
     long long max_memory_bytes; /* budget for admitted requests; 0 = from the memory limit */
     long long max_image_pixels; /* most pixels of one decoded image; 0 = from the memory limit */

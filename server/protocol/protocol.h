@@ -113,8 +113,9 @@ int resattn_v2_encode(const resattn_infer_request *req, const char *model_name,
                       const resattn_model_info *model, const float *logits, int n,
                       resattn_response_body *out);
 
-/* GET /v2/models/{m}: name, versions, platform "resattn_safetensors", the inputs and the
- * outputs of RESATTN_OUT_DEFAULT. Returns 0 or 500. */
+/* GET /v2/models/{m}: name, versions, platform "resattn_safetensors", the inputs, the
+ * outputs of RESATTN_OUT_DEFAULT and "parameters" (string values: precision,
+ * precision_requested, kernel_path). Returns 0 or 500. */
 int resattn_v2_model_metadata(const char *name, const resattn_model_info *model,
                               resattn_response_body *out);
 /* The same for a model with several ready versions (versions[num_versions], highest first). */

@@ -1,9 +1,9 @@
 /*
- * The outputs of the v2 answer (see v2_outputs.h): the model and server metadata, reading
- * what a request asks for, and writing the answer. Tensors are written straight into a
- * growable buffer (the JSON part) and a second one (the binary part, appended after the
- * JSON when an output is binary); the per-image attention summaries are the only part
- * built with jansson.
+ * The outputs of the v2 answer (see v2_outputs.h): the model and server metadata (the
+ * model's with its precision and kernel path as "parameters"), reading what a request asks
+ * for, and writing the answer. Tensors are written straight into a growable buffer (the JSON
+ * part) and a second one (the binary part, appended after the JSON when an output is
+ * binary); the per-image attention summaries are the only part built with jansson.
  */
 #include "protocol/v2_outputs.h"
 
@@ -93,10 +93,16 @@ int resattn_v2_model_metadata_at(const char *name, const char *const *versions, 
     json_t *labels = json_array();
     for (int i = 0; labels && i < num_versions; i++)
         json_array_append_new(labels, json_string(versions[i]));
+    /* "parameters": how the model computes (precision, kernel path), as Triton's model
+     * configurations carry theirs; an info without a kernel path is an FP32 one */
+    json_t *params =
+        json_pack("{s:s, s:s, s:s}", "precision", resattn_precision_name(model->precision),
+                  "precision_requested", resattn_precision_name(model->precision_requested),
+                  "kernel_path", model->kernel_path ? model->kernel_path : "fp32");
     /* platform: the spec's <project>_<format> */
-    return dump_answer(json_pack("{s:s, s:o, s:s, s:o, s:o}", "name", name ? name : "", "versions",
-                                 labels, "platform", "resattn_safetensors", "inputs", inputs,
-                                 "outputs", outputs),
+    return dump_answer(json_pack("{s:s, s:o, s:s, s:o, s:o, s:o}", "name", name ? name : "",
+                                 "versions", labels, "platform", "resattn_safetensors", "inputs",
+                                 inputs, "outputs", outputs, "parameters", params),
                        out);
 }
 

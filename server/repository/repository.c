@@ -54,6 +54,7 @@ typedef struct model_config {
     int num_specific;
     int max_batch;    /* 0 = the server's */
     int max_delay_ms; /* -1 = the server's */
+    int precision;    /* resattn_precision, or -1 = the server's (--precision) */
 } model_config;
 
 typedef struct vrec vrec;
@@ -80,6 +81,7 @@ struct vrec {
     int failed;                    /* the last attempt, on file `tried`, failed */
     file_id tried, loaded;         /* the file of the last attempt / of `handle` */
     int cfg_batch, cfg_delay;      /* the model config's batching when `handle` was loaded */
+    int cfg_precision;             /* and its precision */
     resattn_model_version *handle; /* routed to; the repository's reference */
     int live;                      /* handles of this record not yet freed */
     int keep, tried_now;           /* marks of the manager's current pass (only it reads them) */
@@ -406,9 +408,16 @@ static int parse_config(const unsigned char *text, size_t len, model_config *c, 
         } else if (!strcmp(key, "max_delay_ms")) {
             if (read_int(v, 0, 10000, &c->max_delay_ms))
                 rc = cfg_fail(err, err_len, "%s must be an integer in [0, 10000]", key);
+        } else if (!strcmp(key, "precision")) {
+            resattn_precision p;
+            if (!json_is_string(v) || resattn_precision_parse(json_string_value(v), &p))
+                rc = cfg_fail(err, err_len, "%s", "precision must be \"fp32\" or \"bf16\"");
+            else
+                c->precision = (int)p;
         } else if (strcmp(key, "name")) { /* "name", when given, is informative only */
             rc = cfg_fail(err, err_len,
-                          "unknown key '%.64s' (known: version_policy, max_batch, max_delay_ms)",
+                          "unknown key '%.64s' (known: version_policy, max_batch, max_delay_ms, "
+                          "precision)",
                           key);
         }
     }
@@ -416,7 +425,7 @@ static int parse_config(const unsigned char *text, size_t len, model_config *c, 
     return rc;
 }
 
-static const model_config default_config = {POLICY_LATEST, 1, {0}, 0, 0, -1};
+static const model_config default_config = {POLICY_LATEST, 1, {0}, 0, 0, -1, -1};
 
 /*
  * The model's config.json into *c (defaults when there is none). 0 when unchanged since the
@@ -527,7 +536,10 @@ static resattn_model_version *version_load(resattn_repository *r, rmodel *m, vre
         return NULL;
     char msg[RESATTN_ERR_LEN];
     resattn_model *model = NULL;
-    resattn_status st = resattn_model_load_buffer(buf, len, &model, msg, sizeof msg);
+    resattn_model_options mo = {.precision = m->cfg.precision >= 0
+                                                 ? (resattn_precision)m->cfg.precision
+                                                 : r->opt.precision};
+    resattn_status st = resattn_model_load_buffer_opts(buf, len, &mo, &model, msg, sizeof msg);
     free(buf);
     if (st != RESATTN_OK) {
         snprintf(err, err_len, MODEL_FILE ": %s", msg);
@@ -704,7 +716,9 @@ static int sync_version(resattn_repository *r, rmodel *m, vrec *rec, int force) 
     }
     file_id id;
     id_of(&st, &id);
-    int settings_same = rec->cfg_batch == m->cfg.max_batch && rec->cfg_delay == m->cfg.max_delay_ms;
+    int settings_same = rec->cfg_batch == m->cfg.max_batch &&
+                        rec->cfg_delay == m->cfg.max_delay_ms &&
+                        rec->cfg_precision == m->cfg.precision;
     if (rec->handle && same_id(&id, &rec->loaded) && settings_same)
         return 0;
     if (rec->failed && same_id(&id, &rec->tried) && !force)
@@ -729,6 +743,7 @@ static int sync_version(resattn_repository *r, rmodel *m, vrec *rec, int force) 
     rec->loaded = rec->tried = id;
     rec->cfg_batch = m->cfg.max_batch;
     rec->cfg_delay = m->cfg.max_delay_ms;
+    rec->cfg_precision = m->cfg.precision;
     if (m->serving == old && old)
         m->serving = v; /* a reload of the version in use: the new copy takes over at once */
     m->loads_ok++;

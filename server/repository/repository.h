@@ -10,7 +10,8 @@
  *
  * version_policy is {"latest": N} (default N = 1), {"all": true} or {"specific": [1, 3]}
  * (Triton's spellings {"latest": {"num_versions": N}} and {"specific": {"versions": [..]}}
- * are read too); max_batch and max_delay_ms override the server's for this model.
+ * are read too); max_batch, max_delay_ms and precision ("fp32" or "bf16") override the
+ * server's for this model.
  *
  * Versions go through TensorFlow Serving's states: LOADING (read, validated, packed and
  * warmed up on the repository's own thread, never on a request's), AVAILABLE, UNLOADING
@@ -73,6 +74,8 @@ typedef struct resattn_repository_options {
     /* explicit mode: the models loaded at start */
     const char *const *load_models;
     int num_load_models;
+    /* the precision versions load in unless their model's config.json names one */
+    resattn_precision precision;
     resattn_repository_log_fn log; /* may be NULL */
     void *log_user;
     /* each model gets the per-model series of these metrics when its first version loads

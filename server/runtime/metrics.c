@@ -229,11 +229,13 @@ static void write_model_info(FILE *f, const void *arg) {
     write_model_label(f, d->name);
     fprintf(f,
             ",attention=\"%s\",block=\"%s\",stem=\"%s\",num_classes=\"%d\",input_shape=\"%d,%d,"
-            "%d\",params=\"%zu\"",
+            "%d\",params=\"%zu\",precision=\"%s\",kernel_path=\"%s\"",
             attention_name(info->attention),
             info->block == RESATTN_BLOCK_BOTTLENECK ? "bottleneck" : "basic",
             info->stem == RESATTN_STEM_CIFAR ? "cifar" : "imagenet", info->num_classes,
-            info->in_channels, info->in_height, info->in_width, info->num_params);
+            info->in_channels, info->in_height, info->in_width, info->num_params,
+            resattn_precision_name(info->precision),
+            info->kernel_path ? info->kernel_path : "fp32");
 }
 
 int resattn_metrics_add_model(resattn_metrics *m, const char *name,

@@ -259,6 +259,15 @@ def target_table(rows):
     return "\n".join(lines), met, total
 
 
+# the results of the other committed benchmark scripts, linked from every rewrite of this file
+OTHER_RESULTS = """## BF16
+
+BF16 against FP32 on the same engine (`--precision bf16`, alternating passes of loaded
+engines, with one core's FP32 FMA / AVX512-BF16 / AMX peaks): [BF16_RESULTS.md](BF16_RESULTS.md),
+from `tests/bench/bench_bf16.py`. Its accuracy (Fashion-MNIST through HTTP, parity models'
+logits): [BF16_ACCURACY.md](BF16_ACCURACY.md), from `tests/bench/accuracy_bf16.py`.
+"""
+
 NOTES = """What the resattn side runs (this CPU has AVX-512F): every convolution on resattn's
 packed-weight GEMM (core/kernels/gemm.c: weights packed once at load, an 8x48 AVX-512 micro-kernel
 with the bias+ReLU epilogue on the tile in registers, a column kernel for 1-8 leftover
@@ -328,7 +337,7 @@ def main():
         "K=1152) with the same threads in the same run. RSS: peak resident memory of the "
         "`resattn bench` process / of the PyTorch worker after its eager runs.", "",
         table(rows), "", NOTES, "", "## Targets", "",
-        "%d of %d met." % (met, total), "", tt, ""])
+        "%d of %d met." % (met, total), "", tt, "", OTHER_RESULTS])
     print("\n" + text)
     if a.out != "-":
         with open(a.out, "w") as f:
