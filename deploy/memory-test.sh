@@ -21,46 +21,16 @@ IMAGE=${IMAGE:-resattn:dev}
 CLIENTS=${MEMTEST_CLIENTS:-40}
 BODY_MB=${MEMTEST_BODY_MB:-50}
 NAME=resattn-mem-$$
-TMP=$(mktemp -d)
-started=()
-cleanup() {
-  for c in "${started[@]}"; do podman rm -f -t 0 "$c" >/dev/null 2>&1; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+SUITE=memory
+# shellcheck source=deploy/lib/container-test.sh
+. deploy/lib/container-test.sh
 
-passed=0
-failed=0
-summary=()
-ok() { passed=$((passed + 1)); echo "ok   $*"; }
-fail() { failed=$((failed + 1)); echo "FAIL $*"; }
-check() { # check NAME CMD...: pass when CMD exits 0
-  local name=$1
-  shift
-  if "$@" >"$TMP/out" 2>&1; then ok "$name"; else fail "$name"; sed 's/^/    /' "$TMP/out" | tail -n 20; fi
-}
-finish() {
-  echo
-  echo "== summary"
-  for s in "${summary[@]}"; do echo "  $s"; done
-  echo "memory: $passed passed, $failed failed"
-  [ "$failed" -eq 0 ]
-  exit
-}
-
-if ! command -v podman >/dev/null || ! podman image exists docker.io/library/debian:bookworm-slim; then
-  base=../shared/tools/local-base-image.sh
-  [ -f "$base" ] || base=/work/shared/tools/local-base-image.sh
-  echo "== base image missing: running $base"
-  bash "$base" || { fail "local base image ($base)"; finish; }
-fi
+ensure_base_image
 if [ "${MEMTEST_NO_BUILD:-0}" != 1 ]; then
   echo "== podman build -t $IMAGE ."
   podman build --format docker --pull=never --network host -t "$IMAGE" . >"$TMP/build.log" 2>&1 ||
     { fail "image build"; tail -n 30 "$TMP/build.log"; finish; }
 fi
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # run NAME PORT [podman args...]: start the image with --memory 512m, wait for /readyz.
 # From $TMP: conmon (runc, cgroup v1) drops its "oom" marker in the directory podman ran in.

@@ -18,40 +18,11 @@ cd "$(dirname "$0")/.." || exit 2
 IMAGE=${IMAGE:-resattn:dev}
 MAX_BYTES=$((150 * 1000 * 1000))
 NAME=resattn-smoke-$$
-TMP=$(mktemp -d)
-started=()
-cleanup() {
-  for c in "${started[@]}"; do podman rm -f -t 0 "$c" >/dev/null 2>&1; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+SUITE=smoke
+# shellcheck source=deploy/lib/container-test.sh
+. deploy/lib/container-test.sh
 
-passed=0
-failed=0
-summary=()
-ok() { passed=$((passed + 1)); echo "ok   $*"; }
-fail() { failed=$((failed + 1)); echo "FAIL $*"; }
-check() { # check NAME CMD...: pass when CMD exits 0
-  local name=$1
-  shift
-  if "$@" >"$TMP/out" 2>&1; then ok "$name"; else fail "$name"; sed 's/^/    /' "$TMP/out" | tail -n 20; fi
-}
-finish() {
-  echo
-  echo "== summary"
-  for s in "${summary[@]}"; do echo "  $s"; done
-  echo "smoke: $passed passed, $failed failed"
-  [ "$failed" -eq 0 ]
-  exit
-}
-
-# The base-image script also installs podman, buildah, runc and debootstrap when missing.
-if ! command -v podman >/dev/null || ! podman image exists docker.io/library/debian:bookworm-slim; then
-  base=../shared/tools/local-base-image.sh
-  [ -f "$base" ] || base=/work/shared/tools/local-base-image.sh
-  echo "== base image missing: running $base"
-  bash "$base" || { fail "local base image ($base)"; finish; }
-fi
+ensure_base_image
 
 # ---- build and size ----------------------------------------------------------------------
 if [ "${SMOKE_NO_BUILD:-0}" != 1 ]; then
@@ -79,7 +50,7 @@ user=$(podman image inspect --format '{{.Config.User}}' "$IMAGE")
 check "image USER is non-root ($user)" bash -c "[[ '$user' =~ ^[1-9][0-9]*(:[0-9]+)?$ ]]"
 
 # ---- run ---------------------------------------------------------------------------------
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 URL=http://127.0.0.1:$PORT
 echo "== podman run $NAME on $URL"
 if ! podman run -d --name "$NAME" -p "127.0.0.1:$PORT:8080" --read-only --tmpfs /tmp:size=16m \

@@ -62,7 +62,7 @@ run "Dockerfile: HEALTHCHECK, EXPOSE 8080, ENTRYPOINT resattn serve" \
   bash -c "grep -q '^HEALTHCHECK ' $df && grep -q '^EXPOSE 8080' $df && grep -q '^ENTRYPOINT \[\"/usr/local/bin/resattn\", \"serve\"\]' $df"
 run "Dockerfile: OPENBLAS_CORETYPE set in the image" grep -q 'OPENBLAS_CORETYPE=\${OPENBLAS_CORETYPE}' $df
 run ".dockerignore keeps build trees and .git out" bash -c "grep -qx '.git' .dockerignore && grep -qx 'build-\*' .dockerignore"
-for s in deploy/*.sh; do run "bash -n $s" bash -n "$s"; done
+for s in deploy/*.sh deploy/lib/*.sh; do run "bash -n $s" bash -n "$s"; done
 
 echo "== Prometheus"
 if need_pkg promtool prometheus; then
