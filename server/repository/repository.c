@@ -1668,23 +1668,6 @@ json_t *resattn_repository_stats(resattn_repository *r, const char *name, size_t
     return a ? json_pack("{s:o}", "model_stats", a) : NULL;
 }
 
-/* s as a Prometheus label value. */
-static void put_label(FILE *f, const char *s) {
-    for (; *s; s++) {
-        if (*s == '\\' || *s == '"')
-            fputc('\\', f);
-        if (*s == '\n') {
-            fputs("\\n", f);
-            continue;
-        }
-        fputc(*s, f);
-    }
-}
-
-static void head(FILE *f, const char *name, const char *type, const char *help) {
-    fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-}
-
 /* One line per routed version of every model: name{model,version<extra>} value(stats). */
 typedef unsigned long long (*stat_fn)(const resattn_model_stats *s);
 
@@ -1704,7 +1687,7 @@ static unsigned long long st_exec(const resattn_model_stats *s) {
 static void version_line(FILE *f, const char *metric, const char *model,
                          const resattn_model_version *h, const char *extra, stat_fn fn) {
     fprintf(f, "%s{model=\"", metric);
-    put_label(f, model);
+    resattn_metrics_put_label(f, model);
     fprintf(f, "\",version=\"%s\"%s} %llu\n", h->label, extra, fn(resattn_pool_model_stats(h->pm)));
 }
 
@@ -1722,40 +1705,43 @@ static void version_lines(FILE *f, resattn_repository *r, const char *metric, co
 
 void resattn_repository_render_metrics(resattn_repository *r, FILE *f) {
     pthread_mutex_lock(&r->mu);
-    head(f, "resattn_model_loads_total", "counter",
-         "Model version loads by outcome (a failed config.json counts as a failure).");
+    resattn_metrics_put_head(
+        f, "resattn_model_loads_total", "counter",
+        "Model version loads by outcome (a failed config.json counts as a failure).");
     for (const rmodel *m = r->models; m; m = m->next)
         for (int ok = 1; ok >= 0; ok--) {
             fputs("resattn_model_loads_total{model=\"", f);
-            put_label(f, m->name);
+            resattn_metrics_put_label(f, m->name);
             fprintf(f, "\",result=\"%s\"} %llu\n", ok ? "success" : "failure",
                     ok ? m->loads_ok : m->loads_failed);
         }
-    head(f, "resattn_model_versions_loaded", "gauge",
-         "Versions of a model that are loaded and routed to.");
+    resattn_metrics_put_head(f, "resattn_model_versions_loaded", "gauge",
+                             "Versions of a model that are loaded and routed to.");
     for (const rmodel *m = r->models; m; m = m->next) {
         int n = m->fixed && m->serving;
         for (const vrec *v = m->versions; v; v = v->next)
             n += v->handle != NULL;
         fputs("resattn_model_versions_loaded{model=\"", f);
-        put_label(f, m->name);
+        resattn_metrics_put_label(f, m->name);
         fprintf(f, "\"} %d\n", n);
     }
-    head(f, "resattn_model_serving_version", "gauge",
-         "The version of a model that unversioned requests use (0: none ready).");
+    resattn_metrics_put_head(
+        f, "resattn_model_serving_version", "gauge",
+        "The version of a model that unversioned requests use (0: none ready).");
     for (const rmodel *m = r->models; m; m = m->next) {
         fputs("resattn_model_serving_version{model=\"", f);
-        put_label(f, m->name);
+        resattn_metrics_put_label(f, m->name);
         fprintf(f, "\"} %lld\n", m->serving ? m->serving->number : 0);
     }
-    head(f, "resattn_model_requests_total", "counter",
-         "Inference requests routed to a loaded model version, by result.");
+    resattn_metrics_put_head(f, "resattn_model_requests_total", "counter",
+                             "Inference requests routed to a loaded model version, by result.");
     version_lines(f, r, "resattn_model_requests_total", ",result=\"success\"", st_success);
     version_lines(f, r, "resattn_model_requests_total", ",result=\"failure\"", st_fail);
-    head(f, "resattn_model_inferences_total", "counter",
-         "Images inferred by a model version in successful requests.");
+    resattn_metrics_put_head(f, "resattn_model_inferences_total", "counter",
+                             "Images inferred by a model version in successful requests.");
     version_lines(f, r, "resattn_model_inferences_total", "", st_images);
-    head(f, "resattn_model_executions_total", "counter", "Forward passes of a model version.");
+    resattn_metrics_put_head(f, "resattn_model_executions_total", "counter",
+                             "Forward passes of a model version.");
     version_lines(f, r, "resattn_model_executions_total", "", st_exec);
     pthread_mutex_unlock(&r->mu);
 }

@@ -169,8 +169,7 @@ void resattn_metrics_free(resattn_metrics *m) {
     free(m);
 }
 
-/* Write s as a label value: backslash, quote and newline escaped. */
-static void put_label(FILE *f, const char *s) {
+void resattn_metrics_put_label(FILE *f, const char *s) {
     for (; s && *s; s++) {
         if (*s == '\\' || *s == '"')
             fputc('\\', f);
@@ -214,7 +213,7 @@ static char *label_string(void (*fn)(FILE *, const void *), const void *arg) {
 
 static void write_model_label(FILE *f, const void *name) {
     fputs("model=\"", f);
-    put_label(f, name);
+    resattn_metrics_put_label(f, name);
     fputc('"', f);
 }
 
@@ -347,7 +346,7 @@ void resattn_metrics_set_renderer(resattn_metrics *m, resattn_metrics_render_fn 
 
 /* ---- rendering ------------------------------------------------------------------------ */
 
-static void head(FILE *f, const char *name, const char *type, const char *help) {
+void resattn_metrics_put_head(FILE *f, const char *name, const char *type, const char *help) {
     fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
@@ -414,23 +413,28 @@ static void render_process(FILE *f) {
     }
     struct rlimit rl = {0, 0};
     getrlimit(RLIMIT_NOFILE, &rl);
-    head(f, "process_cpu_seconds_total", "counter", "Total user and system CPU time in seconds.");
+    resattn_metrics_put_head(f, "process_cpu_seconds_total", "counter",
+                             "Total user and system CPU time in seconds.");
     fprintf(f, "process_cpu_seconds_total %.2f\n", (double)(utime + stime) / (double)tck);
-    head(f, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+    resattn_metrics_put_head(f, "process_resident_memory_bytes", "gauge",
+                             "Resident memory size in bytes.");
     fprintf(f, "process_resident_memory_bytes %lld\n", rss * page);
-    head(f, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
+    resattn_metrics_put_head(f, "process_virtual_memory_bytes", "gauge",
+                             "Virtual memory size in bytes.");
     fprintf(f, "process_virtual_memory_bytes %llu\n", vsize);
-    head(f, "process_open_fds", "gauge", "Number of open file descriptors.");
+    resattn_metrics_put_head(f, "process_open_fds", "gauge", "Number of open file descriptors.");
     fprintf(f, "process_open_fds %d\n", fds);
-    head(f, "process_max_fds", "gauge", "Maximum number of open file descriptors.");
+    resattn_metrics_put_head(f, "process_max_fds", "gauge",
+                             "Maximum number of open file descriptors.");
     fprintf(f, "process_max_fds %llu\n", (unsigned long long)rl.rlim_cur);
-    head(f, "process_start_time_seconds", "gauge",
-         "Start time of the process since unix epoch in seconds.");
+    resattn_metrics_put_head(f, "process_start_time_seconds", "gauge",
+                             "Start time of the process since unix epoch in seconds.");
     fprintf(f, "process_start_time_seconds %.2f\n", (double)btime + (double)start / (double)tck);
 }
 
 static void render_requests(FILE *f, resattn_metrics *m) {
-    head(f, "resattn_http_requests_total", "counter", "HTTP requests by endpoint and status code.");
+    resattn_metrics_put_head(f, "resattn_http_requests_total", "counter",
+                             "HTTP requests by endpoint and status code.");
     for (int e = 0; e < RESATTN_EP_COUNT; e++)
         for (int c = 0; c < MAX_CODE; c++) {
             unsigned long long v = load(&m->requests[e][c]);
@@ -438,14 +442,15 @@ static void render_requests(FILE *f, resattn_metrics *m) {
                 fprintf(f, "resattn_http_requests_total{endpoint=\"%s\",code=\"%d\"} %llu\n",
                         endpoint_names[e], c, v);
         }
-    head(f, "resattn_http_errors_total", "counter", "Error answers (4xx and 5xx) by status code.");
+    resattn_metrics_put_head(f, "resattn_http_errors_total", "counter",
+                             "Error answers (4xx and 5xx) by status code.");
     for (int c = 0; c < MAX_CODE; c++) {
         unsigned long long v = load(&m->errors[c]);
         if (v)
             fprintf(f, "resattn_http_errors_total{code=\"%d\"} %llu\n", c, v);
     }
-    head(f, "resattn_requests_rejected_total", "counter",
-         "Requests refused or abandoned, by reason.");
+    resattn_metrics_put_head(f, "resattn_requests_rejected_total", "counter",
+                             "Requests refused or abandoned, by reason.");
     for (int r = 0; r < RESATTN_REJECT_COUNT; r++)
         fprintf(f, "resattn_requests_rejected_total{reason=\"%s\"} %llu\n", reject_names[r],
                 load(&m->rejected[r]));
@@ -454,7 +459,7 @@ static void render_requests(FILE *f, resattn_metrics *m) {
 /* By endpoint, so health probes and scrapes do not dilute inference latency; an endpoint's
  * series appear once it was used. */
 static void render_request_duration(FILE *f, resattn_metrics *m) {
-    head(f, request_duration.name, "histogram", request_duration.help);
+    resattn_metrics_put_head(f, request_duration.name, "histogram", request_duration.help);
     for (int e = 0; e < RESATTN_EP_COUNT; e++) {
         if (!hist_count(&m->request_duration[e]))
             continue;
@@ -466,15 +471,16 @@ static void render_request_duration(FILE *f, resattn_metrics *m) {
 
 /* A per-model histogram family: the histogram at `offset` in each model's series. */
 static void render_model_hist(FILE *f, resattn_metrics *m, const hist_family *fam, size_t offset) {
-    head(f, fam->name, "histogram", fam->help);
+    resattn_metrics_put_head(f, fam->name, "histogram", fam->help);
     for (int i = 0; i < m->num_models; i++)
         hist_render(f, fam, (histogram *)((char *)&m->models[i] + offset), m->models[i].label);
 }
 
 /* The per-model series, every model from the start (zero until used). */
 static void render_models(FILE *f, resattn_metrics *m) {
-    head(f, "resattn_inference_requests_total", "counter",
-         "Inference requests (v2 infer, TF Serving predict, /predict) by model and status code.");
+    resattn_metrics_put_head(
+        f, "resattn_inference_requests_total", "counter",
+        "Inference requests (v2 infer, TF Serving predict, /predict) by model and status code.");
     for (int i = 0; i < m->num_models; i++)
         for (int c = 0; c < MAX_CODE; c++) {
             unsigned long long v = load(&m->models[i].requests[c]);
@@ -482,58 +488,65 @@ static void render_models(FILE *f, resattn_metrics *m) {
                 fprintf(f, "resattn_inference_requests_total{%s,code=\"%d\"} %llu\n",
                         m->models[i].label, c, v);
         }
-    head(f, "resattn_inferences_total", "counter", "Images computed, by model.");
+    resattn_metrics_put_head(f, "resattn_inferences_total", "counter",
+                             "Images computed, by model.");
     for (int i = 0; i < m->num_models; i++)
         fprintf(f, "resattn_inferences_total{%s} %llu\n", m->models[i].label,
                 load(&m->models[i].images));
     render_model_hist(f, m, &queue_wait, offsetof(model_series, queue_wait));
     render_model_hist(f, m, &inference, offsetof(model_series, inference));
     render_model_hist(f, m, &batch_size, offsetof(model_series, batch_size));
-    head(f, "resattn_inference_cpu_seconds_total", "counter",
-         "CPU time of the worker threads inside forward passes, by model (a worker's second "
-         "compute thread not included).");
+    resattn_metrics_put_head(
+        f, "resattn_inference_cpu_seconds_total", "counter",
+        "CPU time of the worker threads inside forward passes, by model (a worker's second "
+        "compute thread not included).");
     for (int i = 0; i < m->num_models; i++)
         fprintf(f, "resattn_inference_cpu_seconds_total{%s} %.9f\n", m->models[i].label,
                 load(&m->models[i].cpu_ns) * 1e-9);
 }
 
 static void render_gauges(FILE *f, resattn_metrics *m) {
-    head(f, "resattn_queue_depth", "gauge", "Inference requests waiting for a worker.");
+    resattn_metrics_put_head(f, "resattn_queue_depth", "gauge",
+                             "Inference requests waiting for a worker.");
     fprintf(f, "resattn_queue_depth %ld\n",
             atomic_load_explicit(&m->queue_depth, memory_order_relaxed));
-    head(f, "resattn_requests_in_flight", "gauge", "HTTP requests being handled.");
+    resattn_metrics_put_head(f, "resattn_requests_in_flight", "gauge",
+                             "HTTP requests being handled.");
     fprintf(f, "resattn_requests_in_flight %ld\n",
             atomic_load_explicit(&m->in_flight, memory_order_relaxed));
     if (m->budget) {
-        head(f, "resattn_memory_budget_bytes", "gauge",
-             "Memory budget for admitted requests (bodies, tensors, answers).");
+        resattn_metrics_put_head(f, "resattn_memory_budget_bytes", "gauge",
+                                 "Memory budget for admitted requests (bodies, tensors, answers).");
         fprintf(f, "resattn_memory_budget_bytes %lld\n", resattn_budget_limit(m->budget));
-        head(f, "resattn_memory_in_use_bytes", "gauge",
-             "Bytes of the memory budget held by admitted requests now.");
+        resattn_metrics_put_head(f, "resattn_memory_in_use_bytes", "gauge",
+                                 "Bytes of the memory budget held by admitted requests now.");
         fprintf(f, "resattn_memory_in_use_bytes %lld\n", resattn_budget_in_use(m->budget));
     }
 }
 
 static void render_info(FILE *f, resattn_metrics *m) {
-    head(f, "resattn_model_info", "gauge", "Loaded models; the value is always 1.");
+    resattn_metrics_put_head(f, "resattn_model_info", "gauge",
+                             "Loaded models; the value is always 1.");
     for (int i = 0; i < m->num_models; i++)
         fprintf(f, "resattn_model_info{%s} 1\n", m->models[i].info);
-    head(f, "resattn_build_info", "gauge",
-         "The resattn build: version, git commit and compiler; the value is always 1.");
+    resattn_metrics_put_head(
+        f, "resattn_build_info", "gauge",
+        "The resattn build: version, git commit and compiler; the value is always 1.");
     fputs("resattn_build_info{version=\"", f);
-    put_label(f, RESATTN_VERSION);
+    resattn_metrics_put_label(f, RESATTN_VERSION);
     fputs("\",commit=\"", f);
-    put_label(f, RESATTN_COMMIT);
+    resattn_metrics_put_label(f, RESATTN_COMMIT);
     fputs("\",compiler=\"", f);
-    put_label(f, COMPILER);
+    resattn_metrics_put_label(f, COMPILER);
     fputs("\"} 1\n", f);
-    head(f, "resattn_compute_info", "gauge",
-         "The compute paths in use (GEMM, Winograd transforms, JSON scanner, OpenBLAS); the "
-         "value is always 1.");
+    resattn_metrics_put_head(
+        f, "resattn_compute_info", "gauge",
+        "The compute paths in use (GEMM, Winograd transforms, JSON scanner, OpenBLAS); the "
+        "value is always 1.");
     fputs("resattn_compute_info{", f);
     for (int i = 0; i < m->num_compute; i++) {
         fprintf(f, "%s%s=\"", i ? "," : "", m->compute_keys[i]);
-        put_label(f, m->compute_values[i]);
+        resattn_metrics_put_label(f, m->compute_values[i]);
         fputc('"', f);
     }
     fputs("} 1\n", f);

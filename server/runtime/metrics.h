@@ -96,6 +96,12 @@ long resattn_metrics_in_flight(const resattn_metrics *m);
 typedef void (*resattn_metrics_render_fn)(void *user, FILE *f);
 void resattn_metrics_set_renderer(resattn_metrics *m, resattn_metrics_render_fn fn, void *user);
 
+/* Writers of the text format for every renderer (this module's and a renderer set above):
+ * s as a label value with backslash, quote and newline escaped (NULL writes nothing), and
+ * the HELP and TYPE lines of a family. */
+void resattn_metrics_put_label(FILE *f, const char *s);
+void resattn_metrics_put_head(FILE *f, const char *name, const char *type, const char *help);
+
 /* The exposition text (malloc'ed, *len bytes, NUL-terminated) or NULL when out of memory. */
 char *resattn_metrics_render(resattn_metrics *m, size_t *len);
 
