@@ -469,12 +469,5 @@ int resattn_image_api_encode(const resattn_infer_request *req, const char *model
 done:
     free(probs);
     free(idx);
-    char *text = root ? json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
-    json_decref(root);
-    if (!text)
-        return 500;
-    out->data = (unsigned char *)text;
-    out->len = strlen(text);
-    out->content_type = "application/json";
-    return 0;
+    return resattn_json_response(root, JSON_COMPACT | JSON_REAL_PRECISION(9), out);
 }

@@ -33,6 +33,18 @@ void resattn_response_body_release(resattn_response_body *b) {
     memset(b, 0, sizeof *b);
 }
 
+int resattn_json_response(json_t *o, size_t flags, resattn_response_body *out) {
+    memset(out, 0, sizeof *out);
+    char *text = o ? json_dumps(o, flags) : NULL;
+    json_decref(o);
+    if (!text)
+        return 500;
+    out->data = (unsigned char *)text;
+    out->len = strlen(text);
+    out->content_type = "application/json";
+    return 0;
+}
+
 static const resattn_dtype dtypes[] = {
     {"FP32", 4, RESATTN_ELEM_FLOAT, 0, 0, 1},
     {"FP64", 8, RESATTN_ELEM_FLOAT, 0, 0, 1},

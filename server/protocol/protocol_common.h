@@ -1,7 +1,7 @@
 /*
  * Helpers shared by the protocol codecs (server/protocol/v2.c, server/protocol/tfs.c): the tensor
  * datatypes of the Open Inference Protocol and their conversion to float32, a growable byte buffer
- * for building answers, float printing that round-trips float32, and softmax.
+ * for building answers, JSON answer bodies, float printing that round-trips float32, and softmax.
  */
 #ifndef RESATTN_PROTOCOL_COMMON_H
 #define RESATTN_PROTOCOL_COMMON_H
@@ -9,6 +9,7 @@
 #include "protocol/json_scan.h"
 #include "protocol/protocol.h"
 
+#include <jansson.h>
 #include <stddef.h>
 
 /* One v2 datatype: name, bytes per element in binary form, how JSON elements are read. */
@@ -72,6 +73,10 @@ int resattn_check_image_shape(const int64_t *dims, int ndim, const resattn_model
 
 /* "[1,3,32,32]" into s. */
 void resattn_format_shape(const int64_t *dims, int ndim, char *s, size_t len);
+
+/* o (stolen; NULL when building it failed) dumped with json_dumps `flags` as an
+ * application/json body. Returns 0 or 500 (no value, or no memory to dump it). */
+int resattn_json_response(json_t *o, size_t flags, resattn_response_body *out);
 
 /* Logits [n, num_classes] as a NumPy .npy body (application/x-npy). Returns 0 or 500. */
 int resattn_npy_response(const float *logits, int n, int num_classes, resattn_response_body *out);

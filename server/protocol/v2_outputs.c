@@ -56,18 +56,6 @@ int resattn_top_k_clamp(int k, const resattn_model_info *model) {
 
 /* ---- metadata ------------------------------------------------------------------------- */
 
-static int dump_answer(json_t *o, resattn_response_body *out) {
-    memset(out, 0, sizeof *out);
-    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
-    if (!text)
-        return 500;
-    out->data = (unsigned char *)text;
-    out->len = strlen(text);
-    out->content_type = "application/json";
-    return 0;
-}
-
 int resattn_v2_model_metadata(const char *name, const resattn_model_info *model,
                               resattn_response_body *out) {
     static const char *const one[] = {"1"};
@@ -100,17 +88,19 @@ int resattn_v2_model_metadata_at(const char *name, const char *const *versions, 
                   "precision_requested", resattn_precision_name(model->precision_requested),
                   "kernel_path", model->kernel_path ? model->kernel_path : "fp32");
     /* platform: the spec's <project>_<format> */
-    return dump_answer(json_pack("{s:s, s:o, s:s, s:o, s:o, s:o}", "name", name ? name : "",
-                                 "versions", labels, "platform", "resattn_safetensors", "inputs",
-                                 inputs, "outputs", outputs, "parameters", params),
-                       out);
+    return resattn_json_response(json_pack("{s:s, s:o, s:s, s:o, s:o, s:o}", "name",
+                                           name ? name : "", "versions", labels, "platform",
+                                           "resattn_safetensors", "inputs", inputs, "outputs",
+                                           outputs, "parameters", params),
+                                 JSON_COMPACT, out);
 }
 
 int resattn_v2_server_metadata(const char *version, resattn_response_body *out) {
-    return dump_answer(json_pack("{s:s, s:s, s:[s,s,s,s]}", "name", "resattn", "version",
-                                 version ? version : "", "extensions", "binary_tensor_data",
-                                 "classification", "model_repository", "statistics"),
-                       out);
+    return resattn_json_response(json_pack("{s:s, s:s, s:[s,s,s,s]}", "name", "resattn", "version",
+                                           version ? version : "", "extensions",
+                                           "binary_tensor_data", "classification",
+                                           "model_repository", "statistics"),
+                                 JSON_COMPACT, out);
 }
 
 /* ---- what a request asks for ---------------------------------------------------------- */
