@@ -23,16 +23,6 @@
 
 /* ---- helpers ---------------------------------------------------------------------------- */
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static void sleep_ms(int ms) {
-    nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000L}, NULL);
-}
-
 /* A `resattn serve` started by a test itself (not through uh_server_start, which adds
  * --port 0): stdout and stderr go to a file. */
 typedef struct child {
@@ -54,7 +44,7 @@ static void child_start(child *c, int port, const char *const *extra, int as_nob
     for (int i = 0; extra && extra[i] && n < 31; i++)
         argv[n++] = extra[i];
     argv[n] = NULL;
-    c->started = now_s();
+    c->started = uh_now_s();
     c->pid = fork();
     ck_assert(c->pid >= 0);
     if (c->pid == 0) {
@@ -74,11 +64,11 @@ static int child_wait(child *c, int timeout_ms, double *seconds) {
     for (int t = 0; t <= timeout_ms; t += 10) {
         int st;
         if (waitpid(c->pid, &st, WNOHANG) == c->pid) {
-            *seconds = now_s() - c->started;
+            *seconds = uh_now_s() - c->started;
             c->pid = 0;
             return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
         }
-        sleep_ms(10);
+        uh_sleep_ms(10);
     }
     return -1;
 }
@@ -103,15 +93,6 @@ static int count_lines(const char *s) {
     for (; *s; s++)
         n += *s == '\n';
     return n;
-}
-
-/* The value of the exposition line that starts with `prefix` (e.g. `name{a="b"} `), or -1. */
-static double metric(const char *text, const char *prefix) {
-    size_t n = strlen(prefix);
-    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
-        if (!strncmp(p, prefix, n))
-            return strtod(p + n, NULL);
-    return -1;
 }
 
 /* A v2 request for the built-in model (FP32 zeros, [1, 1, 28, 28]). */
@@ -146,8 +127,8 @@ static double infer_count(int port) {
     uh_response r;
     uh_request(port, "GET", "/metrics", NULL, NULL, 0, &r);
     ck_assert_int_eq(r.status, 200);
-    double v =
-        metric((char *)r.body, "resattn_http_requests_total{endpoint=\"v2_infer\",code=\"200\"} ");
+    double v = uh_metric((char *)r.body,
+                         "resattn_http_requests_total{endpoint=\"v2_infer\",code=\"200\"} ");
     uh_response_release(&r);
     return v < 0 ? 0 : v;
 }
@@ -330,8 +311,8 @@ START_TEST(test_head_on_get_endpoints) {
     }
     /* HEAD is counted on its endpoint like GET */
     uh_request(s.port, "GET", "/metrics", NULL, NULL, 0, &r);
-    ck_assert_msg(metric((char *)r.body,
-                         "resattn_http_requests_total{endpoint=\"healthz\",code=\"200\"} ") == 2,
+    ck_assert_msg(uh_metric((char *)r.body,
+                            "resattn_http_requests_total{endpoint=\"healthz\",code=\"200\"} ") == 2,
                   "%s", r.body);
     uh_response_release(&r);
     ck_assert_int_eq(uh_server_stop(&s, SIGTERM, 30000), 0);

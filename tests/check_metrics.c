@@ -20,22 +20,12 @@
 #define BUILTIN "fashion-se-resnet" /* the name in models/default.safetensors */
 #define OTHER "basic_cifar_eca"
 
-/* The value of the line that starts with `prefix` (series name and labels, then a space), or
- * -1 when there is no such line. */
-static double metric(const char *text, const char *prefix) {
-    size_t n = strlen(prefix);
-    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
-        if (!strncmp(p, prefix, n))
-            return strtod(p + n, NULL);
-    return -1;
-}
-
 /* A series of one model: name{model="m"<more>} */
 static double model_metric(const char *text, const char *name, const char *model,
                            const char *more) {
     char prefix[256];
     snprintf(prefix, sizeof prefix, "%s{model=\"%s\"%s} ", name, model, more);
-    return metric(text, prefix);
+    return uh_metric(text, prefix);
 }
 
 static char *scrape(int port) {
@@ -46,24 +36,6 @@ static char *scrape(int port) {
     r.body = NULL;
     uh_response_release(&r);
     return text;
-}
-
-static int promtool_ok(const char *text, char *out, size_t out_len) {
-    char path[] = "/tmp/resattn-metrics-XXXXXX";
-    int fd = mkstemp(path);
-    ck_assert(fd >= 0);
-    size_t len = strlen(text);
-    ck_assert(write(fd, text, len) == (ssize_t)len);
-    close(fd);
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "promtool check metrics < %s 2>&1", path);
-    FILE *p = popen(cmd, "r");
-    ck_assert_msg(p != NULL, "cannot run promtool");
-    size_t n = fread(out, 1, out_len - 1, p);
-    out[n] = 0;
-    int st = pclose(p);
-    unlink(path);
-    return st == 0;
 }
 
 /* A v2 JSON request of zeros in the input shape the model's metadata gives. */
@@ -144,7 +116,7 @@ START_TEST(test_two_models_labels) {
 
     /* before any inference: both models' series exist (zero), and the whole text is valid */
     char *text = scrape(s.port);
-    ck_assert_msg(promtool_ok(text, out, sizeof out), "promtool: %s", out);
+    ck_assert_msg(uh_promtool_ok(text, strlen(text), out, sizeof out), "promtool: %s", out);
     for (int i = 0; i < 2; i++) {
         const char *m = i ? OTHER : BUILTIN;
         ck_assert_msg(model_metric(text, "resattn_inferences_total", m, "") == 0, "%s", m);
@@ -160,9 +132,10 @@ START_TEST(test_two_models_labels) {
         ck_assert_msg(strstr(text, info) != NULL, "no %s", info);
     }
     /* the readiness probes of the start-up are their own endpoint, no inference yet */
-    ck_assert_int_ge(metric(text, "resattn_request_duration_seconds_count{endpoint=\"readyz\"} "),
-                     1);
-    ck_assert(metric(text, "resattn_request_duration_seconds_count{endpoint=\"v2_infer\"} ") < 0);
+    ck_assert_int_ge(
+        uh_metric(text, "resattn_request_duration_seconds_count{endpoint=\"readyz\"} "), 1);
+    ck_assert(uh_metric(text, "resattn_request_duration_seconds_count{endpoint=\"v2_infer\"} ") <
+              0);
     free(text);
 
     /* 3 good and 1 bad request to the fixture model, nothing to the built-in one */
@@ -171,13 +144,13 @@ START_TEST(test_two_models_labels) {
         infer(s.port, OTHER, other, 200);
     infer(s.port, OTHER, builtin, 422); /* the built-in model's shape: wrong for this one */
     text = scrape(s.port);
-    ck_assert_msg(promtool_ok(text, out, sizeof out), "promtool: %s", out);
+    ck_assert_msg(uh_promtool_ok(text, strlen(text), out, sizeof out), "promtool: %s", out);
     expect_model_counts(text, OTHER, 3, 1);
     expect_model_counts(text, BUILTIN, 0, 0);
     ck_assert_int_eq(
-        (int)metric(text, "resattn_request_duration_seconds_count{endpoint=\"v2_infer\"} "), 4);
+        (int)uh_metric(text, "resattn_request_duration_seconds_count{endpoint=\"v2_infer\"} "), 4);
     ck_assert_int_ge(
-        (int)metric(text, "resattn_request_duration_seconds_count{endpoint=\"metrics\"} "), 1);
+        (int)uh_metric(text, "resattn_request_duration_seconds_count{endpoint=\"metrics\"} "), 1);
     free(text);
 
     /* 2 requests to the built-in model: its counts move, the fixture model's stay */
@@ -187,7 +160,7 @@ START_TEST(test_two_models_labels) {
     expect_model_counts(text, OTHER, 3, 1);
     expect_model_counts(text, BUILTIN, 2, 0);
     ck_assert_int_eq(
-        (int)metric(text, "resattn_request_duration_seconds_count{endpoint=\"v2_infer\"} "), 6);
+        (int)uh_metric(text, "resattn_request_duration_seconds_count{endpoint=\"v2_infer\"} "), 6);
 
     /* build and compute paths */
     char build[128];

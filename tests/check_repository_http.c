@@ -36,16 +36,6 @@
 
 static const char *JSON_CT[] = {"Content-Type: application/json", NULL};
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static void sleep_ms(int ms) {
-    nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000L}, NULL);
-}
-
 /* ---- the repository on disk ------------------------------------------------------------ */
 
 static char repo[256];
@@ -225,7 +215,7 @@ static void *client_main(void *arg) {
         } else {
             atomic_fetch_add(&L->ok, 1);
             if (atomic_fetch_add(&L->seen[v], 1) == 0)
-                atomic_store(&L->first_seen[v], now_s());
+                atomic_store(&L->first_seen[v], uh_now_s());
         }
         uh_response_release(&r);
     }
@@ -240,7 +230,7 @@ static void *ready_main(void *arg) {
         if (get_status(L->port, "GET", "/readyz", NULL, NULL, NULL, 0) != 200 ||
             get_status(L->port, "GET", "/v2/health/ready", NULL, NULL, NULL, 0) != 200)
             atomic_fetch_add(&L->ready_bad, 1);
-        sleep_ms(20);
+        uh_sleep_ms(20);
     }
     return NULL;
 }
@@ -268,9 +258,9 @@ static void load_stop(load_run *lr) {
 
 /* Wait up to seconds until version v has answered a client; its time, or -1. */
 static double wait_seen(load *L, int v, double seconds) {
-    double until = now_s() + seconds;
-    while (now_s() < until && !atomic_load(&L->seen[v]))
-        sleep_ms(10);
+    double until = uh_now_s() + seconds;
+    while (uh_now_s() < until && !atomic_load(&L->seen[v]))
+        uh_sleep_ms(10);
     return atomic_load(&L->seen[v]) ? atomic_load(&L->first_seen[v]) : -1;
 }
 
@@ -350,11 +340,11 @@ START_TEST(test_swap_under_load) {
     load_run lr;
     load_start(&lr, s.port);
     ck_assert_msg(wait_seen(&lr.L, 1, 10) > 0, "version 1 never answered");
-    sleep_ms(500);
-    double t0 = now_s();
+    uh_sleep_ms(500);
+    double t0 = uh_now_s();
     drop_version("m", 2, 102, 0);
     double t2 = wait_seen(&lr.L, 2, 15);
-    sleep_ms(500); /* keep the load on while version 1 drains and is freed */
+    uh_sleep_ms(500); /* keep the load on while version 1 drains and is freed */
     load_stop(&lr);
     expect_clean(&lr.L);
     ck_assert_msg(t2 > 0, "version 2 never answered");
@@ -399,13 +389,13 @@ START_TEST(test_half_written_file) {
     ck_assert_int_eq(ut_write_file(file, b, len / 3), 0); /* in place, not renamed: partial */
     char idx[4096] = "";
     for (int i = 0; i < 500 && !strstr(idx, "\"version\":\"2\",\"state\":\"UNAVAILABLE\""); i++) {
-        sleep_ms(20);
+        uh_sleep_ms(20);
         get_status(s.port, "POST", "/v2/repository/index", JSON_CT, "{}", idx, sizeof idx);
     }
     ck_assert_msg(strstr(idx, "\"version\":\"2\",\"state\":\"UNAVAILABLE\",\"reason\":\"model."
                               "safetensors: "),
                   "%s", idx);
-    sleep_ms(1500);              /* more polls: the same partial file is not retried */
+    uh_sleep_ms(1500);           /* more polls: the same partial file is not retried */
     FILE *f = fopen(file, "ab"); /* the writer finishes */
     ck_assert_uint_eq(fwrite(b + len / 3, 1, len - len / 3, f), len - len / 3);
     fclose(f);
@@ -449,7 +439,7 @@ START_TEST(test_explicit_unload_load) {
     ck_assert_int_eq(get_status(s.port, "GET", "/readyz", KEY, NULL, NULL, 0), 200);
     /* UNLOADING until the repository's thread has freed it, then UNAVAILABLE "unloaded" */
     for (int i = 0; i < 500 && !strstr(body, "\"reason\":\"unloaded\""); i++) {
-        sleep_ms(10);
+        uh_sleep_ms(10);
         ck_assert_int_eq(get_status(s.port, "POST", "/v2/repository/index", KEY,
                                     "{\"ready\": false}", body, sizeof body),
                          200);
@@ -628,7 +618,7 @@ START_TEST(test_readiness_strict) {
     char body[1024] = "";
     long st = 200;
     for (int i = 0; i < 300 && st == 200; i++) {
-        sleep_ms(20);
+        uh_sleep_ms(20);
         st = get_status(s.port, "GET", "/readyz", NULL, NULL, body, sizeof body);
     }
     ck_assert_int_eq(st, 503);
@@ -642,7 +632,7 @@ START_TEST(test_readiness_strict) {
     nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
     drop_version("n", 1, 55, 0);
     for (int i = 0; i < 300 && st != 200; i++) {
-        sleep_ms(20);
+        uh_sleep_ms(20);
         st = get_status(s.port, "GET", "/readyz", NULL, NULL, NULL, 0);
     }
     ck_assert_int_eq(st, 200);
@@ -707,7 +697,7 @@ START_TEST(test_swaps_do_not_leak) {
             served = r.body && memmem(r.body, r.len, want_v, strlen(want_v));
             uh_response_release(&r);
             if (!served)
-                sleep_ms(10);
+                uh_sleep_ms(10);
         }
         free(ib);
         ck_assert_msg(served, "version %d never served", v);
@@ -721,10 +711,10 @@ START_TEST(test_swaps_do_not_leak) {
             get_status(s.port, "POST", "/v2/repository/index", JSON_CT, NULL, body, sizeof body);
             gone = strstr(body, freed) != NULL;
             if (!gone)
-                sleep_ms(10);
+                uh_sleep_ms(10);
         }
         ck_assert_msg(gone, "version %d was not freed: %s", v - 1, body);
-        sleep_ms(100);
+        uh_sleep_ms(100);
         if (v == 3)
             after2 = rss_bytes(s.pid);
     }

@@ -221,23 +221,6 @@ END_TEST
 
 /* ---- metrics ---------------------------------------------------------------------------- */
 
-static int promtool_ok(const char *text, size_t len, char *out, size_t out_len) {
-    char path[] = "/tmp/resattn-metrics-XXXXXX";
-    int fd = mkstemp(path);
-    ck_assert(fd >= 0);
-    ck_assert(write(fd, text, len) == (ssize_t)len);
-    close(fd);
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "promtool check metrics < %s 2>&1", path);
-    FILE *p = popen(cmd, "r");
-    ck_assert_msg(p != NULL, "cannot run promtool");
-    size_t n = fread(out, 1, out_len - 1, p);
-    out[n] = 0;
-    int st = pclose(p);
-    unlink(path);
-    return st == 0;
-}
-
 START_TEST(test_metrics_promtool) {
     resattn_metrics *m = resattn_metrics_new();
     resattn_model *model = load_model(FIXTURE ".safetensors");
@@ -257,7 +240,7 @@ START_TEST(test_metrics_promtool) {
     char *text = resattn_metrics_render(m, &len);
     ck_assert(text != NULL);
     char out[4096];
-    ck_assert_msg(promtool_ok(text, len, out, sizeof out), "promtool: %s", out);
+    ck_assert_msg(uh_promtool_ok(text, len, out, sizeof out), "promtool: %s", out);
     ck_assert(strstr(text, "resattn_http_requests_total{endpoint=\"v2_infer\",code=\"200\"} 1"));
 #define Q "model=\"with \\\"quote\\\"\""
     ck_assert(strstr(text, "resattn_batch_size_bucket{" Q ",le=\"4\"} 1\n"));
@@ -541,7 +524,7 @@ START_TEST(test_endpoints) {
     /* the live /metrics passes promtool and counted the errors above */
     uh_request(port, "GET", "/metrics", NULL, NULL, 0, &r);
     char out[4096];
-    ck_assert_msg(promtool_ok((char *)r.body, r.len, out, sizeof out), "promtool: %s", out);
+    ck_assert_msg(uh_promtool_ok((char *)r.body, r.len, out, sizeof out), "promtool: %s", out);
     ck_assert_msg(
         strstr((char *)r.body, "resattn_http_requests_total{endpoint=\"v2_infer\",code=\"415\"} 1"),
         "%s", r.body);

@@ -290,3 +290,50 @@ void uh_response_release(uh_response *r) {
     r->body = NULL;
     r->len = 0;
 }
+
+/* ---- metrics and time ------------------------------------------------------------------ */
+
+double uh_metric(const char *text, const char *prefix) {
+    size_t n = strlen(prefix);
+    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+        if (!strncmp(p, prefix, n))
+            return strtod(p + n, NULL);
+    return -1;
+}
+
+int uh_promtool_ok(const char *text, size_t len, char *out, size_t out_len) {
+    char path[] = "/tmp/resattn-metrics-XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0 || write(fd, text, len) != (ssize_t)len) {
+        snprintf(out, out_len, "cannot write %s", path);
+        if (fd >= 0) {
+            close(fd);
+            unlink(path);
+        }
+        return 0;
+    }
+    close(fd);
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "promtool check metrics < %s 2>&1", path);
+    FILE *p = popen(cmd, "r");
+    if (!p) {
+        snprintf(out, out_len, "cannot run promtool");
+        unlink(path);
+        return 0;
+    }
+    size_t n = fread(out, 1, out_len - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    unlink(path);
+    return st == 0;
+}
+
+double uh_now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void uh_sleep_ms(int ms) {
+    nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000L}, NULL);
+}

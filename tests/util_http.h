@@ -59,4 +59,15 @@ void uh_response_release(uh_response *r);
 void uh_set_https(const char *ca_file);
 void uh_set_ready_headers(const char *const *headers);
 
+/* The value of the /metrics exposition line that starts with `prefix` (series name and
+ * labels, then a space, e.g. `name{a="b"} `), or -1 when there is no such line. */
+double uh_metric(const char *text, const char *prefix);
+/* `promtool check metrics` on text[len]: 1 when it passes, else 0 with its output (or why it
+ * could not run) in out. */
+int uh_promtool_ok(const char *text, size_t len, char *out, size_t out_len);
+
+/* Monotonic seconds, and a sleep in milliseconds, for the tests' waits. */
+double uh_now_s(void);
+void uh_sleep_ms(int ms);
+
 #endif
