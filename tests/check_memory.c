@@ -11,6 +11,7 @@
  * so the bound is what the budget buys. Chunked uploads are charged as they arrive and
  * refused (503, or 413 when no budget could hold them) when they cross.
  */
+#include "cli/config.h"
 #include "cli/default_model.h"
 #include "protocol/image_api.h"
 #include "runtime/budget.h"
@@ -278,19 +279,6 @@ static long long metric(int port, const char *name) {
     return v;
 }
 
-static long long rss_of(pid_t pid) {
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    long long kb = -1;
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %lld kB", &kb) == 1)
-            break;
-    if (f)
-        fclose(f);
-    return kb * 1024;
-}
-
 /* Wait up to 5 s for the budget in use to come back to 0 (completion follows the answer). */
 static long long settle_in_use(int port) {
     long long v = -1;
@@ -341,7 +329,7 @@ static void flood(const uh_server *s, flood_result *out) {
     memset(out, 0, sizeof *out);
     size_t small_len = 0;
     unsigned char *body = padded_png(FLOOD_BODY, &small_len);
-    out->rss_idle = rss_of(s->pid);
+    out->rss_idle = resattn_resident_bytes(s->pid);
     int fds[FLOOD_CLIENTS], admitted[FLOOD_CLIENTS];
     char head[256];
     snprintf(head, sizeof head,
@@ -370,7 +358,7 @@ static void flood(const uh_server *s, flood_result *out) {
     }
     /* held: sample resident memory, serve small requests meanwhile */
     for (int t = 0; t < 5; t++) {
-        long long rss = rss_of(s->pid);
+        long long rss = resattn_resident_bytes(s->pid);
         out->rss_held = rss > out->rss_held ? rss : out->rss_held;
         small_predict_ok(s->port, body, small_len);
     }

@@ -8,6 +8,7 @@
  * versioned paths on both protocols; strict readiness; SIGHUP; and 20 swaps leave the
  * resident memory within 10% of what it was after 2. Versions differ by their weights.
  */
+#include "cli/config.h"
 #include "util_http.h"
 #include "util_st.h"
 
@@ -640,20 +641,6 @@ START_TEST(test_readiness_strict) {
 }
 END_TEST
 
-/* Resident memory of process pid in bytes (VmRSS). */
-static long rss_bytes(pid_t pid) {
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    long kb = -1;
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
-            break;
-    if (f)
-        fclose(f);
-    return kb * 1024;
-}
-
 /* 20 swaps by SIGHUP (mode none): each old version is freed, so the resident size after 20
  * stays within 10% of the size after 2. A second model (8 MB, given with --model) stays
  * loaded, as on a real server (about 56 MB resident in all): glibc keeps up to a few MB of
@@ -716,9 +703,9 @@ START_TEST(test_swaps_do_not_leak) {
         ck_assert_msg(gone, "version %d was not freed: %s", v - 1, body);
         uh_sleep_ms(100);
         if (v == 3)
-            after2 = rss_bytes(s.pid);
+            after2 = resattn_resident_bytes(s.pid);
     }
-    long after20 = rss_bytes(s.pid);
+    long after20 = resattn_resident_bytes(s.pid);
     ck_assert_int_gt(after2, 0);
     ck_assert_msg(after20 <= after2 + after2 / 10,
                   "resident memory %.1f MB after 20 swaps vs %.1f MB after 2", after20 / 1e6,

@@ -183,19 +183,6 @@ static int load_models(server *s) {
 
 /* ---- memory ---------------------------------------------------------------------------- */
 
-/* VmRSS of this process in bytes (0 if unreadable). */
-static long long resident_bytes(void) {
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long long kb = 0;
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %lld kB", &kb) == 1)
-            break;
-    if (f)
-        fclose(f);
-    return kb * 1024;
-}
-
 /* The memory this process may use: the cgroup limit, else physical memory. */
 static long long memory_limit(server *s) {
     long long cg = resattn_cgroup_memory_limit("/sys/fs/cgroup", "/proc/self/cgroup");
@@ -262,7 +249,7 @@ static int plan_memory(server *s, long long limit) {
     }
     *p = (resattn_memory_plan){
         .limit = limit,
-        .resident = resident_bytes(),
+        .resident = resattn_resident_bytes(0),
         .workspaces = workspace_bytes(s),
         .connections = (long long)s->cfg.max_connections * s->cfg.max_header_bytes,
         .parse =
@@ -323,7 +310,7 @@ static int plan_memory(server *s, long long limit) {
 /* After warm-up the workspaces are resident: if the process grew beyond the plan, a
  * derived budget gives up the difference. */
 static void replan_after_warmup(server *s) {
-    long long now = resident_bytes(), planned = s->plan.resident + s->plan.workspaces;
+    long long now = resattn_resident_bytes(0), planned = s->plan.resident + s->plan.workspaces;
     if (s->cfg.max_memory_bytes || now <= planned)
         return;
     long long budget = resattn_budget_limit(s->budget) - (now - planned);

@@ -443,6 +443,22 @@ long long resattn_physical_memory(void) {
     return pages > 0 && page > 0 ? (long long)pages * page : 0;
 }
 
+long long resattn_resident_bytes(pid_t pid) {
+    char path[64], line[256];
+    if (pid)
+        snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    else
+        snprintf(path, sizeof path, "/proc/self/status");
+    FILE *f = fopen(path, "r");
+    long long kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %lld kB", &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kb * 1024;
+}
+
 int resattn_usable_cpus(void) {
     int n = 1;
     cpu_set_t set;

@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #define RESATTN_MAX_MODELS 16
 
@@ -78,5 +79,7 @@ int resattn_cgroup_cpu_limit(const char *root);
 long long resattn_cgroup_memory_limit(const char *root, const char *self_cgroup);
 /* Physical memory in bytes (0 if unknown). */
 long long resattn_physical_memory(void);
+/* Resident memory (VmRSS) of process pid in bytes, 0 meaning this process; 0 if unreadable. */
+long long resattn_resident_bytes(pid_t pid);
 
 #endif
