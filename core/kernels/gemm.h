@@ -28,7 +28,7 @@ size_t resattn_gemm_packed_floats(int M, int K);
  * Ap[(p*K + k)*MR + r] = A[p*MR + r][k], zero past row M. */
 void resattn_gemm_pack(const float *A, int lda, int M, int K, float *Ap);
 
-/* Floats of the B-packing buffer resattn_gemm_run needs (a constant, about 400 KB). */
+/* Floats of the B-packing buffer resattn_gemm_run needs (a constant, 1.25 MiB). */
 size_t resattn_gemm_scratch(void);
 
 /*
