@@ -3,7 +3,9 @@
  * this process and driven over stdin, one command per line, one answer line each (the same
  * protocol as tests/bench/ort_worker.mjs), through the public API only:
  *   logits PATH   one forward pass on the input, logits written to PATH (raw float32), "ok"
- *   run           one untimed pass, then one timed pass; answers its milliseconds
+ *   run [cpu]     one untimed pass, then one timed pass; answers its milliseconds (with
+ *                 "cpu": the process's CPU time instead of wall time, steadier on a busy
+ *                 machine for comparing builds at one thread: tests/bench/ab_resattn.py)
  *   flops         the model's direct-convolution FLOPs per image
  *   peak MS       FP32 FMA peak of one core in GFLOP/s: the best of several slices of MS ms
  *                 in total of independent AVX-512 FMA chains (0 without AVX-512F)
@@ -20,10 +22,14 @@
 #include <string.h>
 #include <time.h>
 
-static double now_ms(void) {
+static double clock_ms(clockid_t id) {
     struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
+    clock_gettime(id, &t);
     return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
+static double now_ms(void) {
+    return clock_ms(CLOCK_MONOTONIC);
 }
 
 static float *read_floats(const char *path, size_t count) {
@@ -124,9 +130,10 @@ int main(int argc, char **argv) {
             break;
         if (!strcmp(cmd, "logits") || !strcmp(cmd, "run")) {
             int timed = !strcmp(cmd, "run");
+            clockid_t id = !strcmp(arg, "cpu") ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC;
             double t0 = 0.0;
             for (int i = 0; i <= timed; i++) {
-                t0 = now_ms();
+                t0 = clock_ms(id);
                 if (resattn_forward(ctx, x, batch, y, err, sizeof err)) {
                     fprintf(stderr, "resattn_worker: %s\n", err);
                     rc = 1;
@@ -134,7 +141,7 @@ int main(int argc, char **argv) {
                 }
             }
             if (timed) {
-                printf("%.4f\n", now_ms() - t0);
+                printf("%.4f\n", clock_ms(id) - t0);
             } else {
                 FILE *f = fopen(arg, "wb");
                 size_t n = (size_t)batch * in->num_classes;
