@@ -24,6 +24,8 @@ static const conv_case conv_cases[] = {
     {1, 1, 1, 1, 1, 3, 1, 1, 0},   /* 1x1 image, 3x3 kernel: only the centre tap */
     {2, 4, 9, 11, 3, 5, 1, 2, 1},  /* k = 5 */
     {1, 2, 8, 8, 3, 3, 2, 0, 0},   /* no padding */
+    {1, 3, 20, 17, 5, 3, 3, 1, 1}, /* stride 3 (packed path: narrow output, gathered by index) */
+    {1, 2, 20, 50, 3, 3, 3, 1, 0}, /* stride 3, 17 wide (packed path: runs, element-wise) */
     /* big enough (>= 2M multiply-adds) to split over two threads on the packed path */
     {1, 64, 30, 30, 60, 3, 2, 1, 1},   /* im2col split by channel, GEMM by row panel */
     {1, 100, 20, 20, 132, 1, 1, 0, 0}, /* plain 1x1 */

@@ -242,6 +242,48 @@ static AVX512 void gemm_avx512(const float *Ap, int M, int K, const float *B, in
     }
 }
 
+/* Rows [r0, r1) of the K block [k0, k0 + kc) x columns [n0, n0 + nc) of an implicit B, in
+ * pack_b's layout: each row produced into a small buffer, then split over the panels. */
+static AVX512 void pack_rows(resattn_gemm_row_fn fn, const void *arg, int k0, int kc, int r0,
+                             int r1, int n0, int nc, float *bp) {
+    float row[NC + 16] __attribute__((aligned(64)));
+    for (int r = r0; r < r1; r++) {
+        fn(arg, k0 + r, n0, nc, row);
+        for (int j0 = 0; j0 < nc; j0 += NR) {
+            int w = nc - j0 < NR ? nc - j0 : NR, nv = (w + 15) / 16;
+            float *dst = bp + (size_t)j0 * kc + (size_t)r * 16 * nv;
+            for (int v = 0; v < nv; v++)
+                _mm512_storeu_ps(dst + 16 * v,
+                                 _mm512_maskz_loadu_ps(lanes(w - 16 * v), row + j0 + 16 * v));
+        }
+    }
+}
+
+static AVX512 void gemm_rows_avx512(const float *Ap, int M, int K, resattn_gemm_row_fn fn,
+                                    const void *arg, int N, float *C, int ldc, const float *bias,
+                                    int relu, float *bbufs, int part, int nparts,
+                                    resattn_barrier *bar) {
+    int panels = (M + MR - 1) / MR, p0 = panels * part / nparts, p1 = panels * (part + 1) / nparts;
+    int m0 = p0 * MR, m1 = p1 * MR < M ? p1 * MR : M;
+    unsigned blocks = 0;
+    for (int n0 = 0; n0 < N; n0 += NC) {
+        int nc = N - n0 < NC ? N - n0 : NC;
+        size_t packed = (size_t)(nc + NR - 1) / NR * NR * K;
+        int kb = packed <= BBUF_FLOATS ? K : KC;
+        for (int k0 = 0; k0 < K; k0 += kb) {
+            int kc = K - k0 < kb ? K - k0 : kb, last = k0 + kc == K;
+            /* alternate halves: a part packs block b + 1 while the other may still read b */
+            float *bp = bbufs + (size_t)(blocks++ % 2) * BBUF_FLOATS;
+            pack_rows(fn, arg, k0, kc, kc * part / nparts, kc * (part + 1) / nparts, n0, nc, bp);
+            resattn_barrier_wait(bar, nparts);
+            if (m1 > m0)
+                gemm_block(Ap + (size_t)m0 * K, m1 - m0, K, k0, kc, bp, nc,
+                           C + (size_t)m0 * ldc + n0, ldc, last && bias ? bias + m0 : NULL,
+                           last && relu, k0 > 0);
+        }
+    }
+}
+
 static int detect(void) {
     const char *env = getenv("RESATTN_GEMM");
     if (env && strcmp(env, "openblas") == 0)
@@ -266,6 +308,13 @@ void resattn_gemm_run(const float *Ap, int M, int K, const float *B, int ldb, in
         gemm_avx512(Ap, M, K, B, ldb, N, C, ldc, bias, relu, bbuf);
 }
 
+void resattn_gemm_run_rows(const float *Ap, int M, int K, resattn_gemm_row_fn row, const void *arg,
+                           int N, float *C, int ldc, const float *bias, int relu, float *bbufs,
+                           int part, int nparts, resattn_barrier *bar) {
+    if (M > 0 && N > 0 && K > 0)
+        gemm_rows_avx512(Ap, M, K, row, arg, N, C, ldc, bias, relu, bbufs, part, nparts, bar);
+}
+
 #else /* not x86-64 GCC/Clang: always the OpenBLAS path */
 
 int resattn_gemm_available(void) {
@@ -276,6 +325,14 @@ void resattn_gemm_run(const float *Ap, int M, int K, const float *B, int ldb, in
                       int ldc, const float *bias, int relu, float *bbuf) {
     (void)Ap, (void)M, (void)K, (void)B, (void)ldb, (void)N, (void)C, (void)ldc, (void)bias;
     (void)relu, (void)bbuf;
+    abort(); /* callers check resattn_gemm_available() */
+}
+
+void resattn_gemm_run_rows(const float *Ap, int M, int K, resattn_gemm_row_fn row, const void *arg,
+                           int N, float *C, int ldc, const float *bias, int relu, float *bbufs,
+                           int part, int nparts, resattn_barrier *bar) {
+    (void)Ap, (void)M, (void)K, (void)row, (void)arg, (void)N, (void)C, (void)ldc, (void)bias;
+    (void)relu, (void)bbufs, (void)part, (void)nparts, (void)bar;
     abort(); /* callers check resattn_gemm_available() */
 }
 #endif

@@ -86,17 +86,133 @@ static void bias_act(float *out, const float *b, int cout, int hw, int relu) {
 }
 
 /*
- * The direct path as a task of one or two parts: the columns (im2col or the strided 1x1
- * gather) split by input channel, a barrier, then the GEMM. On the packed GEMM the parts
- * split it by output-channel panels, each with its own B-packing buffer: splitting M
- * rather than N halves the weights each core streams, which is what a single image is
- * bound by. Without packed weights it runs as one part with cblas_sgemm (OpenBLAS threads
- * it) and the bias/ReLU pass.
+ * The packed path's implicit im2col (core/kernels/gemm.h resattn_gemm_run_rows): row
+ * kk = (ci, ky, kx) of col [cin*k*k, ho*wo] at column n = oy*wo + ox is
+ * x[ci][oy*s - pad + ky][ox*s - pad + kx], zero outside the image. Each block of col is made
+ * straight into the GEMM's packing buffer while the image is in cache, instead of writing the
+ * whole col to memory and reading it back (the 7x7 stem's col is 7.4 MB at 224x224).
+ */
+typedef struct conv_rows {
+    const float *x; /* one image [cin, h, w] */
+    int h, w, k, stride, pad, ho, wo;
+    const int *idx; /* narrow maps: [k*k, ho*wo] offset in a plane of each tap's input, or -1
+                       (outside the image); NULL: rows are copied run by run */
+} conv_rows;
+
+/* Output rows narrower than this are gathered through conv_rows.idx: a 4x4 or 7x7 map's row
+ * of col is 4-7 short runs, and working them out costs more than the copying. */
+#define GATHER_WO 16
+
+static void conv_index(const resattn_conv *c, int h, int w, int ho, int wo, int *idx) {
+    for (int ky = 0; ky < c->k; ky++)
+        for (int kx = 0; kx < c->k; kx++)
+            for (int oy = 0; oy < ho; oy++)
+                for (int ox = 0; ox < wo; ox++) {
+                    int iy = oy * c->stride - c->pad + ky, ix = ox * c->stride - c->pad + kx;
+                    *idx++ = iy >= 0 && iy < h && ix >= 0 && ix < w ? iy * w + ix : -1;
+                }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+#define AVX512 __attribute__((target("avx512f")))
+
+static inline AVX512 __mmask16 lanes(int n) {
+    return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+}
+
+static AVX512 void zero_run(float *dst, int len) {
+    for (int j = 0; j < len; j += 16)
+        _mm512_mask_storeu_ps(dst + j, lanes(len - j), _mm512_setzero_ps());
+}
+
+/* dst[j] = src[j * s] for j < m (m >= 1, every index inside the row). Strides 1 and 2 are
+ * vector loads (stride 2: the even lanes of two, no load past the last index); others one
+ * by one. */
+static inline AVX512 void copy_run(const float *src, int s, int m, float *dst) {
+    const __m512i even =
+        _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    for (int j = 0; j < m; j += 16, src += 16 * s, dst += 16) {
+        int q = m - j < 16 ? m - j : 16;
+        if (s == 1) {
+            _mm512_mask_storeu_ps(dst, lanes(q), _mm512_maskz_loadu_ps(lanes(q), src));
+        } else if (s == 2) {
+            __m512 v0 = _mm512_maskz_loadu_ps(lanes(2 * q - 1), src);
+            __m512 v1 = _mm512_maskz_loadu_ps(lanes(2 * q - 17), src + 16);
+            _mm512_mask_storeu_ps(dst, lanes(q), _mm512_permutex2var_ps(v0, even, v1));
+        } else {
+            for (int i = 0; i < q; i++)
+                dst[i] = src[(ptrdiff_t)i * s];
+        }
+    }
+}
+
+/* Columns [n0, n0 + nc) of row kk: one run per output row they touch, the columns whose
+ * input falls outside the image zero. Divisions only once per row: a block of a 4x4 map's
+ * layer has thousands of rows of 16 columns. */
+static AVX512 void conv_row(const void *arg, int kk, int n0, int nc, float *row) {
+    const conv_rows *r = arg;
+    int k2 = r->k * r->k, ci = kk / k2, tap = kk - ci * k2, ky = tap / r->k, kx = tap - ky * r->k;
+    if (r->idx) { /* 16 columns per gather, the lanes outside the image zero */
+        const float *plane = r->x + (size_t)ci * r->h * r->w;
+        const int *idx = r->idx + (size_t)tap * r->ho * r->wo + n0;
+        for (int j = 0; j < nc; j += 16) {
+            __m512i v = _mm512_maskz_loadu_epi32(lanes(nc - j), idx + j);
+            __mmask16 in = _mm512_mask_cmpge_epi32_mask(lanes(nc - j), v, _mm512_setzero_si512());
+            _mm512_storeu_ps(row + j,
+                             _mm512_mask_i32gather_ps(_mm512_setzero_ps(), in, v, plane, 4));
+        }
+        return;
+    }
+    int s = r->stride, off = kx - r->pad, wo = r->wo;
+    /* output columns [lo, hi) read input columns off + ox*s inside [0, w) */
+    int lo = off >= 0 ? 0 : (s - 1 - off) / s;
+    int hi = off > r->w - 1 ? 0 : (r->w - 1 - off) / s + 1;
+    hi = hi < wo ? hi : wo;
+    lo = lo < hi ? lo : hi;
+    const float *plane = r->x + (size_t)ci * r->h * r->w;
+    int oy = n0 / wo, ox = n0 - oy * wo, iy = oy * s - r->pad + ky;
+    for (int left = nc; left > 0; iy += s, ox = 0) {
+        int len = wo - ox < left ? wo - ox : left;
+        int a = lo > ox ? lo : ox, b = hi < ox + len ? hi : ox + len;
+        if (iy < 0 || iy >= r->h || b <= a) {
+            zero_run(row, len);
+        } else {
+            zero_run(row, a - ox);
+            copy_run(plane + (size_t)iy * r->w + off + (ptrdiff_t)a * s, s, b - a, row + (a - ox));
+            zero_run(row + (b - ox), ox + len - b);
+        }
+        row += len;
+        left -= len;
+    }
+}
+#else /* the packed path never runs here (resattn_gemm_available() is 0) */
+static void conv_row(const void *arg, int kk, int n0, int nc, float *row) {
+    (void)arg, (void)kk, (void)n0;
+    memset(row, 0, (size_t)nc * sizeof *row);
+}
+#endif
+
+/* 1x1 stride 1: row k of B is channel k of the image. */
+static void plain_row(const void *arg, int k, int n0, int nc, float *row) {
+    const conv_rows *r = arg;
+    memcpy(row, r->x + (size_t)k * r->h * r->w + n0, (size_t)nc * sizeof *row);
+}
+
+/*
+ * The direct path as a task of one or two parts. On the packed GEMM the parts share the
+ * implicit im2col (each makes half the rows of every block of col) and split the product by
+ * output-channel panels: splitting M rather than N halves the weights each core streams,
+ * which is what a single image is bound by. Without packed weights it runs as one part:
+ * im2col (or the strided 1x1 gather) into the scratch, cblas_sgemm (OpenBLAS threads it)
+ * and the bias/ReLU pass.
  */
 typedef struct direct_task {
     const resattn_conv *c;
     const float *in;
     float *out, *col, *bbuf;
+    const int *idx; /* conv_rows.idx, or NULL */
     int n, h, w, ho, wo, relu;
     resattn_barrier bar;
 } direct_task;
@@ -107,39 +223,31 @@ static void direct_part(void *arg, int part, int nparts) {
     int h = t->h, w = t->w, ho = t->ho, wo = t->wo, hw = ho * wo, kk = c->cin * c->k * c->k;
     int plain = c->k == 1 && c->pad == 0 && c->stride == 1;
     int gather = c->k == 1 && c->pad == 0 && c->stride != 1;
-    int c0 = c->cin * part / nparts, c1 = c->cin * (part + 1) / nparts;
-    int panels = (c->cout + RESATTN_GEMM_MR - 1) / RESATTN_GEMM_MR;
-    int m0 = panels * part / nparts * RESATTN_GEMM_MR;
-    int m1 = panels * (part + 1) / nparts * RESATTN_GEMM_MR;
-    m1 = m1 < c->cout ? m1 : c->cout;
-    float *bbuf = t->bbuf + (size_t)part * resattn_gemm_scratch();
     for (int i = 0; i < t->n; i++) {
         const float *x = t->in + (size_t)i * c->cin * h * w, *b = x;
         float *y = t->out + (size_t)i * c->cout * hw;
+        if (c->wp) {
+            conv_rows r = {x, h, w, c->k, c->stride, c->pad, ho, wo, t->idx};
+            resattn_gemm_run_rows(c->wp, c->cout, kk, plain ? plain_row : conv_row, &r, hw, y, hw,
+                                  c->b, t->relu, t->bbuf, part, nparts, &t->bar);
+            if (i + 1 < t->n) /* the packing buffers are reused by the next image */
+                resattn_barrier_wait(&t->bar, nparts);
+            continue;
+        }
         if (gather) { /* strided 1x1: the sampled pixels, [cin, ho*wo] */
-            for (int ci = c0; ci < c1; ci++)
+            for (int ci = 0; ci < c->cin; ci++)
                 for (int oy = 0; oy < ho; oy++)
                     for (int ox = 0; ox < wo; ox++)
                         t->col[((size_t)ci * ho + oy) * wo + ox] =
                             x[((size_t)ci * h + oy * c->stride) * w + ox * c->stride];
-        } else if (!plain) {
-            resattn_im2col(x + (size_t)c0 * h * w, c1 - c0, h, w, c->k, c->stride, c->pad, ho, wo,
-                           t->col + (size_t)c0 * c->k * c->k * hw);
-        }
-        if (!plain) {
             b = t->col;
-            resattn_barrier_wait(&t->bar, nparts); /* every column written */
+        } else if (!plain) {
+            resattn_im2col(x, c->cin, h, w, c->k, c->stride, c->pad, ho, wo, t->col);
+            b = t->col;
         }
-        if (!c->wp) {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c->cout, hw, kk, 1.0f, c->w, kk,
-                        b, hw, 0.0f, y, hw);
-            bias_act(y, c->b, c->cout, hw, t->relu);
-        } else if (m1 > m0) {
-            resattn_gemm_run(c->wp + (size_t)m0 * kk, m1 - m0, kk, b, hw, hw, y + (size_t)m0 * hw,
-                             hw, c->b + m0, t->relu, bbuf);
-        }
-        if (!plain && i + 1 < t->n)
-            resattn_barrier_wait(&t->bar, nparts); /* columns read before the next image's */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c->cout, hw, kk, 1.0f, c->w, kk, b,
+                    hw, 0.0f, y, hw);
+        bias_act(y, c->b, c->cout, hw, t->relu);
     }
 }
 
@@ -169,6 +277,10 @@ void resattn_conv_forward(const resattn_conv *c, const float *in, int n, int h, 
                      .ho = ho,
                      .wo = wo,
                      .relu = relu};
+    if (c->wp && wo < GATHER_WO && !(c->k == 1 && c->pad == 0 && c->stride == 1)) {
+        conv_index(c, h, w, ho, wo, (int *)scratch); /* k*k*hw ints: the col area is unused */
+        t.idx = (const int *)scratch;
+    }
     long macs = (long)c->cout * kk * hw;
     resattn_parallel2(direct_part, &t, c->wp && resattn_parallel_wanted() && macs >= TWO_PART_MACS);
 }
