@@ -26,10 +26,13 @@ static const conv_case conv_cases[] = {
     {1, 2, 8, 8, 3, 3, 2, 0, 0},   /* no padding */
     {1, 3, 20, 17, 5, 3, 3, 1, 1}, /* stride 3 (packed path: narrow output, gathered by index) */
     {1, 2, 20, 50, 3, 3, 3, 1, 0}, /* stride 3, 17 wide (packed path: runs, element-wise) */
-    /* big enough (>= 2M multiply-adds) to split over two threads on the packed path */
-    {1, 64, 30, 30, 60, 3, 2, 1, 1},   /* im2col split by channel, GEMM by row panel */
-    {1, 100, 20, 20, 132, 1, 1, 0, 0}, /* plain 1x1 */
-    {2, 256, 32, 31, 128, 1, 2, 0, 1}, /* strided 1x1 gather, two images */
+    /* big enough (>= 2M multiply-adds) to split over two threads on the packed path: by
+     * columns (small weights, >= 192 columns) or by row panels sharing the packed blocks */
+    {1, 64, 30, 30, 60, 3, 2, 1, 1},   /* by columns, rows gathered by index */
+    {1, 100, 20, 20, 132, 1, 1, 0, 0}, /* plain 1x1, by columns */
+    {2, 256, 32, 31, 128, 1, 2, 0, 1}, /* strided 1x1, two images, by columns */
+    {1, 128, 12, 12, 96, 3, 1, 1, 1},  /* 144 columns: by row panels */
+    {2, 100, 16, 40, 300, 3, 1, 1, 0}, /* 1 MB of weights, 2 x 4 blocks of B: by row panels */
 };
 
 START_TEST(conv_matches_naive) {

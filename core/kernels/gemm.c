@@ -37,7 +37,8 @@
 #define KC 256                   /* rows of K per block */
 #define NC (8 * NR)              /* columns per block */
 #define BBUF_FLOATS (320 * 1024) /* the B-packing buffer: a whole K x NC block up to 1.25 MiB */
-#define PF_A 512                 /* floats (2 KiB) the micro-kernel prefetches A ahead */
+#define COLS_SPLIT_FLOATS (256 * 1024) /* weights up to 1 MiB: two threads split by columns */
+#define PF_A 512                       /* floats (2 KiB) the micro-kernel prefetches A ahead */
 
 size_t resattn_gemm_packed_floats(int M, int K) {
     return (size_t)(M + MR - 1) / MR * MR * (size_t)K;
@@ -259,10 +260,40 @@ static AVX512 void pack_rows(resattn_gemm_row_fn fn, const void *arg, int k0, in
     }
 }
 
+/* The columns [n0, n1) of C with every panel, packing into bp alone (no other part reads it). */
+static AVX512 void gemm_rows_cols(const float *Ap, int M, int K, resattn_gemm_row_fn fn,
+                                  const void *arg, int n0, int n1, float *C, int ldc,
+                                  const float *bias, int relu, float *bp) {
+    for (; n0 < n1; n0 += NC) {
+        int nc = n1 - n0 < NC ? n1 - n0 : NC;
+        size_t packed = (size_t)(nc + NR - 1) / NR * NR * K;
+        int kb = packed <= BBUF_FLOATS ? K : KC;
+        for (int k0 = 0; k0 < K; k0 += kb) {
+            int kc = K - k0 < kb ? K - k0 : kb, last = k0 + kc == K;
+            pack_rows(fn, arg, k0, kc, 0, kc, n0, nc, bp);
+            gemm_block(Ap, M, K, k0, kc, bp, nc, C + n0, ldc, last ? bias : NULL, last && relu,
+                       k0 > 0);
+        }
+    }
+}
+
 static AVX512 void gemm_rows_avx512(const float *Ap, int M, int K, resattn_gemm_row_fn fn,
                                     const void *arg, int N, float *C, int ldc, const float *bias,
                                     int relu, float *bbufs, int part, int nparts,
                                     resattn_barrier *bar) {
+    /*
+     * Two ways to split. Small weights (the stem's 37 KB, the early layers') and many columns:
+     * by columns, each part packing and computing its own; nothing crosses between the cores.
+     * Otherwise by panels of A, so that each core streams half the weights, sharing the
+     * packed blocks of B (each part packs half of every block's rows).
+     */
+    if (nparts == 1 || ((size_t)M * K <= COLS_SPLIT_FLOATS && N >= 4 * NR)) {
+        int c0 = N / NR * part / nparts * NR,
+            c1 = part + 1 < nparts ? N / NR * (part + 1) / nparts * NR : N;
+        gemm_rows_cols(Ap, M, K, fn, arg, c0, c1, C, ldc, bias, relu,
+                       bbufs + (size_t)part * BBUF_FLOATS);
+        return;
+    }
     int panels = (M + MR - 1) / MR, p0 = panels * part / nparts, p1 = panels * (part + 1) / nparts;
     int m0 = p0 * MR, m1 = p1 * MR < M ? p1 * MR : M;
     unsigned blocks = 0;
