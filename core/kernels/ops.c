@@ -11,6 +11,7 @@
 
 #include <cblas.h>
 #include <float.h>
+#include <math.h>
 #include <string.h>
 
 static size_t conv_work(const resattn_conv *c, int h, int w) {
@@ -298,8 +299,53 @@ typedef struct pool_task {
 
 #define POOL_COLS 256 /* columns per pass of the vertical max (stack buffer) */
 
+#if defined(__x86_64__) && defined(__GNUC__)
+/*
+ * 16 outputs per step: the vertical max v of the (up to) three input rows over columns
+ * [2*ox0, 2*ox0 + 32), split into its even and odd lanes E[j] = v[2j], O[j] = v[2j + 1];
+ * output j is max(v[2j - 1], E[j], O[j]), where v[2j - 1] is O one lane up and, in lane 0,
+ * the column left of the block. Columns past the row are -inf (padding never wins).
+ */
+static AVX512 void maxpool_rows16(const float *x, int h, int w, float *y) {
+    int ho = resattn_conv_out(h, 3, 2, 1), wo = resattn_conv_out(w, 3, 2, 1);
+    const __m512i even =
+        _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd =
+        _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    for (int oy = 0; oy < ho; oy++, y += wo) {
+        int y0 = oy * 2 - 1 < 0 ? 0 : oy * 2 - 1, y1 = oy * 2 + 1 < h ? oy * 2 + 1 : h - 1;
+        for (int ox0 = 0; ox0 < wo; ox0 += 16) {
+            int c = 2 * ox0;
+            __mmask16 m0 = lanes(w - c), m1 = lanes(w - c - 16);
+            __m512 a = ninf, b = ninf;
+            float left = -INFINITY;
+            for (int r = y0; r <= y1; r++) {
+                const float *row = x + (size_t)r * w + c;
+                a = _mm512_max_ps(a, _mm512_mask_loadu_ps(ninf, m0, row));
+                b = _mm512_max_ps(b, _mm512_mask_loadu_ps(ninf, m1, row + 16));
+                if (c > 0)
+                    left = row[-1] > left ? row[-1] : left;
+            }
+            __m512 e = _mm512_permutex2var_ps(a, even, b), o = _mm512_permutex2var_ps(a, odd, b);
+            __m512 up = _mm512_castsi512_ps(_mm512_alignr_epi32(
+                _mm512_castps_si512(o), _mm512_castps_si512(_mm512_set1_ps(left)), 15));
+            _mm512_mask_storeu_ps(y + ox0, lanes(wo - ox0), _mm512_max_ps(_mm512_max_ps(e, o), up));
+        }
+    }
+}
+#endif
+
 static void maxpool_part(void *arg, int part, int nparts) {
     const pool_task *t = arg;
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (resattn_gemm_available()) { /* the AVX-512 path */
+        int h = t->h, w = t->w, hw = resattn_conv_out(h, 3, 2, 1) * resattn_conv_out(w, 3, 2, 1);
+        for (int c = t->nc * part / nparts; c < t->nc * (part + 1) / nparts; c++)
+            maxpool_rows16(t->in + (size_t)c * h * w, h, w, t->out + (size_t)c * hw);
+        return;
+    }
+#endif
     int h = t->h, w = t->w, ho = resattn_conv_out(h, 3, 2, 1), wo = resattn_conv_out(w, 3, 2, 1);
     float vmax[POOL_COLS + 2];
     for (int c = t->nc * part / nparts; c < t->nc * (part + 1) / nparts; c++) {
