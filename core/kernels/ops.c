@@ -382,9 +382,266 @@ void resattn_maxpool3s2(const float *in, int nc, int h, int w, float *out) {
                       resattn_parallel_wanted() && (size_t)nc * h * w >= (size_t)1 << 17);
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+static AVX512 void gap16(const float *in, int nc, int hw, float *out) {
+    for (int c = 0; c < nc; c++, in += hw) {
+        __m512 s0 = _mm512_setzero_ps(), s1 = s0;
+        int i = 0;
+        for (; i + 32 <= hw; i += 32) {
+            s0 = _mm512_add_ps(s0, _mm512_loadu_ps(in + i));
+            s1 = _mm512_add_ps(s1, _mm512_loadu_ps(in + i + 16));
+        }
+        for (; i < hw; i += 16)
+            s0 = _mm512_add_ps(s0, _mm512_maskz_loadu_ps(lanes(hw - i), in + i));
+        out[c] = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1)) / (float)hw;
+    }
+}
+
+/*
+ * e^x for 16 lanes, after Cephes' expf: x = n ln2 + r with |r| <= ln2 / 2 (ln2 in two
+ * parts), e^r by a degree-7 polynomial, times 2^n by vscalefps. Within 2 ulp of expf over
+ * [-87, 88] (clamped outside: sigmoid needs no more).
+ */
+static inline AVX512 __m512 exp16(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
+
+static AVX512 void sigmoid16(float *x, size_t n) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = lanes((int)(n - i < 16 ? n - i : 16));
+        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        v = _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), v))));
+        _mm512_mask_storeu_ps(x + i, m, v);
+    }
+}
+#endif
+
+#if defined(__x86_64__) && defined(__GNUC__)
+/* C [M, L] = bias + A [M, K] x B [K, L]: rows of C 64 columns at a time in registers. */
+static AVX512 void small_matmul16(const float *A, int M, int K, const float *B, int ldb, int L,
+                                  const float *bias, float *C, int ldc) {
+    for (int i = 0; i < M; i++)
+        for (int l0 = 0; l0 < L; l0 += 64) {
+            __m512 acc[4];
+            __mmask16 m[4];
+            for (int v = 0; v < 4; v++) {
+                m[v] = lanes(L - l0 - 16 * v);
+                acc[v] = _mm512_set1_ps(bias ? bias[i] : 0.0f);
+            }
+            for (int k = 0; k < K; k++) {
+                __m512 a = _mm512_set1_ps(A[(size_t)i * K + k]);
+                const float *bk = B + (size_t)k * ldb + l0;
+                for (int v = 0; v < 4; v++)
+                    acc[v] = _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(m[v], bk + 16 * v), acc[v]);
+            }
+            for (int v = 0; v < 4; v++)
+                _mm512_mask_storeu_ps(C + (size_t)i * ldc + l0 + 16 * v, m[v], acc[v]);
+        }
+}
+
+/* out [h, w] = bias + the k x k convolution (zero padding k / 2) of map [ch, h, w] with
+ * wk [ch, k, k]: an output row 64 columns at a time in registers, the taps in order. */
+static AVX512 void conv_single16(const float *map, int ch, int h, int w, const float *wk, int k,
+                                 float bias, float *out) {
+    int pad = k / 2;
+    for (int y = 0; y < h; y++)
+        for (int x0 = 0; x0 < w; x0 += 64) {
+            __m512 acc[4];
+            for (int v = 0; v < 4; v++)
+                acc[v] = _mm512_set1_ps(bias);
+            for (int c = 0; c < ch; c++)
+                for (int ky = 0; ky < k; ky++) {
+                    int iy = y + ky - pad;
+                    if (iy < 0 || iy >= h)
+                        continue;
+                    const float *row = map + ((size_t)c * h + iy) * w;
+                    for (int kx = 0; kx < k; kx++) {
+                        __m512 wv = _mm512_set1_ps(wk[(c * k + ky) * k + kx]);
+                        int off = kx - pad; /* column x reads row[x + off], inside [0, w) */
+                        for (int v = 0; v < 4; v++) {
+                            int x = x0 + 16 * v, lo = -off - x, hi = w - off - x;
+                            lo = lo < 0 ? 0 : lo;
+                            hi = hi > 16 ? 16 : hi;
+                            hi = hi < w - x ? hi : w - x;
+                            if (hi <= lo)
+                                continue;
+                            __mmask16 m = (__mmask16)(lanes(hi) & ~lanes(lo));
+                            acc[v] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, row + x + off),
+                                                     acc[v]);
+                        }
+                    }
+                }
+            for (int v = 0; v < 4; v++)
+                _mm512_mask_storeu_ps(out + (size_t)y * w + x0 + 16 * v, lanes(w - x0 - 16 * v),
+                                      acc[v]);
+        }
+}
+
+static AVX512 void scaled_sum_max16(const float *x, float g, int n, float *sum, float *mx) {
+    __m512 vg = _mm512_set1_ps(g);
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 m = lanes(n - i);
+        __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vg);
+        _mm512_mask_storeu_ps(sum + i, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, sum + i), v));
+        _mm512_mask_storeu_ps(mx + i, m, _mm512_max_ps(_mm512_maskz_loadu_ps(m, mx + i), v));
+    }
+}
+
+static AVX512 void sum_max16(const float *x, int n, float *sum, float *mx) {
+    __m512 s = _mm512_setzero_ps(), m = _mm512_set1_ps(-FLT_MAX);
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 k = lanes(n - i);
+        __m512 v = _mm512_maskz_loadu_ps(k, x + i);
+        s = _mm512_add_ps(s, v);
+        m = _mm512_mask_max_ps(m, k, m, v);
+    }
+    *sum = _mm512_reduce_add_ps(s);
+    *mx = _mm512_reduce_max_ps(m);
+}
+
+static AVX512 void row_col_sums16(const float *x, int h, int w, float *rows, float *cols) {
+    for (int y = 0; y < h; y++, x += w) {
+        __m512 s = _mm512_setzero_ps();
+        for (int i = 0; i < w; i += 16) {
+            __mmask16 m = lanes(w - i);
+            __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+            s = _mm512_add_ps(s, v);
+            _mm512_mask_storeu_ps(cols + i, m,
+                                  _mm512_add_ps(_mm512_maskz_loadu_ps(m, cols + i), v));
+        }
+        rows[y] = _mm512_reduce_add_ps(s);
+    }
+}
+#endif
+
+void resattn_small_matmul(const float *A, int M, int K, const float *B, int ldb, int L,
+                          const float *bias, float *C, int ldc) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (resattn_gemm_available()) {
+        small_matmul16(A, M, K, B, ldb, L, bias, C, ldc);
+        return;
+    }
+#endif
+    for (int i = 0; i < M; i++) {
+        float *ci = C + (size_t)i * ldc;
+        for (int l = 0; l < L; l++)
+            ci[l] = bias ? bias[i] : 0.0f;
+        for (int k = 0; k < K; k++) {
+            float a = A[(size_t)i * K + k];
+            const float *bk = B + (size_t)k * ldb;
+            for (int l = 0; l < L; l++)
+                ci[l] += a * bk[l];
+        }
+    }
+}
+
+void resattn_conv_single(const float *map, int ch, int h, int w, const float *wk, int k, float bias,
+                         float *out) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (resattn_gemm_available()) {
+        conv_single16(map, ch, h, w, wk, k, bias, out);
+        return;
+    }
+#endif
+    int pad = k / 2, hw = h * w;
+    for (int i = 0; i < hw; i++)
+        out[i] = bias;
+    for (int c = 0; c < ch; c++) /* shifted row updates, the taps in the same order */
+        for (int ky = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++) {
+                float wv = wk[(c * k + ky) * k + kx];
+                int x0 = pad - kx > 0 ? pad - kx : 0, x1 = w + pad - kx < w ? w + pad - kx : w;
+                for (int y = 0; y < h; y++) {
+                    int iy = y + ky - pad;
+                    if (iy < 0 || iy >= h)
+                        continue;
+                    const float *src = map + (size_t)c * hw + (size_t)iy * w + kx - pad;
+                    float *dst = out + (size_t)y * w;
+                    for (int x = x0; x < x1; x++)
+                        dst[x] += wv * src[x];
+                }
+            }
+}
+
+void resattn_scaled_sum_max(const float *x, float g, int n, float *sum, float *mx) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (resattn_gemm_available()) {
+        scaled_sum_max16(x, g, n, sum, mx);
+        return;
+    }
+#endif
+    for (int i = 0; i < n; i++) {
+        float v = x[i] * g;
+        sum[i] += v;
+        mx[i] = v > mx[i] ? v : mx[i];
+    }
+}
+
+void resattn_sum_max(const float *x, int n, float *sum, float *mx) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (resattn_gemm_available()) {
+        sum_max16(x, n, sum, mx);
+        return;
+    }
+#endif
+    float s = 0.0f, m = -FLT_MAX;
+    for (int i = 0; i < n; i++) {
+        s += x[i];
+        m = x[i] > m ? x[i] : m;
+    }
+    *sum = s, *mx = m;
+}
+
+void resattn_row_col_sums(const float *x, int h, int w, float *rows, float *cols) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (resattn_gemm_available()) {
+        row_col_sums16(x, h, w, rows, cols);
+        return;
+    }
+#endif
+    for (int y = 0; y < h; y++, x += w) {
+        float s = 0.0f;
+        for (int i = 0; i < w; i++) {
+            s += x[i];
+            cols[i] += x[i];
+        }
+        rows[y] = s;
+    }
+}
+
+void resattn_sigmoid_inplace(float *x, size_t n) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (resattn_gemm_available()) {
+        sigmoid16(x, n);
+        return;
+    }
+#endif
+    for (size_t i = 0; i < n; i++)
+        x[i] = resattn_sigmoid(x[i]);
+}
+
 /* Mean of each channel, with 8 partial sums in two vectors (-O2 keeps a float reduction in
- * order, one add at a time). */
+ * order, one add at a time); 32 on the AVX-512 path. */
 void resattn_gap(const float *in, int nc, int hw, float *out) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (resattn_gemm_available()) {
+        gap16(in, nc, hw, out);
+        return;
+    }
+#endif
     for (int c = 0; c < nc; c++) {
         const float *x = in + (size_t)c * hw;
         v4f s0 = {0, 0, 0, 0}, s1 = s0;
