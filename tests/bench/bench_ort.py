@@ -13,10 +13,11 @@ next engine's bill). The per-turn ratio is ORT ms / resattn ms (above 1: resattn
 the table gives its median and quartiles. The machine's FP32 FMA peak of one core is measured
 by the resattn worker before every case, and each engine's GFLOP/s (the model's
 direct-convolution FLOPs, from resattn_model_info) is given as a fraction of threads x that
-peak (the best measured in the run).
+peak (the best measured in the run). Each case runs in --rounds rounds, each with a fresh
+pair of workers (logits checked again), and the turns of all rounds are pooled.
 
     /usr/bin/python3 tests/bench/bench_ort.py --models DIR --worker BIN [--threads 1,2]
-        [--seconds S] [--min-turns N] [--max-turns N] [--only SUBSTR] [--out FILE]
+        [--seconds S] [--rounds R] [--min-turns N] [--max-turns N] [--only SUBSTR] [--out FILE]
 """
 
 import argparse
@@ -93,56 +94,80 @@ def quartiles(xs):
     return q[0], statistics.median(xs), q[2]
 
 
-def run_case(case, threads, a, tmp):
-    batch = case["batch"]
-    res = Worker([a.worker, case["model"], str(threads), case["input"], str(batch)])
+def start(case, threads, a):
+    res = Worker([a.worker, case["model"], str(threads), case["input"], str(case["batch"])])
     ort = Worker(["node", os.path.join(HERE, "ort_worker.mjs"), case["onnx"], str(threads),
-                  case["input"], str(batch), "3"])
-    row = {"case": case["name"], "threads": threads, "batch": batch}
-    try:
-        paths = {}
-        for name, w in (("resattn", res), ("ort", ort)):
-            paths[name] = os.path.join(tmp, "%s.logits" % name)
-            w.ask("logits " + paths[name])
-        ref = read_f32(case["torch_logits"])
-        y_res, y_ort = read_f32(paths["resattn"]), read_f32(paths["ort"])
-        row["diff_ort_res"] = rel_diff(y_ort, y_res)
-        row["diff_res_torch"] = rel_diff(y_res, ref)
-        row["diff_ort_torch"] = rel_diff(y_ort, ref)
-        row["agree"] = max(row["diff_ort_res"], row["diff_res_torch"], row["diff_ort_torch"]) <= a.tol
-        row["flops"] = float(res.ask("flops"))
-        row["peak"] = float(res.ask("peak 300"))
-        if not row["agree"]:
-            return row
-        gap = {"resattn": a.gap_ms[0] / 1e3, "ort": a.gap_ms[threads > 1] / 1e3}
-        engines = [("resattn", res), ("ort", ort)]
-        ms = {"resattn": [], "ort": []}
-        ratios, idle_ms = [], []
-        t_end = time.monotonic() + a.seconds
-        turn = 0
-        while turn < a.max_turns and (turn < a.min_turns or time.monotonic() < t_end):
-            order = engines if turn % 2 == 0 else engines[::-1]
-            got = {}
-            for name, w in order:
-                got[name] = float(w.ask("run"))
-                c0 = w.cpu_ns() if name == "ort" else 0
-                time.sleep(gap[name])
-                if name == "ort":
-                    idle_ms.append((w.cpu_ns() - c0) / 1e6)
-            for k in ms:
-                ms[k].append(got[k])
-            ratios.append(got["ort"] / got["resattn"])
-            turn += 1
-        row["turns"] = turn
-        row["ratios"] = ratios
-        row["ratio"] = quartiles(ratios)
-        row["res_ms"] = statistics.median(ms["resattn"])
-        row["ort_ms"] = statistics.median(ms["ort"])
-        row["ort_idle_cpu_ms"] = statistics.median(idle_ms)
-        return row
-    finally:
-        res.close()
-        ort.close()
+                  case["input"], str(case["batch"]), "3"])
+    return res, ort
+
+
+def check_logits(case, res, ort, row, a, tmp):
+    paths = {}
+    for name, w in (("resattn", res), ("ort", ort)):
+        paths[name] = os.path.join(tmp, "%s.logits" % name)
+        w.ask("logits " + paths[name])
+    ref = read_f32(case["torch_logits"])
+    y_res, y_ort = read_f32(paths["resattn"]), read_f32(paths["ort"])
+    row["diff_ort_res"] = rel_diff(y_ort, y_res)
+    row["diff_res_torch"] = rel_diff(y_res, ref)
+    row["diff_ort_torch"] = rel_diff(y_ort, ref)
+    row["agree"] = max(row["diff_ort_res"], row["diff_res_torch"], row["diff_ort_torch"]) <= a.tol
+
+
+def turns(res, ort, threads, a, seconds, min_turns, max_turns, out):
+    """Alternating passes until both the time and the turn minimum are reached."""
+    gap = {"resattn": a.gap_ms[0] / 1e3, "ort": a.gap_ms[threads > 1] / 1e3}
+    engines = [("resattn", res), ("ort", ort)]
+    t_end = time.monotonic() + seconds
+    turn = 0
+    while turn < max_turns and (turn < min_turns or time.monotonic() < t_end):
+        order = engines if turn % 2 == 0 else engines[::-1]
+        got = {}
+        for name, w in order:
+            got[name] = float(w.ask("run"))
+            c0 = w.cpu_ns() if name == "ort" else 0
+            time.sleep(gap[name])
+            if name == "ort":
+                out["idle"].append((w.cpu_ns() - c0) / 1e6)
+        for k in ("resattn", "ort"):
+            out[k].append(got[k])
+        out["ratios"].append(got["ort"] / got["resattn"])
+        turn += 1
+
+
+def run_case(case, threads, a, tmp):
+    """Rounds of fresh worker pairs (a process keeps its own cache luck for its life), the
+    logits checked in every round, the turns of all rounds pooled."""
+    row = {"case": case["name"], "threads": threads, "batch": case["batch"], "agree": True}
+    out = {"resattn": [], "ort": [], "ratios": [], "idle": []}
+    rounds = []
+    for r in range(a.rounds):
+        res, ort = start(case, threads, a)
+        try:
+            check = {}
+            check_logits(case, res, ort, check, a, tmp)
+            if r == 0:
+                row.update(check)
+                row["flops"] = float(res.ask("flops"))
+                row["peak"] = float(res.ask("peak 300"))
+            row["agree"] = row["agree"] and check["agree"]
+            if not row["agree"]:
+                return row
+            n0 = len(out["ratios"])
+            turns(res, ort, threads, a, a.seconds / a.rounds, -(-a.min_turns // a.rounds),
+                  -(-a.max_turns // a.rounds), out)
+            rounds.append(statistics.median(out["ratios"][n0:]))
+        finally:
+            res.close()
+            ort.close()
+    row["turns"] = len(out["ratios"])
+    row["ratios"] = out["ratios"]
+    row["round_ratios"] = rounds
+    row["ratio"] = quartiles(out["ratios"])
+    row["res_ms"] = statistics.median(out["resattn"])
+    row["ort_ms"] = statistics.median(out["ort"])
+    row["ort_idle_cpu_ms"] = statistics.median(out["idle"])
+    return row
 
 
 def machine():
@@ -167,21 +192,23 @@ def versions():
 
 
 def table(rows, peak):
-    lines = ["| case | thr | turns | ORT ms | resattn ms | ratio median | quartiles | resattn GFLOP/s"
-             " (% of peak) | ORT GFLOP/s (% of peak) | ORT idle CPU ms | logits rel. diff ORT/resattn/torch |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| case | thr | turns | ORT ms | resattn ms | ratio median | quartiles | per round"
+             " | resattn GFLOP/s (% of peak) | ORT GFLOP/s (% of peak) | ORT idle CPU ms"
+             " | logits rel. diff ORT/resattn/torch |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         diffs = "%.1e / %.1e / %.1e" % (r["diff_ort_res"], r["diff_res_torch"], r["diff_ort_torch"])
         if not r["agree"]:
-            lines.append("| %s | %d | — | — | — | **logits disagree** | | | | | %s |" % (
+            lines.append("| %s | %d | — | — | — | **logits disagree** | | | | | | %s |" % (
                 r["case"], r["threads"], diffs))
             continue
         cap = peak * r["threads"]
         gr = r["flops"] * r["batch"] / r["res_ms"] / 1e6
         go = r["flops"] * r["batch"] / r["ort_ms"] / 1e6
         q1, med, q3 = r["ratio"]
-        lines.append("| %s | %d | %d | %.2f | %.2f | **%.3f** | %.3f – %.3f | %.1f (%.0f %%) | %.1f (%.0f %%) | %.0f | %s |" % (
+        lines.append("| %s | %d | %d | %.2f | %.2f | **%.3f** | %.3f – %.3f | %s | %.1f (%.0f %%) | %.1f (%.0f %%) | %.0f | %s |" % (
             r["case"], r["threads"], r["turns"], r["ort_ms"], r["res_ms"], med, q1, q3,
+            " ".join("%.2f" % x for x in r["round_ratios"]),
             gr, 100 * gr / cap, go, 100 * go / cap, r["ort_idle_cpu_ms"], diffs))
     return "\n".join(lines)
 
@@ -213,7 +240,8 @@ def main():
     ap.add_argument("--models", required=True, help="directory written by ort_models.py")
     ap.add_argument("--worker", required=True, help="the built resattn_worker")
     ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--seconds", type=float, default=20.0, help="per case and thread count")
+    ap.add_argument("--seconds", type=float, default=24.0, help="per case and thread count")
+    ap.add_argument("--rounds", type=int, default=3, help="fresh worker pairs per case")
     ap.add_argument("--min-turns", type=int, default=15)
     ap.add_argument("--max-turns", type=int, default=120)
     ap.add_argument("--gap-ms", default="10,150",
@@ -261,7 +289,9 @@ def main():
         "Load average (1/5/15 min) at start %.2f/%.2f/%.2f, at end %.2f/%.2f/%.2f." % (
             load0 + os.getloadavg()), "",
         "Ratio = ORT ms / resattn ms of one turn (above 1: resattn faster); median and quartiles "
-        "over the turns. ms = medians of the timed passes. “ORT idle CPU ms” = CPU time ONNX "
+        "over the turns of all rounds (each round a fresh pair of worker processes: a process "
+        "keeps its own cache luck for its life), and each round's median. ms = medians of the "
+        "timed passes. “ORT idle CPU ms” = CPU time ONNX "
         "Runtime's process used during the pause after its timed pass (its pool spinning).", "",
         table(rows, peak), "", "## Targets", "", targets(rows), ""])
     print(text)
