@@ -1,8 +1,11 @@
 /*
  * Convolution (im2col + GEMM, 1x1 as plain GEMM), fused bias/ReLU, max pool, global
- * average pool and linear layers. Per image, a convolution is one GEMM:
- * W [cout, cin*k*k] x col [cin*k*k, ho*wo] -> out [cout, ho*wo], on the packed AVX-512
- * kernel (core/kernels/gemm.c) when the weights were packed at load, else on cblas_sgemm.
+ * average pool, linear layers and the attention modules' vector steps. Per image, a
+ * convolution is one GEMM: W [cout, cin*k*k] x col [cin*k*k, ho*wo] -> out [cout, ho*wo],
+ * on the packed AVX-512 kernel (core/kernels/gemm.c, col made block by block in its packing
+ * buffer) when the weights were packed at load, else im2col and cblas_sgemm. Pooling and
+ * the vector steps have AVX-512 paths beside the portable loops, taken when the packed GEMM
+ * runs (resattn_gemm_available()).
  */
 #include "kernels/ops.h"
 #include "kernels/gemm.h"
