@@ -24,10 +24,15 @@ static const conv_case conv_cases[] = {
     {1, 1, 1, 1, 1, 3, 1, 1, 0},   /* 1x1 image, 3x3 kernel: only the centre tap */
     {2, 4, 9, 11, 3, 5, 1, 2, 1},  /* k = 5 */
     {1, 2, 8, 8, 3, 3, 2, 0, 0},   /* no padding */
-    /* big enough (>= 2M multiply-adds) to split over two threads on the packed path */
-    {1, 64, 30, 30, 60, 3, 2, 1, 1},   /* im2col split by channel, GEMM by row panel */
-    {1, 100, 20, 20, 132, 1, 1, 0, 0}, /* plain 1x1 */
-    {2, 256, 32, 31, 128, 1, 2, 0, 1}, /* strided 1x1 gather, two images */
+    {1, 3, 20, 17, 5, 3, 3, 1, 1}, /* stride 3 (packed path: narrow output, gathered by index) */
+    {1, 2, 20, 50, 3, 3, 3, 1, 0}, /* stride 3, 17 wide (packed path: runs, element-wise) */
+    /* big enough (>= 2M multiply-adds) to split over two threads on the packed path: by
+     * columns (small weights, >= 192 columns) or by row panels sharing the packed blocks */
+    {1, 64, 30, 30, 60, 3, 2, 1, 1},   /* by columns, rows gathered by index */
+    {1, 100, 20, 20, 132, 1, 1, 0, 0}, /* plain 1x1, by columns */
+    {2, 256, 32, 31, 128, 1, 2, 0, 1}, /* strided 1x1, two images, by columns */
+    {1, 128, 12, 12, 96, 3, 1, 1, 1},  /* 144 columns: by row panels */
+    {2, 100, 16, 40, 300, 3, 1, 1, 0}, /* 1 MB of weights, 2 x 4 blocks of B: by row panels */
 };
 
 START_TEST(conv_matches_naive) {
@@ -122,6 +127,86 @@ START_TEST(pointwise_functions) {
 }
 END_TEST
 
+/* The attention modules' vector steps against double-precision loops, on odd lengths (one
+ * lane, a partial vector, several vectors, more than one 64-column block); the unit target
+ * runs this suite on the AVX-512 path and again on the portable one. */
+START_TEST(attention_steps_match_naive) {
+    static const int lens[] = {1, 5, 16, 17, 45, 70, 113};
+    for (unsigned t = 0; t < sizeof lens / sizeof lens[0]; t++) {
+        int n = lens[t], h = 3 + n % 5, M = 2 + n % 3, K = 1 + n % 7;
+        float *x = malloc((size_t)n * h * 2 * 4), *sum = malloc((size_t)n * 4),
+              *mx = malloc((size_t)n * 4), *A = malloc((size_t)M * K * 4),
+              *B = malloc((size_t)K * (n + 3) * 4), *C = malloc((size_t)M * n * 4),
+              *bias = malloc((size_t)M * 4), *out = malloc((size_t)h * n * 4), wk[2 * 7 * 7],
+              rows[8], cols[113];
+        ref_fill(x, (size_t)n * h * 2, 30 + t);
+        ref_fill(A, (size_t)M * K, 40 + t);
+        ref_fill(B, (size_t)K * (n + 3), 50 + t);
+        ref_fill(bias, (size_t)M, 60 + t);
+        ref_fill(wk, 2 * 7 * 7, 70 + t);
+        for (int i = 0; i < n; i++)
+            sum[i] = 0.5f, mx[i] = -1.0f;
+        resattn_scaled_sum_max(x, 0.75f, n, sum, mx);
+        for (int i = 0; i < n; i++) {
+            ck_assert_double_le(fabs(sum[i] - (0.5 + 0.75 * x[i])), 1e-6);
+            ck_assert_double_eq(mx[i], fmax(-1.0, (double)(x[i] * 0.75f)));
+        }
+        float s, m;
+        resattn_sum_max(x, n, &s, &m);
+        double ds = 0, dm = -1e30;
+        for (int i = 0; i < n; i++)
+            ds += x[i], dm = fmax(dm, x[i]);
+        ck_assert_double_le(fabs(s - ds), 1e-5);
+        ck_assert_double_eq(m, dm);
+        for (int i = 0; i < n; i++)
+            cols[i] = 1.0f;
+        resattn_row_col_sums(x, h, n, rows, cols);
+        for (int y = 0; y < h; y++) {
+            double r = 0;
+            for (int i = 0; i < n; i++)
+                r += x[y * n + i];
+            ck_assert_double_le(fabs(rows[y] - r), 1e-5);
+        }
+        for (int i = 0; i < n; i++) {
+            double c = 1;
+            for (int y = 0; y < h; y++)
+                c += x[y * n + i];
+            ck_assert_double_le(fabs(cols[i] - c), 1e-5);
+        }
+        resattn_small_matmul(A, M, K, B, n + 3, n, bias, C, n);
+        for (int i = 0; i < M; i++)
+            for (int l = 0; l < n; l++) {
+                double c = bias[i];
+                for (int k = 0; k < K; k++)
+                    c += (double)A[i * K + k] * B[k * (n + 3) + l];
+                ck_assert_double_le(fabs(C[i * n + l] - c), 1e-5);
+            }
+        for (int k = 1; k <= 7; k += 2) { /* map [2, h, n] */
+            resattn_conv_single(x, 2, h, n, wk, k, 0.25f, out);
+            for (int y = 0; y < h; y++)
+                for (int i = 0; i < n; i++) {
+                    double c = 0.25;
+                    for (int ch = 0; ch < 2; ch++)
+                        for (int ky = 0; ky < k; ky++)
+                            for (int kx = 0; kx < k; kx++) {
+                                int iy = y + ky - k / 2, ix = i + kx - k / 2;
+                                if (iy >= 0 && iy < h && ix >= 0 && ix < n)
+                                    c += (double)wk[(ch * k + ky) * k + kx] *
+                                         x[(ch * h + iy) * n + ix];
+                            }
+                    ck_assert_double_le(fabs(out[y * n + i] - c), 1e-5);
+                }
+        }
+        for (int i = 0; i < n; i++)
+            out[i] = (float)(i - n / 2) * 0.7f;
+        resattn_sigmoid_inplace(out, (size_t)n);
+        for (int i = 0; i < n; i++)
+            ck_assert_double_le(fabs(out[i] - 1 / (1 + exp(-(i - n / 2) * 0.7))), 1e-6);
+        free(x), free(sum), free(mx), free(A), free(B), free(C), free(bias), free(out);
+    }
+}
+END_TEST
+
 START_TEST(im2col_layout) {
     /* 1 channel 3x3 image, k=3 pad 1: the centre-tap row is the image itself */
     float in[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9}, col[81];
@@ -141,6 +226,7 @@ Suite *ops_suite(void) {
     tcase_add_loop_test(tc, maxpool_matches_naive, 0, 6);
     tcase_add_test(tc, gap_and_linear_match_naive);
     tcase_add_test(tc, pointwise_functions);
+    tcase_add_test(tc, attention_steps_match_naive);
     tcase_add_test(tc, im2col_layout);
     suite_add_tcase(s, tc);
     return s;

@@ -14,6 +14,8 @@
 #ifndef RESATTN_GEMM_H
 #define RESATTN_GEMM_H
 
+#include "kernels/parallel.h"
+
 #include <stddef.h>
 
 #define RESATTN_GEMM_MR 8 /* rows of A per packed panel */
@@ -28,7 +30,7 @@ size_t resattn_gemm_packed_floats(int M, int K);
  * Ap[(p*K + k)*MR + r] = A[p*MR + r][k], zero past row M. */
 void resattn_gemm_pack(const float *A, int lda, int M, int K, float *Ap);
 
-/* Floats of the B-packing buffer resattn_gemm_run needs (a constant, about 400 KB). */
+/* Floats of the B-packing buffer resattn_gemm_run needs (a constant, 1.25 MiB). */
 size_t resattn_gemm_scratch(void);
 
 /*
@@ -39,5 +41,21 @@ size_t resattn_gemm_scratch(void);
  */
 void resattn_gemm_run(const float *Ap, int M, int K, const float *B, int ldb, int N, float *C,
                       int ldc, const float *bias, int relu, float *bbuf);
+
+/* Writes columns [n0, n0 + nc) of row k of an implicit B into row[0 .. nc) (nc <= 384). */
+typedef void (*resattn_gemm_row_fn)(const void *arg, int k, int n0, int nc, float *row);
+
+/*
+ * C [M, N] = Ap x B (+ bias, ReLU) as resattn_gemm_run, with B [K, N] never stored whole:
+ * row(arg, k, ...) produces it a block at a time straight into the packing buffer (an
+ * implicit im2col). Part `part` of `nparts` (1 or 2, one per thread, all called with the
+ * same arguments) packs its share of the rows of every block, waits at bar for the other,
+ * and computes its share of the MR-row panels of C, so no row of B is produced twice.
+ * bbufs holds 2 * resattn_gemm_scratch() floats, shared by the parts (the blocks alternate
+ * between its halves). Only valid when resattn_gemm_available().
+ */
+void resattn_gemm_run_rows(const float *Ap, int M, int K, resattn_gemm_row_fn row, const void *arg,
+                           int N, float *C, int ldc, const float *bias, int relu, float *bbufs,
+                           int part, int nparts, resattn_barrier *bar);
 
 #endif

@@ -1,9 +1,12 @@
 /*
  * Convolution (im2col + GEMM, 1x1 as plain GEMM), fused bias/ReLU, max pool, global
- * average pool and linear layers. Per image, a convolution is one GEMM:
- * W [cout, cin*k*k] x col [cin*k*k, ho*wo] -> out [cout, ho*wo], on the packed AVX-512
- * kernel (core/kernels/gemm.c) when the weights were packed at load, else on cblas_sgemm;
- * in a BF16 model on the BF16 GEMM (core/kernels/gemm_bf16.c).
+ * average pool, linear layers and the attention modules' vector steps. Per image, a
+ * convolution is one GEMM: W [cout, cin*k*k] x col [cin*k*k, ho*wo] -> out [cout, ho*wo],
+ * on the packed AVX-512 kernel (core/kernels/gemm.c, col made block by block in its packing
+ * buffer) when the weights were packed at load, else im2col and cblas_sgemm. Pooling and
+ * the vector steps have AVX-512 paths beside the portable loops, taken when the packed GEMM
+ * runs (resattn_gemm_available()).
+ * In a BF16 model the layers run on the BF16 GEMM (core/kernels/gemm_bf16.c).
  */
 #include "kernels/ops.h"
 #include "kernels/gemm.h"
@@ -12,6 +15,7 @@
 
 #include <cblas.h>
 #include <float.h>
+#include <math.h>
 #include <string.h>
 
 /* Floats of one part's work memory for resattn_gemm_bf16_conv (64-byte multiple). */
@@ -108,17 +112,133 @@ static void bias_act(float *out, const float *b, int cout, int hw, int relu) {
 }
 
 /*
- * The direct path as a task of one or two parts: the columns (im2col or the strided 1x1
- * gather) split by input channel, a barrier, then the GEMM. On the packed GEMM the parts
- * split it by output-channel panels, each with its own B-packing buffer: splitting M
- * rather than N halves the weights each core streams, which is what a single image is
- * bound by. Without packed weights it runs as one part with cblas_sgemm (OpenBLAS threads
- * it) and the bias/ReLU pass. BF16 layers take bf16_part instead.
+ * The packed path's implicit im2col (core/kernels/gemm.h resattn_gemm_run_rows): row
+ * kk = (ci, ky, kx) of col [cin*k*k, ho*wo] at column n = oy*wo + ox is
+ * x[ci][oy*s - pad + ky][ox*s - pad + kx], zero outside the image. Each block of col is made
+ * straight into the GEMM's packing buffer while the image is in cache, instead of writing the
+ * whole col to memory and reading it back (the 7x7 stem's col is 7.4 MB at 224x224).
+ */
+typedef struct conv_rows {
+    const float *x; /* one image [cin, h, w] */
+    int h, w, k, stride, pad, ho, wo;
+    const int *idx; /* narrow maps: [k*k, ho*wo] offset in a plane of each tap's input, or -1
+                       (outside the image); NULL: rows are copied run by run */
+} conv_rows;
+
+/* Output rows narrower than this are gathered through conv_rows.idx: a 4x4 or 7x7 map's row
+ * of col is 4-7 short runs, and working them out costs more than the copying. */
+#define GATHER_WO 16
+
+static void conv_index(const resattn_conv *c, int h, int w, int ho, int wo, int *idx) {
+    for (int ky = 0; ky < c->k; ky++)
+        for (int kx = 0; kx < c->k; kx++)
+            for (int oy = 0; oy < ho; oy++)
+                for (int ox = 0; ox < wo; ox++) {
+                    int iy = oy * c->stride - c->pad + ky, ix = ox * c->stride - c->pad + kx;
+                    *idx++ = iy >= 0 && iy < h && ix >= 0 && ix < w ? iy * w + ix : -1;
+                }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+#define AVX512 __attribute__((target("avx512f")))
+
+static inline AVX512 __mmask16 lanes(int n) {
+    return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+}
+
+static AVX512 void zero_run(float *dst, int len) {
+    for (int j = 0; j < len; j += 16)
+        _mm512_mask_storeu_ps(dst + j, lanes(len - j), _mm512_setzero_ps());
+}
+
+/* dst[j] = src[j * s] for j < m (m >= 1, every index inside the row). Strides 1 and 2 are
+ * vector loads (stride 2: the even lanes of two, no load past the last index); others one
+ * by one. */
+static inline AVX512 void copy_run(const float *src, int s, int m, float *dst) {
+    const __m512i even =
+        _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    for (int j = 0; j < m; j += 16, src += 16 * s, dst += 16) {
+        int q = m - j < 16 ? m - j : 16;
+        if (s == 1) {
+            _mm512_mask_storeu_ps(dst, lanes(q), _mm512_maskz_loadu_ps(lanes(q), src));
+        } else if (s == 2) {
+            __m512 v0 = _mm512_maskz_loadu_ps(lanes(2 * q - 1), src);
+            __m512 v1 = _mm512_maskz_loadu_ps(lanes(2 * q - 17), src + 16);
+            _mm512_mask_storeu_ps(dst, lanes(q), _mm512_permutex2var_ps(v0, even, v1));
+        } else {
+            for (int i = 0; i < q; i++)
+                dst[i] = src[(ptrdiff_t)i * s];
+        }
+    }
+}
+
+/* Columns [n0, n0 + nc) of row kk: one run per output row they touch, the columns whose
+ * input falls outside the image zero. Divisions only once per row: a block of a 4x4 map's
+ * layer has thousands of rows of 16 columns. */
+static AVX512 void conv_row(const void *arg, int kk, int n0, int nc, float *row) {
+    const conv_rows *r = arg;
+    int k2 = r->k * r->k, ci = kk / k2, tap = kk - ci * k2, ky = tap / r->k, kx = tap - ky * r->k;
+    if (r->idx) { /* 16 columns per gather, the lanes outside the image zero */
+        const float *plane = r->x + (size_t)ci * r->h * r->w;
+        const int *idx = r->idx + (size_t)tap * r->ho * r->wo + n0;
+        for (int j = 0; j < nc; j += 16) {
+            __m512i v = _mm512_maskz_loadu_epi32(lanes(nc - j), idx + j);
+            __mmask16 in = _mm512_mask_cmpge_epi32_mask(lanes(nc - j), v, _mm512_setzero_si512());
+            _mm512_storeu_ps(row + j,
+                             _mm512_mask_i32gather_ps(_mm512_setzero_ps(), in, v, plane, 4));
+        }
+        return;
+    }
+    int s = r->stride, off = kx - r->pad, wo = r->wo;
+    /* output columns [lo, hi) read input columns off + ox*s inside [0, w) */
+    int lo = off >= 0 ? 0 : (s - 1 - off) / s;
+    int hi = off > r->w - 1 ? 0 : (r->w - 1 - off) / s + 1;
+    hi = hi < wo ? hi : wo;
+    lo = lo < hi ? lo : hi;
+    const float *plane = r->x + (size_t)ci * r->h * r->w;
+    int oy = n0 / wo, ox = n0 - oy * wo, iy = oy * s - r->pad + ky;
+    for (int left = nc; left > 0; iy += s, ox = 0) {
+        int len = wo - ox < left ? wo - ox : left;
+        int a = lo > ox ? lo : ox, b = hi < ox + len ? hi : ox + len;
+        if (iy < 0 || iy >= r->h || b <= a) {
+            zero_run(row, len);
+        } else {
+            zero_run(row, a - ox);
+            copy_run(plane + (size_t)iy * r->w + off + (ptrdiff_t)a * s, s, b - a, row + (a - ox));
+            zero_run(row + (b - ox), ox + len - b);
+        }
+        row += len;
+        left -= len;
+    }
+}
+#else /* the packed path never runs here (resattn_gemm_available() is 0) */
+static void conv_row(const void *arg, int kk, int n0, int nc, float *row) {
+    (void)arg, (void)kk, (void)n0;
+    memset(row, 0, (size_t)nc * sizeof *row);
+}
+#endif
+
+/* 1x1 stride 1: row k of B is channel k of the image. */
+static void plain_row(const void *arg, int k, int n0, int nc, float *row) {
+    const conv_rows *r = arg;
+    memcpy(row, r->x + (size_t)k * r->h * r->w + n0, (size_t)nc * sizeof *row);
+}
+
+/*
+ * The direct path as a task of one or two parts. On the packed GEMM the parts share the
+ * implicit im2col (each makes half the rows of every block of col) and split the product by
+ * output-channel panels: splitting M rather than N halves the weights each core streams,
+ * which is what a single image is bound by. Without packed weights it runs as one part:
+ * im2col (or the strided 1x1 gather) into the scratch, cblas_sgemm (OpenBLAS threads it)
+ * and the bias/ReLU pass. BF16 layers take bf16_part instead.
  */
 typedef struct direct_task {
     const resattn_conv *c;
     const float *in;
     float *out, *col, *bbuf;
+    const int *idx; /* conv_rows.idx, or NULL */
     int n, h, w, ho, wo, relu;
     resattn_barrier bar;
 } direct_task;
@@ -173,39 +293,31 @@ static void direct_part(void *arg, int part, int nparts) {
     int h = t->h, w = t->w, ho = t->ho, wo = t->wo, hw = ho * wo, kk = c->cin * c->k * c->k;
     int plain = c->k == 1 && c->pad == 0 && c->stride == 1;
     int gather = c->k == 1 && c->pad == 0 && c->stride != 1;
-    int c0 = c->cin * part / nparts, c1 = c->cin * (part + 1) / nparts;
-    int panels = (c->cout + RESATTN_GEMM_MR - 1) / RESATTN_GEMM_MR;
-    int m0 = panels * part / nparts * RESATTN_GEMM_MR;
-    int m1 = panels * (part + 1) / nparts * RESATTN_GEMM_MR;
-    m1 = m1 < c->cout ? m1 : c->cout;
-    float *bbuf = t->bbuf + (size_t)part * gemm_buf(c);
     for (int i = 0; i < t->n; i++) {
         const float *x = t->in + (size_t)i * c->cin * h * w, *b = x;
         float *y = t->out + (size_t)i * c->cout * hw;
+        if (c->wp) {
+            conv_rows r = {x, h, w, c->k, c->stride, c->pad, ho, wo, t->idx};
+            resattn_gemm_run_rows(c->wp, c->cout, kk, plain ? plain_row : conv_row, &r, hw, y, hw,
+                                  c->b, t->relu, t->bbuf, part, nparts, &t->bar);
+            if (i + 1 < t->n) /* the packing buffers are reused by the next image */
+                resattn_barrier_wait(&t->bar, nparts);
+            continue;
+        }
         if (gather) { /* strided 1x1: the sampled pixels, [cin, ho*wo] */
-            for (int ci = c0; ci < c1; ci++)
+            for (int ci = 0; ci < c->cin; ci++)
                 for (int oy = 0; oy < ho; oy++)
                     for (int ox = 0; ox < wo; ox++)
                         t->col[((size_t)ci * ho + oy) * wo + ox] =
                             x[((size_t)ci * h + oy * c->stride) * w + ox * c->stride];
-        } else if (!plain) {
-            resattn_im2col(x + (size_t)c0 * h * w, c1 - c0, h, w, c->k, c->stride, c->pad, ho, wo,
-                           t->col + (size_t)c0 * c->k * c->k * hw);
-        }
-        if (!plain) {
             b = t->col;
-            resattn_barrier_wait(&t->bar, nparts); /* every column written */
+        } else if (!plain) {
+            resattn_im2col(x, c->cin, h, w, c->k, c->stride, c->pad, ho, wo, t->col);
+            b = t->col;
         }
-        if (!c->wp) {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c->cout, hw, kk, 1.0f, c->w, kk,
-                        b, hw, 0.0f, y, hw);
-            bias_act(y, c->b, c->cout, hw, t->relu);
-        } else if (m1 > m0) {
-            resattn_gemm_run(c->wp + (size_t)m0 * kk, m1 - m0, kk, b, hw, hw, y + (size_t)m0 * hw,
-                             hw, c->b + m0, t->relu, bbuf);
-        }
-        if (!plain && i + 1 < t->n)
-            resattn_barrier_wait(&t->bar, nparts); /* columns read before the next image's */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c->cout, hw, kk, 1.0f, c->w, kk, b,
+                    hw, 0.0f, y, hw);
+        bias_act(y, c->b, c->cout, hw, t->relu);
     }
 }
 
@@ -235,6 +347,10 @@ void resattn_conv_forward(const resattn_conv *c, const float *in, int n, int h, 
                      .ho = ho,
                      .wo = wo,
                      .relu = relu};
+    if (c->wp && wo < GATHER_WO && !(c->k == 1 && c->pad == 0 && c->stride == 1)) {
+        conv_index(c, h, w, ho, wo, (int *)scratch); /* k*k*hw ints: the col area is unused */
+        t.idx = (const int *)scratch;
+    }
     long macs = (long)c->cout * kk * hw;
     resattn_parallel2(direct_part, &t,
                       (c->wp || c->wb) && resattn_parallel_wanted() && macs >= TWO_PART_MACS);
@@ -253,8 +369,53 @@ typedef struct pool_task {
 
 #define POOL_COLS 256 /* columns per pass of the vertical max (stack buffer) */
 
+#if defined(__x86_64__) && defined(__GNUC__)
+/*
+ * 16 outputs per step: the vertical max v of the (up to) three input rows over columns
+ * [2*ox0, 2*ox0 + 32), split into its even and odd lanes E[j] = v[2j], O[j] = v[2j + 1];
+ * output j is max(v[2j - 1], E[j], O[j]), where v[2j - 1] is O one lane up and, in lane 0,
+ * the column left of the block. Columns past the row are -inf (padding never wins).
+ */
+static AVX512 void maxpool_rows16(const float *x, int h, int w, float *y) {
+    int ho = resattn_conv_out(h, 3, 2, 1), wo = resattn_conv_out(w, 3, 2, 1);
+    const __m512i even =
+        _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd =
+        _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    for (int oy = 0; oy < ho; oy++, y += wo) {
+        int y0 = oy * 2 - 1 < 0 ? 0 : oy * 2 - 1, y1 = oy * 2 + 1 < h ? oy * 2 + 1 : h - 1;
+        for (int ox0 = 0; ox0 < wo; ox0 += 16) {
+            int c = 2 * ox0;
+            __mmask16 m0 = lanes(w - c), m1 = lanes(w - c - 16);
+            __m512 a = ninf, b = ninf;
+            float left = -INFINITY;
+            for (int r = y0; r <= y1; r++) {
+                const float *row = x + (size_t)r * w + c;
+                a = _mm512_max_ps(a, _mm512_mask_loadu_ps(ninf, m0, row));
+                b = _mm512_max_ps(b, _mm512_mask_loadu_ps(ninf, m1, row + 16));
+                if (c > 0)
+                    left = row[-1] > left ? row[-1] : left;
+            }
+            __m512 e = _mm512_permutex2var_ps(a, even, b), o = _mm512_permutex2var_ps(a, odd, b);
+            __m512 up = _mm512_castsi512_ps(_mm512_alignr_epi32(
+                _mm512_castps_si512(o), _mm512_castps_si512(_mm512_set1_ps(left)), 15));
+            _mm512_mask_storeu_ps(y + ox0, lanes(wo - ox0), _mm512_max_ps(_mm512_max_ps(e, o), up));
+        }
+    }
+}
+#endif
+
 static void maxpool_part(void *arg, int part, int nparts) {
     const pool_task *t = arg;
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (resattn_gemm_available()) { /* the AVX-512 path */
+        int h = t->h, w = t->w, hw = resattn_conv_out(h, 3, 2, 1) * resattn_conv_out(w, 3, 2, 1);
+        for (int c = t->nc * part / nparts; c < t->nc * (part + 1) / nparts; c++)
+            maxpool_rows16(t->in + (size_t)c * h * w, h, w, t->out + (size_t)c * hw);
+        return;
+    }
+#endif
     int h = t->h, w = t->w, ho = resattn_conv_out(h, 3, 2, 1), wo = resattn_conv_out(w, 3, 2, 1);
     float vmax[POOL_COLS + 2];
     for (int c = t->nc * part / nparts; c < t->nc * (part + 1) / nparts; c++) {
@@ -291,9 +452,266 @@ void resattn_maxpool3s2(const float *in, int nc, int h, int w, float *out) {
                       resattn_parallel_wanted() && (size_t)nc * h * w >= (size_t)1 << 17);
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+static AVX512 void gap16(const float *in, int nc, int hw, float *out) {
+    for (int c = 0; c < nc; c++, in += hw) {
+        __m512 s0 = _mm512_setzero_ps(), s1 = s0;
+        int i = 0;
+        for (; i + 32 <= hw; i += 32) {
+            s0 = _mm512_add_ps(s0, _mm512_loadu_ps(in + i));
+            s1 = _mm512_add_ps(s1, _mm512_loadu_ps(in + i + 16));
+        }
+        for (; i < hw; i += 16)
+            s0 = _mm512_add_ps(s0, _mm512_maskz_loadu_ps(lanes(hw - i), in + i));
+        out[c] = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1)) / (float)hw;
+    }
+}
+
+/*
+ * e^x for 16 lanes, after Cephes' expf: x = n ln2 + r with |r| <= ln2 / 2 (ln2 in two
+ * parts), e^r by a degree-7 polynomial, times 2^n by vscalefps. Within 2 ulp of expf over
+ * [-87, 88] (clamped outside: sigmoid needs no more).
+ */
+static inline AVX512 __m512 exp16(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
+
+static AVX512 void sigmoid16(float *x, size_t n) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = lanes((int)(n - i < 16 ? n - i : 16));
+        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        v = _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), v))));
+        _mm512_mask_storeu_ps(x + i, m, v);
+    }
+}
+#endif
+
+#if defined(__x86_64__) && defined(__GNUC__)
+/* C [M, L] = bias + A [M, K] x B [K, L]: rows of C 64 columns at a time in registers. */
+static AVX512 void small_matmul16(const float *A, int M, int K, const float *B, int ldb, int L,
+                                  const float *bias, float *C, int ldc) {
+    for (int i = 0; i < M; i++)
+        for (int l0 = 0; l0 < L; l0 += 64) {
+            __m512 acc[4];
+            __mmask16 m[4];
+            for (int v = 0; v < 4; v++) {
+                m[v] = lanes(L - l0 - 16 * v);
+                acc[v] = _mm512_set1_ps(bias ? bias[i] : 0.0f);
+            }
+            for (int k = 0; k < K; k++) {
+                __m512 a = _mm512_set1_ps(A[(size_t)i * K + k]);
+                const float *bk = B + (size_t)k * ldb + l0;
+                for (int v = 0; v < 4; v++)
+                    acc[v] = _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(m[v], bk + 16 * v), acc[v]);
+            }
+            for (int v = 0; v < 4; v++)
+                _mm512_mask_storeu_ps(C + (size_t)i * ldc + l0 + 16 * v, m[v], acc[v]);
+        }
+}
+
+/* out [h, w] = bias + the k x k convolution (zero padding k / 2) of map [ch, h, w] with
+ * wk [ch, k, k]: an output row 64 columns at a time in registers, the taps in order. */
+static AVX512 void conv_single16(const float *map, int ch, int h, int w, const float *wk, int k,
+                                 float bias, float *out) {
+    int pad = k / 2;
+    for (int y = 0; y < h; y++)
+        for (int x0 = 0; x0 < w; x0 += 64) {
+            __m512 acc[4];
+            for (int v = 0; v < 4; v++)
+                acc[v] = _mm512_set1_ps(bias);
+            for (int c = 0; c < ch; c++)
+                for (int ky = 0; ky < k; ky++) {
+                    int iy = y + ky - pad;
+                    if (iy < 0 || iy >= h)
+                        continue;
+                    const float *row = map + ((size_t)c * h + iy) * w;
+                    for (int kx = 0; kx < k; kx++) {
+                        __m512 wv = _mm512_set1_ps(wk[(c * k + ky) * k + kx]);
+                        int off = kx - pad; /* column x reads row[x + off], inside [0, w) */
+                        for (int v = 0; v < 4; v++) {
+                            int x = x0 + 16 * v, lo = -off - x, hi = w - off - x;
+                            lo = lo < 0 ? 0 : lo;
+                            hi = hi > 16 ? 16 : hi;
+                            hi = hi < w - x ? hi : w - x;
+                            if (hi <= lo)
+                                continue;
+                            __mmask16 m = (__mmask16)(lanes(hi) & ~lanes(lo));
+                            acc[v] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, row + x + off),
+                                                     acc[v]);
+                        }
+                    }
+                }
+            for (int v = 0; v < 4; v++)
+                _mm512_mask_storeu_ps(out + (size_t)y * w + x0 + 16 * v, lanes(w - x0 - 16 * v),
+                                      acc[v]);
+        }
+}
+
+static AVX512 void scaled_sum_max16(const float *x, float g, int n, float *sum, float *mx) {
+    __m512 vg = _mm512_set1_ps(g);
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 m = lanes(n - i);
+        __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vg);
+        _mm512_mask_storeu_ps(sum + i, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, sum + i), v));
+        _mm512_mask_storeu_ps(mx + i, m, _mm512_max_ps(_mm512_maskz_loadu_ps(m, mx + i), v));
+    }
+}
+
+static AVX512 void sum_max16(const float *x, int n, float *sum, float *mx) {
+    __m512 s = _mm512_setzero_ps(), m = _mm512_set1_ps(-FLT_MAX);
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 k = lanes(n - i);
+        __m512 v = _mm512_maskz_loadu_ps(k, x + i);
+        s = _mm512_add_ps(s, v);
+        m = _mm512_mask_max_ps(m, k, m, v);
+    }
+    *sum = _mm512_reduce_add_ps(s);
+    *mx = _mm512_reduce_max_ps(m);
+}
+
+static AVX512 void row_col_sums16(const float *x, int h, int w, float *rows, float *cols) {
+    for (int y = 0; y < h; y++, x += w) {
+        __m512 s = _mm512_setzero_ps();
+        for (int i = 0; i < w; i += 16) {
+            __mmask16 m = lanes(w - i);
+            __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+            s = _mm512_add_ps(s, v);
+            _mm512_mask_storeu_ps(cols + i, m,
+                                  _mm512_add_ps(_mm512_maskz_loadu_ps(m, cols + i), v));
+        }
+        rows[y] = _mm512_reduce_add_ps(s);
+    }
+}
+#endif
+
+void resattn_small_matmul(const float *A, int M, int K, const float *B, int ldb, int L,
+                          const float *bias, float *C, int ldc) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (resattn_gemm_available()) {
+        small_matmul16(A, M, K, B, ldb, L, bias, C, ldc);
+        return;
+    }
+#endif
+    for (int i = 0; i < M; i++) {
+        float *ci = C + (size_t)i * ldc;
+        for (int l = 0; l < L; l++)
+            ci[l] = bias ? bias[i] : 0.0f;
+        for (int k = 0; k < K; k++) {
+            float a = A[(size_t)i * K + k];
+            const float *bk = B + (size_t)k * ldb;
+            for (int l = 0; l < L; l++)
+                ci[l] += a * bk[l];
+        }
+    }
+}
+
+void resattn_conv_single(const float *map, int ch, int h, int w, const float *wk, int k, float bias,
+                         float *out) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (resattn_gemm_available()) {
+        conv_single16(map, ch, h, w, wk, k, bias, out);
+        return;
+    }
+#endif
+    int pad = k / 2, hw = h * w;
+    for (int i = 0; i < hw; i++)
+        out[i] = bias;
+    for (int c = 0; c < ch; c++) /* shifted row updates, the taps in the same order */
+        for (int ky = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++) {
+                float wv = wk[(c * k + ky) * k + kx];
+                int x0 = pad - kx > 0 ? pad - kx : 0, x1 = w + pad - kx < w ? w + pad - kx : w;
+                for (int y = 0; y < h; y++) {
+                    int iy = y + ky - pad;
+                    if (iy < 0 || iy >= h)
+                        continue;
+                    const float *src = map + (size_t)c * hw + (size_t)iy * w + kx - pad;
+                    float *dst = out + (size_t)y * w;
+                    for (int x = x0; x < x1; x++)
+                        dst[x] += wv * src[x];
+                }
+            }
+}
+
+void resattn_scaled_sum_max(const float *x, float g, int n, float *sum, float *mx) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (resattn_gemm_available()) {
+        scaled_sum_max16(x, g, n, sum, mx);
+        return;
+    }
+#endif
+    for (int i = 0; i < n; i++) {
+        float v = x[i] * g;
+        sum[i] += v;
+        mx[i] = v > mx[i] ? v : mx[i];
+    }
+}
+
+void resattn_sum_max(const float *x, int n, float *sum, float *mx) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (resattn_gemm_available()) {
+        sum_max16(x, n, sum, mx);
+        return;
+    }
+#endif
+    float s = 0.0f, m = -FLT_MAX;
+    for (int i = 0; i < n; i++) {
+        s += x[i];
+        m = x[i] > m ? x[i] : m;
+    }
+    *sum = s, *mx = m;
+}
+
+void resattn_row_col_sums(const float *x, int h, int w, float *rows, float *cols) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (resattn_gemm_available()) {
+        row_col_sums16(x, h, w, rows, cols);
+        return;
+    }
+#endif
+    for (int y = 0; y < h; y++, x += w) {
+        float s = 0.0f;
+        for (int i = 0; i < w; i++) {
+            s += x[i];
+            cols[i] += x[i];
+        }
+        rows[y] = s;
+    }
+}
+
+void resattn_sigmoid_inplace(float *x, size_t n) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (resattn_gemm_available()) {
+        sigmoid16(x, n);
+        return;
+    }
+#endif
+    for (size_t i = 0; i < n; i++)
+        x[i] = resattn_sigmoid(x[i]);
+}
+
 /* Mean of each channel, with 8 partial sums in two vectors (-O2 keeps a float reduction in
- * order, one add at a time). */
+ * order, one add at a time); 32 on the AVX-512 path. */
 void resattn_gap(const float *in, int nc, int hw, float *out) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (resattn_gemm_available()) {
+        gap16(in, nc, hw, out);
+        return;
+    }
+#endif
     for (int c = 0; c < nc; c++) {
         const float *x = in + (size_t)c * hw;
         v4f s0 = {0, 0, 0, 0}, s1 = s0;

@@ -64,6 +64,25 @@ void resattn_linear_bf16(const float *x, int n, int cin, const uint16_t *w, cons
 
 void resattn_relu_inplace(float *x, size_t count);
 
+/* x = 1 / (1 + e^-x) over count floats (16 at a time on the AVX-512 path). */
+void resattn_sigmoid_inplace(float *x, size_t count);
+
+/* The attention modules' vector steps (16 lanes on the AVX-512 path, else one by one). */
+/* C [M, L] (row stride ldc) = bias[i] (or 0 when NULL) + A [M, K] x B [K, L] (row stride ldb),
+ * each element summed in k order. For the tiny dense layers of coordinate attention. */
+void resattn_small_matmul(const float *A, int M, int K, const float *B, int ldb, int L,
+                          const float *bias, float *C, int ldc);
+/* out [h, w] = bias + k x k convolution (odd k, zero padding k / 2) of map [ch, h, w] with
+ * wk [ch, k, k], the taps summed in (channel, row, column) order: CBAM's spatial gate. */
+void resattn_conv_single(const float *map, int ch, int h, int w, const float *wk, int k, float bias,
+                         float *out);
+/* v = x[i] * g; sum[i] += v; mx[i] = max(mx[i], v) for i < n. */
+void resattn_scaled_sum_max(const float *x, float g, int n, float *sum, float *mx);
+/* *sum = sum of x[0..n), *mx = their max (-FLT_MAX when n is 0). */
+void resattn_sum_max(const float *x, int n, float *sum, float *mx);
+/* x [h, w]: rows[y] = sum over the row; cols[i] += sum over the column. */
+void resattn_row_col_sums(const float *x, int h, int w, float *rows, float *cols);
+
 /* x . w over n floats. */
 float resattn_dot(const float *x, const float *w, int n);
 

@@ -56,8 +56,7 @@ static void se_masks(const resattn_attn *a, const float *f, int hw, float *m, fl
     dense(a->w1, a->b1, pooled, a->c, a->r, hid);
     resattn_relu_inplace(hid, (size_t)a->r);
     dense(a->w2, a->b2, hid, a->r, a->c, m);
-    for (int c = 0; c < a->c; c++)
-        m[c] = resattn_sigmoid(m[c]);
+    resattn_sigmoid_inplace(m, (size_t)a->c);
 }
 
 static void eca_masks(const resattn_attn *a, const float *f, int hw, float *m, float *scr) {
@@ -83,56 +82,29 @@ static void cbam_mlp(const resattn_attn *a, const float *v, float *hid, float *o
 
 static void cbam_masks(const resattn_attn *a, const float *f, int h, int w, float *mc, float *ms,
                        float *scr) {
-    int C = a->c, hw = h * w, k = a->k, pad = k / 2;
+    int C = a->c, hw = h * w, k = a->k;
     float *avg = scr, *mx = scr + C, *hid = mx + C, *o2 = hid + a->r, *map = o2 + C;
-    mean_hw(f, C, hw, avg);
     for (int c = 0; c < C; c++) {
-        float m = -FLT_MAX;
-        for (int i = 0; i < hw; i++)
-            m = f[(size_t)c * hw + i] > m ? f[(size_t)c * hw + i] : m;
-        mx[c] = m;
+        resattn_sum_max(f + (size_t)c * hw, hw, &avg[c], &mx[c]);
+        avg[c] /= (float)hw;
     }
     cbam_mlp(a, avg, hid, mc);
     cbam_mlp(a, mx, hid, o2);
     for (int c = 0; c < C; c++)
-        mc[c] = resattn_sigmoid(mc[c] + o2[c]);
+        mc[c] += o2[c];
+    resattn_sigmoid_inplace(mc, (size_t)C);
     /* map [2, H, W] = [mean_c f', max_c f'] with f' = mc ⊙ f, not materialised; channel
      * by channel so every pass is contiguous (and vectorisable); per pixel the channels
      * still add up in order */
     float *sum = map, *mxm = map + hw;
     for (int i = 0; i < hw; i++)
         sum[i] = 0.0f, mxm[i] = -FLT_MAX;
-    for (int c = 0; c < C; c++) {
-        const float *fc = f + (size_t)c * hw;
-        float g = mc[c];
-        for (int i = 0; i < hw; i++) {
-            float v = fc[i] * g;
-            sum[i] += v;
-            mxm[i] = v > mxm[i] ? v : mxm[i];
-        }
-    }
+    for (int c = 0; c < C; c++)
+        resattn_scaled_sum_max(f + (size_t)c * hw, mc[c], hw, sum, mxm);
     for (int i = 0; i < hw; i++)
         sum[i] /= (float)C;
-    /* the k x k conv as shifted row updates (taps in the same order for every pixel) */
-    for (int i = 0; i < hw; i++)
-        ms[i] = a->bk;
-    for (int ch = 0; ch < 2; ch++)
-        for (int ky = 0; ky < k; ky++)
-            for (int kx = 0; kx < k; kx++) {
-                float wv = a->wk[(ch * k + ky) * k + kx];
-                int x0 = pad - kx > 0 ? pad - kx : 0, x1 = w + pad - kx < w ? w + pad - kx : w;
-                for (int y = 0; y < h; y++) {
-                    int iy = y + ky - pad;
-                    if (iy < 0 || iy >= h)
-                        continue;
-                    const float *src = map + (size_t)ch * hw + (size_t)iy * w + kx - pad;
-                    float *dst = ms + (size_t)y * w;
-                    for (int x = x0; x < x1; x++)
-                        dst[x] += wv * src[x];
-                }
-            }
-    for (int i = 0; i < hw; i++)
-        ms[i] = resattn_sigmoid(ms[i]);
+    resattn_conv_single(map, 2, h, w, a->wk, k, a->bk, ms);
+    resattn_sigmoid_inplace(ms, (size_t)hw);
 }
 
 static void ca_masks(const resattn_attn *a, const float *f, int h, int w, float *mh, float *mw,
@@ -141,40 +113,24 @@ static void ca_masks(const resattn_attn *a, const float *f, int h, int w, float 
     float *z = scr, *y = scr + (size_t)C * L;
     /* z [C, H+W]: the H-strip means (over W) then the W-strip means (over H) */
     for (int c = 0; c < C; c++) {
-        const float *fc = f + (size_t)c * h * w;
         float *zc = z + (size_t)c * L;
         for (int x = 0; x < w; x++)
             zc[h + x] = 0.0f;
-        for (int yy = 0; yy < h; yy++) {
-            float s = 0.0f;
-            for (int x = 0; x < w; x++) {
-                s += fc[yy * w + x];
-                zc[h + x] += fc[yy * w + x];
-            }
-            zc[yy] = s / (float)w;
-        }
+        resattn_row_col_sums(f + (size_t)c * h * w, h, w, zc, zc + h);
+        for (int yy = 0; yy < h; yy++)
+            zc[yy] /= (float)w;
         for (int x = 0; x < w; x++)
             zc[h + x] /= (float)h;
     }
     /* y [m, H+W] = hardswish(W1 z + b1) */
-    for (int o = 0; o < m; o++)
-        for (int l = 0; l < L; l++) {
-            float s = a->b1[o];
-            for (int c = 0; c < C; c++)
-                s += a->w1[(size_t)o * C + c] * z[(size_t)c * L + l];
-            y[(size_t)o * L + l] = resattn_hardswish(s);
-        }
-    for (int c = 0; c < C; c++)
-        for (int l = 0; l < L; l++) {
-            const float *wr = l < h ? a->wh : a->ww;
-            float s = l < h ? a->bh[c] : a->bw[c];
-            for (int o = 0; o < m; o++)
-                s += wr[(size_t)c * m + o] * y[(size_t)o * L + l];
-            if (l < h)
-                mh[(size_t)c * h + l] = resattn_sigmoid(s);
-            else
-                mw[(size_t)c * w + (l - h)] = resattn_sigmoid(s);
-        }
+    resattn_small_matmul(a->w1, m, C, z, L, L, a->b1, y, L);
+    for (size_t i = 0; i < (size_t)m * L; i++)
+        y[i] = resattn_hardswish(y[i]);
+    /* a_h = sigmoid(conv_h y_h) [C, H], a_w = sigmoid(conv_w y_w) [C, W] */
+    resattn_small_matmul(a->wh, C, m, y, L, h, a->bh, mh, h);
+    resattn_small_matmul(a->ww, C, m, y + h, L, w, a->bw, mw, w);
+    resattn_sigmoid_inplace(mh, (size_t)C * h);
+    resattn_sigmoid_inplace(mw, (size_t)C * w);
 }
 
 void resattn_attn_masks(const resattn_attn *a, const float *f, int n, int h, int w, float *m0,

@@ -324,6 +324,9 @@ def main():
     tt, met, total = target_table(rows)
     text = "\n".join([
         "# resattn vs PyTorch: CPU inference benchmark (issue 8)", "",
+        "resattn FP32 against ONNX Runtime FP32 (issue 16): [ORT_RESULTS.md](ORT_RESULTS.md), "
+        "produced by `tests/bench/bench_ort.sh` (the run before the optimisations: "
+        "[ORT_RESULTS_BASELINE.md](ORT_RESULTS_BASELINE.md)).", "",
         "Produced by `/usr/bin/python3 tests/bench/bench_core.py --rounds %d%s%s` on %s UTC, %.0f s."
         % (a.rounds, " --only '%s'" % a.only if a.only else "",
            " --build %s" % a.build if a.build != "build" else "",
