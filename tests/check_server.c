@@ -121,11 +121,11 @@ static int v2_logits(const uh_response *r, float *out, size_t count) {
 static const char *JSON_CT[] = {"Content-Type: application/json", NULL};
 
 /* A wide network on 64x64 inputs: slow enough (tens of ms) to fill queues and time out. */
-static void write_slow_model(const char *path) {
+static void write_slow_model(const char *path, int side) {
     ut_model um;
     ut_model_init(&um, NULL, 7);
     static const int layers[] = {2, 2, 2, 2}, widths[] = {64, 128, 256, 512};
-    ut_build_resnet(&um, "basic", "cifar", "se", 4, layers, widths, 3, 64, 64, 10);
+    ut_build_resnet(&um, "basic", "cifar", "se", 4, layers, widths, 3, side, side, 10);
     size_t len = 0;
     unsigned char *bytes = ut_serialize(&um, &len);
     ck_assert(ut_write_file(path, bytes, len) == 0);
@@ -902,7 +902,7 @@ START_TEST(test_queue_full_503) {
     char path[] = "/tmp/resattn-slow-XXXXXX.safetensors";
     int fd = mkstemps(path, 12);
     close(fd);
-    write_slow_model(path);
+    write_slow_model(path, 64);
     resattn_model *m = load_model(path);
     uh_server s;
     const char *args[] = {"--model",          path, "--workers",   "1",
@@ -940,7 +940,7 @@ START_TEST(test_timeout_504) {
     char path[] = "/tmp/resattn-slow-XXXXXX.safetensors";
     int fd = mkstemps(path, 12);
     close(fd);
-    write_slow_model(path);
+    write_slow_model(path, 64);
     resattn_model *m = load_model(path);
     uh_server s;
     const char *args[] = {"--model",
@@ -988,7 +988,7 @@ START_TEST(test_sigterm_under_load) {
     char path[] = "/tmp/resattn-slow-XXXXXX.safetensors";
     int fd = mkstemps(path, 12);
     close(fd);
-    write_slow_model(path);
+    write_slow_model(path, 128);
     resattn_model *m = load_model(path);
     uh_server s;
     /* One worker, one image per batch: the 16 requests queued at the signal take 16 forward

@@ -26,7 +26,9 @@ awk '/<!-- own-model-example/ { m = 1; next } m && /^```sh$/ { b = 1; m = 0; nex
 [ "$(grep -c . "$WORK/example.sh")" -gt 10 ] || fail "no example block found in README.md"
 PORT=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 sed -i "s/127\.0\.0\.1:8081/127.0.0.1:$PORT/g; s/--port 8081/--port $PORT/g" "$WORK/example.sh"
-! grep -q 8081 "$WORK/example.sh" || fail "port 8081 left in the example after substitution"
+# (8081 as a whole number: the free port may itself contain the digits, e.g. 38081)
+[ "$PORT" = 8081 ] || ! grep -qE '(^|[^0-9])8081([^0-9]|$)' "$WORK/example.sh" ||
+    fail "port 8081 left in the example after substitution"
 
 cd "$WORK"
 # The example's own `kill %1` stops the server; the trap stops it when a command failed.
