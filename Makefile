@@ -23,7 +23,7 @@ CORE_OBJ   = $(CORE_SRC:%.c=$(BUILD)/obj/%.o)
 SERVER_OBJ = $(SERVER_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/models/default_model.o
 TEST_OBJ   = $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 HEADERS    = $(wildcard include/resattn/*.h core/*/*.h server/*/*.h server/*/*/*.h tests/*.h)
-C_FILES    = $(wildcard include/resattn/*.h core/*/*.[ch] server/*/*.[ch] tests/*.[ch] tests/fuzz/*.[ch])
+C_FILES    = $(wildcard include/resattn/*.h core/*/*.[ch] server/*/*.[ch] tests/*.[ch] tests/fuzz/*.[ch] tests/bench/*.[ch])
 
 .PHONY: all deps deps-run run test unit asan format format-check clean fixtures fuzz
 all: $(BUILD)/resattn

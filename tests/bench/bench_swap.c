@@ -231,8 +231,8 @@ int main(int argc, char **argv) {
         w += sw[r].to - sw[r].from;
     printf("| windows | requests | requests/s | p50 ms | p99 ms | non-200 |\n");
     printf("|---|---:|---:|---:|---:|---:|\n");
-    printf("| before each swap (control) | %ld | %.0f | %.2f | %.2f | %ld |\n", cn, cn / w, c50, c99,
-           cbad);
+    printf("| before each swap (control) | %ld | %.0f | %.2f | %.2f | %ld |\n", cn, cn / w, c50,
+           c99, cbad);
     printf("| during each swap | %ld | %.0f | %.2f | %.2f | %ld |\n", sn, sn / w, s50, s99, sbad);
     printf("\np99 during / before, all rounds pooled: **%.2f**; median of the %d per-round "
            "ratios: **%.2f** (min %.2f, max %.2f); mean window %.2f s.\n",
