@@ -479,9 +479,10 @@ static int start(server *s) {
         return s->tls_cert_pem ? -2 : -1; /* a certificate GnuTLS refused: a usage error */
     }
     int port = resattn_http_port(s->http);
-    say(s, "info", "listening on %s%s:%d (%d workers x %d BLAS threads, max batch %d, %s)",
+    say(s, "info",
+        "listening on %s%s:%d (%d workers x %d BLAS threads, max batch %d, GEMM %s, Winograd %s)",
         s->tls_cert_pem ? "https://" : "", s->cfg.host, port, s->cfg.workers, s->cfg.blas_threads,
-        s->cfg.max_batch, resattn_blas_corename());
+        s->cfg.max_batch, resattn_gemm_path(), resattn_winograd_path());
     if (s->cfg.port == 0) {
         printf("%d\n", port);
         fflush(stdout);
