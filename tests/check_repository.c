@@ -35,15 +35,6 @@
 static char root[256]; /* this test's repository */
 static char outside[256];
 
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f) {
-    (void)st, (void)flag, (void)f;
-    return remove(p);
-}
-
-static void rm_tree(const char *dir) {
-    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 /* The bytes of a small SE-ResNet whose weights depend on seed. */
 static unsigned char *model_bytes(unsigned seed, size_t *len) {
     static const int layers[1] = {1}, widths[1] = {4};
@@ -55,23 +46,11 @@ static unsigned char *model_bytes(unsigned seed, size_t *len) {
     return b;
 }
 
-static void mkdirs(const char *path) {
-    char p[512];
-    snprintf(p, sizeof p, "%s", path);
-    for (char *s = p + 1; *s; s++)
-        if (*s == '/') {
-            *s = 0;
-            mkdir(p, 0755);
-            *s = '/';
-        }
-    mkdir(p, 0755);
-}
-
 /* DIR/<model>/<version>/model.safetensors with weights from seed, written in place. */
 static void put_version(const char *dir, const char *model, int version, unsigned seed) {
     char d[512], f[600];
     snprintf(d, sizeof d, "%s/%s/%d", dir, model, version);
-    mkdirs(d);
+    ut_mkdirs(d);
     snprintf(f, sizeof f, "%s/model.safetensors", d);
     size_t len;
     unsigned char *b = model_bytes(seed, &len);
@@ -91,7 +70,7 @@ static void drop_version(const char *model, int version, unsigned seed) {
 static void put_config(const char *model, const char *json) {
     char p[512];
     snprintf(p, sizeof p, "%s/%s", root, model);
-    mkdirs(p);
+    ut_mkdirs(p);
     snprintf(p, sizeof p, "%s/%s/config.json", root, model);
     ck_assert_int_eq(ut_write_file(p, json, strlen(json)), 0);
 }
@@ -104,8 +83,8 @@ static void setup(void) {
 }
 
 static void teardown(void) {
-    rm_tree(root);
-    rm_tree(outside);
+    ut_rm_tree(root);
+    ut_rm_tree(outside);
 }
 
 /* ---- the log --------------------------------------------------------------------------- */
@@ -381,7 +360,7 @@ START_TEST(test_unsafe_folders_refused) {
     ck_assert_int_eq(symlink("good", link), 0);
     put_version(root, "sneaky", 1, 15); /* version file leading outside */
     snprintf(link, sizeof link, "%s/sneaky/2", root);
-    mkdirs(link);
+    ut_mkdirs(link);
     snprintf(link, sizeof link, "%s/sneaky/2/model.safetensors", root);
     snprintf(target, sizeof target, "%s/elsewhere/1/model.safetensors", outside);
     ck_assert_int_eq(symlink(target, link), 0);
@@ -452,9 +431,9 @@ START_TEST(test_latest_by_default) {
     put_version(root, "m", 10, 33); /* numeric order, not text order */
     char d[512];
     snprintf(d, sizeof d, "%s/m/007", root); /* not a canonical number: not a version */
-    mkdirs(d);
+    ut_mkdirs(d);
     snprintf(d, sizeof d, "%s/m/11", root); /* a folder without its file: not a version yet */
-    mkdirs(d);
+    ut_mkdirs(d);
     start_repo(RESATTN_CONTROL_NONE);
     ck_assert(resattn_repository_ready(repo));
     resattn_model_version *v = must_get("m", NULL);
@@ -596,7 +575,7 @@ START_TEST(test_failed_version_keeps_good_one) {
     /* version 2 is corrupt: v1 keeps serving, v2 is END with its reason, one log line */
     char d[512];
     snprintf(d, sizeof d, "%s/m/2", root);
-    mkdirs(d);
+    ut_mkdirs(d);
     snprintf(d, sizeof d, "%s/m/2/model.safetensors", root);
     ck_assert_int_eq(ut_write_file(d, "not a model", 11), 0);
     resattn_repository_rescan(repo);
@@ -627,7 +606,7 @@ START_TEST(test_failed_version_keeps_good_one) {
     json_decref(idx);
     /* fixed by an atomic rename: the next scan loads it and it takes over */
     snprintf(d, sizeof d, "%s/m/2", root);
-    rm_tree(d);
+    ut_rm_tree(d);
     drop_version("m", 2, 92);
     resattn_repository_rescan(repo);
     ck_assert_int_eq(wait_serving("m", 2, 10), 0);
@@ -661,7 +640,7 @@ START_TEST(test_half_written_file) {
     unsigned char *b = model_bytes(102, &len);
     char d[512], f[600];
     snprintf(d, sizeof d, "%s/m/2", root);
-    mkdirs(d);
+    ut_mkdirs(d);
     snprintf(f, sizeof f, "%s/model.safetensors", d);
     ck_assert_int_eq(ut_write_file(f, b, len / 2), 0);
     ck_assert_int_eq(wait_state("m", 2, RESATTN_VERSION_END, 10), 0);
@@ -719,7 +698,7 @@ START_TEST(test_reload_same_version) {
     resattn_model_version *a = must_get("m", NULL);
     char d[512];
     snprintf(d, sizeof d, "%s/m/1", root);
-    rm_tree(d);
+    ut_rm_tree(d);
     drop_version("m", 1, 122);
     char err[256];
     ck_assert_int_eq(resattn_repository_run(repo, RESATTN_REPO_RESCAN, NULL, err, sizeof err), 0);
@@ -823,7 +802,7 @@ START_TEST(test_poll_picks_up_new_version) {
     ck_assert_int_eq(wait_serving("n", 1, 5), 0);
     char d[512];
     snprintf(d, sizeof d, "%s/n", root);
-    rm_tree(d);
+    ut_rm_tree(d);
     for (int i = 0; i < patience(5) * 100; i++) {
         resattn_model_version *gone = get("n", NULL, NULL);
         if (!gone)
@@ -871,7 +850,7 @@ START_TEST(test_explicit_load_unload) {
     /* a load that fails says why, and the model stays out */
     char d[512];
     snprintf(d, sizeof d, "%s/c/1", root);
-    mkdirs(d);
+    ut_mkdirs(d);
     snprintf(d, sizeof d, "%s/c/1/model.safetensors", root);
     ck_assert_int_eq(ut_write_file(d, "garbage", 7), 0);
     ck_assert_int_eq(resattn_repository_run(repo, RESATTN_REPO_LOAD, "c", err, sizeof err), 400);
@@ -887,12 +866,12 @@ END_TEST
 START_TEST(test_explicit_start_failure) {
     char d[512];
     snprintf(d, sizeof d, "%s/bad/1", root);
-    mkdirs(d);
+    ut_mkdirs(d);
     snprintf(d, sizeof d, "%s/bad/1/model.safetensors", root);
     ck_assert_int_eq(ut_write_file(d, "garbage", 7), 0);
     put_version(root, "half", 1, 191);
     snprintf(d, sizeof d, "%s/half/2", root);
-    mkdirs(d);
+    ut_mkdirs(d);
     snprintf(d, sizeof d, "%s/half/2/model.safetensors", root);
     ck_assert_int_eq(ut_write_file(d, "garbage", 7), 0);
     const char *load[] = {"bad", "half"};
@@ -905,7 +884,7 @@ START_TEST(test_explicit_start_failure) {
     ck_assert_int_eq(log_count("--load-model half: failed to load model 'half': version 2: "), 1);
     ck_assert_int_eq(log_count("(version 1 serves)"), 1);
     snprintf(d, sizeof d, "%s/bad/1", root);
-    rm_tree(d);
+    ut_rm_tree(d);
     drop_version("bad", 1, 192);
     resattn_repository_rescan(repo);
     ck_assert_int_eq(wait_serving("bad", 1, 10), 0);

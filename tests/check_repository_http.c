@@ -41,18 +41,13 @@ static const char *JSON_CT[] = {"Content-Type: application/json", NULL};
 
 static char repo[256];
 
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f) {
-    (void)st, (void)flag, (void)f;
-    return remove(p);
-}
-
 static void setup(void) {
     snprintf(repo, sizeof repo, "/tmp/resattn-repo-http-XXXXXX");
     ck_assert_ptr_nonnull(mkdtemp(repo));
 }
 
 static void teardown(void) {
-    nftw(repo, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    ut_rm_tree(repo);
 }
 
 /* A small SE-ResNet whose weights come from seed (wide: the bigger network of the memory
@@ -67,24 +62,12 @@ static unsigned char *model_bytes(unsigned seed, int wide, size_t *len) {
     return b;
 }
 
-static void mkdirs(const char *path) {
-    char p[512];
-    snprintf(p, sizeof p, "%s", path);
-    for (char *s = p + 1; *s; s++)
-        if (*s == '/') {
-            *s = 0;
-            mkdir(p, 0755);
-            *s = '/';
-        }
-    mkdir(p, 0755);
-}
-
 /* DIR/model/version/model.safetensors, written under a hidden name and renamed into place
  * (what operators should do: the server never sees a partial version). */
 static void drop_version(const char *model, int version, unsigned seed, int wide) {
     char tmp[512], dst[512], file[600];
     snprintf(tmp, sizeof tmp, "%s/%s/.incoming-%d", repo, model, version);
-    mkdirs(tmp);
+    ut_mkdirs(tmp);
     snprintf(file, sizeof file, "%s/model.safetensors", tmp);
     size_t len;
     unsigned char *b = model_bytes(seed, wide, &len);
@@ -385,7 +368,7 @@ START_TEST(test_half_written_file) {
     unsigned char *b = model_bytes(102, 0, &len);
     char dir[512], file[600];
     snprintf(dir, sizeof dir, "%s/m/2", repo);
-    mkdirs(dir);
+    ut_mkdirs(dir);
     snprintf(file, sizeof file, "%s/model.safetensors", dir);
     ck_assert_int_eq(ut_write_file(file, b, len / 3), 0); /* in place, not renamed: partial */
     char idx[4096] = "";
@@ -614,7 +597,7 @@ START_TEST(test_readiness_strict) {
     start_server(&s, args);
     char dir[512];
     snprintf(dir, sizeof dir, "%s/n/1", repo);
-    mkdirs(dir);
+    ut_mkdirs(dir);
     write_text("n/1/model.safetensors", "this is not a model");
     char body[1024] = "";
     long st = 200;
@@ -630,7 +613,7 @@ START_TEST(test_readiness_strict) {
         get_status(s.port, "POST", "/v2/models/n/infer", JSON_CT, "{}", body, sizeof body), 503);
     ck_assert_msg(strstr(body, "model.safetensors"), "%s", body);
     snprintf(dir, sizeof dir, "%s/n/1", repo);
-    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    ut_rm_tree(dir);
     drop_version("n", 1, 55, 0);
     for (int i = 0; i < 300 && st != 200; i++) {
         uh_sleep_ms(20);

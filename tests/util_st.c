@@ -2,6 +2,8 @@
  * Implementation of the in-memory model-file builder of the tests (see util_st.h).
  */
 #include "util_st.h"
+#include <ftw.h>
+#include <sys/stat.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -263,4 +265,25 @@ int ut_write_file(const char *path, const void *buf, size_t len) {
         return -1;
     size_t w = fwrite(buf, 1, len, f);
     return (fclose(f) || w != len) ? -1 : 0;
+}
+
+void ut_mkdirs(const char *path) {
+    char p[512];
+    snprintf(p, sizeof p, "%s", path);
+    for (char *s = p + 1; *s; s++)
+        if (*s == '/') {
+            *s = 0;
+            mkdir(p, 0755);
+            *s = '/';
+        }
+    mkdir(p, 0755);
+}
+
+static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f) {
+    (void)st, (void)flag, (void)f;
+    return remove(p);
+}
+
+void ut_rm_tree(const char *path) {
+    nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }

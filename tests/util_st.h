@@ -46,5 +46,9 @@ void ut_build_resnet(ut_model *m, const char *block, const char *stem, const cha
 
 unsigned char *ut_read_file(const char *path, size_t *len);
 int ut_write_file(const char *path, const void *buf, size_t len);
+/* mkdir -p: path and every missing parent (mode 0755); errors are left to later opens. */
+void ut_mkdirs(const char *path);
+/* rm -r: path and everything below it, links not followed. */
+void ut_rm_tree(const char *path);
 
 #endif
