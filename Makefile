@@ -9,8 +9,9 @@ BUILD   ?= build
 OPT     ?= -O2
 NPROC   := $(shell nproc 2>/dev/null || echo 2)
 # What the binary links; the tests add Check and libcurl (installed by `make test` only).
-PKGS     = jansson libmicrohttpd openblas libpng libjpeg
+PKGS     = jansson libmicrohttpd openblas libpng libjpeg libnghttp2 libprotobuf-c gnutls
 CFLAGS  += -std=c11 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE -pthread -Iinclude -Icore -Iserver \
+           -I$(BUILD)/gen \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
 CHECK_LIBS = $(shell pkg-config --libs check libcurl 2>/dev/null)
@@ -20,7 +21,13 @@ SERVER_SRC = $(filter-out server/cli/main.c,$(wildcard server/*/*.c))
 TEST_SRC   = $(wildcard tests/check_*.c tests/util_*.c)
 SUITES     = $(patsubst tests/check_%.c,%,$(filter-out tests/check_main.c,$(wildcard tests/check_*.c)))
 CORE_OBJ   = $(CORE_SRC:%.c=$(BUILD)/obj/%.o)
-SERVER_OBJ = $(SERVER_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/models/default_model.o
+# The gRPC messages: protoc-c generates C from server/grpc/proto/*.proto into $(BUILD)/gen
+# (not committed, not formatted).
+PROTOS     = $(wildcard server/grpc/proto/*.proto)
+GEN_C      = $(PROTOS:server/grpc/proto/%.proto=$(BUILD)/gen/%.pb-c.c)
+GEN_H      = $(GEN_C:.c=.h)
+SERVER_OBJ = $(SERVER_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/models/default_model.o \
+             $(GEN_C:$(BUILD)/gen/%.c=$(BUILD)/obj/gen/%.o)
 TEST_OBJ   = $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 HEADERS    = $(wildcard include/resattn/*.h core/*/*.h server/*/*.h server/*/*/*.h tests/*.h)
 C_FILES    = $(wildcard include/resattn/*.h core/*/*.[ch] server/*/*.[ch] tests/*.[ch] tests/fuzz/*.[ch] tests/bench/*.[ch])
@@ -36,9 +43,17 @@ deps-run:
 deps:
 	@tools/ensure-deps.sh test
 
-$(BUILD)/obj/%.o: %.c $(HEADERS)
+$(BUILD)/obj/%.o: %.c $(HEADERS) $(GEN_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/gen/%.pb-c.c $(BUILD)/gen/%.pb-c.h: server/grpc/proto/%.proto
+	@mkdir -p $(BUILD)/gen
+	protoc-c --c_out=$(BUILD)/gen -Iserver/grpc/proto $<
+# generated code: compiled without -Werror (its warnings are protoc-c's, not ours)
+$(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c $(GEN_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(filter-out -Werror,$(CFLAGS)) -c $< -o $@
 
 # The built-in model is linked into the binary (models/default.safetensors).
 $(BUILD)/obj/models/default_model.o: models/default_model.S models/default.safetensors

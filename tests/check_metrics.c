@@ -85,8 +85,10 @@ static void expect_model_counts(const char *text, const char *model, int images,
     ck_assert_msg(model_metric(text, "resattn_inferences_total", model, "") == images,
                   "%s: resattn_inferences_total %g, want %d", model,
                   model_metric(text, "resattn_inferences_total", model, ""), images);
-    double ok = model_metric(text, "resattn_inference_requests_total", model, ",code=\"200\"");
-    double e422 = model_metric(text, "resattn_inference_requests_total", model, ",code=\"422\"");
+    double ok = model_metric(text, "resattn_inference_requests_total", model,
+                             ",protocol=\"http\",code=\"200\"");
+    double e422 = model_metric(text, "resattn_inference_requests_total", model,
+                               ",protocol=\"http\",code=\"422\"");
     ck_assert_msg(ok == (images ? images : -1), "%s: requests 200 = %g, want %d", model, ok,
                   images);
     ck_assert_msg(e422 == (bad ? bad : -1), "%s: requests 422 = %g, want %d", model, e422, bad);
@@ -133,9 +135,14 @@ START_TEST(test_two_models_labels) {
     }
     /* the readiness probes of the start-up are their own endpoint, no inference yet */
     ck_assert_int_ge(
-        uh_metric(text, "resattn_request_duration_seconds_count{endpoint=\"readyz\"} "), 1);
-    ck_assert(uh_metric(text, "resattn_request_duration_seconds_count{endpoint=\"v2_infer\"} ") <
-              0);
+        uh_metric(text,
+                  "resattn_request_duration_seconds_count{endpoint=\"readyz\",protocol=\"http\"} "),
+        1);
+    ck_assert(
+        uh_metric(
+            text,
+            "resattn_request_duration_seconds_count{endpoint=\"v2_infer\",protocol=\"http\"} ") <
+        0);
     free(text);
 
     /* 3 good and 1 bad request to the fixture model, nothing to the built-in one */
@@ -148,9 +155,15 @@ START_TEST(test_two_models_labels) {
     expect_model_counts(text, OTHER, 3, 1);
     expect_model_counts(text, BUILTIN, 0, 0);
     ck_assert_int_eq(
-        (int)uh_metric(text, "resattn_request_duration_seconds_count{endpoint=\"v2_infer\"} "), 4);
+        (int)uh_metric(
+            text,
+            "resattn_request_duration_seconds_count{endpoint=\"v2_infer\",protocol=\"http\"} "),
+        4);
     ck_assert_int_ge(
-        (int)uh_metric(text, "resattn_request_duration_seconds_count{endpoint=\"metrics\"} "), 1);
+        (int)uh_metric(
+            text,
+            "resattn_request_duration_seconds_count{endpoint=\"metrics\",protocol=\"http\"} "),
+        1);
     free(text);
 
     /* 2 requests to the built-in model: its counts move, the fixture model's stay */
@@ -160,7 +173,10 @@ START_TEST(test_two_models_labels) {
     expect_model_counts(text, OTHER, 3, 1);
     expect_model_counts(text, BUILTIN, 2, 0);
     ck_assert_int_eq(
-        (int)uh_metric(text, "resattn_request_duration_seconds_count{endpoint=\"v2_infer\"} "), 6);
+        (int)uh_metric(
+            text,
+            "resattn_request_duration_seconds_count{endpoint=\"v2_infer\",protocol=\"http\"} "),
+        6);
 
     /* build and compute paths */
     char build[128];

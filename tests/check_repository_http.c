@@ -575,7 +575,8 @@ START_TEST(test_stats_and_versioned_paths) {
     ck_assert(strstr(text, "resattn_model_serving_version{model=\"m\"} 2\n"));
     ck_assert(strstr(
         text, "resattn_model_requests_total{model=\"m\",version=\"1\",result=\"success\"} 5\n"));
-    ck_assert(strstr(text, "resattn_inference_requests_total{model=\"m\",code=\"200\"}"));
+    ck_assert(strstr(
+        text, "resattn_inference_requests_total{model=\"m\",protocol=\"http\",code=\"200\"}"));
     uh_response_release(&r);
     stop_server(&s);
 }

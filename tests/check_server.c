@@ -248,9 +248,14 @@ START_TEST(test_metrics_promtool) {
     ck_assert(strstr(text, "resattn_inference_duration_seconds_bucket{" Q ",le=\"+Inf\"} 2\n"));
     ck_assert(strstr(text, "resattn_inference_cpu_seconds_total{" Q "} 1.508000000\n"));
     ck_assert(strstr(text, "resattn_inferences_total{" Q "} 6\n"));
-    ck_assert(strstr(text, "resattn_inference_requests_total{" Q ",code=\"200\"} 1\n"));
-    ck_assert(strstr(text, "resattn_request_duration_seconds_count{endpoint=\"v2_infer\"} 1\n"));
-    ck_assert(strstr(text, "resattn_request_duration_seconds_count{endpoint=\"unknown\"} 1\n"));
+    ck_assert(
+        strstr(text, "resattn_inference_requests_total{" Q ",protocol=\"http\",code=\"200\"} 1\n"));
+    ck_assert(strstr(
+        text,
+        "resattn_request_duration_seconds_count{endpoint=\"v2_infer\",protocol=\"http\"} 1\n"));
+    ck_assert(strstr(
+        text,
+        "resattn_request_duration_seconds_count{endpoint=\"unknown\",protocol=\"http\"} 1\n"));
     ck_assert(strstr(text, "resattn_compute_info{gemm=\"a \\\"b\\\"\\\\c\"} 1\n"));
 #undef Q
     ck_assert(strstr(text, "resattn_requests_rejected_total{reason=\"queue_full\"} 1"));

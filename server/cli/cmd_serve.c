@@ -19,7 +19,9 @@
 #include "cli/commands.h"
 #include "cli/config.h"
 #include "data/image.h"
+#include "grpc/grpc.h"
 #include "http/http.h"
+#include "runtime/listen.h"
 #include "model/config.h"
 #include "protocol/json_scan.h"
 #include "runtime/budget.h"
@@ -51,6 +53,8 @@ typedef struct server {
     resattn_repository *repo;
     resattn_http *http;
     int listen_fd; /* bound before the models load; -1 once the HTTP server owns it */
+    resattn_grpc *grpc;
+    int grpc_fd;                      /* the same for gRPC (--grpc-port), -1 when off or owned */
     char *tls_cert_pem, *tls_key_pem; /* --tls-cert/--tls-key contents, NUL-terminated */
     resattn_budget *budget;
     resattn_memory_plan plan;
@@ -425,6 +429,41 @@ static int describe_compute(server *s) {
     return 0;
 }
 
+/* The gRPC listener (--grpc-port), with the HTTP server's limits, keys and certificate. */
+static int start_grpc(server *s) {
+    if (s->grpc_fd < 0)
+        return 0;
+    char err[RESATTN_ERR_LEN];
+    resattn_grpc_options go = {
+        .listen_fd = s->grpc_fd,
+        .host = s->cfg.host,
+        .port = s->cfg.grpc_port,
+        .max_body_bytes = s->cfg.max_body_bytes,
+        .request_timeout_ms = s->cfg.request_timeout_ms,
+        .log_json = s->cfg.log_json,
+        .log = stderr,
+        .limits = {.max_batch = s->cfg.max_batch,
+                   .allow_nonfinite = s->cfg.allow_nonfinite,
+                   .max_json_depth = 64},
+        .api_keys = (const char *const *)s->cfg.api_keys,
+        .num_api_keys = s->cfg.num_api_keys,
+        .auth_health = s->cfg.auth_health,
+        .tls_cert = s->tls_cert_pem,
+        .tls_key = s->tls_key_pem,
+        .max_connections = s->cfg.max_connections,
+        .budget = s->budget,
+        .max_image_pixels = s->cfg.max_image_pixels,
+    };
+    s->grpc_fd = -1; /* resattn_grpc_start owns it now */
+    if (resattn_grpc_start(&go, s->repo, s->pool, s->metrics, &s->grpc, err, sizeof err)) {
+        say(s, "error", "%s", err);
+        return -1;
+    }
+    say(s, "info", "gRPC listening on %s%s:%d", s->tls_cert_pem ? "https://" : "", s->cfg.host,
+        resattn_grpc_port(s->grpc));
+    return 0;
+}
+
 static int start(server *s) {
     char err[RESATTN_ERR_LEN];
     s->metrics = resattn_metrics_new();
@@ -478,6 +517,8 @@ static int start(server *s) {
         say(s, "error", "%s", err);
         return s->tls_cert_pem ? -2 : -1; /* a certificate GnuTLS refused: a usage error */
     }
+    if (start_grpc(s))
+        return -1;
     int port = resattn_http_port(s->http);
     say(s, "info",
         "listening on %s%s:%d (%d workers x %d BLAS threads, max batch %d, GEMM %s, Winograd %s)",
@@ -499,6 +540,8 @@ static int start(server *s) {
         return -1;
     replan_after_warmup(s); /* after the repository's first versions are loaded and warm */
     resattn_http_set_ready(s->http, 1);
+    if (s->grpc)
+        resattn_grpc_set_ready(s->grpc, 1);
     say(s, "info", "ready (warm-up done)");
     return 0;
 }
@@ -506,15 +549,23 @@ static int start(server *s) {
 /* Returns 0 when every request was answered within the drain timeout. */
 static int drain(server *s) {
     resattn_http_begin_drain(s->http);
-    if (resattn_http_wait_idle(s->http, s->cfg.drain_timeout_ms) == 0)
+    if (s->grpc)
+        resattn_grpc_begin_drain(s->grpc);
+    double t0 = resattn_now();
+    if (resattn_http_wait_idle(s->http, s->cfg.drain_timeout_ms) == 0 &&
+        (!s->grpc || resattn_grpc_wait_idle(s->grpc, s->cfg.drain_timeout_ms -
+                                                         (int)((resattn_now() - t0) * 1e3)) == 0))
         return 0;
     say(s, "warn", "drain timeout (%d ms): answering queued requests with 503",
         s->cfg.drain_timeout_ms);
     resattn_pool_cancel_queued(s->pool, 503, "server shutting down");
-    return resattn_http_wait_idle(s->http, DRAIN_GRACE_MS) == 0 ? 1 : -1;
+    int idle = resattn_http_wait_idle(s->http, DRAIN_GRACE_MS) == 0 &&
+               (!s->grpc || resattn_grpc_wait_idle(s->grpc, DRAIN_GRACE_MS) == 0);
+    return idle ? 1 : -1;
 }
 
 static void teardown(server *s) {
+    resattn_grpc_stop(s->grpc);       /* idle: no call holds a version any more */
     resattn_http_stop(s->http);       /* idle: no request holds a version any more */
     resattn_repository_free(s->repo); /* before the pool: a load may be using it */
     resattn_pool_free(s->pool);       /* the queue is empty: joins idle workers */
@@ -527,6 +578,9 @@ static void teardown(server *s) {
     if (s->listen_fd >= 0)
         close(s->listen_fd);
     s->listen_fd = -1;
+    if (s->grpc_fd >= 0)
+        close(s->grpc_fd);
+    s->grpc_fd = -1;
     resattn_server_config_release(&s->cfg);
     free(s->tls_cert_pem);
     free(s->tls_key_pem);
@@ -560,7 +614,7 @@ static int wait_signal(server *s, const sigset_t *set) {
 
 int resattn_cmd_serve(int argc, char **argv) {
     static server s; /* large; zero-initialised */
-    s.listen_fd = -1;
+    s.listen_fd = s.grpc_fd = -1;
     char err[RESATTN_ERR_LEN];
     int rc = resattn_server_config_parse(argc, argv, &s.cfg, stdout, err, sizeof err);
     if (rc) {
@@ -593,7 +647,9 @@ int resattn_cmd_serve(int argc, char **argv) {
     check_blas(&s);
     /* bind first: a taken or forbidden port is a one-line error and exit 2 at once, before
      * any model is loaded, and never a second server sharing the port */
-    if (resattn_http_listen(s.cfg.host, s.cfg.port, &s.listen_fd, err, sizeof err)) {
+    if (resattn_http_listen(s.cfg.host, s.cfg.port, &s.listen_fd, err, sizeof err) ||
+        (s.cfg.grpc_port &&
+         resattn_listen(s.cfg.host, s.cfg.grpc_port, "--grpc-port", &s.grpc_fd, err, sizeof err))) {
         say(&s, "error", "%s", err);
         teardown(&s);
         return 2;
@@ -608,6 +664,11 @@ int resattn_cmd_serve(int argc, char **argv) {
             resattn_http_begin_drain(s.http);
             if (resattn_http_wait_idle(s.http, DRAIN_GRACE_MS))
                 return 1; /* cannot stop the daemon with suspended connections */
+        }
+        if (s.grpc) {
+            resattn_grpc_begin_drain(s.grpc);
+            if (resattn_grpc_wait_idle(s.grpc, DRAIN_GRACE_MS))
+                return 1;
         }
         teardown(&s);
         return rc == -2 ? 2 : 1;

@@ -50,6 +50,9 @@ static const option_def options[] = {
     {"host", "RESATTN_HOST", OPT_STR, OFF(host), "0.0.0.0", 0, 0, "ADDR", "address to listen on"},
     {"port", "RESATTN_PORT", OPT_INT, OFF(port), "8080", 0, 65535, "N",
      "TCP port; 0 picks a free one and prints it"},
+    {"grpc-port", "RESATTN_GRPC_PORT", OPT_INT, OFF(grpc_port), "0", 0, 65535, "N",
+     "gRPC port (Open Inference Protocol inference.GRPCInferenceService and "
+     "grpc.health.v1), on --host, TLS with --tls-cert; 0 = no gRPC (the default)"},
     {"workers", "RESATTN_WORKERS", OPT_INT, OFF(workers), "0", 0, 256, "N",
      "inference worker threads; 0 = usable CPUs / BLAS threads"},
     {"http-threads", "RESATTN_HTTP_THREADS", OPT_INT, OFF(http_threads), "1", 1, 64, "N",

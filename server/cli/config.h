@@ -19,6 +19,7 @@ typedef struct resattn_server_config {
     int num_models;
     char *host;         /* listen address, owned */
     int port;           /* 0 = pick a free port */
+    int grpc_port;      /* gRPC listener; 0 = none */
     int workers;        /* worker threads (0 in the table = automatic; resolved on parse) */
     int http_threads;   /* libmicrohttpd threads (request parsing and answers) */
     int blas_threads;   /* OpenBLAS threads per GEMM (0 = automatic; resolved on parse) */

@@ -22,6 +22,8 @@
 #include "protocol/attention_api.h"
 #include "protocol/image_api.h"
 #include "protocol/protocol_common.h"
+#include "runtime/auth.h"
+#include "runtime/listen.h"
 #include "http/web/index_html.h"
 #include "maps/mask_summary.h"
 #include <arpa/inet.h>
@@ -779,32 +781,9 @@ static int needs_auth(const resattn_http *s, resattn_endpoint ep) {
     return !health || s->opt.auth_health;
 }
 
-/* Compare the token with every key without an early exit, so the time taken does not tell
- * how much of a key matched or which key it was (only the token's own length shows). */
-static int key_matches(const resattn_http *s, const char *tok, size_t n) {
-    int found = 0;
-    for (int k = 0; k < s->opt.num_api_keys; k++) {
-        const unsigned char *key = (const unsigned char *)s->opt.api_keys[k];
-        size_t klen = strlen((const char *)key);
-        unsigned d = klen != n;
-        for (size_t i = 0; i < n; i++)
-            d |= (unsigned)((const unsigned char *)tok)[i] ^ key[klen ? i % klen : 0];
-        found |= d == 0;
-    }
-    return found;
-}
-
 static int authorized(request *r) {
-    const char *h = header(r, MHD_HTTP_HEADER_AUTHORIZATION);
-    if (!h || strncasecmp(h, "Bearer ", 7))
-        return 0;
-    h += 7;
-    while (*h == ' ')
-        h++;
-    size_t n = strlen(h);
-    while (n && h[n - 1] == ' ')
-        n--;
-    return n > 0 && key_matches(r->srv, h, n);
+    return resattn_auth_bearer_ok(r->srv->opt.api_keys, r->srv->opt.num_api_keys,
+                                  header(r, MHD_HTTP_HEADER_AUTHORIZATION));
 }
 
 /* The {m} and {v} of a matched route: kept as text for the repository and statistics
@@ -1064,96 +1043,9 @@ static void on_mhd_error(void *cls, const char *fmt, va_list ap) {
 
 /* ---- lifecycle ------------------------------------------------------------------------ */
 
-/* "host:port" as asked for, IPv6 literals in brackets. */
-static void format_where(char *out, size_t n, const char *host, int port) {
-    snprintf(out, n, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
-}
-
-/* The lowest port an unprivileged process may bind (1024 unless the sysctl lowered it). */
-static int unprivileged_port_start(void) {
-    FILE *f = fopen("/proc/sys/net/ipv4/ip_unprivileged_port_start", "r");
-    int p = 1024;
-    if (f) {
-        if (fscanf(f, "%d", &p) != 1)
-            p = 1024;
-        fclose(f);
-    }
-    return p;
-}
-
-/* One line for a failed bind() or listen(): what was asked for and why it failed. */
-static void listen_error(int e, const char *where, int port, char *err, size_t err_len) {
-    if (e == EADDRINUSE)
-        snprintf(err, err_len,
-                 "cannot listen on %s: address already in use (another process holds the port; "
-                 "stop it or choose another --port)",
-                 where);
-    else if (e == EACCES && port < unprivileged_port_start())
-        snprintf(err, err_len,
-                 "cannot listen on %s: permission denied (ports below %d need root or "
-                 "CAP_NET_BIND_SERVICE; choose a higher --port)",
-                 where, unprivileged_port_start());
-    else if (e == EACCES)
-        snprintf(err, err_len, "cannot listen on %s: permission denied", where);
-    else if (e == EADDRNOTAVAIL)
-        snprintf(err, err_len,
-                 "cannot listen on %s: address not available (not an address of this host)", where);
-    else
-        snprintf(err, err_len, "cannot listen on %s: %s", where, strerror(e));
-}
-
 resattn_status resattn_http_listen(const char *host, int port, int *fd_out, char *err,
                                    size_t err_len) {
-    *fd_out = -1;
-    char where[300];
-    format_where(where, sizeof where, host, port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC,
-                             .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-    struct addrinfo *ai = NULL;
-    char service[16];
-    snprintf(service, sizeof service, "%d", port);
-    int gai = getaddrinfo(host, service, &hints, &ai);
-    if (gai) {
-        snprintf(err, err_len, "--host '%s': %s", host, gai_strerror(gai));
-        return RESATTN_ERR_INVALID_ARGUMENT;
-    }
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        listen_error(errno, where, port, err, err_len);
-        freeaddrinfo(ai);
-        return RESATTN_ERR_IO;
-    }
-    /* SO_REUSEADDR lets a restarted server bind while its predecessor's closed connections
-     * sit in TIME_WAIT; on Linux it never lets two sockets listen on one address (that is
-     * SO_REUSEPORT, which we do not set: a second server would silently share the traffic).
-     * IPv6 sockets stay IPv6-only, as libmicrohttpd made them. */
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (ai->ai_family == AF_INET6)
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-    /* listen() fails too when a holder bound with SO_REUSEADDR and then listened */
-    int rc = bind(fd, ai->ai_addr, ai->ai_addrlen);
-    if (rc == 0)
-        rc = listen(fd, SOMAXCONN);
-    freeaddrinfo(ai);
-    if (rc) {
-        listen_error(errno, where, port, err, err_len);
-        close(fd);
-        return RESATTN_ERR_IO;
-    }
-    *fd_out = fd;
-    return RESATTN_OK;
-}
-
-/* The port a socket is bound to, or -1. */
-static int bound_port(int fd) {
-    struct sockaddr_storage a;
-    socklen_t n = sizeof a;
-    if (getsockname(fd, (struct sockaddr *)&a, &n))
-        return -1;
-    return ntohs(a.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&a)->sin6_port
-                                         : ((struct sockaddr_in *)&a)->sin_port);
+    return resattn_listen(host, port, "--port", fd_out, err, err_len);
 }
 
 resattn_status resattn_http_start(const resattn_http_options *opt, resattn_repository *repo,
@@ -1179,7 +1071,7 @@ resattn_status resattn_http_start(const resattn_http_options *opt, resattn_repos
     s->pool = pool;
     s->metrics = metrics;
     s->id_salt = (unsigned)time(NULL) ^ ((unsigned)getpid() << 16);
-    s->port = bound_port(fd);
+    s->port = resattn_bound_port(fd);
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
                      (opt->tls_cert ? MHD_USE_TLS : 0);
     /* Limits (0 = leave libmicrohttpd's default). The connection memory holds the request
@@ -1212,7 +1104,7 @@ resattn_status resattn_http_start(const resattn_http_options *opt, resattn_repos
                          on_completed, s, MHD_OPTION_ARRAY, items, MHD_OPTION_END);
     if (!s->daemon) {
         char where[300];
-        format_where(where, sizeof where, opt->host, s->port);
+        resattn_format_where(where, sizeof where, opt->host, s->port);
         snprintf(err, err_len,
                  opt->tls_cert ? "cannot serve HTTPS on %s (invalid --tls-cert/--tls-key)"
                                : "cannot start the HTTP server on %s",

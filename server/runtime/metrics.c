@@ -8,9 +8,10 @@
  * Series by family (README "Metrics" has the table users read):
  *   whole server  resattn_http_requests_total{endpoint,code}, resattn_http_errors_total{code},
  *                 resattn_requests_rejected_total{reason}, resattn_queue_depth,
- *                 resattn_requests_in_flight, resattn_request_duration_seconds{endpoint},
+ *                 resattn_requests_in_flight, resattn_request_duration_seconds{endpoint,protocol},
+ *                 resattn_grpc_requests_total{endpoint,code} (gRPC status codes),
  *                 resattn_memory_budget_bytes, resattn_memory_in_use_bytes
- *   per model     resattn_inference_requests_total{model,code}, resattn_inferences_total,
+ *   per model     resattn_inference_requests_total{model,protocol,code}, resattn_inferences_total,
  *                 resattn_queue_wait_seconds, resattn_inference_duration_seconds,
  *                 resattn_batch_size, resattn_inference_cpu_seconds_total (all {model,...})
  *   info (= 1)    resattn_model_info{model,...}, resattn_build_info{version,commit,compiler},
@@ -48,6 +49,7 @@
 #endif
 
 #define MAX_CODE 600
+#define GRPC_CODES 17
 #define MAX_BUCKETS 16
 #define MAX_COMPUTE_LABELS 16
 
@@ -72,7 +74,8 @@ static const double sizes[] = {1, 2, 4, 8, 16, 32, 64, 128};
 
 static const hist_family request_duration = {
     "resattn_request_duration_seconds",
-    "Time from the first byte of a request to its completion, by endpoint.", secs, NSECS};
+    "Time from the first byte of a request to its completion, by endpoint and protocol.", secs,
+    NSECS};
 static const hist_family queue_wait = {"resattn_queue_wait_seconds",
                                        "Time an inference request waited in the queue for a "
                                        "worker, by model.",
@@ -85,11 +88,11 @@ static const hist_family batch_size = {"resattn_batch_size",
 
 /* The series of one served model. */
 typedef struct model_series {
-    char *label;                      /* model="<name>", escaped */
-    char *info;                       /* the label set of its resattn_model_info line */
-    atomic_ullong requests[MAX_CODE]; /* inference requests by status code */
-    atomic_ullong images;             /* images computed */
-    atomic_ullong cpu_ns;             /* worker thread CPU time inside its forward passes */
+    char *label; /* model="<name>", escaped */
+    char *info;  /* the label set of its resattn_model_info line */
+    atomic_ullong requests[RESATTN_TRANSPORT_COUNT][MAX_CODE]; /* inference requests by code */
+    atomic_ullong images;                                      /* images computed */
+    atomic_ullong cpu_ns; /* worker thread CPU time inside its forward passes */
     histogram queue_wait, inference, batch_size;
 } model_series;
 
@@ -98,7 +101,8 @@ struct resattn_metrics {
     atomic_ullong errors[MAX_CODE];
     atomic_ullong rejected[RESATTN_REJECT_COUNT];
     atomic_long queue_depth, in_flight;
-    histogram request_duration[RESATTN_EP_COUNT];
+    histogram request_duration[RESATTN_TRANSPORT_COUNT][RESATTN_EP_COUNT];
+    atomic_ullong grpc[RESATTN_EP_COUNT][GRPC_CODES]; /* gRPC calls by gRPC status code */
     model_series models[RESATTN_METRICS_MAX_MODELS];
     /* models added; atomic because the model repository adds models while requests update
      * and scrapes read the series (a slot is complete before the count includes it) */
@@ -128,8 +132,12 @@ static const char *endpoint_names[RESATTN_EP_COUNT] = {
     [RESATTN_EP_V2_INDEX] = "v2_repository_index",
     [RESATTN_EP_V2_REPOSITORY_LOAD] = "v2_repository_load",
     [RESATTN_EP_V2_STATS] = "v2_stats",
+    [RESATTN_EP_GRPC_HEALTH] = "grpc_health",
     [RESATTN_EP_UNKNOWN] = "unknown",
 };
+
+static const char *transport_names[RESATTN_TRANSPORT_COUNT] = {
+    [RESATTN_TRANSPORT_HTTP] = "http", [RESATTN_TRANSPORT_GRPC] = "grpc"};
 
 static const char *reject_names[RESATTN_REJECT_COUNT] = {
     "queue_full", "timeout", "draining", "body_too_large", "unauthorized", "memory"};
@@ -292,10 +300,29 @@ void resattn_metrics_request(resattn_metrics *m, resattn_endpoint e, int model, 
     if (status < 0 || status >= MAX_CODE)
         status = 0;
     atomic_fetch_add_explicit(&m->requests[e][status], 1, memory_order_relaxed);
-    hist_observe(&request_duration, &m->request_duration[e], seconds);
+    resattn_metrics_call(m, RESATTN_TRANSPORT_HTTP, e, model, status, seconds);
+}
+
+void resattn_metrics_call(resattn_metrics *m, resattn_transport t, resattn_endpoint e, int model,
+                          int status, double seconds) {
+    if (e < 0 || e >= RESATTN_EP_COUNT)
+        e = RESATTN_EP_UNKNOWN;
+    if (status < 0 || status >= MAX_CODE)
+        status = 0;
+    if (t < 0 || t >= RESATTN_TRANSPORT_COUNT)
+        t = RESATTN_TRANSPORT_HTTP;
+    hist_observe(&request_duration, &m->request_duration[t][e], seconds);
     model_series *ms = model_at(m, model);
     if (ms && is_inference(e))
-        atomic_fetch_add_explicit(&ms->requests[status], 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&ms->requests[t][status], 1, memory_order_relaxed);
+}
+
+void resattn_metrics_grpc(resattn_metrics *m, resattn_endpoint e, int code) {
+    if (e < 0 || e >= RESATTN_EP_COUNT)
+        e = RESATTN_EP_UNKNOWN;
+    if (code < 0 || code >= GRPC_CODES)
+        code = 2; /* UNKNOWN */
+    atomic_fetch_add_explicit(&m->grpc[e][code], 1, memory_order_relaxed);
 }
 
 void resattn_metrics_error(resattn_metrics *m, int status) {
@@ -442,6 +469,16 @@ static void render_requests(FILE *f, resattn_metrics *m) {
                 fprintf(f, "resattn_http_requests_total{endpoint=\"%s\",code=\"%d\"} %llu\n",
                         endpoint_names[e], c, v);
         }
+    resattn_metrics_put_head(f, "resattn_grpc_requests_total", "counter",
+                             "gRPC calls by endpoint (the HTTP endpoint of the same operation, "
+                             "grpc_health for grpc.health.v1) and gRPC status code.");
+    for (int e = 0; e < RESATTN_EP_COUNT; e++)
+        for (int c = 0; c < GRPC_CODES; c++) {
+            unsigned long long v = load(&m->grpc[e][c]);
+            if (v)
+                fprintf(f, "resattn_grpc_requests_total{endpoint=\"%s\",code=\"%d\"} %llu\n",
+                        endpoint_names[e], c, v);
+        }
     resattn_metrics_put_head(f, "resattn_http_errors_total", "counter",
                              "Error answers (4xx and 5xx) by status code.");
     for (int c = 0; c < MAX_CODE; c++) {
@@ -460,13 +497,15 @@ static void render_requests(FILE *f, resattn_metrics *m) {
  * series appear once it was used. */
 static void render_request_duration(FILE *f, resattn_metrics *m) {
     resattn_metrics_put_head(f, request_duration.name, "histogram", request_duration.help);
-    for (int e = 0; e < RESATTN_EP_COUNT; e++) {
-        if (!hist_count(&m->request_duration[e]))
-            continue;
-        char labels[64];
-        snprintf(labels, sizeof labels, "endpoint=\"%s\"", endpoint_names[e]);
-        hist_render(f, &request_duration, &m->request_duration[e], labels);
-    }
+    for (int t = 0; t < RESATTN_TRANSPORT_COUNT; t++)
+        for (int e = 0; e < RESATTN_EP_COUNT; e++) {
+            if (!hist_count(&m->request_duration[t][e]))
+                continue;
+            char labels[96];
+            snprintf(labels, sizeof labels, "endpoint=\"%s\",protocol=\"%s\"", endpoint_names[e],
+                     transport_names[t]);
+            hist_render(f, &request_duration, &m->request_duration[t][e], labels);
+        }
 }
 
 /* A per-model histogram family: the histogram at `offset` in each model's series. */
@@ -480,14 +519,18 @@ static void render_model_hist(FILE *f, resattn_metrics *m, const hist_family *fa
 static void render_models(FILE *f, resattn_metrics *m) {
     resattn_metrics_put_head(
         f, "resattn_inference_requests_total", "counter",
-        "Inference requests (v2 infer, TF Serving predict, /predict) by model and status code.");
+        "Inference requests (v2 infer over HTTP and gRPC, TF Serving predict, /predict) by model, "
+        "protocol and HTTP status code (a gRPC call counts the HTTP status of its outcome).");
     for (int i = 0; i < m->num_models; i++)
-        for (int c = 0; c < MAX_CODE; c++) {
-            unsigned long long v = load(&m->models[i].requests[c]);
-            if (v)
-                fprintf(f, "resattn_inference_requests_total{%s,code=\"%d\"} %llu\n",
-                        m->models[i].label, c, v);
-        }
+        for (int t = 0; t < RESATTN_TRANSPORT_COUNT; t++)
+            for (int c = 0; c < MAX_CODE; c++) {
+                unsigned long long v = load(&m->models[i].requests[t][c]);
+                if (v)
+                    fprintf(f,
+                            "resattn_inference_requests_total{%s,protocol=\"%s\",code=\"%d\"} "
+                            "%llu\n",
+                            m->models[i].label, transport_names[t], c, v);
+            }
     resattn_metrics_put_head(f, "resattn_inferences_total", "counter",
                              "Images computed, by model.");
     for (int i = 0; i < m->num_models; i++)

@@ -31,11 +31,19 @@ typedef enum resattn_endpoint {
     RESATTN_EP_V2_INDEX,           /* POST /v2/repository/index */
     RESATTN_EP_V2_REPOSITORY_LOAD, /* POST /v2/repository/models/{m}/load and /unload */
     RESATTN_EP_V2_STATS,           /* GET /v2/models[/{m}[/versions/{v}]]/stats */
+    RESATTN_EP_GRPC_HEALTH,        /* gRPC grpc.health.v1.Health/Check */
     RESATTN_EP_UNKNOWN,            /* no route matched */
     RESATTN_EP_COUNT
 } resattn_endpoint;
 
 const char *resattn_endpoint_name(resattn_endpoint e);
+
+/* The protocol label: which transport carried a request. */
+typedef enum resattn_transport {
+    RESATTN_TRANSPORT_HTTP = 0,
+    RESATTN_TRANSPORT_GRPC,
+    RESATTN_TRANSPORT_COUNT
+} resattn_transport;
 
 /* The reason label of resattn_requests_rejected_total. */
 typedef enum resattn_reject_reason {
@@ -77,6 +85,13 @@ void resattn_metrics_set_budget(resattn_metrics *m, const struct resattn_budget 
  * and whole duration in seconds. Inference requests are counted per model too. */
 void resattn_metrics_request(resattn_metrics *m, resattn_endpoint e, int model, int status,
                              double seconds);
+/* A finished request of either transport: the duration histogram and, for inference, the
+ * per-model count by (HTTP-equivalent) status, both with the protocol label.
+ * resattn_metrics_request is this for HTTP plus resattn_http_requests_total. */
+void resattn_metrics_call(resattn_metrics *m, resattn_transport t, resattn_endpoint e, int model,
+                          int status, double seconds);
+/* A finished gRPC call: resattn_grpc_requests_total{endpoint, code} (gRPC status code). */
+void resattn_metrics_grpc(resattn_metrics *m, resattn_endpoint e, int grpc_code);
 /* An error answer (4xx/5xx), counted by the one error-answer function. */
 void resattn_metrics_error(resattn_metrics *m, int status);
 void resattn_metrics_reject(resattn_metrics *m, resattn_reject_reason r);
