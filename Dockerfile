@@ -17,7 +17,7 @@ FROM ${DEBIAN_IMAGE} AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential pkg-config check libopenblas-dev libjansson-dev libmicrohttpd-dev \
-      libpng-dev libjpeg62-turbo-dev \
+      libpng-dev libjpeg62-turbo-dev libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -31,10 +31,12 @@ FROM ${DEBIAN_IMAGE}
 # Haswell (AVX2) kernels run on every x86-64 CPU with AVX2. Override at build or run time.
 ARG OPENBLAS_CORETYPE=Haswell
 # Runtime libraries only: the pthread OpenBLAS (the serial build is not thread-safe),
-# jansson, libmicrohttpd (+ GnuTLS, already in the base), libpng, libjpeg-turbo.
+# jansson, libmicrohttpd (+ GnuTLS, already in the base), libpng, libjpeg-turbo, and for
+# gRPC nghttp2 and protobuf-c.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libopenblas0-pthread libjansson4 libmicrohttpd12 libpng16-16 libjpeg62-turbo \
+      libnghttp2-14 libprotobuf-c1 \
  && rm -rf /var/lib/apt/lists/* /var/cache/debconf/*-old /var/log/apt /var/log/dpkg.log \
  && groupadd --system --gid 10001 resattn \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \

@@ -32,7 +32,7 @@ TEST_OBJ   = $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 HEADERS    = $(wildcard include/resattn/*.h core/*/*.h server/*/*.h server/*/*/*.h tests/*.h)
 C_FILES    = $(wildcard include/resattn/*.h core/*/*.[ch] server/*/*.[ch] tests/*.[ch] tests/fuzz/*.[ch] tests/bench/*.[ch])
 
-.PHONY: all deps deps-run run test unit asan format format-check clean fixtures fuzz
+.PHONY: all deps deps-run run test unit asan grpc-test format format-check clean fixtures fuzz
 all: $(BUILD)/resattn
 
 # Debian packages: `make run` needs only the run set, `make test` the test set
@@ -117,13 +117,21 @@ test: deps
 	$(MAKE) unit
 	tests/integration/prometheus_scrape.sh $(BUILD)/resattn
 	python3 tests/integration/readme_examples.py $(BUILD)/resattn
+	$(MAKE) grpc-test
 	RESATTN_BIN=$(abspath $(BUILD)/resattn) tests/browser/run.sh
 	deploy/validate.sh
 	$(MAKE) asan
 
+# The gRPC service against a real gRPC client (python3-grpcio); `make asan` runs it on the
+# sanitizer build too.
+grpc-test: $(BUILD)/resattn
+	/usr/bin/python3 tests/grpc/test_grpc.py $(BUILD)/resattn
+
+ASAN_OPT = OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
+	  LDFLAGS="-fsanitize=address,undefined"
 asan:
-	$(MAKE) -j$(NPROC) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
-	  LDFLAGS="-fsanitize=address,undefined" unit
+	$(MAKE) -j$(NPROC) BUILD=build-asan $(ASAN_OPT) unit
+	$(MAKE) BUILD=build-asan $(ASAN_OPT) grpc-test
 
 # The quickstart server listens on loopback; containers set RESATTN_HOST=0.0.0.0.
 HOST ?= 127.0.0.1

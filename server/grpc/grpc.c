@@ -136,6 +136,7 @@ struct call {
     int bad_timeout;
     unsigned char *body; /* the request's gRPC frames */
     size_t len, cap;
+    size_t msg_len; /* the request message's bytes (its unpacked copy holds about as much) */
     int too_large;  /* the body passed the cap: dropped, answered RESOURCE_EXHAUSTED */
     int refused;    /* the memory budget refused it (verdict) */
     int dispatched; /* END_STREAM seen */
@@ -280,8 +281,6 @@ static void call_free(call *k) {
         int model = pm ? resattn_pool_model_metrics_index(pm) : -1;
         resattn_metrics_call(s->metrics, RESATTN_TRANSPORT_GRPC, k->ep, model, k->http_status, dt);
         resattn_metrics_grpc(s->metrics, k->ep, k->code);
-        if (k->code && k->http_status >= 400)
-            resattn_metrics_error(s->metrics, k->http_status);
         log_call(k, dt);
         if (pm && k->inferring) {
             resattn_model_stats *st = resattn_pool_model_stats(pm);
@@ -341,8 +340,8 @@ static void on_job_done(resattn_job *job) {
         set_answer(k, rc, &m);
         k->computed = !rc;
     }
-    /* what it holds now: its message and answer (the logits and masks are small) */
-    resattn_budget_hold_set(&k->hold, k->len + k->resp.len + k->ireq.n * sizeof(float) * 1024);
+    /* what it holds now: the unpacked message (the input may be in it), the answer */
+    resattn_budget_hold_set(&k->hold, k->msg_len + k->resp.len);
     pthread_mutex_lock(&s->lock);
     k->next_fin = s->finished;
     s->finished = k;
@@ -377,6 +376,7 @@ static void model_infer(call *k, const unsigned char *msg, size_t len) {
         return;
     }
     /* the unpacked copy of the message may hold its bytes once more */
+    k->msg_len = len;
     resattn_budget_verdict v = resattn_budget_hold_grow(&k->hold, len);
     if (v) {
         refuse_memory(k, v, len);
