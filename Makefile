@@ -50,6 +50,7 @@ $(BUILD)/obj/%.o: %.c $(HEADERS) $(GEN_H)
 $(BUILD)/gen/%.pb-c.c $(BUILD)/gen/%.pb-c.h: server/grpc/proto/%.proto
 	@mkdir -p $(BUILD)/gen
 	protoc-c --c_out=$(BUILD)/gen -Iserver/grpc/proto $<
+.SECONDARY: $(GEN_C) $(GEN_H)
 # generated code: compiled without -Werror (its warnings are protoc-c's, not ours)
 $(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c $(GEN_H)
 	@mkdir -p $(dir $@)
