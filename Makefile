@@ -153,7 +153,7 @@ fixtures:
 # libFuzzer harnesses (tests/fuzz/README.md), built with clang in $(BUILD)-fuzz/ so the
 # instrumented objects never mix with the normal build. Each runs FUZZ_SECONDS on a copy of
 # its seed corpus tests/fuzz/corpus_<name>/; crashes are written to $(BUILD)-fuzz/crash-*.
-FUZZERS      = image v2_json v2_binary tfs npy model json_scan
+FUZZERS      = image v2_json v2_binary tfs npy model json_scan grpc
 FUZZ_SECONDS ?= 60
 FUZZ_BUILD    = $(BUILD)-fuzz
 .PHONY: fuzz fuzz-build fuzz-short valgrind

@@ -513,7 +513,7 @@ def test_queue_full_and_timeouts():
     model = slow_model()
     s = Server("--model", f"big={model}", "--workers", "1", "--blas-threads", "1",
                "--max-batch", "1", "--queue-capacity", "8", "--request-timeout-ms",
-               str(1500 * SLOW))
+               str(60000 * SLOW))
     try:
         ch = s.channel()
         x = np.random.default_rng(4).standard_normal((1, 3, 224, 224)).astype(np.float32)
@@ -531,13 +531,10 @@ def test_queue_full_and_timeouts():
                 c = e.code()
                 if c == grpc.StatusCode.UNAVAILABLE:
                     assert "queue full" in e.details(), e.details()
-                if c == grpc.StatusCode.DEADLINE_EXCEEDED:
-                    assert "timed out" in e.details(), e.details()
             codes[c] = codes.get(c, 0) + 1
         assert codes.get(grpc.StatusCode.OK, 0) >= 1, codes
         assert codes.get(grpc.StatusCode.UNAVAILABLE, 0) >= 1, codes
-        assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE,
-                              grpc.StatusCode.DEADLINE_EXCEEDED}, codes
+        assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}, codes
         text = s.metrics()
         assert metric(text, 'resattn_requests_rejected_total{reason="queue_full"}') >= 1
         # a client deadline (grpc-timeout) shorter than the queue ahead of it: the server
