@@ -430,32 +430,13 @@ static int describe_compute(server *s) {
 }
 
 /* The gRPC listener (--grpc-port), with the HTTP server's limits, keys and certificate. */
-static int start_grpc(server *s) {
+static int start_grpc(server *s, const resattn_http_options *ho) {
     if (s->grpc_fd < 0)
         return 0;
     char err[RESATTN_ERR_LEN];
-    resattn_grpc_options go = {
-        .listen_fd = s->grpc_fd,
-        .host = s->cfg.host,
-        .port = s->cfg.grpc_port,
-        .max_body_bytes = s->cfg.max_body_bytes,
-        .request_timeout_ms = s->cfg.request_timeout_ms,
-        .log_json = s->cfg.log_json,
-        .log = stderr,
-        .limits = {.max_batch = s->cfg.max_batch,
-                   .allow_nonfinite = s->cfg.allow_nonfinite,
-                   .max_json_depth = 64},
-        .api_keys = (const char *const *)s->cfg.api_keys,
-        .num_api_keys = s->cfg.num_api_keys,
-        .auth_health = s->cfg.auth_health,
-        .tls_cert = s->tls_cert_pem,
-        .tls_key = s->tls_key_pem,
-        .max_connections = s->cfg.max_connections,
-        .budget = s->budget,
-        .max_image_pixels = s->cfg.max_image_pixels,
-    };
+    int fd = s->grpc_fd;
     s->grpc_fd = -1; /* resattn_grpc_start owns it now */
-    if (resattn_grpc_start(&go, s->repo, s->pool, s->metrics, &s->grpc, err, sizeof err)) {
+    if (resattn_grpc_start(fd, ho, s->repo, s->pool, s->metrics, &s->grpc, err, sizeof err)) {
         say(s, "error", "%s", err);
         return -1;
     }
@@ -517,7 +498,7 @@ static int start(server *s) {
         say(s, "error", "%s", err);
         return s->tls_cert_pem ? -2 : -1; /* a certificate GnuTLS refused: a usage error */
     }
-    if (start_grpc(s))
+    if (start_grpc(s, &ho))
         return -1;
     int port = resattn_http_port(s->http);
     say(s, "info",

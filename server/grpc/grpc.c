@@ -21,6 +21,7 @@
 #include "maps/mask_summary.h"
 #include "protocol/attention_api.h"
 #include "protocol/grpc_codec.h"
+#include "runtime/access_log.h"
 #include "runtime/auth.h"
 #include "runtime/listen.h"
 
@@ -55,7 +56,7 @@ typedef struct conn conn;
 typedef enum { EV_LISTEN = 0, EV_WAKE, EV_CONN } ev_kind;
 
 struct resattn_grpc {
-    resattn_grpc_options opt;
+    resattn_http_options opt; /* the settings it shares with HTTP */
     resattn_repository *repo;
     resattn_pool *pool;
     resattn_metrics *metrics;
@@ -255,19 +256,11 @@ static void log_call(call *k, double seconds) {
                               (double)time(NULL), "method", "GRPC", "path", k->path, "status",
                               k->http_status, "grpc_status", k->code, "duration_ms", seconds * 1e3,
                               "bytes", (json_int_t)bytes, "batch_size", k->job.batch_size);
-        char *line = o ? json_dumps(o, JSON_COMPACT) : NULL;
-        json_decref(o);
-        if (line)
-            fprintf(f, "%s\n", line);
-        free(line);
+        resattn_access_log_json(f, o);
         return;
     }
-    char ts[32];
-    time_t now = time(NULL);
-    struct tm tm;
-    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
-    fprintf(f, "%s GRPC %s %d grpc-status=%d %.3fms %zuB batch=%d\n", ts, k->path, k->http_status,
-            k->code, seconds * 1e3, bytes, k->job.batch_size);
+    resattn_access_log_text(f, "GRPC %s %d grpc-status=%d %.3fms %zuB batch=%d", k->path,
+                            k->http_status, k->code, seconds * 1e3, bytes, k->job.batch_size);
 }
 
 /* Metrics, statistics, log, release, free: once the stream is closed and no job runs. */
@@ -726,34 +719,14 @@ static int on_stream_close(nghttp2_session *h2, int32_t stream, uint32_t error, 
 
 /* ---- connections ----------------------------------------------------------------------- */
 
-static ssize_t conn_recv(conn *c, void *buf, size_t n) {
+/* recv or send (out) on the socket or through TLS; -1 with errno EAGAIN when it would block. */
+static ssize_t conn_io(conn *c, void *buf, size_t n, int out) {
     if (!c->tls)
-        return recv(c->fd, buf, n, 0);
-    ssize_t r = gnutls_record_recv(c->tls, buf, n);
-    if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED) {
-        errno = EAGAIN;
-        return -1;
-    }
-    if (r < 0) {
-        errno = EIO;
-        return -1;
-    }
-    return r;
-}
-
-static ssize_t conn_send(conn *c, const void *buf, size_t n) {
-    if (!c->tls)
-        return send(c->fd, buf, n, MSG_NOSIGNAL);
-    ssize_t r = gnutls_record_send(c->tls, buf, n);
-    if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED) {
-        errno = EAGAIN;
-        return -1;
-    }
-    if (r < 0) {
-        errno = EIO;
-        return -1;
-    }
-    return r;
+        return out ? send(c->fd, buf, n, MSG_NOSIGNAL) : recv(c->fd, buf, n, 0);
+    ssize_t r = out ? gnutls_record_send(c->tls, buf, n) : gnutls_record_recv(c->tls, buf, n);
+    if (r < 0)
+        errno = r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED ? EAGAIN : EIO;
+    return r < 0 ? -1 : r;
 }
 
 static void conn_watch(conn *c, int out) {
@@ -809,7 +782,7 @@ static void conn_flush(conn *c) {
         return;
     for (;;) {
         while (c->out_off < c->out_len) {
-            ssize_t w = conn_send(c, c->out + c->out_off, c->out_len - c->out_off);
+            ssize_t w = conn_io(c, c->out + c->out_off, c->out_len - c->out_off, 1);
             if (w < 0 && errno == EAGAIN) {
                 conn_watch(c, 1);
                 return;
@@ -891,7 +864,7 @@ static void conn_handshake(conn *c) {
 static void conn_read(conn *c) {
     static __thread unsigned char buf[READ_CHUNK];
     for (;;) {
-        ssize_t n = conn_recv(c, buf, sizeof buf);
+        ssize_t n = conn_io(c, buf, sizeof buf, 0);
         if (n < 0 && errno == EAGAIN)
             break;
         if (n <= 0 || nghttp2_session_mem_recv(c->h2, buf, (size_t)n) < 0) {
@@ -1058,20 +1031,21 @@ static void server_free(resattn_grpc *s) {
     free(s);
 }
 
-resattn_status resattn_grpc_start(const resattn_grpc_options *opt, resattn_repository *repo,
-                                  resattn_pool *pool, resattn_metrics *metrics, resattn_grpc **out,
-                                  char *err, size_t err_len) {
+resattn_status resattn_grpc_start(int listen_fd, const resattn_http_options *opt,
+                                  resattn_repository *repo, resattn_pool *pool,
+                                  resattn_metrics *metrics, resattn_grpc **out, char *err,
+                                  size_t err_len) {
     *out = NULL;
     resattn_grpc *s = calloc(1, sizeof *s);
     if (!s) {
-        close(opt->listen_fd);
+        close(listen_fd);
         return RESATTN_ERR_NOMEM;
     }
     s->opt = *opt;
     s->repo = repo;
     s->pool = pool;
     s->metrics = metrics;
-    s->listen_fd = opt->listen_fd;
+    s->listen_fd = listen_fd;
     s->listen_tag = EV_LISTEN;
     s->wake_tag = EV_WAKE;
     s->port = resattn_bound_port(s->listen_fd);
@@ -1117,19 +1091,7 @@ void resattn_grpc_begin_drain(resattn_grpc *g) {
 }
 
 int resattn_grpc_wait_idle(resattn_grpc *g, int timeout_ms) {
-    double until = resattn_now() + timeout_ms * 1e-3, idle_since = -1;
-    for (;;) {
-        double now = resattn_now();
-        if (atomic_load(&g->in_flight) > 0)
-            idle_since = -1;
-        else if (idle_since < 0)
-            idle_since = now;
-        else if (now - idle_since >= IDLE_GRACE_S)
-            return 0;
-        if (now > until)
-            return atomic_load(&g->in_flight) > 0 ? -1 : 0;
-        nanosleep(&(struct timespec){0, 5000000}, NULL);
-    }
+    return resattn_wait_idle(&g->in_flight, timeout_ms, IDLE_GRACE_S);
 }
 
 void resattn_grpc_stop(resattn_grpc *g) {

@@ -11,6 +11,7 @@
 #ifndef RESATTN_GRPC_H
 #define RESATTN_GRPC_H
 
+#include "http/http.h"
 #include "protocol/protocol.h"
 #include "repository/repository.h"
 #include "runtime/budget.h"
@@ -19,33 +20,19 @@
 #include <resattn/resattn.h>
 #include <stdio.h>
 
-typedef struct resattn_grpc_options {
-    int listen_fd;    /* from resattn_listen; resattn_grpc_start takes it over */
-    const char *host; /* what was asked for (messages) */
-    int port;
-    long long max_body_bytes; /* largest request message */
-    int request_timeout_ms;
-    int log_json; /* access log as JSON lines */
-    FILE *log;    /* access and error log; NULL = none */
-    resattn_parse_limits limits;
-    const char *const *api_keys; /* Bearer tokens; 0 keys = no auth */
-    int num_api_keys;
-    int auth_health;      /* also protect ServerLive, ServerReady and Health/Check */
-    const char *tls_cert; /* PEM text, or NULL for plain HTTP/2 (h2c) */
-    const char *tls_key;
-    int max_connections; /* 0 = unlimited */
-    resattn_budget *budget;
-    long long max_image_pixels;
-} resattn_grpc_options;
-
 typedef struct resattn_grpc resattn_grpc;
 
-/* Start the event loop on opt->listen_fd (owned from here, also on failure). repo, pool and
- * metrics must outlive the server. RESATTN_ERR_INVALID_ARGUMENT for a certificate GnuTLS
- * refuses, err filled. */
-resattn_status resattn_grpc_start(const resattn_grpc_options *opt, resattn_repository *repo,
-                                  resattn_pool *pool, resattn_metrics *metrics, resattn_grpc **out,
-                                  char *err, size_t err_len);
+/* Start the event loop on listen_fd (from resattn_listen; owned from here, also on failure)
+ * with the HTTP server's settings: body cap (the largest message), request timeout, log,
+ * parse limits, API keys (metadata `authorization: Bearer KEY`; auth_health as on HTTP),
+ * certificate, max_connections, memory budget, image pixel limit (opt->listen_fd, threads
+ * and the other connection limits are libmicrohttpd's and not used). repo, pool and metrics
+ * must outlive the server. RESATTN_ERR_INVALID_ARGUMENT for a certificate GnuTLS refuses,
+ * err filled. */
+resattn_status resattn_grpc_start(int listen_fd, const resattn_http_options *opt,
+                                  resattn_repository *repo, resattn_pool *pool,
+                                  resattn_metrics *metrics, resattn_grpc **out, char *err,
+                                  size_t err_len);
 int resattn_grpc_port(const resattn_grpc *g);
 /* Readiness as ServerReady and Health/Check report it. */
 void resattn_grpc_set_ready(resattn_grpc *g, int ready);

@@ -22,6 +22,7 @@
 #include "protocol/attention_api.h"
 #include "protocol/image_api.h"
 #include "protocol/protocol_common.h"
+#include "runtime/access_log.h"
 #include "runtime/auth.h"
 #include "runtime/listen.h"
 #include "http/web/index_html.h"
@@ -978,19 +979,11 @@ static void log_request(request *r, double seconds) {
             "{s:f, s:s, s:s, s:i, s:f, s:I, s:i, s:s}", "time", (double)time(NULL), "method",
             r->method, "path", r->path, "status", r->status, "duration_ms", seconds * 1e3, "bytes",
             (json_int_t)r->resp_bytes, "batch_size", r->batch_size, "request_id", r->request_id);
-        char *line = o ? json_dumps(o, JSON_COMPACT) : NULL;
-        json_decref(o);
-        if (line)
-            fprintf(f, "%s\n", line);
-        free(line);
+        resattn_access_log_json(f, o);
         return;
     }
-    char ts[32];
-    time_t now = time(NULL);
-    struct tm tm;
-    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
-    fprintf(f, "%s %s %s %d %.3fms %zuB batch=%d id=%s\n", ts, r->method, r->path, r->status,
-            seconds * 1e3, r->resp_bytes, r->batch_size, r->request_id);
+    resattn_access_log_text(f, "%s %s %d %.3fms %zuB batch=%d id=%s", r->method, r->path, r->status,
+                            seconds * 1e3, r->resp_bytes, r->batch_size, r->request_id);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
@@ -1136,21 +1129,9 @@ void resattn_http_begin_drain(resattn_http *h) {
 }
 
 int resattn_http_wait_idle(resattn_http *h, int timeout_ms) {
-    double until = resattn_now() + timeout_ms * 1e-3, idle_since = -1;
     /* idle must last IDLE_GRACE_S: a request a keep-alive client sent just before the
      * drain may still be on its way from the socket buffer to the first callback */
-    for (;;) {
-        double now = resattn_now();
-        if (atomic_load(&h->in_flight) > 0)
-            idle_since = -1;
-        else if (idle_since < 0)
-            idle_since = now;
-        else if (now - idle_since >= IDLE_GRACE_S)
-            return 0;
-        if (now > until)
-            return atomic_load(&h->in_flight) > 0 ? -1 : 0;
-        nanosleep(&(struct timespec){0, 5000000}, NULL);
-    }
+    return resattn_wait_idle(&h->in_flight, timeout_ms, IDLE_GRACE_S);
 }
 
 void resattn_http_stop(resattn_http *h) {

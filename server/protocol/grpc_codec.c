@@ -22,14 +22,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int fail(char *err, size_t err_len, int status, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-    return status;
-}
-
 /* ---- status, framing, headers ---------------------------------------------------------- */
 
 int resattn_grpc_code_from_http(int status) {
@@ -129,25 +121,30 @@ double resattn_grpc_timeout_seconds(const char *v) {
 int resattn_grpc_unframe(const unsigned char *body, size_t len, long long max_bytes,
                          const unsigned char **msg, size_t *msg_len, char *err, size_t err_len) {
     if (len < RESATTN_GRPC_PREFIX)
-        return fail(err, err_len, RESATTN_GRPC_INVALID_ARGUMENT,
-                    "request body of %zu bytes has no complete gRPC message prefix (5 bytes)", len);
+        return resattn_proto_fail(
+            err, err_len, RESATTN_GRPC_INVALID_ARGUMENT,
+            "request body of %zu bytes has no complete gRPC message prefix (5 bytes)", len);
     if (body[0] > 1)
-        return fail(err, err_len, RESATTN_GRPC_INVALID_ARGUMENT,
-                    "gRPC message prefix: compressed flag is %u, expected 0 or 1", body[0]);
+        return resattn_proto_fail(err, err_len, RESATTN_GRPC_INVALID_ARGUMENT,
+                                  "gRPC message prefix: compressed flag is %u, expected 0 or 1",
+                                  body[0]);
     if (body[0] == 1) /* no grpc-encoding is accepted, so nothing may be compressed */
-        return fail(err, err_len, RESATTN_GRPC_INTERNAL,
-                    "compressed gRPC message without a grpc-encoding this server accepts "
-                    "(send uncompressed messages)");
+        return resattn_proto_fail(
+            err, err_len, RESATTN_GRPC_INTERNAL,
+            "compressed gRPC message without a grpc-encoding this server accepts "
+            "(send uncompressed messages)");
     uint32_t n = (uint32_t)body[1] << 24 | (uint32_t)body[2] << 16 | (uint32_t)body[3] << 8 |
                  (uint32_t)body[4];
     if ((long long)n > max_bytes)
-        return fail(err, err_len, RESATTN_GRPC_RESOURCE_EXHAUSTED,
-                    "message of %u bytes exceeds the limit of %lld bytes", n, max_bytes);
+        return resattn_proto_fail(err, err_len, RESATTN_GRPC_RESOURCE_EXHAUSTED,
+                                  "message of %u bytes exceeds the limit of %lld bytes", n,
+                                  max_bytes);
     if ((size_t)n != len - RESATTN_GRPC_PREFIX)
-        return fail(err, err_len, RESATTN_GRPC_INVALID_ARGUMENT,
-                    "gRPC message prefix declares %u bytes but %zu follow (a unary call carries "
-                    "exactly one message)",
-                    n, len - RESATTN_GRPC_PREFIX);
+        return resattn_proto_fail(
+            err, err_len, RESATTN_GRPC_INVALID_ARGUMENT,
+            "gRPC message prefix declares %u bytes but %zu follow (a unary call carries "
+            "exactly one message)",
+            n, len - RESATTN_GRPC_PREFIX);
     *msg = body + RESATTN_GRPC_PREFIX;
     *msg_len = n;
     return 0;
@@ -271,17 +268,19 @@ static json_t *options_json(const Inference__ModelInferRequest *m, char *err, si
 /* The element count of a shape, checked (positive dims, no overflow). */
 static int shape_count(const int64_t *dims, size_t nd, size_t *count, char *err, size_t err_len) {
     if (nd < 1 || nd > RESATTN_SCAN_MAX_DIMS)
-        return fail(err, err_len, 400, "inputs[0].shape has %zu dimensions, expected 3 or 4", nd);
+        return resattn_proto_fail(err, err_len, 400,
+                                  "inputs[0].shape has %zu dimensions, expected 3 or 4", nd);
     uint64_t prod = 1;
     int over = 0;
     for (size_t i = 0; i < nd; i++) {
         if (dims[i] <= 0)
-            return fail(err, err_len, 400, "inputs[0].shape[%zu] is %lld, must be positive", i,
-                        (long long)dims[i]);
+            return resattn_proto_fail(err, err_len, 400,
+                                      "inputs[0].shape[%zu] is %lld, must be positive", i,
+                                      (long long)dims[i]);
         over |= __builtin_mul_overflow(prod, (uint64_t)dims[i], &prod);
     }
     if (over || prod > SIZE_MAX / 8)
-        return fail(err, err_len, 400, "inputs[0].shape: element count overflows");
+        return resattn_proto_fail(err, err_len, 400, "inputs[0].shape: element count overflows");
     *count = (size_t)prod;
     return 0;
 }
@@ -327,9 +326,9 @@ static int decode_typed(const Inference__InferTensorContents *c, int which, cons
                    : which == 4 ? (double)c->uint64_contents[i]
                                 : c->fp64_contents[i];
         if (dt->kind == RESATTN_ELEM_INT && (v < dt->lo || v > dt->hi))
-            return fail(err, err_len, 400,
-                        "inputs[0].contents.%s[%zu] is %.0f, outside the range of %s", field, i, v,
-                        dt->name);
+            return resattn_proto_fail(err, err_len, 400,
+                                      "inputs[0].contents.%s[%zu] is %.0f, outside the range of %s",
+                                      field, i, v, dt->name);
         dst[i] = (float)v;
     }
     return dt->kind == RESATTN_ELEM_FLOAT ? resattn_check_finite(dst, count, allow_nonfinite,
@@ -344,14 +343,15 @@ static int numeric_input(const Inference__ModelInferRequest *m, const resattn_mo
     const Inference__ModelInferRequest__InferInputTensor *in = m->inputs[0];
     const resattn_dtype *dt = resattn_dtype_find(in->datatype);
     if (!dt)
-        return fail(err, err_len, 400, "inputs[0].datatype '%.32s' is not one of %s", in->datatype,
-                    resattn_dtype_names());
+        return resattn_proto_fail(err, err_len, 400, "inputs[0].datatype '%.32s' is not one of %s",
+                                  in->datatype, resattn_dtype_names());
     if (strcmp(in->name, RESATTN_V2_INPUT))
-        return fail(err, err_len, 400,
-                    "inputs[0].name '%.64s' is not an input of this model (inputs: "
-                    "'" RESATTN_V2_INPUT "', a numeric [N,C,H,W] tensor; '" RESATTN_V2_IMAGE_INPUT
-                    "', BYTES images)",
-                    in->name);
+        return resattn_proto_fail(err, err_len, 400,
+                                  "inputs[0].name '%.64s' is not an input of this model (inputs: "
+                                  "'" RESATTN_V2_INPUT
+                                  "', a numeric [N,C,H,W] tensor; '" RESATTN_V2_IMAGE_INPUT
+                                  "', BYTES images)",
+                                  in->name);
     size_t count = 0;
     int st = shape_count(in->shape, in->n_shape, &count, err, err_len);
     if (!st)
@@ -363,16 +363,17 @@ static int numeric_input(const Inference__ModelInferRequest *m, const resattn_mo
         const ProtobufCBinaryData *b = &m->raw_input_contents[0];
         unsigned long long need = (unsigned long long)count * (unsigned long long)dt->size;
         if (b->len != need)
-            return fail(err, err_len, 400,
-                        "raw_input_contents[0] has %zu bytes but shape of %zu %s elements needs "
-                        "%llu",
-                        b->len, count, dt->name, need);
+            return resattn_proto_fail(
+                err, err_len, 400,
+                "raw_input_contents[0] has %zu bytes but shape of %zu %s elements needs "
+                "%llu",
+                b->len, count, dt->name, need);
         int in_place = limits->input_in_body_ok && !strcmp(dt->name, "FP32") &&
                        (uintptr_t)b->data % _Alignof(float) == 0;
         out->input = in_place ? (float *)(uintptr_t)b->data : malloc(count * sizeof(float));
         out->input_in_body = in_place;
         if (!out->input)
-            return fail(err, err_len, 500, "out of memory for inputs[0]");
+            return resattn_proto_fail(err, err_len, 500, "out of memory for inputs[0]");
         return resattn_dtype_decode(dt, b->data, count, limits->allow_nonfinite, out->input,
                                     "raw_input_contents[0]", err, err_len);
     }
@@ -382,16 +383,16 @@ static int numeric_input(const Inference__ModelInferRequest *m, const resattn_mo
     const char *field = NULL;
     int which = contents_count(c ? c : &empty, dt, &n, &field);
     if (which < 0 && field)
-        return fail(err, err_len, 400, "inputs[0].contents.%s does not hold datatype %s", field,
-                    dt->name);
+        return resattn_proto_fail(
+            err, err_len, 400, "inputs[0].contents.%s does not hold datatype %s", field, dt->name);
     if (which < 0)
-        return fail(err, err_len, 400,
-                    "inputs[0].datatype %s has no typed contents: send it in raw_input_contents",
-                    dt->name);
+        return resattn_proto_fail(
+            err, err_len, 400,
+            "inputs[0].datatype %s has no typed contents: send it in raw_input_contents", dt->name);
     if (n != count)
-        return fail(err, err_len, 400,
-                    "inputs[0].contents.%s has %zu elements but the shape needs %zu", field, n,
-                    count);
+        return resattn_proto_fail(err, err_len, 400,
+                                  "inputs[0].contents.%s has %zu elements but the shape needs %zu",
+                                  field, n, count);
     if (which == 5) { /* FP32: the message's array itself when it may stay, checked */
         if (limits->input_in_body_ok) {
             out->input = c->fp32_contents;
@@ -399,13 +400,13 @@ static int numeric_input(const Inference__ModelInferRequest *m, const resattn_mo
         } else if ((out->input = malloc(count * sizeof(float)))) {
             memcpy(out->input, c->fp32_contents, count * sizeof(float));
         } else {
-            return fail(err, err_len, 500, "out of memory for inputs[0]");
+            return resattn_proto_fail(err, err_len, 500, "out of memory for inputs[0]");
         }
         return resattn_check_finite(out->input, count, limits->allow_nonfinite,
                                     "inputs[0].contents.fp32_contents", err, err_len);
     }
     if (!(out->input = malloc(count * sizeof(float))))
-        return fail(err, err_len, 500, "out of memory for inputs[0]");
+        return resattn_proto_fail(err, err_len, 500, "out of memory for inputs[0]");
     return decode_typed(c, which, dt, count, limits->allow_nonfinite, out->input, field, err,
                         err_len);
 }
@@ -423,13 +424,13 @@ static int image_input(const Inference__ModelInferRequest *m, json_t *root, int 
         bin_len = m->raw_input_contents[0].len;
     } else {
         if (!c || !c->n_bytes_contents)
-            return fail(err, err_len, 400,
-                        "inputs[0] (BYTES) holds no images: put the files in "
-                        "contents.bytes_contents or raw_input_contents");
+            return resattn_proto_fail(err, err_len, 400,
+                                      "inputs[0] (BYTES) holds no images: put the files in "
+                                      "contents.bytes_contents or raw_input_contents");
         for (size_t i = 0; i < c->n_bytes_contents; i++) {
             if (c->bytes_contents[i].len > UINT32_MAX)
-                return fail(err, err_len, 413, "inputs[0].contents.bytes_contents[%zu] too large",
-                            i);
+                return resattn_proto_fail(err, err_len, 413,
+                                          "inputs[0].contents.bytes_contents[%zu] too large", i);
             bin_len += 4 + c->bytes_contents[i].len;
         }
     }
@@ -441,7 +442,8 @@ static int image_input(const Inference__ModelInferRequest *m, json_t *root, int 
         json_decref(shape);
         json_decref(name);
         json_decref(dtype);
-        return fail(err, err_len, 400, "inputs[0].name or datatype is not valid UTF-8");
+        return resattn_proto_fail(err, err_len, 400,
+                                  "inputs[0].name or datatype is not valid UTF-8");
     }
     json_object_set_new(root, "inputs",
                         json_pack("[{s:o, s:o, s:o, s:{s:I}}]", "name", name, "datatype", dtype,
@@ -454,7 +456,7 @@ static int image_input(const Inference__ModelInferRequest *m, json_t *root, int 
     unsigned char *body = header ? malloc(hlen + bin_len + 1) : NULL;
     if (!body) {
         free(header);
-        return fail(err, err_len, 500, "out of memory reading the images");
+        return resattn_proto_fail(err, err_len, 500, "out of memory reading the images");
     }
     memcpy(body, header, hlen);
     free(header);
@@ -489,14 +491,16 @@ int resattn_grpc_infer_parse(const Inference__ModelInferRequest *m, const resatt
     err[0] = 0;
     *raw = m->n_raw_input_contents > 0;
     if (m->n_inputs != 1)
-        return fail(err, err_len, 400, "inputs has %zu tensors, expected exactly one", m->n_inputs);
+        return resattn_proto_fail(err, err_len, 400, "inputs has %zu tensors, expected exactly one",
+                                  m->n_inputs);
     if (*raw && m->n_raw_input_contents != m->n_inputs)
-        return fail(err, err_len, 400,
-                    "raw_input_contents has %zu entries but there are %zu inputs",
-                    m->n_raw_input_contents, m->n_inputs);
+        return resattn_proto_fail(err, err_len, 400,
+                                  "raw_input_contents has %zu entries but there are %zu inputs",
+                                  m->n_raw_input_contents, m->n_inputs);
     if (*raw && m->inputs[0]->contents)
-        return fail(err, err_len, 400,
-                    "inputs[0] has both contents and raw_input_contents: send one of them");
+        return resattn_proto_fail(
+            err, err_len, 400,
+            "inputs[0] has both contents and raw_input_contents: send one of them");
     json_t *root = options_json(m, err, err_len);
     if (!root)
         return 400;
@@ -509,9 +513,9 @@ int resattn_grpc_infer_parse(const Inference__ModelInferRequest *m, const resatt
         if (!st)
             st = numeric_input(m, model, limits, out, *raw, err, err_len);
         if (!st && !(out->input_name = strdup(RESATTN_V2_INPUT)))
-            st = fail(err, err_len, 500, "out of memory");
+            st = resattn_proto_fail(err, err_len, 500, "out of memory");
         if (!st && m->id[0] && !(out->id = strdup(m->id)))
-            st = fail(err, err_len, 500, "out of memory");
+            st = resattn_proto_fail(err, err_len, 500, "out of memory");
     }
     json_decref(root);
     if (st) {
@@ -591,21 +595,21 @@ static int split_bytes(const out_tensor *t, ProtobufCBinaryData **out, size_t *n
 static int typed_contents(const out_tensor *t, Inference__InferTensorContents *c) {
     if (!strcmp(t->datatype, "BYTES"))
         return split_bytes(t, &c->bytes_contents, &c->n_bytes_contents);
-    if (!strcmp(t->datatype, "FP32")) {
+    int fp32 = !strcmp(t->datatype, "FP32");
+    if (!fp32 && strcmp(t->datatype, "INT64"))
+        return -1;
+    void *copy = malloc(t->len ? t->len : 1); /* little-endian, as protobuf-c packs them */
+    if (!copy)
+        return -1;
+    memcpy(copy, t->bytes, t->len);
+    if (fp32) {
         c->n_fp32_contents = t->len / sizeof(float);
-        c->fp32_contents = malloc(t->len ? t->len : 1);
-        if (c->fp32_contents)
-            memcpy(c->fp32_contents, t->bytes, t->len);
-        return c->fp32_contents ? 0 : -1;
-    }
-    if (!strcmp(t->datatype, "INT64")) {
+        c->fp32_contents = copy;
+    } else {
         c->n_int64_contents = t->len / sizeof(int64_t);
-        c->int64_contents = malloc(t->len ? t->len : 1);
-        if (c->int64_contents)
-            memcpy(c->int64_contents, t->bytes, t->len);
-        return c->int64_contents ? 0 : -1;
+        c->int64_contents = copy;
     }
-    return -1;
+    return 0;
 }
 
 #define MAX_OUTPUTS 256
@@ -723,26 +727,37 @@ static size_t tensors_meta(json_t *arr, Inference__ModelMetadataResponse__Tensor
     return n;
 }
 
+/* The strings of a JSON array (at most max; not copied: they live as long as arr). */
+static size_t strings(json_t *arr, char **out, size_t max) {
+    size_t i, n = 0;
+    json_t *v;
+    json_array_foreach(arr, i, v) if (n < max && json_is_string(v)) out[n++] =
+        (char *)json_string_value(v);
+    return n;
+}
+
+/* The JSON of a v2 metadata answer (rc its encoder's status), b released; NULL on failure. */
+static json_t *v2_json(int rc, resattn_response_body *b) {
+    json_t *root = rc ? NULL : json_loadb((const char *)b->data, b->len, 0, NULL);
+    resattn_response_body_release(b);
+    return root;
+}
+
 int resattn_grpc_model_metadata(const char *name, const char *const *versions, int num_versions,
                                 const resattn_model_info *model, resattn_grpc_message *out) {
     memset(out, 0, sizeof *out);
     resattn_response_body b = {0};
-    if (resattn_v2_model_metadata_at(name, versions, num_versions, model, &b))
-        return 500;
-    json_t *root = json_loadb((const char *)b.data, b.len, 0, NULL);
-    resattn_response_body_release(&b);
+    json_t *root =
+        v2_json(resattn_v2_model_metadata_at(name, versions, num_versions, model, &b), &b);
     if (!root)
         return 500;
     Inference__ModelMetadataResponse__TensorMetadata in[16], outs[16], *inp[16], *outp[16];
     int64_t in_dims[16][4], out_dims[16][4];
     char *vers[64];
-    json_t *va = json_object_get(root, "versions"), *v;
-    size_t i, nv = 0;
-    json_array_foreach(va, i, v) if (nv < 64) vers[nv++] = (char *)json_string_value(v);
     Inference__ModelMetadataResponse r = INFERENCE__MODEL_METADATA_RESPONSE__INIT;
     r.name = (char *)json_string_value(json_object_get(root, "name"));
     r.platform = (char *)json_string_value(json_object_get(root, "platform"));
-    r.n_versions = nv;
+    r.n_versions = strings(json_object_get(root, "versions"), vers, 64);
     r.versions = vers;
     r.n_inputs = tensors_meta(json_object_get(root, "inputs"), in, inp, in_dims);
     r.inputs = inp;
@@ -756,20 +771,14 @@ int resattn_grpc_model_metadata(const char *name, const char *const *versions, i
 int resattn_grpc_server_metadata(const char *version, resattn_grpc_message *out) {
     memset(out, 0, sizeof *out);
     resattn_response_body b = {0};
-    if (resattn_v2_server_metadata(version, &b))
-        return 500;
-    json_t *root = json_loadb((const char *)b.data, b.len, 0, NULL);
-    resattn_response_body_release(&b);
+    json_t *root = v2_json(resattn_v2_server_metadata(version, &b), &b);
     if (!root)
         return 500;
     char *ext[16];
-    json_t *ea = json_object_get(root, "extensions"), *e;
-    size_t i, ne = 0;
-    json_array_foreach(ea, i, e) if (ne < 16) ext[ne++] = (char *)json_string_value(e);
     Inference__ServerMetadataResponse r = INFERENCE__SERVER_METADATA_RESPONSE__INIT;
     r.name = (char *)json_string_value(json_object_get(root, "name"));
     r.version = (char *)json_string_value(json_object_get(root, "version"));
-    r.n_extensions = ne;
+    r.n_extensions = strings(json_object_get(root, "extensions"), ext, 16);
     r.extensions = ext;
     int st = r.name && r.version ? resattn_grpc_pack(&r.base, out) : 500;
     json_decref(root);

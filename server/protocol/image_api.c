@@ -36,14 +36,6 @@ typedef struct images {
     int n, max;
 } images;
 
-static int fail(char *err, size_t err_len, int status, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-    return status;
-}
-
 static int has_prefix(const char *s, const char *p) {
     return s && !strncasecmp(s, p, strlen(p));
 }
@@ -52,8 +44,8 @@ static int add_image(images *im, const unsigned char *p, size_t n, unsigned char
                      size_t err_len) {
     if (im->n == im->max) {
         free(blob);
-        return fail(err, err_len, 413, "more than %d images in one request (the batch limit)",
-                    im->max);
+        return resattn_proto_fail(err, err_len, 413,
+                                  "more than %d images in one request (the batch limit)", im->max);
     }
     im->item[im->n] = (span){p, n};
     im->blob[im->n++] = blob;
@@ -66,18 +58,18 @@ static int add_base64(images *im, const char *s, size_t n, const char *what, cha
     if (n >= 5 && !strncmp(s, "data:", 5)) {
         const char *comma = memchr(s, ',', n);
         if (!comma)
-            return fail(err, err_len, 400, "%s: data URL without ','", what);
+            return resattn_proto_fail(err, err_len, 400, "%s: data URL without ','", what);
         n -= (size_t)(comma + 1 - s);
         s = comma + 1;
     }
     unsigned char *buf = malloc(resattn_base64_decoded_max(n));
     if (!buf)
-        return fail(err, err_len, 500, "out of memory decoding %s", what);
+        return resattn_proto_fail(err, err_len, 500, "out of memory decoding %s", what);
     size_t len;
     char e[160];
     if (resattn_base64_decode(s, n, buf, &len, e, sizeof e)) {
         free(buf);
-        return fail(err, err_len, 400, "%s: %s", what, e);
+        return resattn_proto_fail(err, err_len, 400, "%s: %s", what, e);
     }
     return add_image(im, buf, len, buf, err, err_len);
 }
@@ -86,7 +78,7 @@ static int read_top_k(json_t *v, const char *what, int *top_k, char *err, size_t
     if (!v)
         return 0;
     if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 1000000)
-        return fail(err, err_len, 400, "%s must be a positive integer", what);
+        return resattn_proto_fail(err, err_len, 400, "%s must be a positive integer", what);
     if (*top_k < 0) /* the URL query wins */
         *top_k = (int)json_integer_value(v);
     return 0;
@@ -96,14 +88,14 @@ static int parse_multipart(const char *ct, const unsigned char *body, size_t len
                            int *top_k, char *err, size_t err_len) {
     char boundary[RESATTN_MULTIPART_BOUNDARY_MAX + 1], e[200];
     if (resattn_multipart_boundary(ct, boundary, e, sizeof e))
-        return fail(err, err_len, 400, "%s", e);
+        return resattn_proto_fail(err, err_len, 400, "%s", e);
     /* one more part than images, for top_k; ~50 KB, so not on the stack */
     resattn_multipart_part *pp = malloc(sizeof *pp * (MAX_IMAGES_HARD + 1));
     if (!pp)
-        return fail(err, err_len, 500, "out of memory parsing multipart");
+        return resattn_proto_fail(err, err_len, 500, "out of memory parsing multipart");
     int np = 0, st = 0;
     if (resattn_multipart_parse(body, len, boundary, pp, MAX_IMAGES_HARD + 1, &np, e, sizeof e))
-        st = fail(err, err_len, 400, "%s", e);
+        st = resattn_proto_fail(err, err_len, 400, "%s", e);
     for (int i = 0; !st && i < np; i++) {
         resattn_multipart_part *p = &pp[i];
         if (p->name && p->name_len == 5 && !memcmp(p->name, "top_k", 5)) {
@@ -112,14 +104,16 @@ static int parse_multipart(const char *ct, const unsigned char *body, size_t len
             memcpy(num, p->data, p->len < 15 ? p->len : 15);
             long k = strtol(num, &end, 10);
             if (end == num || *end || k < 1 || p->len > 15)
-                st = fail(err, err_len, 400, "multipart field top_k must be a positive integer");
+                st = resattn_proto_fail(err, err_len, 400,
+                                        "multipart field top_k must be a positive integer");
             else if (*top_k < 0)
                 *top_k = (int)k;
             continue;
         }
         if (p->len == 0)
-            st = fail(err, err_len, 422, "multipart part %d ('%.*s') is empty", i,
-                      (int)(p->name_len < 64 ? p->name_len : 64), p->name ? p->name : "");
+            st = resattn_proto_fail(err, err_len, 422, "multipart part %d ('%.*s') is empty", i,
+                                    (int)(p->name_len < 64 ? p->name_len : 64),
+                                    p->name ? p->name : "");
         else
             st = add_image(im, p->data, p->len, NULL, err, err_len);
     }
@@ -134,24 +128,26 @@ static int parse_predict_json(json_t *root, images *im, int *top_k, char *err, s
     if (st)
         return st;
     if (!!one == !!many)
-        return fail(err, err_len, 400,
-                    "JSON body needs exactly one of \"image\" (a base64 string) or \"images\" "
-                    "(an array of them)");
+        return resattn_proto_fail(
+            err, err_len, 400,
+            "JSON body needs exactly one of \"image\" (a base64 string) or \"images\" "
+            "(an array of them)");
     if (one) {
         if (!json_is_string(one))
-            return fail(err, err_len, 400, "\"image\" must be a base64 string");
+            return resattn_proto_fail(err, err_len, 400, "\"image\" must be a base64 string");
         return add_base64(im, json_string_value(one), json_string_length(one), "image", err,
                           err_len);
     }
     if (!json_is_array(many) || !json_array_size(many))
-        return fail(err, err_len, 400, "\"images\" must be a non-empty array of base64 strings");
+        return resattn_proto_fail(err, err_len, 400,
+                                  "\"images\" must be a non-empty array of base64 strings");
     size_t i;
     json_t *v;
     json_array_foreach(many, i, v) {
         char what[32];
         snprintf(what, sizeof what, "images[%zu]", i);
         if (!json_is_string(v))
-            return fail(err, err_len, 400, "%s must be a base64 string", what);
+            return resattn_proto_fail(err, err_len, 400, "%s must be a base64 string", what);
         if ((st = add_base64(im, json_string_value(v), json_string_length(v), what, err, err_len)))
             return st;
     }
@@ -164,8 +160,9 @@ static int add_v2_strings(json_t *d, images *im, int depth, char *err, size_t er
         return add_base64(im, json_string_value(d), json_string_length(d), "inputs[0].data", err,
                           err_len);
     if (!json_is_array(d) || depth > 8)
-        return fail(err, err_len, 400,
-                    "inputs[0].data of a BYTES input must hold base64 strings (nested at most 8)");
+        return resattn_proto_fail(
+            err, err_len, 400,
+            "inputs[0].data of a BYTES input must hold base64 strings (nested at most 8)");
     size_t i;
     json_t *v;
     json_array_foreach(d, i, v) {
@@ -182,18 +179,20 @@ static int add_v2_binary(const unsigned char *p, size_t n, images *im, char *err
     size_t off = 0;
     for (int i = 0; off < n; i++) {
         if (n - off < 4)
-            return fail(err, err_len, 400,
-                        "inputs[0] binary data: element %d is cut short (%zu bytes, a length "
-                        "takes 4)",
-                        i, n - off);
+            return resattn_proto_fail(
+                err, err_len, 400,
+                "inputs[0] binary data: element %d is cut short (%zu bytes, a length "
+                "takes 4)",
+                i, n - off);
         uint32_t len = (uint32_t)p[off] | (uint32_t)p[off + 1] << 8 | (uint32_t)p[off + 2] << 16 |
                        (uint32_t)p[off + 3] << 24;
         off += 4;
         if (len > n - off)
-            return fail(err, err_len, 400,
-                        "inputs[0] binary data: element %d has length %u but only %zu bytes "
-                        "follow",
-                        i, len, n - off);
+            return resattn_proto_fail(
+                err, err_len, 400,
+                "inputs[0] binary data: element %d has length %u but only %zu bytes "
+                "follow",
+                i, len, n - off);
         int st = add_image(im, p + off, len, NULL, err, err_len);
         if (st)
             return st;
@@ -210,25 +209,27 @@ static int v2_images(json_t *in0, const unsigned char *bin, size_t bin_len, long
     json_t *bds = json_object_get(json_object_get(in0, "parameters"), "binary_data_size");
     if (!bds) {
         if (bin_len)
-            return fail(err, err_len, 400,
-                        "%zu bytes follow the JSON header but inputs[0] has no binary_data_size",
-                        bin_len);
+            return resattn_proto_fail(
+                err, err_len, 400,
+                "%zu bytes follow the JSON header but inputs[0] has no binary_data_size", bin_len);
         if (!data)
-            return fail(err, err_len, 400, "inputs[0].data is missing");
+            return resattn_proto_fail(err, err_len, 400, "inputs[0].data is missing");
         return add_v2_strings(data, im, 0, err, err_len);
     }
     if (data)
-        return fail(err, err_len, 400, "inputs[0] has both data and parameters.binary_data_size");
+        return resattn_proto_fail(err, err_len, 400,
+                                  "inputs[0] has both data and parameters.binary_data_size");
     if (header_len < 0)
-        return fail(err, err_len, 400,
-                    "inputs[0].parameters.binary_data_size needs the "
-                    "Inference-Header-Content-Length header");
+        return resattn_proto_fail(err, err_len, 400,
+                                  "inputs[0].parameters.binary_data_size needs the "
+                                  "Inference-Header-Content-Length header");
     if (!json_is_integer(bds) || json_integer_value(bds) < 0 ||
         (unsigned long long)json_integer_value(bds) != bin_len)
-        return fail(err, err_len, 400,
-                    "inputs[0].parameters.binary_data_size must be the %zu bytes that follow the "
-                    "JSON header",
-                    bin_len);
+        return resattn_proto_fail(
+            err, err_len, 400,
+            "inputs[0].parameters.binary_data_size must be the %zu bytes that follow the "
+            "JSON header",
+            bin_len);
     return add_v2_binary(bin, bin_len, im, err, err_len);
 }
 
@@ -239,26 +240,27 @@ static int parse_v2_json(json_t *root, const unsigned char *bin, size_t bin_len,
                          resattn_infer_request *out, char *err, size_t err_len) {
     json_t *inputs = json_object_get(root, "inputs"), *in0 = json_array_get(inputs, 0);
     if (!json_is_array(inputs) || json_array_size(inputs) != 1 || !json_is_object(in0))
-        return fail(err, err_len, 400, "\"inputs\" must be an array of one input");
+        return resattn_proto_fail(err, err_len, 400, "\"inputs\" must be an array of one input");
     const char *dt = json_string_value(json_object_get(in0, "datatype"));
     if (!dt || strcmp(dt, "BYTES"))
-        return fail(err, err_len, 400, "inputs[0].datatype must be BYTES for images");
+        return resattn_proto_fail(err, err_len, 400, "inputs[0].datatype must be BYTES for images");
     const char *name = json_string_value(json_object_get(in0, "name"));
     if (!name)
-        return fail(err, err_len, 400, "inputs[0].name is missing or not a string");
+        return resattn_proto_fail(err, err_len, 400, "inputs[0].name is missing or not a string");
     if (strcmp(name, RESATTN_V2_IMAGE_INPUT))
-        return fail(err, err_len, 400,
-                    "inputs[0].name '%.64s' is not this model's input for BYTES: base64-encoded "
-                    "images go in input '" RESATTN_V2_IMAGE_INPUT
-                    "' (a numeric tensor in '" RESATTN_V2_INPUT "')",
-                    name);
+        return resattn_proto_fail(
+            err, err_len, 400,
+            "inputs[0].name '%.64s' is not this model's input for BYTES: base64-encoded "
+            "images go in input '" RESATTN_V2_IMAGE_INPUT
+            "' (a numeric tensor in '" RESATTN_V2_INPUT "')",
+            name);
     json_t *id = json_object_get(root, "id");
     if (id && !json_is_string(id))
-        return fail(err, err_len, 400, "id is not a string");
+        return resattn_proto_fail(err, err_len, 400, "id is not a string");
     if (id && !(out->id = strdup(json_string_value(id))))
-        return fail(err, err_len, 500, "out of memory");
+        return resattn_proto_fail(err, err_len, 500, "out of memory");
     if (!(out->input_name = strdup(name)))
-        return fail(err, err_len, 500, "out of memory");
+        return resattn_proto_fail(err, err_len, 500, "out of memory");
     int st = resattn_v2_read_options(root, model, out, err, err_len);
     if (st)
         return st;
@@ -273,17 +275,18 @@ static int parse_json(resattn_protocol proto, const unsigned char *body, size_t 
     size_t jlen = len;
     if (header_len >= 0) {
         if (header_len == 0 || (unsigned long long)header_len > len)
-            return fail(err, err_len, 400,
-                        "Inference-Header-Content-Length %lld is outside the body (%zu bytes)",
-                        header_len, len);
+            return resattn_proto_fail(
+                err, err_len, 400,
+                "Inference-Header-Content-Length %lld is outside the body (%zu bytes)", header_len,
+                len);
         jlen = (size_t)header_len;
     }
     json_error_t je;
     json_t *root = json_loadb((const char *)body, jlen, JSON_REJECT_DUPLICATES, &je);
     if (!json_is_object(root)) {
         json_decref(root);
-        return fail(err, err_len, 400, "invalid JSON at line %d column %d: %s", je.line, je.column,
-                    je.text);
+        return resattn_proto_fail(err, err_len, 400, "invalid JSON at line %d column %d: %s",
+                                  je.line, je.column, je.text);
     }
     int st = proto == RESATTN_PROTO_V2 ? parse_v2_json(root, body + jlen, len - jlen, header_len,
                                                        model, im, out, err, err_len)
@@ -334,11 +337,13 @@ static int collect(resattn_protocol proto, const char *ct, const unsigned char *
         return parse_json(proto, body, len, proto == RESATTN_PROTO_V2 ? header_len : -1, model, im,
                           top_k, out, err, err_len);
     if (has_prefix(ct, "application/octet-stream"))
-        return fail(err, err_len, 415, "the body is not a PNG or JPEG image (%zu bytes)", len);
-    return fail(err, err_len, 415,
-                "Content-Type '%.64s' is not supported for images: send multipart/form-data, "
-                "image/png, image/jpeg or application/json with base64",
-                ct ? ct : "(none)");
+        return resattn_proto_fail(err, err_len, 415,
+                                  "the body is not a PNG or JPEG image (%zu bytes)", len);
+    return resattn_proto_fail(
+        err, err_len, 415,
+        "Content-Type '%.64s' is not supported for images: send multipart/form-data, "
+        "image/png, image/jpeg or application/json with base64",
+        ct ? ct : "(none)");
 }
 
 /* Decode and preprocess every image into out->input [n, C, H, W]. */
@@ -347,18 +352,19 @@ static int preprocess_all(const images *im, long long max_pixels, const resattn_
     resattn_preprocess pp;
     char e[RESATTN_ERR_LEN];
     if (resattn_preprocess_from_model(m, &pp, e, sizeof e))
-        return fail(err, err_len, 422, "this model does not take images: %s", e);
+        return resattn_proto_fail(err, err_len, 422, "this model does not take images: %s", e);
     size_t img = (size_t)m->in_channels * m->in_height * m->in_width;
     out->input = malloc(sizeof(float) * img * (size_t)im->n);
     if (!out->input)
-        return fail(err, err_len, 500, "out of memory for %d images", im->n);
+        return resattn_proto_fail(err, err_len, 500, "out of memory for %d images", im->n);
     for (int i = 0; i < im->n; i++) {
         resattn_image_status s = resattn_preprocess_bytes(
             &pp, im->item[i].p, im->item[i].n, max_pixels, out->input + i * img, e, sizeof e);
         if (s)
             return im->n == 1
-                       ? fail(err, err_len, resattn_image_http_status(s), "%s", e)
-                       : fail(err, err_len, resattn_image_http_status(s), "image %d: %s", i, e);
+                       ? resattn_proto_fail(err, err_len, resattn_image_http_status(s), "%s", e)
+                       : resattn_proto_fail(err, err_len, resattn_image_http_status(s),
+                                            "image %d: %s", i, e);
     }
     out->n = im->n;
     out->c = m->in_channels;
@@ -377,12 +383,12 @@ int resattn_image_api_parse(resattn_protocol proto, const char *ct, const unsign
     out->outputs = proto == RESATTN_PROTO_V2 ? RESATTN_OUT_DEFAULT : RESATTN_OUT_TOP_K;
     images *im = calloc(1, sizeof *im);
     if (!im)
-        return fail(err, err_len, 500, "out of memory");
+        return resattn_proto_fail(err, err_len, 500, "out of memory");
     im->max = limits->max_batch > 0 && limits->max_batch < MAX_IMAGES_HARD ? limits->max_batch
                                                                            : MAX_IMAGES_HARD;
     int st = collect(proto, ct, body, len, header_len, model, im, &top_k, out, err, err_len);
     if (!st && im->n == 0)
-        st = fail(err, err_len, 400, "no image in the request");
+        st = resattn_proto_fail(err, err_len, 400, "no image in the request");
     if (!st)
         st = preprocess_all(im, max_pixels, model, out, err, err_len);
     for (int i = 0; i < im->n; i++)

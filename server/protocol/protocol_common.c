@@ -11,6 +11,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +61,14 @@ static const resattn_dtype dtypes[] = {
     {"UINT64", 8, RESATTN_ELEM_INT, 0, 18446744073709551615.0, 1},
     {"BOOL", 1, RESATTN_ELEM_BOOL, 0, 1, 1},
 };
+
+int resattn_proto_fail(char *err, size_t err_len, int status, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, err_len, fmt, ap);
+    va_end(ap);
+    return status;
+}
 
 const resattn_dtype *resattn_dtype_find(const char *name) {
     for (size_t i = 0; i < sizeof dtypes / sizeof dtypes[0]; i++)

@@ -21,6 +21,10 @@ typedef struct resattn_dtype {
     int json_ok;   /* may be sent as JSON numbers (FP16/BF16 are binary only) */
 } resattn_dtype;
 
+/* The parsers' error exit: err = the printf-formatted message; returns status. */
+int resattn_proto_fail(char *err, size_t err_len, int status, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 /* The datatype called `name`, or NULL. */
 const resattn_dtype *resattn_dtype_find(const char *name);
 

@@ -40,14 +40,6 @@ static const struct {
 };
 #define NUM_LISTED (sizeof listed / sizeof listed[0])
 
-static int fail(char *err, size_t err_len, int status, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-    return status;
-}
-
 int resattn_top_k_clamp(int k, const resattn_model_info *model) {
     if (k <= 0)
         k = RESATTN_DEFAULT_TOP_K;
@@ -109,14 +101,15 @@ int resattn_v2_server_metadata(const char *version, resattn_response_body *out) 
 static int read_params(json_t *params, const resattn_model_info *model, resattn_infer_request *out,
                        int *bdo, char *err, size_t err_len) {
     if (params && !json_is_object(params))
-        return fail(err, err_len, 400, "parameters is not an object");
+        return resattn_proto_fail(err, err_len, 400, "parameters is not an object");
     json_t *b = json_object_get(params, "binary_data_output");
     if (b && !json_is_boolean(b))
-        return fail(err, err_len, 400, "parameters.binary_data_output is not a boolean");
+        return resattn_proto_fail(err, err_len, 400,
+                                  "parameters.binary_data_output is not a boolean");
     *bdo = json_is_true(b);
     json_t *k = json_object_get(params, "top_k");
     if (k && (!json_is_integer(k) || json_integer_value(k) < 1 || json_integer_value(k) > 1000000))
-        return fail(err, err_len, 400, "parameters.top_k must be a positive integer");
+        return resattn_proto_fail(err, err_len, 400, "parameters.top_k must be a positive integer");
     out->top_k = resattn_top_k_clamp(k ? (int)json_integer_value(k) : 0, model);
     return resattn_attention_v2_params(params, out, model, err, err_len);
 }
@@ -127,14 +120,16 @@ static int read_output_params(json_t *o, size_t i, int bdo, int *binary, int *cl
     json_t *op = json_object_get(o, "parameters");
     json_t *bd = json_object_get(op, "binary_data"), *c = json_object_get(op, "classification");
     if (op && !json_is_object(op))
-        return fail(err, err_len, 400, "outputs[%zu].parameters is not an object", i);
+        return resattn_proto_fail(err, err_len, 400, "outputs[%zu].parameters is not an object", i);
     if (bd && !json_is_boolean(bd))
-        return fail(err, err_len, 400, "outputs[%zu].parameters.binary_data is not a boolean", i);
+        return resattn_proto_fail(err, err_len, 400,
+                                  "outputs[%zu].parameters.binary_data is not a boolean", i);
     if (c && (!json_is_integer(c) || json_integer_value(c) < 0))
-        return fail(err, err_len, 400,
-                    "outputs[%zu].parameters.classification must be a non-negative integer (the "
-                    "number of classes to return)",
-                    i);
+        return resattn_proto_fail(
+            err, err_len, 400,
+            "outputs[%zu].parameters.classification must be a non-negative integer (the "
+            "number of classes to return)",
+            i);
     *binary = bd ? json_is_true(bd) : bdo;
     /* 0 asks for the tensor itself, as in Triton */
     *classes = c ? (int)(json_integer_value(c) < INT_MAX ? json_integer_value(c) : INT_MAX) : 0;
@@ -150,20 +145,21 @@ static int add_output(const char *nm, size_t i, int binary, int classes,
         bit = strcmp(nm, listed[j].name) ? 0 : listed[j].bit;
     int summary = !strcmp(nm, SUMMARY_NAME), attention = resattn_attention_is_output(nm);
     if (!bit && !summary && !attention)
-        return fail(err, err_len, 400,
-                    "outputs[%zu].name '%.64s' is not an output of this model (" NAMES_MSG ")", i,
-                    nm);
+        return resattn_proto_fail(
+            err, err_len, 400,
+            "outputs[%zu].name '%.64s' is not an output of this model (" NAMES_MSG ")", i, nm);
     if (classes && bit != RESATTN_OUT_LOGITS && bit != RESATTN_OUT_PROBABILITIES)
-        return fail(err, err_len, 400,
-                    "outputs[%zu].parameters.classification: only logits and probabilities can "
-                    "be classified, not '%.64s'",
-                    i, nm);
+        return resattn_proto_fail(
+            err, err_len, 400,
+            "outputs[%zu].parameters.classification: only logits and probabilities can "
+            "be classified, not '%.64s'",
+            i, nm);
     if (attention)
         return resattn_attention_add_output(out, model, nm, binary, err, err_len);
     if (summary) {
         if (model->attention == RESATTN_ATTENTION_NONE)
-            return fail(err, err_len, 400, "output '%s': this model has no attention",
-                        SUMMARY_NAME);
+            return resattn_proto_fail(err, err_len, 400, "output '%s': this model has no attention",
+                                      SUMMARY_NAME);
         out->attention |= RESATTN_ATTN_SUMMARY;
         bit = RESATTN_OUT_ATTENTION_SUMMARY;
     }
@@ -183,7 +179,7 @@ int resattn_v2_read_options(json_t *root, const resattn_model_info *model,
         return st;
     json_t *outs = json_object_get(root, "outputs");
     if (outs && !json_is_array(outs))
-        return fail(err, err_len, 400, "outputs is not an array");
+        return resattn_proto_fail(err, err_len, 400, "outputs is not an array");
     if (!json_array_size(outs)) { /* absent or []: every output the metadata lists */
         out->outputs = RESATTN_OUT_DEFAULT;
         out->binary = bdo ? ALL_OUTPUTS : 0;
@@ -195,12 +191,13 @@ int resattn_v2_read_options(json_t *root, const resattn_model_info *model,
     json_array_foreach(outs, i, o) {
         const char *nm = json_string_value(json_object_get(o, "name"));
         if (!json_is_object(o) || !nm)
-            return fail(err, err_len, 400, "outputs[%zu] must be an object with a string \"name\"",
-                        i);
+            return resattn_proto_fail(err, err_len, 400,
+                                      "outputs[%zu] must be an object with a string \"name\"", i);
         /* every earlier name was valid (else we stopped there): a short loop */
         for (size_t j = 0; j < i; j++)
             if (!strcmp(nm, json_string_value(json_object_get(json_array_get(outs, j), "name"))))
-                return fail(err, err_len, 400, "outputs[%zu].name '%.64s' is listed twice", i, nm);
+                return resattn_proto_fail(err, err_len, 400,
+                                          "outputs[%zu].name '%.64s' is listed twice", i, nm);
         int binary = 0, classes = 0;
         st = read_output_params(o, i, bdo, &binary, &classes, err, err_len);
         if (!st)

@@ -71,6 +71,22 @@ double resattn_now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+int resattn_wait_idle(const _Atomic long *in_flight, int timeout_ms, double grace_s) {
+    double until = resattn_now() + timeout_ms * 1e-3, idle_since = -1;
+    for (;;) {
+        double now = resattn_now();
+        if (atomic_load(in_flight) > 0)
+            idle_since = -1;
+        else if (idle_since < 0)
+            idle_since = now;
+        else if (now - idle_since >= grace_s)
+            return 0;
+        if (now > until)
+            return atomic_load(in_flight) > 0 ? -1 : 0;
+        nanosleep(&(struct timespec){0, 5000000}, NULL);
+    }
+}
+
 static struct timespec abs_after(double seconds) {
     /* condition variables use CLOCK_REALTIME by default */
     struct timespec ts;

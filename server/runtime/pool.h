@@ -112,4 +112,9 @@ resattn_model_stats *resattn_pool_model_stats(resattn_pool_model *pm);
 /* Monotonic clock in seconds. */
 double resattn_now(void);
 
+/* Drain helper of the transports: wait until *in_flight has stayed 0 for grace_s seconds
+ * (a request sent just before the drain may still be on its way from a socket buffer);
+ * 0 if that happened within timeout_ms, else -1. */
+int resattn_wait_idle(const _Atomic long *in_flight, int timeout_ms, double grace_s);
+
 #endif

@@ -139,6 +139,13 @@ def rpc(channel, name, request, response_cls, service=SERVICE, timeout=60, metad
     return f(request, timeout=timeout * SLOW, metadata=metadata)
 
 
+def infer_stub(channel):
+    """ModelInfer as a callable with .future() for concurrent calls."""
+    return channel.unary_unary(f"/{SERVICE}/ModelInfer",
+                               request_serializer=lambda m: m.SerializeToString(),
+                               response_deserializer=pb.ModelInferResponse.FromString)
+
+
 def expect_error(code, fn, *args, match=None, **kw):
     try:
         fn(*args, **kw)
@@ -474,9 +481,7 @@ def test_concurrent_calls_batch_with_http():
         ch = s.channel()
         rng = np.random.default_rng(3)
         xs = [rng.standard_normal((1, 3, 32, 32)).astype(np.float32) for _ in range(48)]
-        stub = ch.unary_unary(f"/{SERVICE}/ModelInfer",
-                              request_serializer=lambda m: m.SerializeToString(),
-                              response_deserializer=pb.ModelInferResponse.FromString)
+        stub = infer_stub(ch)
         # 32 gRPC calls at once (each its own image), plus 16 HTTP requests in the same window
         futures = [stub.future(infer_request(x, True, "cifar", outputs=["logits"]),
                                timeout=120 * SLOW) for x in xs[:32]]
@@ -517,9 +522,7 @@ def test_queue_full_and_timeouts():
     try:
         ch = s.channel()
         x = np.random.default_rng(4).standard_normal((1, 3, 224, 224)).astype(np.float32)
-        stub = ch.unary_unary(f"/{SERVICE}/ModelInfer",
-                              request_serializer=lambda m: m.SerializeToString(),
-                              response_deserializer=pb.ModelInferResponse.FromString)
+        stub = infer_stub(ch)
         req = infer_request(x, True, "big", outputs=["logits"])
         futures = [stub.future(req, timeout=120 * SLOW) for _ in range(40)]
         codes = {}
@@ -558,9 +561,7 @@ def test_queue_full_and_timeouts():
                "--max-batch", "1", "--request-timeout-ms", "1")
     try:
         ch = s.channel()
-        stub = ch.unary_unary(f"/{SERVICE}/ModelInfer",
-                              request_serializer=lambda m: m.SerializeToString(),
-                              response_deserializer=pb.ModelInferResponse.FromString)
+        stub = infer_stub(ch)
         futures = [stub.future(req, timeout=60 * SLOW) for _ in range(4)]
         seen = 0
         for f in futures:
@@ -609,9 +610,7 @@ def test_drain():
                "--max-batch", "1", "--queue-capacity", "64")
     ch = s.channel()
     x = np.random.default_rng(6).standard_normal((1, 3, 224, 224)).astype(np.float32)
-    stub = ch.unary_unary(f"/{SERVICE}/ModelInfer",
-                          request_serializer=lambda m: m.SerializeToString(),
-                          response_deserializer=pb.ModelInferResponse.FromString)
+    stub = infer_stub(ch)
     req = infer_request(x, True, "big", outputs=["logits"])
     rpc(ch, "ModelInfer", req, pb.ModelInferResponse)  # warm
     futures = [stub.future(req, timeout=120 * SLOW) for _ in range(6)]
