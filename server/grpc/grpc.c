@@ -135,8 +135,10 @@ struct call {
     char auth[320];
     double timeout; /* grpc-timeout in seconds, or -1 */
     int bad_timeout;
-    unsigned char *body; /* the request's gRPC frames */
+    unsigned char *body;     /* [len] the request's gRPC frames, capacity cap */
+    unsigned char *body_mem; /* the allocation body is in (free this) */
     size_t len, cap;
+    const unsigned char *msg_bytes; /* the ModelInferRequest in body (k->msg refers to it) */
     size_t msg_len; /* the request message's bytes (its unpacked copy holds about as much) */
     int too_large;  /* the body passed the cap: dropped, answered RESOURCE_EXHAUSTED */
     int refused;    /* the memory budget refused it (verdict) */
@@ -285,11 +287,10 @@ static void call_free(call *k) {
         }
     }
     resattn_infer_request_release(&k->ireq);
-    if (k->msg)
-        inference__model_infer_request__free_unpacked(k->msg, NULL);
+    resattn_grpc_infer_free(k->msg, k->msg_bytes, k->msg_len);
     resattn_model_version_release(k->version);
     free(k->logits);
-    free(k->body);
+    free(k->body_mem);
     resattn_grpc_message_release(&k->resp);
     resattn_budget_hold_release(&k->hold);
     free(k);
@@ -334,7 +335,7 @@ static void on_job_done(resattn_job *job) {
         k->computed = !rc;
     }
     /* what it holds now: the unpacked message (the input may be in it), the answer */
-    resattn_budget_hold_set(&k->hold, k->msg_len + k->resp.len);
+    resattn_budget_hold_set(&k->hold, k->cap + k->msg_len + k->resp.len);
     pthread_mutex_lock(&s->lock);
     k->next_fin = s->finished;
     s->finished = k;
@@ -368,8 +369,10 @@ static void model_infer(call *k, const unsigned char *msg, size_t len) {
         set_error(k, 503, -1, "server is draining");
         return;
     }
-    /* the unpacked copy of the message may hold its bytes once more */
+    /* the unpacked message holds its fields once more, except the raw tensors (left in the
+     * body; small) and typed contents (about the message's size) */
     k->msg_len = len;
+    k->msg_bytes = msg;
     resattn_budget_verdict v = resattn_budget_hold_grow(&k->hold, len);
     if (v) {
         refuse_memory(k, v, len);
@@ -406,8 +409,6 @@ static void model_infer(call *k, const unsigned char *msg, size_t len) {
         set_error(k, status, -1, "%s", err[0] ? err : "invalid request");
         return;
     }
-    free(k->body); /* the unpacked message holds what is needed */
-    k->body = NULL;
     resattn_budget_hold_set(&k->hold, len + resattn_budget_infer_bytes(info, k->ireq.n, 1));
     int nc = info->num_classes;
     if (!(k->logits = malloc(sizeof(float) * (size_t)nc * (size_t)k->ireq.n))) {
@@ -641,6 +642,47 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *f, const uint8_t 
     return 0;
 }
 
+static void body_drop(call *k) {
+    free(k->body_mem);
+    k->body = k->body_mem = NULL;
+    k->len = k->cap = 0;
+    resattn_budget_hold_set(&k->hold, 0);
+}
+
+/* Room for n more bytes (data, the chunk that arrived). The first allocation, once the
+ * prefix tells the message size, takes the whole message and places its end on a 64-byte
+ * boundary: clients write raw_input_contents last, so an FP32 tensor then lies aligned in
+ * the body and is used where it is. -1 when the budget or malloc refuses (k->refused). */
+static int body_grow(call *k, const uint8_t *data, size_t n, long long max) {
+    size_t cap = k->cap ? k->cap * 2 : 16384, want = 0;
+    if (k->len + n >= RESATTN_GRPC_PREFIX) {
+        unsigned char p[RESATTN_GRPC_PREFIX];
+        for (int i = 0; i < RESATTN_GRPC_PREFIX; i++)
+            p[i] = (size_t)i < k->len ? k->body[i] : data[i - k->len];
+        want = RESATTN_GRPC_PREFIX +
+               ((size_t)p[1] << 24 | (size_t)p[2] << 16 | (size_t)p[3] << 8 | (size_t)p[4]);
+        if (want > cap && (long long)want <= max)
+            cap = want;
+    }
+    while (cap < k->len + n)
+        cap *= 2;
+    size_t pad = k->body_mem ? (size_t)(k->body - k->body_mem) : (64 - want % 64) % 64;
+    size_t alloc = (pad + cap + 63) / 64 * 64;
+    resattn_budget_verdict v = resattn_budget_hold_grow(&k->hold, cap - k->cap);
+    unsigned char *b = v             ? NULL
+                       : k->body_mem ? realloc(k->body_mem, alloc)
+                                     : aligned_alloc(64, alloc);
+    if (!b) {
+        k->refused = v ? (int)v : (int)RESATTN_BUDGET_FULL;
+        body_drop(k);
+        return -1;
+    }
+    k->body_mem = b;
+    k->body = b + pad;
+    k->cap = cap;
+    return 0;
+}
+
 static int on_data(nghttp2_session *h2, uint8_t flags, int32_t stream, const uint8_t *data,
                    size_t n, void *user) {
     (void)flags;
@@ -651,39 +693,11 @@ static int on_data(nghttp2_session *h2, uint8_t flags, int32_t stream, const uin
     long long max = k->srv->opt.max_body_bytes + RESATTN_GRPC_PREFIX;
     if ((long long)(k->len + n) > max) {
         k->too_large = 1;
-        free(k->body);
-        k->body = NULL;
-        k->len = k->cap = 0;
-        resattn_budget_hold_set(&k->hold, 0);
+        body_drop(k);
         return 0;
     }
-    if (k->len + n > k->cap) {
-        size_t cap = k->cap ? k->cap * 2 : 16384;
-        /* the prefix tells the message size: take it whole once it is known */
-        if (k->len >= RESATTN_GRPC_PREFIX || k->len + n >= RESATTN_GRPC_PREFIX) {
-            unsigned char p[RESATTN_GRPC_PREFIX];
-            for (int i = 0; i < RESATTN_GRPC_PREFIX; i++)
-                p[i] = (size_t)i < k->len ? k->body[i] : data[i - k->len];
-            size_t want = RESATTN_GRPC_PREFIX + ((size_t)p[1] << 24 | (size_t)p[2] << 16 |
-                                                 (size_t)p[3] << 8 | (size_t)p[4]);
-            if (want > cap && (long long)want <= max)
-                cap = want;
-        }
-        while (cap < k->len + n)
-            cap *= 2;
-        resattn_budget_verdict v = resattn_budget_hold_grow(&k->hold, cap - k->cap);
-        unsigned char *b = v ? NULL : realloc(k->body, cap);
-        if (!b) {
-            k->refused = v ? (int)v : (int)RESATTN_BUDGET_FULL;
-            free(k->body);
-            k->body = NULL;
-            k->len = k->cap = 0;
-            resattn_budget_hold_set(&k->hold, 0);
-            return 0;
-        }
-        k->body = b;
-        k->cap = cap;
-    }
+    if (k->len + n > k->cap && body_grow(k, data, n, max))
+        return 0;
     memcpy(k->body + k->len, data, n);
     k->len += n;
     return 0;
@@ -975,6 +989,7 @@ static void begin_goaway(resattn_grpc *s) {
 
 static void *loop(void *arg) {
     resattn_grpc *s = arg;
+    pthread_setname_np(pthread_self(), "grpc"); /* for per-thread CPU time (benchmarks, top) */
     struct epoll_event ev[MAX_EVENTS];
     while (!atomic_load(&s->stopping)) {
         int n = epoll_wait(s->epoll_fd, ev, MAX_EVENTS, 100);

@@ -173,15 +173,107 @@ int resattn_grpc_pack(const ProtobufCMessage *msg, resattn_grpc_message *out) {
 
 /* ---- requests -------------------------------------------------------------------------- */
 
+/* A varint at *p (< end): its value, *p moved past it; -1 when cut short or too long. */
+static int read_varint(const unsigned char **p, const unsigned char *end, uint64_t *v) {
+    *v = 0;
+    for (int shift = 0; shift < 64 && *p < end; shift += 7) {
+        unsigned char b = *(*p)++;
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80))
+            return 0;
+    }
+    return -1;
+}
+
+/* The top-level fields of a ModelInferRequest: raw_input_contents (field 7) entries as spans
+ * of msg into raw (grown as needed), every other field copied into rest [len]. -1 on a wire
+ * format this walk does not take (protobuf-c then judges the whole message). */
+static int split_raw(const unsigned char *msg, size_t len, unsigned char *rest, size_t *rest_len,
+                     ProtobufCBinaryData **raw, size_t *n_raw) {
+    const unsigned char *p = msg, *end = msg + len;
+    size_t cap = 0;
+    *rest_len = *n_raw = 0;
+    while (p < end) {
+        const unsigned char *start = p;
+        uint64_t key, v;
+        if (read_varint(&p, end, &key))
+            return -1;
+        switch (key & 7) {
+        case 0:
+            if (read_varint(&p, end, &v))
+                return -1;
+            break;
+        case 1:
+        case 5:
+            if ((size_t)(end - p) < ((key & 7) == 1 ? 8u : 4u))
+                return -1;
+            p += (key & 7) == 1 ? 8 : 4;
+            break;
+        case 2:
+            if (read_varint(&p, end, &v) || v > (uint64_t)(end - p))
+                return -1;
+            if (key >> 3 == 7) { /* raw_input_contents: left where it is */
+                if (*n_raw == cap) {
+                    cap = cap ? cap * 2 : 4;
+                    ProtobufCBinaryData *r = realloc(*raw, cap * sizeof *r);
+                    if (!r)
+                        return -1;
+                    *raw = r;
+                }
+                (*raw)[(*n_raw)++] = (ProtobufCBinaryData){(size_t)v, (uint8_t *)(uintptr_t)p};
+                p += v;
+                continue;
+            }
+            p += v;
+            break;
+        default: /* groups (deprecated) and invalid wire types */
+            return -1;
+        }
+        memcpy(rest + *rest_len, start, (size_t)(p - start));
+        *rest_len += (size_t)(p - start);
+    }
+    return 0;
+}
+
 Inference__ModelInferRequest *resattn_grpc_infer_unpack(const unsigned char *msg, size_t len,
                                                         char *err, size_t err_len) {
-    Inference__ModelInferRequest *m = inference__model_infer_request__unpack(NULL, len, msg);
+    /* protobuf-c copies every bytes field; the raw tensors (most of a message) are kept in
+     * msg instead, so that an aligned FP32 tensor is used where it arrived, as the HTTP
+     * binary extension's is */
+    unsigned char *rest = malloc(len ? len : 1);
+    ProtobufCBinaryData *raw = NULL;
+    size_t rest_len = 0, n_raw = 0;
+    int split = rest && !split_raw(msg, len, rest, &rest_len, &raw, &n_raw) && n_raw;
+    Inference__ModelInferRequest *m =
+        split ? inference__model_infer_request__unpack(NULL, rest_len, rest)
+              : inference__model_infer_request__unpack(NULL, len, msg);
+    free(rest);
+    if (m && split) {
+        m->raw_input_contents = raw;
+        m->n_raw_input_contents = n_raw;
+        raw = NULL;
+    }
+    free(raw);
     if (!m)
         snprintf(err, err_len,
                  "ModelInferRequest: the %zu-byte message is not valid protobuf (truncated, "
                  "wrong wire type or a length beyond the message)",
                  len);
     return m;
+}
+
+void resattn_grpc_infer_free(Inference__ModelInferRequest *m, const unsigned char *msg,
+                             size_t len) {
+    if (!m)
+        return;
+    /* entries pointing into msg are not protobuf-c's to free (all or none of them are) */
+    if (m->n_raw_input_contents && m->raw_input_contents[0].data >= msg &&
+        m->raw_input_contents[0].data <= msg + len) {
+        free(m->raw_input_contents);
+        m->raw_input_contents = NULL;
+        m->n_raw_input_contents = 0;
+    }
+    inference__model_infer_request__free_unpacked(m, NULL);
 }
 
 /* An InferParameter as the JSON value a v2 "parameters" object holds. */

@@ -69,17 +69,21 @@ void resattn_grpc_message_release(resattn_grpc_message *m);
 /* Frame a protobuf message. Returns 0 or 500. */
 int resattn_grpc_pack(const ProtobufCMessage *msg, resattn_grpc_message *out);
 
-/* Unpack a ModelInferRequest; NULL (err filled) when it is not valid protobuf. Free with
- * inference__model_infer_request__free_unpacked(m, NULL). */
+/* Unpack a ModelInferRequest; NULL (err filled) when it is not valid protobuf. Its
+ * raw_input_contents point into msg (not copied): keep msg unchanged until
+ * resattn_grpc_infer_free(m, msg, len). */
 Inference__ModelInferRequest *resattn_grpc_infer_unpack(const unsigned char *msg, size_t len,
                                                         char *err, size_t err_len);
+/* Free what resattn_grpc_infer_unpack made of msg [len]. NULL is accepted. */
+void resattn_grpc_infer_free(Inference__ModelInferRequest *m, const unsigned char *msg, size_t len);
 
 /*
  * The request for the model: one input, "input" (a numeric tensor [N,C,H,W] or [C,H,W], in
  * typed contents or raw_input_contents) or "image" (BYTES, encoded PNG/JPEG files, like the
  * HTTP "image" input); "outputs", "parameters" and "id" as in HTTP v2. *raw tells whether
  * the input was raw (then the answer is raw too). With limits->input_in_body_ok an aligned
- * FP32 tensor (typed or raw) is used in place in m, which must then outlive out.
+ * FP32 tensor (typed or raw) is used in place in m (or the message it refers to), which must
+ * then outlive out.
  * Returns 0 or 400/413/422/500 with err naming the field.
  */
 int resattn_grpc_infer_parse(const Inference__ModelInferRequest *m, const resattn_model_info *model,

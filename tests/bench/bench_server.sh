@@ -7,21 +7,32 @@
 # forward pass) and in the server (its CPU time per request minus its forward passes' CPU time,
 # keep-alive and new connections).
 #
-#   tests/bench/bench_server.sh [--overhead-only] [DURATION_SECONDS]   (default 10 per wrk run)
+#   tests/bench/bench_server.sh [--overhead-only | --grpc] [DURATION_SECONDS]   (default 10 per run)
 #
 # --overhead-only runs only the 224x224 overhead part (no CIFAR runs, no FastAPI) and prints
 # its section instead of writing the results file (unless OUT is set).
+# --grpc compares the gRPC service with HTTP in one server (--grpc-port), rounds alternating
+# the forms: the 224x224 non-forward overhead (same method as above) of gRPC raw_input_contents
+# next to the HTTP binary extension and JSON, and requests/s at 32 concurrent callers on the
+# CIFAR-size model (h2load, one call at a time per connection, against wrk); writes
+# tests/bench/GRPC_RESULTS.md (OUT overrides). Needs h2load (Debian nghttp2-client).
 # Environment: BUILD (default build-bench), OUT (default tests/bench/SERVER_RESULTS.md;
 # "-" prints only), N (sequential requests per body for the CPU-time table, default 30).
-# Needs wrk, curl, /usr/bin/python3 with numpy and torch (and fastapi, uvicorn for the full run).
+# Needs wrk, curl, /usr/bin/python3 with numpy and torch (and fastapi, uvicorn for the full run;
+# h2load, protoc and python3-protobuf for --grpc).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 ONLY_OVERHEAD=0
+GRPC=0
 if [ "${1:-}" = --overhead-only ]; then
     ONLY_OVERHEAD=1
     shift
     OUT=${OUT:--}
+elif [ "${1:-}" = --grpc ]; then
+    GRPC=1
+    shift
+    OUT=${OUT:-tests/bench/GRPC_RESULTS.md}
 fi
 DUR=${1:-10}
 BUILD=${BUILD:-build-bench}
@@ -61,6 +72,28 @@ for name, size in (("cifar", 32), ("big", 224)):
     with open(f"{out}/{name}.hlen", "w") as f:
         f.write(str(len(head)))
 PYEOF
+if [ "$GRPC" = 1 ]; then # the same tensors as gRPC ModelInfer bodies (framed messages)
+    protoc --python_out="$WORK" -Iserver/grpc/proto grpc_service.proto
+    "$PY" - "$WORK" <<'PYEOF'
+import struct, sys, numpy as np
+out = sys.argv[1]
+sys.path.insert(0, out)
+import grpc_service_pb2 as pb
+for name, model, size in (("cifar", "cifar_se", 32), ("big", "imagenet_se", 224)):
+    x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
+    for form in ("raw", "typed"):
+        r = pb.ModelInferRequest(model_name=model)
+        t = r.inputs.add(name="input", datatype="FP32", shape=list(x.shape))
+        if form == "raw":
+            r.raw_input_contents.append(x.tobytes())
+        else:
+            t.contents.fp32_contents.extend(x.ravel().tolist())
+        r.outputs.add(name="logits")
+        m = r.SerializeToString()
+        with open(f"{out}/{name}.grpc_{form}", "wb") as f:
+            f.write(b"\0" + struct.pack(">I", len(m)) + m)
+PYEOF
+fi
 
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -73,10 +106,11 @@ wait_ready() { # url
     return 1
 }
 
-start_resattn() { # model max_batch -> sets PORT, SPID
+start_resattn() { # model max_batch -> sets PORT, GPORT, SPID
     PORT=$(free_port)
+    GPORT=$(free_port)
     "$BIN" serve --model "$1" --host 127.0.0.1 --port "$PORT" --max-batch "$2" \
-        2>"$WORK/resattn.log" &
+        --grpc-port "$GPORT" 2>"$WORK/resattn.log" &
     SPID=$!
     PIDS+=("$SPID")
     wait_ready "http://127.0.0.1:$PORT/v2/health/ready"
@@ -110,6 +144,190 @@ run_wrk() { # label form(json|bin) conns duration bodyname model
         >>"$WORK/results.jsonl"
     echo "$1 $2 c=$3: $line" >&2
 }
+
+if [ "$GRPC" = 1 ]; then
+    # gRPC next to HTTP, one server with both ports; ROUNDS rounds, the forms in a rotated
+    # order each round, medians reported. h2load: -c connections, one call at a time each
+    # (-m 1), like wrk's one request at a time per connection.
+    ROUNDS=${ROUNDS:-3}
+    LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+    run_h2load() { # tag body conns duration|-n1
+        local t=$(($3 < 2 ? 1 : 2)) span=(-D "$4" --warm-up-time=1)
+        [ "$4" = -n1 ] && span=(-n 1)
+        h2load -c "$3" -m 1 -t "$t" "${span[@]}" -H 'content-type: application/grpc' \
+            -H 'te: trailers' -d "$WORK/$2" \
+            "http://127.0.0.1:$GPORT/inference.GRPCInferenceService/ModelInfer" >"$WORK/$1.h2load"
+    }
+    run_form() { # tag form(json|bin|grpc_raw|grpc_typed) conns duration body model
+        curl -sf "http://127.0.0.1:$PORT/metrics" >"$WORK/$1.before"
+        case $2 in
+        grpc_*) run_h2load "$1" "$5.$2" "$3" "$4" ;;
+        *) run_wrk "$1" "$2" "$3" "$4" "$5" "$6" ;;
+        esac
+        curl -sf "http://127.0.0.1:$PORT/metrics" >"$WORK/$1.after"
+    }
+    rotate() { # round, forms... -> the forms starting at position round
+        local r=$1
+        shift
+        local f=("$@") n=$#
+        for i in $(seq 0 $((n - 1))); do echo "${f[$(((i + r) % n))]}"; done
+    }
+    # requests/s at 32 concurrent callers, CIFAR-size model, batching on (--max-batch 8)
+    start_resattn "$WORK/cifar_se.safetensors" 8
+    run_wrk warm bin 8 2 cifar cifar_se >/dev/null 2>&1
+    run_h2load warm cifar.grpc_raw 8 2
+    for r in $(seq 1 "$ROUNDS"); do
+        for form in $(rotate "$r" bin json grpc_raw grpc_typed); do
+            run_form "cifar-$form-$r" "$form" 32 "$DUR" cifar cifar_se
+        done
+    done
+    stop_server
+    # the 224x224 non-forward overhead, keep-alive (one connection, DUR s) and, once, a new
+    # connection per request (N sequential calls)
+    FWD=$("$BIN" bench --model "$WORK/imagenet_se.safetensors" --batch 1 --threads 1 --iters 10)
+    start_resattn "$WORK/imagenet_se.safetensors" 1
+    N=${N:-30}
+    cpu_ns() { # pattern: nanoseconds on CPU of the server's threads whose name matches
+        local t sum=0
+        for t in /proc/"$SPID"/task/*; do
+            if [[ $(cat "$t/comm") =~ $1 ]]; then sum=$((sum + $(cut -d' ' -f1 "$t/schedstat"))); fi
+        done
+        echo "$sum"
+    }
+    snapshot() { # server CPU ns, transport threads' CPU ns, forward CPU ns, infer calls
+        local m
+        m=$(curl -sf "http://127.0.0.1:$PORT/metrics")
+        echo "$(cpu_ns .) $(cpu_ns '^(MHD|grpc)')" \
+            "$(awk '/^resattn_inference_cpu_seconds_total[{ ]/{s += $2} END{printf "%.0f", s * 1e9}' <<<"$m")" \
+            "$(awk '/^resattn_(http|grpc)_requests_total[{]endpoint="v2_infer"/{s += $2} END{printf "%.0f", s}' <<<"$m")"
+    }
+    hdr_for() { # form -> curl headers
+        if [ "$1" = bin ]; then
+            echo "-H Content-Type:application/octet-stream -H Inference-Header-Content-Length:$(cat "$WORK/big.hlen")"
+        else echo "-H Content-Type:application/json"; fi
+    }
+    run_wrk warm bin 1 2 big imagenet_se >/dev/null 2>&1
+    run_h2load warm big.grpc_raw 1 2
+    for r in $(seq 1 "$ROUNDS"); do
+        for form in $(rotate "$r" bin grpc_raw json); do
+            for mode in keepalive new; do
+                [ $mode = new ] && [ "$r" != 1 ] && continue
+                a=$(snapshot)
+                if [ $mode = keepalive ]; then
+                    run_form "big-$form-$r" "$form" 1 "$DUR" big imagenet_se
+                elif [ "$form" = grpc_raw ]; then
+                    for _ in $(seq 1 "$N"); do run_h2load new big.grpc_raw 1 -n1; done
+                else
+                    # shellcheck disable=SC2046 # the header words are meant to split
+                    for _ in $(seq 1 "$N"); do
+                        curl -sf -o /dev/null $(hdr_for "$form") --data-binary "@$WORK/big.$form" \
+                            "http://127.0.0.1:$PORT/v2/models/imagenet_se/infer"
+                    done
+                fi
+                b=$(snapshot)
+                echo "{\"form\": \"$form\", \"mode\": \"$mode\", \"round\": $r, \"a\": [${a// /, }], \"b\": [${b// /, }]}" >>"$WORK/cpu.jsonl"
+            done
+        done
+    done
+    stop_server
+    LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+    "$PY" - "$WORK" "$OUT" "$DUR" "$LOAD_BEFORE" "$LOAD_AFTER" "$FWD" "$ROUNDS" "$N" <<'PYEOF'
+import glob, json, platform, re, statistics, subprocess, sys, time
+work, out, dur, lb, la, fwd, rounds, nreq = sys.argv[1:]
+fwd, rounds = json.loads(fwd), int(rounds)
+def metric(path, prefix):
+    return sum(float(l.rsplit(" ", 1)[1]) for l in open(path) if l.startswith(prefix))
+def ms(v):  # h2load's "12.34ms" / "850us" / "1.02s"
+    m = re.match(r"([\d.]+)(us|ms|s)", v)
+    return float(m.group(1)) * {"us": 1e-3, "ms": 1, "s": 1e3}[m.group(2)]
+def run(tag, form):
+    ok = "resattn_grpc_requests_total{endpoint=\"v2_infer\",code=\"0\"}" if form.startswith("grpc") \
+        else "resattn_http_requests_total{endpoint=\"v2_infer\",code=\"200\"}"
+    answered = metric(f"{work}/{tag}.after", ok) - metric(f"{work}/{tag}.before", ok)
+    if form.startswith("grpc"):
+        text = open(f"{work}/{tag}.h2load").read()
+        rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", text).group(1))
+        req = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded", text)
+        mean = ms(re.search(r"time for request:\s+(\S+)\s+(\S+)\s+(\S+)", text).group(3))
+        return {"rps": rps, "mean_ms": mean, "p50_ms": None, "p99_ms": None,
+                "requests": int(req.group(2)), "answered": answered}
+    w = [json.loads(l)["wrk"] for l in open(f"{work}/results.jsonl") if json.loads(l)["server"] == tag][0]
+    return dict(w, answered=answered)
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
+h2v = subprocess.run(["h2load", "--version"], capture_output=True, text=True).stdout.strip()
+wrkv = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0]
+L = ["# gRPC and HTTP side by side\n",
+     f"Generated by `tests/bench/bench_server.sh --grpc {dur}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.\n",
+     f"Machine: {cpu}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} usable cores "
+     f"(AVX-512: {'avx512f' in flags}, AVX512-BF16: {'avx512_bf16' in flags}, AMX: {'amx_tile' in flags}), "
+     f"{platform.platform()}. {wrkv}; {h2v}.\n",
+     f"**Shared machine**: load average {lb} before and {la} after (other jobs on the same cores; the "
+     "load generators run on them too). Each figure is the median of "
+     f"{rounds} rounds; within a round the forms ran one after another in an order rotated every round.\n",
+     "One `resattn serve` per part with both ports (`--grpc-port`): gRPC calls and HTTP requests go "
+     "through the same queue, batcher and workers. gRPC bodies: `ModelInferRequest` with the tensor "
+     "in `raw_input_contents` (raw) or `contents.fp32_contents` (typed), asking for `logits`; HTTP: "
+     "the v2 binary extension (FP32 bytes, binary logits) and v2 JSON (json.dumps of tolist()).\n"]
+L.append("\n## Requests/s at 32 concurrent callers (CIFAR-size SE-ResNet-18, 3x32x32, --max-batch 8)\n")
+L.append(f"wrk (HTTP) and h2load (gRPC), 32 connections each with one request or call at a time, {dur} s per run. "
+         "`answered` counts the 200 answers (HTTP) or grpc-status 0 (gRPC) in the server's metrics over the run.\n")
+L.append("| form | requests/s (median) | rounds | mean latency ms (median) | answered / sent (all rounds) |")
+L.append("|---|---:|---|---:|---:|")
+names = {"bin": "HTTP v2 binary", "json": "HTTP v2 JSON", "grpc_raw": "gRPC raw_input_contents",
+         "grpc_typed": "gRPC fp32_contents", "grpc": "gRPC raw_input_contents"}
+med = {}
+for form in ("bin", "json", "grpc_raw", "grpc_typed"):
+    rs = [run(f"cifar-{form}-{r}", form) for r in range(1, rounds + 1)]
+    med[form] = statistics.median(x["rps"] for x in rs)
+    each = ", ".join("%.0f" % x["rps"] for x in rs)
+    L.append(f"| {names[form]} | {med[form]:.1f} | {each} | "
+             f"{statistics.median(x['mean_ms'] for x in rs):.1f} | "
+             f"{sum(x['answered'] for x in rs):.0f} / {sum(x['requests'] for x in rs)} |")
+L.append(f"\ngRPC raw / HTTP binary requests/s: **{med['grpc_raw'] / med['bin']:.2f}x**; gRPC typed / HTTP JSON: "
+         f"**{med['grpc_typed'] / med['json']:.2f}x**.\n")
+L.append("\n## Non-forward CPU per 224x224 request (ImageNet-stem SE-ResNet-18, 1000 classes, --max-batch 1)\n")
+L.append(f"Forward pass, `resattn bench --batch 1 --threads 1 --iters 10`: {fwd['ms_per_image']:.1f} ms mean. "
+         "Same method as SERVER_RESULTS.md: the server's CPU time per request (all threads, "
+         "/proc/PID/task/*/schedstat) minus its workers' CPU time inside forward passes "
+         "(`resattn_inference_cpu_seconds_total`), same process, same requests. Keep-alive: one "
+         f"connection (wrk or h2load), {dur} s a round; new connection: {nreq} sequential requests "
+         "(curl, or h2load -n 1), once. Transport threads: libmicrohttpd's (HTTP) or the gRPC event "
+         "loop's (receive, unframe, unpack, parse, send).\n")
+L.append("| body | connection | requests | server CPU ms / request | forward CPU ms | everything else ms | transport threads ms | everything else / forward |")
+L.append("|---|---|---:|---:|---:|---:|---:|---:|")
+rows = [json.loads(l) for l in open(f"{work}/cpu.jsonl")]
+over = {}
+for form in ("bin", "grpc_raw", "json"):
+    for mode in ("keepalive", "new"):
+        per = []
+        for c in rows:
+            if c["form"] != form or c["mode"] != mode:
+                continue
+            a, b = c["a"], c["b"]
+            n = b[3] - a[3]
+            if n <= 0:
+                continue
+            per.append((n, (b[0] - a[0]) / n / 1e6, (b[1] - a[1]) / n / 1e6, (b[2] - a[2]) / n / 1e6))
+        if not per:
+            continue
+        n = sum(p[0] for p in per)
+        tot, tr, fw = (statistics.median(p[i] for p in per) for i in (1, 2, 3))
+        other = statistics.median(p[1] - p[3] for p in per)
+        over[(form, mode)] = (other, 100 * statistics.median((p[1] - p[3]) / p[3] for p in per))
+        L.append(f"| {names[form]} | {'keep-alive' if mode == 'keepalive' else 'new each request'} | {n} | "
+                 f"{tot:.3f} | {fw:.3f} | {other:.3f} | {tr:.3f} | {over[(form, mode)][1]:.2f}% |")
+g, b = over.get(("grpc_raw", "keepalive")), over.get(("bin", "keepalive"))
+if g and b:
+    L.append(f"\nTarget (keep-alive): gRPC raw **{g[0]:.3f} ms = {g[1]:.2f}%** of the forward pass vs HTTP "
+             f"binary **{b[0]:.3f} ms = {b[1]:.2f}%**: gRPC / HTTP binary = **{g[0] / b[0]:.2f}** (target <= 1).")
+text = "\n".join(L) + "\n"
+print(text)
+if out != "-":
+    open(out, "w").write(text)
+PYEOF
+    exit 0
+fi
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 SERVERS=("resattn batch=8" "resattn batch=1" "fastapi torch-threads=2" "fastapi torch-threads=1")

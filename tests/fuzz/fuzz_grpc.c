@@ -36,7 +36,7 @@ static void infer(const uint8_t *msg, size_t len) {
         free(logits);
         resattn_infer_request_release(&req);
     }
-    inference__model_infer_request__free_unpacked(m, NULL);
+    resattn_grpc_infer_free(m, msg, len);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

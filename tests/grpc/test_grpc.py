@@ -517,7 +517,7 @@ def test_concurrent_calls_batch_with_http():
 def test_queue_full_and_timeouts():
     model = slow_model()
     s = Server("--model", f"big={model}", "--workers", "1", "--blas-threads", "1",
-               "--max-batch", "1", "--queue-capacity", "8", "--request-timeout-ms",
+               "--max-batch", "1", "--queue-capacity", "24", "--request-timeout-ms",
                str(60000 * SLOW))
     try:
         ch = s.channel()
@@ -543,8 +543,9 @@ def test_queue_full_and_timeouts():
         # a client deadline (grpc-timeout) shorter than the queue ahead of it: the server
         # gives up on the call too instead of computing it (gRPC status 4 in its metrics)
         before = metric(text, 'resattn_grpc_requests_total{endpoint="v2_infer",code="4"}') or 0
-        busy = [stub.future(req, timeout=120 * SLOW) for _ in range(6)]
-        expect_error(grpc.StatusCode.DEADLINE_EXCEEDED, stub, req, timeout=0.01)
+        # 16 passes of ~20 ms queued ahead of a call with a 100 ms deadline
+        busy = [stub.future(req, timeout=120 * SLOW) for _ in range(16)]
+        expect_error(grpc.StatusCode.DEADLINE_EXCEEDED, stub, req, timeout=0.1)
         for f in busy:
             f.result()
         for _ in range(100):
