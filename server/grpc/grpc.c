@@ -83,11 +83,12 @@ struct conn {
     nghttp2_session *h2;
     unsigned char *out; /* bytes nghttp2 produced that the socket has not taken yet */
     size_t out_len, out_cap, out_off;
-    int want_out; /* EPOLLOUT registered */
-    int dead;     /* closed; freed once no call of it is in the pool */
-    int pending;  /* calls of this connection whose job is in the pool */
-    int goaway;   /* drain GOAWAY sent */
-    call *calls;  /* the calls of its open streams */
+    int want_out;     /* EPOLLOUT registered */
+    int dead;         /* closed; freed once no call of it is in the pool */
+    int pending;      /* calls of this connection whose job is in the pool */
+    int goaway;       /* drain GOAWAY sent */
+    double last_read; /* resattn_now() of the last bytes received (idle timeout) */
+    call *calls;      /* the calls of its open streams */
     conn *next;
 };
 
@@ -269,7 +270,8 @@ static void log_call(call *k, double seconds) {
 static void call_free(call *k) {
     resattn_grpc *s = k->srv;
     if (k->dispatched || k->answered) {
-        if (!k->answered && !k->http_status)
+        /* the client went away before the answer (HTTP's 499), unless its deadline did it */
+        if (!k->answered && k->http_status != 504)
             k->http_status = 499, k->code = RESATTN_GRPC_CANCELLED;
         double dt = resattn_now() - k->start;
         resattn_pool_model *pm = k->version ? resattn_model_version_pool_model(k->version) : NULL;
@@ -777,6 +779,16 @@ static void conn_close(conn *c) {
     s->num_conns--;
 }
 
+/* Close connections idle (no call, nothing received) for --connection-timeout-s, as
+ * libmicrohttpd does for HTTP, so that idle clients do not hold connections forever. */
+static void close_idle(resattn_grpc *s) {
+    double limit = s->opt.connection_timeout_s > 0 ? s->opt.connection_timeout_s : 30;
+    double now = resattn_now();
+    for (conn *c = s->conns; c; c = c->next)
+        if (!c->dead && !c->calls && !c->pending && now - c->last_read > limit)
+            conn_close(c);
+}
+
 /* Free closed connections that no job refers to any more. */
 static void conn_reap(resattn_grpc *s) {
     for (conn **p = &s->conns; *p;) {
@@ -877,6 +889,7 @@ static void conn_handshake(conn *c) {
 
 static void conn_read(conn *c) {
     static __thread unsigned char buf[READ_CHUNK];
+    c->last_read = resattn_now();
     for (;;) {
         ssize_t n = conn_io(c, buf, sizeof buf, 0);
         if (n < 0 && errno == EAGAIN)
@@ -920,6 +933,7 @@ static void accept_all(resattn_grpc *s) {
         c->tag = EV_CONN;
         c->srv = s;
         c->fd = fd;
+        c->last_read = resattn_now();
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* answers are one write */
         c->next = s->conns;
@@ -1006,6 +1020,7 @@ static void *loop(void *arg) {
             atomic_store(&s->drain_seen, 1);
             begin_goaway(s);
         }
+        close_idle(s);
         conn_reap(s);
     }
     for (conn *c = s->conns; c; c = c->next)

@@ -25,8 +25,9 @@ typedef struct resattn_grpc resattn_grpc;
 /* Start the event loop on listen_fd (from resattn_listen; owned from here, also on failure)
  * with the HTTP server's settings: body cap (the largest message), request timeout, log,
  * parse limits, API keys (metadata `authorization: Bearer KEY`; auth_health as on HTTP),
- * certificate, max_connections, memory budget, image pixel limit (opt->listen_fd, threads
- * and the other connection limits are libmicrohttpd's and not used). repo, pool and metrics
+ * certificate, max_connections, connection_timeout_s (idle connections are closed), memory
+ * budget, image pixel limit (opt->listen_fd, threads and the other connection limits are
+ * libmicrohttpd's and not used). repo, pool and metrics
  * must outlive the server. RESATTN_ERR_INVALID_ARGUMENT for a certificate GnuTLS refuses,
  * err filled. */
 resattn_status resattn_grpc_start(int listen_fd, const resattn_http_options *opt,

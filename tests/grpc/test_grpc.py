@@ -8,7 +8,7 @@ Message classes come from `protoc --python_out` of the repository's own proto fi
 was built from. Every server runs on loopback with both an HTTP and a gRPC port, is stopped
 with SIGTERM and must exit 0 (under the ASan build a leak or error makes it exit non-zero).
 Covered: every RPC, typed and raw tensors, images, outputs/classification/attention/id/
-model_version, parity with the HTTP v2 answers, 32 concurrent calls batched (with HTTP
+model_version, parity with the HTTP v2 answers, the README's Python client, 32 concurrent calls batched (with HTTP
 requests in the same batches), each error status, TLS, drain on SIGTERM, and a bad-input
 corpus (protobuf and gRPC framing, the latter over raw HTTP/2 with python3-h2) after which
 the server still serves. Needs protoc, python3-grpcio, python3-protobuf, python3-h2,
@@ -447,7 +447,8 @@ def test_errors(s):
 
 
 def test_limits_and_auth():
-    s = Server("--model", f"cifar={CIFAR}", "--max-body-bytes", "20000", "--api-key", "s3cret")
+    s = Server("--model", f"cifar={CIFAR}", "--max-body-bytes", "20000", "--api-key", "s3cret",
+               "--connection-timeout-s", "1")
     try:
         ch = s.channel()
         x = np.zeros((1, 3, 32, 32), np.float32)
@@ -467,6 +468,14 @@ def test_limits_and_auth():
         expect_error(grpc.StatusCode.RESOURCE_EXHAUSTED, infer, infer_request(big, True, "cifar"),
                      auth, match="limit of 20000 bytes")
         assert outputs_of(infer(infer_request(x, True, "cifar"), auth))["logits"].shape == (1, 10)
+        # an idle connection is closed after --connection-timeout-s, as on HTTP
+        idle = socket.create_connection(("127.0.0.1", s.grpc_port))
+        idle.settimeout(10 * SLOW)
+        t0 = time.monotonic()
+        while idle.recv(4096):  # the server's SETTINGS, then end of file
+            pass
+        assert 0.9 < time.monotonic() - t0 < 8 * SLOW, time.monotonic() - t0
+        idle.close()
         text = s.metrics()
         assert metric(text, 'resattn_requests_rejected_total{reason="unauthorized"}') >= 3
         assert metric(text, 'resattn_requests_rejected_total{reason="body_too_large"}') >= 1
@@ -631,6 +640,23 @@ def test_drain():
                  pb.ServerLiveResponse, timeout=5)
 
 
+def test_readme_client(s):
+    """The README's Python client, as written but for the port (run from the checkout, the
+    message classes on the path as its protoc command puts them)."""
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    section = readme[readme.index("\n## gRPC\n"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert "127.0.0.1:8001" in code
+    code = code.replace("127.0.0.1:8001", f"127.0.0.1:{s.grpc_port}")
+    out = subprocess.run(["/usr/bin/python3", "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, env=dict(os.environ, PYTHONPATH=WORK), timeout=120 * SLOW)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "b'Coat'", out.stdout
+    probs = np.array([float(v) for v in re.findall(r"[-+0-9.e]+", " ".join(lines[1:]))])
+    assert probs.size == 10 and abs(probs.sum() - 1) < 1e-4, out.stdout
+
+
 # ---- bad input ----------------------------------------------------------------------------
 
 def varint(n):
@@ -757,7 +783,8 @@ def test_bad_framing(s):
 
 def main():
     shared = ["test_every_rpc", "test_typed_raw_and_http_parity", "test_int_types_and_options",
-              "test_images", "test_errors", "test_bad_protobuf", "test_bad_framing"]
+              "test_images", "test_errors", "test_readme_client", "test_bad_protobuf",
+              "test_bad_framing"]
     own = ["test_limits_and_auth", "test_concurrent_calls_batch_with_http",
            "test_queue_full_and_timeouts", "test_tls", "test_drain"]
     names = [n for n in shared + own if not ONLY or n in ONLY]
