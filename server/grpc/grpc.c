@@ -83,12 +83,12 @@ struct conn {
     nghttp2_session *h2;
     unsigned char *out; /* bytes nghttp2 produced that the socket has not taken yet */
     size_t out_len, out_cap, out_off;
-    int want_out;     /* EPOLLOUT registered */
-    int dead;         /* closed; freed once no call of it is in the pool */
-    int pending;      /* calls of this connection whose job is in the pool */
-    int goaway;       /* drain GOAWAY sent */
-    double last_read; /* resattn_now() of the last bytes received (idle timeout) */
-    call *calls;      /* the calls of its open streams */
+    int want_out;   /* EPOLLOUT registered */
+    int dead;       /* closed; freed once no call of it is in the pool */
+    int pending;    /* calls of this connection whose job is in the pool */
+    int goaway;     /* drain GOAWAY sent */
+    double last_io; /* resattn_now() of the last bytes received or sent (idle timeout) */
+    call *calls;    /* the calls of its open streams */
     conn *next;
 };
 
@@ -604,11 +604,14 @@ static int on_begin_headers(nghttp2_session *h2, const nghttp2_frame *f, void *u
     k->start = resattn_now();
     k->timeout = -1;
     k->hold.budget = c->srv->opt.budget;
+    if (nghttp2_session_set_stream_user_data(h2, f->hd.stream_id, k)) {
+        free(k); /* a stream nghttp2 refused (e.g. beyond the concurrent stream limit) */
+        return 0;
+    }
     k->next_conn = c->calls;
     c->calls = k;
     atomic_fetch_add(&c->srv->in_flight, 1);
     resattn_metrics_in_flight_add(c->srv->metrics, 1);
-    nghttp2_session_set_stream_user_data(h2, f->hd.stream_id, k);
     return 0;
 }
 
@@ -779,13 +782,14 @@ static void conn_close(conn *c) {
     s->num_conns--;
 }
 
-/* Close connections idle (no call, nothing received) for --connection-timeout-s, as
- * libmicrohttpd does for HTTP, so that idle clients do not hold connections forever. */
+/* Close connections on which nothing was received or sent for --connection-timeout-s while
+ * no job of theirs runs, as libmicrohttpd does for HTTP: idle clients, and clients that stop
+ * half-way through a message or stop reading an answer, do not hold connections forever. */
 static void close_idle(resattn_grpc *s) {
     double limit = s->opt.connection_timeout_s > 0 ? s->opt.connection_timeout_s : 30;
     double now = resattn_now();
     for (conn *c = s->conns; c; c = c->next)
-        if (!c->dead && !c->calls && !c->pending && now - c->last_read > limit)
+        if (!c->dead && !c->pending && now - c->last_io > limit)
             conn_close(c);
 }
 
@@ -818,6 +822,7 @@ static void conn_flush(conn *c) {
                 return;
             }
             c->out_off += (size_t)w;
+            c->last_io = resattn_now();
         }
         c->out_len = c->out_off = 0;
         const uint8_t *data;
@@ -889,7 +894,7 @@ static void conn_handshake(conn *c) {
 
 static void conn_read(conn *c) {
     static __thread unsigned char buf[READ_CHUNK];
-    c->last_read = resattn_now();
+    c->last_io = resattn_now();
     for (;;) {
         ssize_t n = conn_io(c, buf, sizeof buf, 0);
         if (n < 0 && errno == EAGAIN)
@@ -933,7 +938,7 @@ static void accept_all(resattn_grpc *s) {
         c->tag = EV_CONN;
         c->srv = s;
         c->fd = fd;
-        c->last_read = resattn_now();
+        c->last_io = resattn_now();
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* answers are one write */
         c->next = s->conns;

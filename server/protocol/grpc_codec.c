@@ -186,8 +186,9 @@ static int read_varint(const unsigned char **p, const unsigned char *end, uint64
 }
 
 /* The top-level fields of a ModelInferRequest: raw_input_contents (field 7) entries as spans
- * of msg into raw (grown as needed), every other field copied into rest [len]. -1 on a wire
- * format this walk does not take (protobuf-c then judges the whole message). */
+ * of msg into raw (grown as needed), every other field copied into rest [len] (when not
+ * NULL). -1 on a wire format this walk does not take (protobuf-c then judges the whole
+ * message). */
 static int split_raw(const unsigned char *msg, size_t len, unsigned char *rest, size_t *rest_len,
                      ProtobufCBinaryData **raw, size_t *n_raw) {
     const unsigned char *p = msg, *end = msg + len;
@@ -229,7 +230,8 @@ static int split_raw(const unsigned char *msg, size_t len, unsigned char *rest, 
         default: /* groups (deprecated) and invalid wire types */
             return -1;
         }
-        memcpy(rest + *rest_len, start, (size_t)(p - start));
+        if (rest) /* NULL: only find the raw entries */
+            memcpy(rest + *rest_len, start, (size_t)(p - start));
         *rest_len += (size_t)(p - start);
     }
     return 0;
@@ -240,10 +242,13 @@ Inference__ModelInferRequest *resattn_grpc_infer_unpack(const unsigned char *msg
     /* protobuf-c copies every bytes field; the raw tensors (most of a message) are kept in
      * msg instead, so that an aligned FP32 tensor is used where it arrived, as the HTTP
      * binary extension's is */
-    unsigned char *rest = malloc(len ? len : 1);
     ProtobufCBinaryData *raw = NULL;
     size_t rest_len = 0, n_raw = 0;
-    int split = rest && !split_raw(msg, len, rest, &rest_len, &raw, &n_raw) && n_raw;
+    unsigned char *rest = NULL;
+    /* first only look for raw entries: a message without any (typed contents) is not copied */
+    int split = !split_raw(msg, len, NULL, &rest_len, &raw, &n_raw) && n_raw &&
+                (rest = malloc(rest_len ? rest_len : 1)) &&
+                !split_raw(msg, len, rest, &rest_len, &raw, &n_raw);
     Inference__ModelInferRequest *m =
         split ? inference__model_infer_request__unpack(NULL, rest_len, rest)
               : inference__model_infer_request__unpack(NULL, len, msg);
@@ -704,20 +709,18 @@ static int typed_contents(const out_tensor *t, Inference__InferTensorContents *c
     return 0;
 }
 
-#define MAX_OUTPUTS 256
-
 /* The v2 answer's outputs into a ModelInferResponse, packed into out. */
 static int response_from_v2(json_t *root, const unsigned char *bin, size_t bin_len,
                             const resattn_infer_request *req, const char *model_name, int raw,
                             resattn_grpc_message *out) {
-    out_tensor *t = calloc(MAX_OUTPUTS, sizeof *t);
-    Inference__ModelInferResponse__InferOutputTensor *ot = calloc(MAX_OUTPUTS, sizeof *ot);
-    Inference__ModelInferResponse__InferOutputTensor **op = calloc(MAX_OUTPUTS, sizeof *op);
-    Inference__InferTensorContents *ct = calloc(MAX_OUTPUTS, sizeof *ct);
-    ProtobufCBinaryData *rawc = calloc(MAX_OUTPUTS, sizeof *rawc);
+    size_t cap = json_array_size(json_object_get(root, "outputs")) + 1;
+    out_tensor *t = calloc(cap, sizeof *t);
+    Inference__ModelInferResponse__InferOutputTensor *ot = calloc(cap, sizeof *ot);
+    Inference__ModelInferResponse__InferOutputTensor **op = calloc(cap, sizeof *op);
+    Inference__InferTensorContents *ct = calloc(cap, sizeof *ct);
+    ProtobufCBinaryData *rawc = calloc(cap, sizeof *rawc);
     size_t n = 0;
-    int st =
-        !t || !ot || !op || !ct || !rawc || read_v2_outputs(root, bin, bin_len, t, MAX_OUTPUTS, &n);
+    int st = !t || !ot || !op || !ct || !rawc || read_v2_outputs(root, bin, bin_len, t, cap, &n);
     for (size_t i = 0; !st && i < n; i++) {
         Inference__ModelInferResponse__InferOutputTensor init =
             INFERENCE__MODEL_INFER_RESPONSE__INFER_OUTPUT_TENSOR__INIT;

@@ -476,6 +476,24 @@ def test_limits_and_auth():
             pass
         assert 0.9 < time.monotonic() - t0 < 8 * SLOW, time.monotonic() - t0
         idle.close()
+        # so is one that stops half-way through a message
+        import h2.config
+        import h2.connection
+        sock = socket.create_connection(("127.0.0.1", s.grpc_port))
+        sock.settimeout(10 * SLOW)
+        h = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        h.initiate_connection()
+        h.send_headers(1, [(":method", "POST"), (":scheme", "http"), (":authority", "x"),
+                           (":path", f"/{SERVICE}/ModelInfer"),
+                           ("content-type", "application/grpc"),
+                           ("authorization", "Bearer s3cret")])
+        h.send_data(1, b"\x00\x00\x00\x10\x00partial")
+        sock.sendall(h.data_to_send())
+        t0 = time.monotonic()
+        while sock.recv(4096):
+            pass
+        assert 0.9 < time.monotonic() - t0 < 8 * SLOW, time.monotonic() - t0
+        sock.close()
         text = s.metrics()
         assert metric(text, 'resattn_requests_rejected_total{reason="unauthorized"}') >= 3
         assert metric(text, 'resattn_requests_rejected_total{reason="body_too_large"}') >= 1
