@@ -336,7 +336,7 @@ static void on_job_done(resattn_job *job) {
         set_answer(k, rc, &m);
         k->computed = !rc;
     }
-    /* what it holds now: the unpacked message (the input may be in it), the answer */
+    /* what it holds now: the body, the unpacked message, the answer */
     resattn_budget_hold_set(&k->hold, k->cap + k->msg_len + k->resp.len);
     pthread_mutex_lock(&s->lock);
     k->next_fin = s->finished;
@@ -411,7 +411,10 @@ static void model_infer(call *k, const unsigned char *msg, size_t len) {
         set_error(k, status, -1, "%s", err[0] ? err : "invalid request");
         return;
     }
-    resattn_budget_hold_set(&k->hold, len + resattn_budget_infer_bytes(info, k->ireq.n, 1));
+    /* held from here: the body (the raw tensor may be used in it), the unpacked message, and
+     * the logits and answer of its n images */
+    resattn_budget_hold_set(&k->hold,
+                            k->cap + len + resattn_budget_infer_bytes(info, k->ireq.n, 1));
     int nc = info->num_classes;
     if (!(k->logits = malloc(sizeof(float) * (size_t)nc * (size_t)k->ireq.n))) {
         set_error(k, 500, -1, "out of memory for %d x %d logits", k->ireq.n, nc);

@@ -604,6 +604,21 @@ def test_queue_full_and_timeouts():
         s.stop()
 
 
+def test_busy_port():
+    """A taken --grpc-port fails at once, before any model loads, naming the flag (exit 2)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run([BIN, "serve", "--host", "127.0.0.1", "--port", "0",
+                              "--grpc-port", str(port)], capture_output=True, text=True,
+                             timeout=60 * SLOW)
+    assert out.returncode == 2, (out.returncode, out.stderr)
+    assert f"cannot listen on 127.0.0.1:{port}: address already in use" in out.stderr, out.stderr
+    assert "choose another --grpc-port" in out.stderr, out.stderr
+    assert "classes, input" not in out.stderr, out.stderr  # no model was loaded
+
+
 def make_cert():
     cert, key = os.path.join(WORK, "cert.pem"), os.path.join(WORK, "key.pem")
     if not os.path.exists(cert):
@@ -803,7 +818,7 @@ def main():
     shared = ["test_every_rpc", "test_typed_raw_and_http_parity", "test_int_types_and_options",
               "test_images", "test_errors", "test_readme_client", "test_bad_protobuf",
               "test_bad_framing"]
-    own = ["test_limits_and_auth", "test_concurrent_calls_batch_with_http",
+    own = ["test_busy_port", "test_limits_and_auth", "test_concurrent_calls_batch_with_http",
            "test_queue_full_and_timeouts", "test_tls", "test_drain"]
     names = [n for n in shared + own if not ONLY or n in ONLY]
     failed = []
