@@ -145,6 +145,26 @@ run_wrk() { # label form(json|bin) conns duration bodyname model
     echo "$1 $2 c=$3: $line" >&2
 }
 
+# For the 224x224 overhead: N sequential requests on new connections; the server's CPU time
+# by thread and the counters that go with it.
+N=${N:-30}
+cpu_ns() { # pattern: nanoseconds on CPU of the server's threads whose name matches
+    local t sum=0
+    for t in /proc/"$SPID"/task/*; do
+        if [[ $(cat "$t/comm") =~ $1 ]]; then sum=$((sum + $(cut -d' ' -f1 "$t/schedstat"))); fi
+    done
+    echo "$sum"
+}
+# server CPU ns, transport threads' CPU ns (libmicrohttpd's, the gRPC loop's), forward CPU
+# ns, v2 infer requests and ModelInfer calls
+snapshot() {
+    local m
+    m=$(curl -sf "http://127.0.0.1:$PORT/metrics")
+    echo "$(cpu_ns .) $(cpu_ns '^(MHD|grpc)')" \
+        "$(awk '/^resattn_inference_cpu_seconds_total[{ ]/{s += $2} END{printf "%.0f", s * 1e9}' <<<"$m")" \
+        "$(awk '/^resattn_(http|grpc)_requests_total[{]endpoint="v2_infer"/{s += $2} END{printf "%.0f", s}' <<<"$m")"
+}
+
 if [ "$GRPC" = 1 ]; then
     # gRPC next to HTTP, one server with both ports; ROUNDS rounds, the forms in a rotated
     # order each round, medians reported. h2load: -c connections, one call at a time each
@@ -186,21 +206,6 @@ if [ "$GRPC" = 1 ]; then
     # connection per request (N sequential calls)
     FWD=$("$BIN" bench --model "$WORK/imagenet_se.safetensors" --batch 1 --threads 1 --iters 10)
     start_resattn "$WORK/imagenet_se.safetensors" 1
-    N=${N:-30}
-    cpu_ns() { # pattern: nanoseconds on CPU of the server's threads whose name matches
-        local t sum=0
-        for t in /proc/"$SPID"/task/*; do
-            if [[ $(cat "$t/comm") =~ $1 ]]; then sum=$((sum + $(cut -d' ' -f1 "$t/schedstat"))); fi
-        done
-        echo "$sum"
-    }
-    snapshot() { # server CPU ns, transport threads' CPU ns, forward CPU ns, infer calls
-        local m
-        m=$(curl -sf "http://127.0.0.1:$PORT/metrics")
-        echo "$(cpu_ns .) $(cpu_ns '^(MHD|grpc)')" \
-            "$(awk '/^resattn_inference_cpu_seconds_total[{ ]/{s += $2} END{printf "%.0f", s * 1e9}' <<<"$m")" \
-            "$(awk '/^resattn_(http|grpc)_requests_total[{]endpoint="v2_infer"/{s += $2} END{printf "%.0f", s}' <<<"$m")"
-    }
     hdr_for() { # form -> curl headers
         if [ "$1" = bin ]; then
             echo "-H Content-Type:application/octet-stream -H Inference-Header-Content-Length:$(cat "$WORK/big.hlen")"
@@ -364,21 +369,6 @@ FWD=$("$BIN" bench --model "$WORK/imagenet_se.safetensors" --batch 1 --threads 1
 "$WORK/bench_server_codec" "$WORK/imagenet_se.safetensors" 11 cpu >"$WORK/codec_cpu.md"
 "$WORK/bench_server_codec" "$WORK/imagenet_se.safetensors" 11 >"$WORK/codec_wall.md"
 start_resattn "$WORK/imagenet_se.safetensors" 1
-N=${N:-30}
-cpu_ns() { # pattern: nanoseconds on CPU of the server's threads whose name matches
-    local t sum=0
-    for t in /proc/"$SPID"/task/*; do
-        if [[ $(cat "$t/comm") =~ $1 ]]; then sum=$((sum + $(cut -d' ' -f1 "$t/schedstat"))); fi
-    done
-    echo "$sum"
-}
-snapshot() { # server CPU ns, libmicrohttpd threads' CPU ns, forward CPU ns, v2 infer requests
-    local m
-    m=$(curl -sf "http://127.0.0.1:$PORT/metrics")
-    echo "$(cpu_ns .) $(cpu_ns ^MHD)" \
-        "$(awk '/^resattn_inference_cpu_seconds_total[{ ]/{s += $2} END{printf "%.0f", s * 1e9}' <<<"$m")" \
-        "$(awk '/^resattn_http_requests_total[{]endpoint="v2_infer"/{s += $2} END{printf "%.0f", s}' <<<"$m")"
-}
 for form in json bin; do
     hdr=(-H "Content-Type: application/json")
     [ $form = bin ] && hdr=(-H 'Content-Type: application/octet-stream'
