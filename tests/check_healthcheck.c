@@ -194,8 +194,13 @@ START_TEST(test_not_ready) {
     ck_assert_int_eq(ut_write_file(path, model, len), 0);
     free(model);
     uh_server s;
-    const char *args[] = {"--model-repository", repo, "--model-control-mode", "poll",
-                          "--repository-poll-secs", "1", NULL};
+    const char *args[] = {"--model-repository",
+                          repo,
+                          "--model-control-mode",
+                          "poll",
+                          "--repository-poll-secs",
+                          "1",
+                          NULL};
     ck_assert_msg(uh_server_start(&s, args) == 0, "server did not start (log %s)", s.log);
     char port[16];
     snprintf(port, sizeof port, "%d", s.port);
@@ -276,8 +281,8 @@ START_TEST(test_api_key) {
     static const char *const ready_headers[] = {"Authorization: Bearer first-key-1111", NULL};
     uh_set_ready_headers(ready_headers);
     uh_server s;
-    const char *args[] = {"--model",     FIXTURE, "--api-key", "first-key-1111", "--api-key-file",
-                          keyfile,       "--auth-health", NULL};
+    const char *args[] = {"--model",        FIXTURE, "--api-key",     "first-key-1111",
+                          "--api-key-file", keyfile, "--auth-health", NULL};
     ck_assert_msg(uh_server_start(&s, args) == 0, "server did not start (log %s)", s.log);
     char port[16];
     snprintf(port, sizeof port, "%d", s.port);
