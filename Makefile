@@ -9,7 +9,9 @@ BUILD   ?= build
 OPT     ?= -O2
 NPROC   := $(shell nproc 2>/dev/null || echo 2)
 # What the binary links; the tests add Check and libcurl (installed by `make test` only).
-PKGS     = jansson libmicrohttpd openblas libpng libjpeg
+# GnuTLS comes with libmicrohttpd (libmicrohttpd-dev depends on libgnutls28-dev); the
+# healthcheck command uses it directly for its HTTPS probe.
+PKGS     = jansson libmicrohttpd openblas libpng libjpeg gnutls
 CFLAGS  += -std=c11 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE -pthread -Iinclude -Icore -Iserver \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread

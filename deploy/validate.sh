@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Offline validation of everything under deploy/ plus the Dockerfile, without a container
 # engine or a cluster (about 10 s once the npm packages are cached):
-#   - Dockerfile: multi-stage from debian:bookworm-slim, numeric non-root USER, HEALTHCHECK,
-#     EXPOSE, exec-form ENTRYPOINT running `resattn serve`; shell scripts parse (bash -n).
+#   - Dockerfile: builds on debian:bookworm-slim, final stage FROM scratch with only the root
+#     that deploy/image-root.sh assembled (no RUN: there is no shell), USER 10001:10001,
+#     HEALTHCHECK running `resattn healthcheck` (exec form), EXPOSE, exec-form ENTRYPOINT
+#     running `resattn serve`; nothing refers to the removed healthcheck.sh; shell scripts
+#     parse (bash -n).
 #   - Prometheus config and alert rules: promtool check config / rules, and the rules' unit
 #     tests (promtool test rules deploy/prometheus/rules.test.yml).
 #   - Compose: `docker-compose config` (Debian's docker-compose), then validate-compose.mjs
@@ -54,12 +57,23 @@ need_pkg() { # need_pkg COMMAND DEBIAN_PACKAGE
 
 echo "== Dockerfile and scripts"
 df=Dockerfile
-run "Dockerfile: builds from debian:bookworm-slim in two stages" \
-  test "$(grep -cE '^FROM (debian:bookworm-slim|\$\{DEBIAN_IMAGE\})' $df)" -ge 2 -a -n "$(grep -E '^ARG DEBIAN_IMAGE=debian:bookworm-slim$' $df)"
-run "Dockerfile: final USER is a numeric non-root UID" \
-  bash -c "u=\$(grep -E '^USER ' $df | tail -n1 | awk '{print \$2}' | cut -d: -f1); [[ \$u =~ ^[0-9]+\$ ]] && [ \$u -ne 0 ]"
-run "Dockerfile: HEALTHCHECK, EXPOSE 8080, ENTRYPOINT resattn serve" \
-  bash -c "grep -q '^HEALTHCHECK ' $df && grep -q '^EXPOSE 8080' $df && grep -q '^ENTRYPOINT \[\"/usr/local/bin/resattn\", \"serve\"\]' $df"
+# The final stage: every line from the last FROM on.
+fs=$TMP/final-stage
+awk '/^FROM /{buf=""} {buf=buf $0 "\n"} END{printf "%s", buf}' $df >"$fs"
+run "Dockerfile: build stage from debian:bookworm-slim, final stage FROM scratch" \
+  bash -c "grep -qxF 'FROM \${DEBIAN_IMAGE} AS build' $df && grep -qx 'ARG DEBIAN_IMAGE=debian:bookworm-slim' $df &&
+    head -n1 $fs | grep -qx 'FROM scratch'"
+run "Dockerfile: the final stage copies only the root image-root.sh assembles, runs nothing" \
+  bash -c "[ \$(grep -cE '^(COPY|ADD) ' $fs) = 1 ] && grep -qx 'COPY --from=build /image-root/ /' $fs &&
+    ! grep -qE '^RUN ' $fs && grep -q 'deploy/image-root.sh /out/resattn /image-root' $df"
+run "Dockerfile: final USER is 10001:10001" bash -c "grep -E '^USER ' $fs | tail -n1 | grep -qx 'USER 10001:10001'"
+run "Dockerfile: HEALTHCHECK runs resattn healthcheck (exec form), EXPOSE 8080, STOPSIGNAL SIGTERM, ENTRYPOINT resattn serve" \
+  bash -c "grep -q '^HEALTHCHECK ' $fs && grep -qF 'CMD [\"/usr/local/bin/resattn\", \"healthcheck\"]' $fs &&
+    grep -q '^EXPOSE 8080' $fs && grep -qx 'STOPSIGNAL SIGTERM' $fs &&
+    grep -qxF 'ENTRYPOINT [\"/usr/local/bin/resattn\", \"serve\"]' $fs"
+run "nothing refers to the removed deploy/healthcheck.sh" \
+  bash -c "! grep -rn 'healthcheck\.sh\|resattn-healthcheck' $df .dockerignore deploy tests/deploy --include='*' --exclude-dir=node_modules --exclude=validate.sh"
+run ".dockerignore lets deploy/image-root.sh into the build context" grep -qx '!deploy/image-root.sh' .dockerignore
 run "Dockerfile: OPENBLAS_CORETYPE set in the image" grep -q 'OPENBLAS_CORETYPE=\${OPENBLAS_CORETYPE}' $df
 run ".dockerignore keeps build trees and .git out" bash -c "grep -qx '.git' .dockerignore && grep -qx 'build-\*' .dockerignore"
 for s in deploy/*.sh deploy/lib/*.sh; do run "bash -n $s" bash -n "$s"; done

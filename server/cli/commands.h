@@ -7,6 +7,9 @@ int resattn_cmd_inspect(int argc, char **argv); /* server/cli/cmd_inspect.c */
 int resattn_cmd_predict(int argc, char **argv); /* server/cli/cmd_predict.c */
 int resattn_cmd_bench(int argc, char **argv);   /* server/cli/cmd_bench.c */
 
+/* GET /readyz of the server the serve options describe; 0 ready, 1 not (cmd_healthcheck.c). */
+int resattn_cmd_healthcheck(int argc, char **argv);
+
 /* ---- Shared by the subcommands (server/cli/cli_common.c) ------------------------------ */
 
 #include <resattn/resattn.h>
