@@ -114,7 +114,7 @@ for round in $(seq 1 "$ROUNDS"); do
     t2=$(now)
     mark "restart_end"
     restarts=$((restarts + 1))
-    line=$(python3 -c "import sys; a,b,c=map(float,sys.argv[1:]); print(f'SIGTERM to exit {b-a:.1f} s, start to UP in HAProxy {c-b:.1f} s')" "$t0" "$t1" "$t2")
+    line=$(python3 -c "import sys; a,b,c=map(float,sys.argv[1:]); print(f'stop (SIGTERM to exit, through docker-compose) {b-a:.1f} s, start to UP in HAProxy {c-b:.1f} s')" "$t0" "$t1" "$t2")
     if [ "$code" = 0 ] && [ "$up" = 1 ]; then
       ok "round $round $r: exit 0, $line"
     else
@@ -164,7 +164,9 @@ rep=$?
 cat "$TMP/report"
 while read -r l; do summary+=("$l"); done <"$TMP/report"
 [ $rep -eq 0 ] && ok "every request answered 200 through $restarts rolling restarts" ||
-  { fail "requests failed during the rolling restarts (see above)"; "${DC[@]}" logs --tail 30 haproxy | sed 's/^/    /'; }
+  { fail "requests failed during the rolling restarts (see above); HAProxy's log of them:"
+    "${DC[@]}" logs --no-color haproxy 2>/dev/null | grep -E ' (5[0-9][0-9]|4[0-9][0-9]|-1) [0-9-]+ ' |
+      head -n 20 | sed 's/^/    /'; }
 [ "$restarts" -ge 3 ] && [ "$bad_exit" -eq 0 ] && ok "$restarts restarts, each exit 0 and UP again" ||
   fail "$restarts restarts, $bad_exit bad"
 finish
