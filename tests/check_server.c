@@ -994,10 +994,12 @@ START_TEST(test_sigterm_under_load) {
     uh_server s;
     /* One worker, one image per batch: the 16 requests queued at the signal take 16 forward
      * passes to drain, long enough for the probe below to see readiness turn 503 even on a
-     * loaded machine. */
-    const char *args[] = {"--model",          path,  "--workers",   "1",
-                          "--blas-threads",   "1",   "--max-batch", "1",
-                          "--queue-capacity", "256", NULL};
+     * loaded machine. Under ASan those passes outlast the default 30 s request timeout (the
+     * last ones answered 504), so the timeout is raised: this test is about the drain. */
+    const char *args[] = {
+        "--model",     path, "--workers",        "1",   "--blas-threads",       "1",
+        "--max-batch", "1",  "--queue-capacity", "256", "--request-timeout-ms", "600000",
+        NULL};
     ck_assert_msg(uh_server_start(&s, args) == 0, "server did not start (log %s)", s.log);
     char infer[128];
     snprintf(infer, sizeof infer, "/v2/models/%s", strrchr(path, '/') + 1);
