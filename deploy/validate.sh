@@ -10,11 +10,17 @@
 #     tests (promtool test rules deploy/prometheus/rules.test.yml).
 #   - Compose: `docker-compose config` (Debian's docker-compose), then validate-compose.mjs
 #     (wiring, hardening, dashboard panels) and promtool on the dashboard's PromQL.
+#   - Load balancer (deploy/scale): `docker-compose config`, `haproxy -c`, and validate-scale.mjs
+#     (HAProxy's checks, retries and timeouts against the replicas' drain settings).
+#   - KServe (deploy/kserve): validate-kserve.mjs, the ServingRuntime and InferenceService
+#     against a hand-written subset of KServe v0.14's CRDs (unknown fields rejected) and the
+#     properties the two promise together.
 #   - Kubernetes: `kubectl kustomize` of deploy/k8s, custom-model and model-repository when kubectl
-#     is installed, and validate-k8s.mjs (kubernetes-models schemas + deployment properties).
+#     is installed, and validate-k8s.mjs (kubernetes-models schemas + deployment properties,
+#     including the termination arithmetic of deploy/README.md).
 #   - Every RESATTN_* variable the deploy files set is an option the server knows (read from
 #     `resattn serve --help` when a binary is built, else from server/*/*.c).
-# Installs docker-compose, prometheus (promtool), nodejs/npm from Debian when missing (as root),
+# Installs docker-compose, prometheus (promtool), haproxy, nodejs/npm from Debian when missing (as root),
 # and the pinned npm packages of tests/deploy (npm ci). Prints "validate: N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
@@ -117,6 +123,25 @@ else
   fail "docker-compose not available"
 fi
 
+echo "== Load balancer (deploy/scale)"
+if command -v docker-compose >/dev/null 2>&1; then
+  (cd deploy/scale && docker-compose -f compose.yml config) >"$TMP/scale.yaml" 2>"$TMP/scale.err" &&
+    ok "docker-compose config (deploy/scale/compose.yml)" ||
+    { fail "docker-compose config (deploy/scale)"; cat "$TMP/scale.err"; }
+  [ "$HAVE_NODE" = 1 ] && [ -s "$TMP/scale.yaml" ] &&
+    sub "validate-scale.mjs" node tests/deploy/validate-scale.mjs "$TMP/scale.yaml" deploy/scale/haproxy.cfg
+fi
+if need_pkg haproxy haproxy; then
+  # the replicas' names resolve only inside the compose network: unresolved servers are
+  # warnings (init-addr none), anything else is an error
+  run "haproxy -c -f deploy/scale/haproxy.cfg" haproxy -c -f deploy/scale/haproxy.cfg
+else
+  echo "note haproxy not installed: deploy/scale/haproxy.cfg syntax not checked (its relations are)"
+fi
+
+echo "== KServe (deploy/kserve, against a KServe v0.14 CRD subset)"
+[ "$HAVE_NODE" = 1 ] && sub "validate-kserve.mjs" node tests/deploy/validate-kserve.mjs deploy/kserve
+
 echo "== Kubernetes"
 rendered=()
 if command -v kubectl >/dev/null 2>&1; then
@@ -148,8 +173,8 @@ else
   src=""
 fi
 {
-  grep -ohE 'name: RESATTN_[A-Z0-9_]+' deploy/k8s -r | sed 's/name: //'
-  grep -oE '^ +RESATTN_[A-Z0-9_]+:' "$TMP/compose.yaml" 2>/dev/null | tr -d ' :'
+  grep -ohE 'name: RESATTN_[A-Z0-9_]+' deploy/k8s deploy/kserve -r | sed 's/name: //'
+  grep -ohE '^ +RESATTN_[A-Z0-9_]+:' "$TMP/compose.yaml" "$TMP/scale.yaml" 2>/dev/null | tr -d ' :'
   grep -oE 'RESATTN_[A-Z0-9_]+=' Dockerfile | tr -d '='
 } | sort -u >"$TMP/used"
 if [ -z "$src" ]; then
