@@ -9,7 +9,10 @@ BUILD   ?= build
 OPT     ?= -O2
 NPROC   := $(shell nproc 2>/dev/null || echo 2)
 # What the binary links; the tests add Check and libcurl (installed by `make test` only).
-PKGS     = jansson libmicrohttpd openblas libpng libjpeg libnghttp2 libprotobuf-c gnutls
+# GnuTLS comes with libmicrohttpd (libmicrohttpd-dev depends on libgnutls28-dev); the
+# healthcheck command uses it directly for its HTTPS probe, the gRPC server for TLS.
+# nghttp2 and protobuf-c: the gRPC server (server/grpc/).
+PKGS     = jansson libmicrohttpd openblas libpng libjpeg gnutls libnghttp2 libprotobuf-c
 CFLAGS  += -std=c11 $(OPT) -g -Wall -Wextra -Werror -D_GNU_SOURCE -pthread -Iinclude -Icore -Iserver \
            -I$(BUILD)/gen \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # End-to-end smoke test of the container image with podman (no Docker engine needed):
-# builds the Dockerfile, checks the image size (<= 150 MB), runs the image hardened like the
-# Kubernetes manifests (read-only root, no capabilities, no-new-privileges) on a free
-# 127.0.0.1 port, and checks /healthz, /readyz, a KServe v2 JSON prediction, an example image
-# through POST /predict, /metrics (promtool-clean, with every metric the Grafana dashboard
-# reads), the image's HEALTHCHECK (`podman healthcheck run`), the non-root UID of the server
+# builds the Dockerfile and checks the distroless image: size <= 60 MB, USER 10001, its
+# filesystem holds only the binary, shared libraries, the loader, /etc/passwd, /etc/group and
+# /models (no /bin/sh, apt, dpkg), `--entrypoint /bin/sh` cannot start, the binary works as
+# entrypoint for debugging (`inspect`). Then runs the image hardened like the Kubernetes
+# manifests (read-only root with no tmpfs at all, no capabilities, no-new-privileges) on a
+# free 127.0.0.1 port, and checks /healthz, /readyz, a KServe v2 JSON prediction, an example
+# image through POST /predict, /metrics (promtool-clean, with every metric the Grafana
+# dashboard reads), the image's HEALTHCHECK (`podman healthcheck run`, i.e. `resattn
+# healthcheck`; also exit 1 against a closed port), the UID and capabilities of the server
 # process, that the thread defaults follow a --cpus quota, and `podman stop` (SIGTERM) under
 # load: exit 0 with every request answered. Prints a summary and "smoke: N passed, N failed";
 # exit 1 on any failure.
@@ -16,7 +20,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 IMAGE=${IMAGE:-resattn:dev}
-MAX_BYTES=$((150 * 1000 * 1000))
+MAX_BYTES=$((60 * 1000 * 1000)) # podman counts MB as 10^6 bytes
 NAME=resattn-smoke-$$
 SUITE=smoke
 # shellcheck source=deploy/lib/container-test.sh
@@ -42,18 +46,55 @@ if [ "${SMOKE_NO_BUILD:-0}" != 1 ]; then
   fi
 fi
 size=$(podman image inspect --format '{{.Size}}' "$IMAGE" 2>/dev/null || echo 0)
-summary+=("image $IMAGE: $size bytes ($((size / 1000000)) MB), budget $((MAX_BYTES / 1000000)) MB")
-check "image size $((size / 1000000)) MB <= 150 MB" test "$size" -gt 0 -a "$size" -le "$MAX_BYTES"
-check "image has a HEALTHCHECK (docker format)" \
-  bash -c "podman image inspect --format '{{json .Config.Healthcheck}}' $IMAGE | grep -q resattn-healthcheck"
+mb=$(awk -v b="$size" 'BEGIN {printf "%.1f", b / 1e6}')
+echo "image $IMAGE: $size bytes = $mb MB (podman image inspect --format '{{.Size}}')"
+summary+=("image $IMAGE: $size bytes = $mb MB ($(awk -v b="$size" 'BEGIN {printf "%.1f", b / 1048576}') MiB), budget $((MAX_BYTES / 1000000)) MB")
+check "image size $mb MB <= 60 MB" test "$size" -gt 0 -a "$size" -le "$MAX_BYTES"
+check "image HEALTHCHECK runs the binary: [\"/usr/local/bin/resattn\", \"healthcheck\"] (docker format)" \
+  bash -c "podman image inspect --format '{{json .Config.Healthcheck.Test}}' $IMAGE | grep -qx '\[\"CMD\",\"/usr/local/bin/resattn\",\"healthcheck\"\]'"
 user=$(podman image inspect --format '{{.Config.User}}' "$IMAGE")
-check "image USER is non-root ($user)" bash -c "[[ '$user' =~ ^[1-9][0-9]*(:[0-9]+)?$ ]]"
+check "image USER is 10001:10001 ($user)" test "$user" = 10001:10001
+
+# ---- the image's filesystem --------------------------------------------------------------
+# Every file of the image, from an export of a created (never started) container.
+cid=$(podman create "$IMAGE" 2>/dev/null)
+podman export -o "$TMP/rootfs.tar" "$cid" 2>/dev/null
+podman rm "$cid" >/dev/null 2>&1
+tar --numeric-owner -tvf "$TMP/rootfs.tar" >"$TMP/files.txt"
+awk '{print $NF}' "$TMP/files.txt" | sed 's,^\./,,; s,/$,,' | sort >"$TMP/paths.txt"
+summary+=("image filesystem: $(grep -c '^-' "$TMP/files.txt") files, $(grep -c '^d' "$TMP/files.txt") directories, $(grep -c '^[lh]' "$TMP/files.txt") links")
+check "image filesystem listed ($(wc -l <"$TMP/paths.txt") entries)" test -s "$TMP/paths.txt"
+for f in bin/sh bin/bash bin/busybox usr/bin/sh usr/bin/apt usr/bin/apt-get usr/bin/dpkg bin/ls usr/bin/env; do
+  check "no /$f in the image" bash -c "! grep -qx '$f' $TMP/paths.txt"
+done
+# Regular files: the binary, /etc/passwd and /etc/group, shared objects; no links, no devices.
+extra=$(grep '^-' "$TMP/files.txt" | awk '{print $NF}' | sed 's,^\./,,' |
+  grep -vxE 'usr/local/bin/resattn|etc/passwd|etc/group|(usr/)?lib(64|/x86_64-linux-gnu)?/[^/]+\.so(\.[0-9]+)*' || true)
+check "only the binary, shared libraries, passwd and group are files${extra:+ (also: $(echo $extra))}" test -z "$extra"
+check "no symlinks, devices or other special files" bash -c "! grep -q '^[^-d]' $TMP/files.txt"
+check "/etc/passwd and /etc/group name UID/GID 10001" bash -c "
+  tar -xOf $TMP/rootfs.tar etc/passwd | grep -qE '^[a-z_][a-z0-9_-]*:x:10001:10001:' &&
+  tar -xOf $TMP/rootfs.tar etc/group | grep -qE '^[a-z_][a-z0-9_-]*:x:10001:'"
+check "/models is an empty directory owned by 10001" bash -c "
+  grep -qE '^d[rwx-]{9} 10001/10001 .* (\./)?models/?\$' $TMP/files.txt && [ \$(grep -c '^models/' $TMP/paths.txt) = 0 ]"
+# No shell to run: `--entrypoint /bin/sh` fails to start; the binary itself debugs.
+if podman run --rm --entrypoint /bin/sh "$IMAGE" -c 'echo shell' >"$TMP/sh.out" 2>&1; then
+  fail "podman run --entrypoint /bin/sh started a shell: $(head -c 200 "$TMP/sh.out")"
+elif grep -q '/bin/sh.*no such file or directory' "$TMP/sh.out"; then
+  ok "podman run --entrypoint /bin/sh fails: $(grep -o 'stat /bin/sh: [a-z ]*' "$TMP/sh.out" | head -n1)"
+else
+  fail "podman run --entrypoint /bin/sh failed, but not for want of /bin/sh: $(tail -n1 "$TMP/sh.out")"
+fi
+check "podman run --entrypoint /usr/local/bin/resattn IMAGE inspect (debugging without a shell)" \
+  bash -c "podman run --rm --entrypoint /usr/local/bin/resattn $IMAGE inspect 2>&1 | grep -qi 'param'"
 
 # ---- run ---------------------------------------------------------------------------------
 PORT=$(free_port)
 URL=http://127.0.0.1:$PORT
 echo "== podman run $NAME on $URL"
-if ! podman run -d --name "$NAME" -p "127.0.0.1:$PORT:8080" --read-only --tmpfs /tmp:size=16m \
+# --read-only-tmpfs=false: podman would otherwise mount writable tmpfs on /tmp, /var/tmp and
+# /run; the server needs no writable path at all.
+if ! podman run -d --name "$NAME" -p "127.0.0.1:$PORT:8080" --read-only --read-only-tmpfs=false \
   --cap-drop ALL --security-opt no-new-privileges -e RESATTN_LOG_FORMAT=json \
   -e RESATTN_DRAIN_TIMEOUT_MS=10000 "$IMAGE" >"$TMP/run.out" 2>&1; then
   fail "podman run"
@@ -150,11 +191,18 @@ else
 fi
 
 # ---- health check, user, CPU quota -------------------------------------------------------
-check "podman healthcheck run (HEALTHCHECK via /healthz)" podman healthcheck run "$NAME"
-uid=$(podman exec "$NAME" id -u 2>/dev/null)
-check "podman exec id -u = $uid (non-root)" test -n "$uid" -a "$uid" != 0
-pid1=$(podman exec "$NAME" awk '/^Uid:/ {print $2, $3, $4, $5}' /proc/1/status 2>/dev/null)
-check "server process (PID 1) runs as UID $pid1" bash -c "[ -n '$pid1' ] && ! echo '$pid1' | grep -qw 0"
+check "podman healthcheck run (HEALTHCHECK: resattn healthcheck, GET /readyz)" podman healthcheck run "$NAME"
+check "podman exec NAME resattn healthcheck (as a Kubernetes exec probe) -> 0" \
+  podman exec "$NAME" /usr/local/bin/resattn healthcheck
+check "resattn healthcheck against a closed port -> 1" bash -c "
+  podman exec $NAME /usr/local/bin/resattn healthcheck --port 9 2>&1; [ \$? = 1 ]"
+# podman top reads /proc from the host: no ps or id needed in the image.
+podman top "$NAME" huser hgroup capeff args >"$TMP/top.txt" 2>&1
+summary+=("server process: $(tail -n +2 "$TMP/top.txt" | head -n1 | tr -s ' ')")
+check "server process runs as UID/GID 10001 with no capabilities" \
+  bash -c "tail -n +2 $TMP/top.txt | grep -qE '^10001 +10001 +none +/usr/local/bin/resattn serve'"
+check "container filesystem unchanged by the server (podman diff: only runtime mount points)" \
+  bash -c "podman diff $NAME | grep -vxE 'C /etc|A /etc/(hosts|hostname|resolv.conf)|A /(dev|proc|sys|run)' | { ! grep .; }"
 rss=$(awk '/^process_resident_memory_bytes/ {printf "%d", $2 / 1048576}' "$TMP/metrics.txt" 2>/dev/null)
 [ -n "$rss" ] && summary+=("resident memory after warm-up and the predictions: ${rss} MiB")
 # Workers x BLAS threads follow the CPU quota: `resattn serve --help` reports the usable CPUs

@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
 # Offline validation of everything under deploy/ plus the Dockerfile, without a container
 # engine or a cluster (about 10 s once the npm packages are cached):
-#   - Dockerfile: multi-stage from debian:bookworm-slim, numeric non-root USER, HEALTHCHECK,
-#     EXPOSE, exec-form ENTRYPOINT running `resattn serve`; shell scripts parse (bash -n).
+#   - Dockerfile: builds on debian:bookworm-slim, final stage FROM scratch with only the root
+#     that deploy/image-root.sh assembled (no RUN: there is no shell), USER 10001:10001,
+#     HEALTHCHECK running `resattn healthcheck` (exec form), EXPOSE, exec-form ENTRYPOINT
+#     running `resattn serve`; nothing refers to the removed healthcheck.sh; shell scripts
+#     parse (bash -n).
 #   - Prometheus config and alert rules: promtool check config / rules, and the rules' unit
 #     tests (promtool test rules deploy/prometheus/rules.test.yml).
 #   - Compose: `docker-compose config` (Debian's docker-compose), then validate-compose.mjs
 #     (wiring, hardening, dashboard panels) and promtool on the dashboard's PromQL.
+#   - Load balancer (deploy/scale): `docker-compose config`, `haproxy -c`, and validate-scale.mjs
+#     (HAProxy's checks, retries and timeouts against the replicas' drain settings).
+#   - KServe (deploy/kserve): validate-kserve.mjs, the ServingRuntime and InferenceService
+#     against a hand-written subset of KServe v0.14's CRDs (unknown fields rejected) and the
+#     properties the two promise together.
 #   - Kubernetes: `kubectl kustomize` of deploy/k8s, custom-model and model-repository when kubectl
-#     is installed, and validate-k8s.mjs (kubernetes-models schemas + deployment properties).
+#     is installed, and validate-k8s.mjs (kubernetes-models schemas + deployment properties,
+#     including the termination arithmetic of deploy/README.md).
 #   - Every RESATTN_* variable the deploy files set is an option the server knows (read from
 #     `resattn serve --help` when a binary is built, else from server/*/*.c).
-# Installs docker-compose, prometheus (promtool), nodejs/npm from Debian when missing (as root),
+# Installs docker-compose, prometheus (promtool), haproxy, nodejs/npm from Debian when missing (as root),
 # and the pinned npm packages of tests/deploy (npm ci). Prints "validate: N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
@@ -54,12 +63,23 @@ need_pkg() { # need_pkg COMMAND DEBIAN_PACKAGE
 
 echo "== Dockerfile and scripts"
 df=Dockerfile
-run "Dockerfile: builds from debian:bookworm-slim in two stages" \
-  test "$(grep -cE '^FROM (debian:bookworm-slim|\$\{DEBIAN_IMAGE\})' $df)" -ge 2 -a -n "$(grep -E '^ARG DEBIAN_IMAGE=debian:bookworm-slim$' $df)"
-run "Dockerfile: final USER is a numeric non-root UID" \
-  bash -c "u=\$(grep -E '^USER ' $df | tail -n1 | awk '{print \$2}' | cut -d: -f1); [[ \$u =~ ^[0-9]+\$ ]] && [ \$u -ne 0 ]"
-run "Dockerfile: HEALTHCHECK, EXPOSE 8080, ENTRYPOINT resattn serve" \
-  bash -c "grep -q '^HEALTHCHECK ' $df && grep -q '^EXPOSE 8080' $df && grep -q '^ENTRYPOINT \[\"/usr/local/bin/resattn\", \"serve\"\]' $df"
+# The final stage: every line from the last FROM on.
+fs=$TMP/final-stage
+awk '/^FROM /{buf=""} {buf=buf $0 "\n"} END{printf "%s", buf}' $df >"$fs"
+run "Dockerfile: build stage from debian:bookworm-slim, final stage FROM scratch" \
+  bash -c "grep -qxF 'FROM \${DEBIAN_IMAGE} AS build' $df && grep -qx 'ARG DEBIAN_IMAGE=debian:bookworm-slim' $df &&
+    head -n1 $fs | grep -qx 'FROM scratch'"
+run "Dockerfile: the final stage copies only the root image-root.sh assembles, runs nothing" \
+  bash -c "[ \$(grep -cE '^(COPY|ADD) ' $fs) = 1 ] && grep -qx 'COPY --from=build /image-root/ /' $fs &&
+    ! grep -qE '^RUN ' $fs && grep -q 'deploy/image-root.sh /out/resattn /image-root' $df"
+run "Dockerfile: final USER is 10001:10001" bash -c "grep -E '^USER ' $fs | tail -n1 | grep -qx 'USER 10001:10001'"
+run "Dockerfile: HEALTHCHECK runs resattn healthcheck (exec form), EXPOSE 8080, STOPSIGNAL SIGTERM, ENTRYPOINT resattn serve" \
+  bash -c "grep -q '^HEALTHCHECK ' $fs && grep -qF 'CMD [\"/usr/local/bin/resattn\", \"healthcheck\"]' $fs &&
+    grep -q '^EXPOSE 8080' $fs && grep -qx 'STOPSIGNAL SIGTERM' $fs &&
+    grep -qxF 'ENTRYPOINT [\"/usr/local/bin/resattn\", \"serve\"]' $fs"
+run "nothing refers to the removed deploy/healthcheck.sh" \
+  bash -c "! grep -rn 'healthcheck\.sh\|resattn-healthcheck' $df .dockerignore deploy tests/deploy --include='*' --exclude-dir=node_modules --exclude=validate.sh"
+run ".dockerignore lets deploy/image-root.sh into the build context" grep -qx '!deploy/image-root.sh' .dockerignore
 run "Dockerfile: OPENBLAS_CORETYPE set in the image" grep -q 'OPENBLAS_CORETYPE=\${OPENBLAS_CORETYPE}' $df
 run ".dockerignore keeps build trees and .git out" bash -c "grep -qx '.git' .dockerignore && grep -qx 'build-\*' .dockerignore"
 for s in deploy/*.sh deploy/lib/*.sh; do run "bash -n $s" bash -n "$s"; done
@@ -103,6 +123,25 @@ else
   fail "docker-compose not available"
 fi
 
+echo "== Load balancer (deploy/scale)"
+if command -v docker-compose >/dev/null 2>&1; then
+  (cd deploy/scale && docker-compose -f compose.yml config) >"$TMP/scale.yaml" 2>"$TMP/scale.err" &&
+    ok "docker-compose config (deploy/scale/compose.yml)" ||
+    { fail "docker-compose config (deploy/scale)"; cat "$TMP/scale.err"; }
+  [ "$HAVE_NODE" = 1 ] && [ -s "$TMP/scale.yaml" ] &&
+    sub "validate-scale.mjs" node tests/deploy/validate-scale.mjs "$TMP/scale.yaml" deploy/scale/haproxy.cfg
+fi
+if need_pkg haproxy haproxy; then
+  # the replicas' names resolve only inside the compose network: unresolved servers are
+  # warnings (init-addr none), anything else is an error
+  run "haproxy -c -f deploy/scale/haproxy.cfg" haproxy -c -f deploy/scale/haproxy.cfg
+else
+  echo "note haproxy not installed: deploy/scale/haproxy.cfg syntax not checked (its relations are)"
+fi
+
+echo "== KServe (deploy/kserve, against a KServe v0.14 CRD subset)"
+[ "$HAVE_NODE" = 1 ] && sub "validate-kserve.mjs" node tests/deploy/validate-kserve.mjs deploy/kserve
+
 echo "== Kubernetes"
 rendered=()
 if command -v kubectl >/dev/null 2>&1; then
@@ -134,8 +173,8 @@ else
   src=""
 fi
 {
-  grep -ohE 'name: RESATTN_[A-Z0-9_]+' deploy/k8s -r | sed 's/name: //'
-  grep -oE '^ +RESATTN_[A-Z0-9_]+:' "$TMP/compose.yaml" 2>/dev/null | tr -d ' :'
+  grep -ohE 'name: RESATTN_[A-Z0-9_]+' deploy/k8s deploy/kserve -r | sed 's/name: //'
+  grep -ohE '^ +RESATTN_[A-Z0-9_]+:' "$TMP/compose.yaml" "$TMP/scale.yaml" 2>/dev/null | tr -d ' :'
   grep -oE 'RESATTN_[A-Z0-9_]+=' Dockerfile | tr -d '='
 } | sort -u >"$TMP/used"
 if [ -z "$src" ]; then

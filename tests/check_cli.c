@@ -4,7 +4,8 @@
  * serves the built-in model beside a file under names given on the command line
  * (--model builtin, --model NAME=PATH) and takes CMYK JPEGs; a file that is not safetensors
  * says so; option errors name the flag; `inspect` shows the served name and PyTorch's
- * parameter count; `bench` names its model and warns about more threads than usable CPUs.
+ * parameter count; `bench` names its model and warns about more threads than usable CPUs; a
+ * --model directory stands for the one .safetensors file in it (KServe's /mnt/models).
  */
 #include "cli/config.h"
 #include "util_http.h"
@@ -284,6 +285,47 @@ START_TEST(serve_builtin_beside_file) {
 }
 END_TEST
 
+/* --model DIR stands for the one .safetensors file in DIR (hidden names skipped), as KServe's
+ * storage initializer leaves a model in /mnt/models; none or several is exit 2, one line. */
+START_TEST(model_directory) {
+    char dir[] = "/tmp/resattn-cli-dir-XXXXXX", file[128], hidden[128], second[128], arg[160];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    size_t len;
+    unsigned char *m = ut_read_file("tests/fixtures/basic_cifar_se.safetensors", &len);
+    ck_assert_ptr_nonnull(m);
+    snprintf(file, sizeof file, "%s/anyname.safetensors", dir);
+    snprintf(hidden, sizeof hidden, "%s/.partial.safetensors", dir);
+    snprintf(second, sizeof second, "%s/other.safetensors", dir);
+    ck_assert_int_eq(ut_write_file(hidden, m, len), 0);
+    run_result rr;
+    snprintf(arg, sizeof arg, "serve --host 127.0.0.1 --port 0 --model %s", dir);
+    run(arg, &rr); /* only a hidden file: none */
+    ck_assert_msg(rr.status == 2 && rr.err_lines == 1 && strstr(rr.err, dir) &&
+                      strstr(rr.err, "no .safetensors file"),
+                  "exit %d '%s'", rr.status, rr.err);
+    ck_assert_int_eq(ut_write_file(file, m, len), 0);
+    snprintf(arg, sizeof arg, "isvc=%s", dir);
+    uh_server s;
+    const char *args[] = {"--model", arg, "--model", dir, NULL};
+    ck_assert_msg(uh_server_start(&s, args) == 0, "server did not start (log %s)", s.log);
+    const char *names[] = {"/v2/models/isvc", "/v2/models/basic_cifar_se/ready"};
+    for (int i = 0; i < 2; i++) {
+        uh_response r;
+        ck_assert_int_eq(uh_request(s.port, "GET", names[i], NULL, NULL, 0, &r), 0);
+        ck_assert_msg(r.status == 200, "%s: %ld", names[i], r.status);
+        uh_response_release(&r);
+    }
+    ck_assert_int_eq(uh_server_stop(&s, SIGTERM, 10000), 0);
+    ck_assert_int_eq(ut_write_file(second, m, len), 0);
+    snprintf(arg, sizeof arg, "inspect --model %s", dir);
+    run(arg, &rr);
+    ck_assert_msg(rr.status != 0 && rr.err_lines == 1 && strstr(rr.err, "2 .safetensors files"),
+                  "exit %d '%s'", rr.status, rr.err);
+    free(m);
+    ut_rm_tree(dir);
+}
+END_TEST
+
 Suite *cli_suite(void) {
     Suite *s = suite_create("cli");
     TCase *t = tcase_create("cli");
@@ -294,6 +336,7 @@ Suite *cli_suite(void) {
     tcase_add_test(t, inspect_names_and_counts);
     tcase_add_test(t, bench_names_model_and_warns);
     tcase_add_test(t, serve_builtin_beside_file);
+    tcase_add_test(t, model_directory);
     suite_add_tcase(s, t);
     return s;
 }

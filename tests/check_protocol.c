@@ -1863,6 +1863,48 @@ START_TEST(truncations_and_mutations) {
 }
 END_TEST
 
+/* qsort order for the naive reference: larger first, NaN last, ties by index. */
+static const float *rank_v;
+static int rank_cmp(const void *pa, const void *pb) {
+    int a = *(const int *)pa, b = *(const int *)pb;
+    int an = isnan(rank_v[a]), bn = isnan(rank_v[b]);
+    if (an != bn)
+        return an - bn;
+    if (!an && rank_v[a] != rank_v[b])
+        return rank_v[a] > rank_v[b] ? -1 : 1;
+    return a - b;
+}
+
+/* resattn_top_indices against a full sort, on values with many ties and some NaN, for every
+ * top from 1 to k (heap edge cases: top 1, top k, top a power of two and not). */
+START_TEST(top_indices_equal_sort) {
+    srand(7);
+    int ks[] = {1, 2, 3, 10, 17, 64, 1000};
+    for (size_t t = 0; t < sizeof ks / sizeof *ks; t++) {
+        int k = ks[t];
+        float *v = malloc(sizeof *v * (size_t)k);
+        int *want = malloc(sizeof *want * (size_t)k), *got = malloc(sizeof *got * (size_t)k);
+        for (int c = 0; c < k; c++)
+            v[c] = rand() % 13 == 0 ? NAN : (float)(rand() % 7) - 3.0f; /* ties, NaN */
+        for (int c = 0; c < k; c++)
+            want[c] = c;
+        rank_v = v;
+        qsort(want, (size_t)k, sizeof *want, rank_cmp);
+        for (int top = 1; top <= k; top += top < 20 ? 1 : 97) {
+            resattn_top_indices(v, k, top, got);
+            for (int j = 0; j < top; j++)
+                ck_assert_msg(got[j] == want[j], "k=%d top=%d rank %d: got %d, want %d", k, top, j,
+                              got[j], want[j]);
+        }
+        resattn_top_indices(v, k, k, got);
+        ck_assert_int_eq(memcmp(got, want, sizeof *got * (size_t)k), 0);
+        free(v);
+        free(want);
+        free(got);
+    }
+}
+END_TEST
+
 Suite *protocol_suite(void) {
     Suite *s = suite_create("protocol");
     TCase *tc = tcase_create("v2");
@@ -1884,6 +1926,7 @@ Suite *protocol_suite(void) {
     tcase_add_test(tc, numbers_f32_midpoints);
     tcase_add_test(tc, numbers_scan_equal_strtof);
     tcase_add_test(tc, format_f32_equals_printf);
+    tcase_add_test(tc, top_indices_equal_sort);
     tcase_add_test(tc, simd_scan_styles);
     tcase_add_test(tc, simd_scan_equal_strtof);
     tcase_add_test(tc, simd_scan_ends);

@@ -210,6 +210,7 @@ START_TEST(test_help_lists_env) {
                           "--max-delay-ms",
                           "RESATTN_QUEUE_CAPACITY",
                           "--drain-timeout-ms",
+                          "RESATTN_DRAIN_DELAY_MS",
                           "--log-format",
                           "--blas-threads",
                           "--port-file"};
@@ -998,10 +999,12 @@ START_TEST(test_sigterm_under_load) {
     uh_server s;
     /* One worker, one image per batch: the 16 requests queued at the signal take 16 forward
      * passes to drain, long enough for the probe below to see readiness turn 503 even on a
-     * loaded machine. */
-    const char *args[] = {"--model",          path,  "--workers",   "1",
-                          "--blas-threads",   "1",   "--max-batch", "1",
-                          "--queue-capacity", "256", NULL};
+     * loaded machine. Under ASan those passes outlast the default 30 s request timeout (the
+     * last ones answered 504), so the timeout is raised: this test is about the drain. */
+    const char *args[] = {
+        "--model",     path, "--workers",        "1",   "--blas-threads",       "1",
+        "--max-batch", "1",  "--queue-capacity", "256", "--request-timeout-ms", "600000",
+        NULL};
     ck_assert_msg(uh_server_start(&s, args) == 0, "server did not start (log %s)", s.log);
     char infer[128];
     snprintf(infer, sizeof infer, "/v2/models/%s", strrchr(path, '/') + 1);
@@ -1050,6 +1053,88 @@ START_TEST(test_sigterm_under_load) {
 }
 END_TEST
 
+/* One v2 infer request of the fixture model on c; the status, Connection header in conn. */
+static long infer_once(uh_client *c, const resattn_model_info *info, char *conn, size_t conn_len) {
+    size_t per = (size_t)info->in_channels * info->in_height * info->in_width;
+    float *x = malloc(sizeof(float) * per);
+    fill(x, per, 7);
+    char *body = v2_body(x, 1, info->in_channels, info->in_height, info->in_width, NULL);
+    uh_response r;
+    uh_client_request(c, "POST", "/v2/models/basic_cifar_se/infer", JSON_CT, body, strlen(body),
+                      &r);
+    long status = r.status;
+    snprintf(conn, conn_len, "%s", r.connection);
+    uh_response_release(&r);
+    free(body);
+    free(x);
+    return status;
+}
+
+/* --drain-delay-ms: after SIGTERM readiness is 503 at once, but the listener stays open and
+ * requests on new and on kept-alive connections are answered 200 with Connection: close (so
+ * clients move elsewhere) until the delay is over; then the usual drain and exit 0. */
+START_TEST(test_drain_delay_serves_on) {
+    resattn_model *m = load_model(FIXTURE ".safetensors");
+    const resattn_model_info *info = resattn_model_get_info(m);
+    uh_server s;
+    const char *args[] = {"--model", FIXTURE ".safetensors", "--drain-delay-ms", "2000", NULL};
+    ck_assert_msg(uh_server_start(&s, args) == 0, "server did not start (log %s)", s.log);
+    char conn[32];
+    uh_client *kept = uh_client_new(s.port); /* a keep-alive connection opened before */
+    ck_assert_int_eq(infer_once(kept, info, conn, sizeof conn), 200);
+    ck_assert_str_eq(conn, ""); /* kept alive while serving normally */
+    double t0 = uh_now_s();
+    kill(s.pid, SIGTERM);
+    uh_response r = {0};
+    long ready = 0;
+    while (uh_now_s() - t0 < 1.5 && ready != 503) {
+        uh_request(s.port, "GET", "/readyz", NULL, NULL, 0, &r);
+        ready = r.status;
+        uh_response_release(&r);
+        if (ready != 503)
+            uh_sleep_ms(10);
+    }
+    ck_assert_msg(ready == 503, "/readyz after SIGTERM: %ld", ready);
+    /* still inside the delay: a new connection and the kept one are both served */
+    uh_client *fresh = uh_client_new(s.port);
+    ck_assert_int_eq(infer_once(fresh, info, conn, sizeof conn), 200);
+    ck_assert_str_eq(conn, "close");
+    ck_assert_int_eq(infer_once(kept, info, conn, sizeof conn), 200);
+    ck_assert_str_eq(conn, "close");
+    double served_at = uh_now_s() - t0;
+    uh_client_free(fresh);
+    uh_client_free(kept);
+    ck_assert_msg(served_at < 2.0, "the checks took %.2f s, past the delay", served_at);
+    /* no second signal: the server ends the delay, drains and exits by itself */
+    int status = uh_server_stop(&s, 0, 30000);
+    double took = uh_now_s() - t0;
+    ck_assert_int_eq(status, 0);
+    ck_assert_msg(took >= 1.9, "exited %.2f s after SIGTERM, before the 2 s delay", took);
+    resattn_model_free(m);
+}
+END_TEST
+
+/* A second SIGTERM ends the drain delay early: the server exits 0 long before it is over. */
+START_TEST(test_drain_delay_second_signal) {
+    uh_server s;
+    const char *args[] = {"--model", FIXTURE ".safetensors", "--drain-delay-ms", "600000", NULL};
+    ck_assert_msg(uh_server_start(&s, args) == 0, "server did not start (log %s)", s.log);
+    double t0 = uh_now_s();
+    kill(s.pid, SIGTERM);
+    uh_response r = {0};
+    long ready = 0;
+    while (uh_now_s() - t0 < 5 && ready != 503) {
+        uh_request(s.port, "GET", "/readyz", NULL, NULL, 0, &r);
+        ready = r.status;
+        uh_response_release(&r);
+    }
+    ck_assert_msg(ready == 503, "/readyz after SIGTERM: %ld", ready);
+    int status = uh_server_stop(&s, SIGTERM, 20000);
+    ck_assert_int_eq(status, 0);
+    ck_assert_msg(uh_now_s() - t0 < 20, "the second SIGTERM did not end the delay");
+}
+END_TEST
+
 START_TEST(test_builtin_model_or_exit_2) {
     if (resattn_default_model_size == 0) {
         char cmd[512];
@@ -1090,6 +1175,8 @@ Suite *server_suite(void) {
     tcase_add_test(http, test_queue_full_503);
     tcase_add_test(http, test_timeout_504);
     tcase_add_test(http, test_sigterm_under_load);
+    tcase_add_test(http, test_drain_delay_serves_on);
+    tcase_add_test(http, test_drain_delay_second_signal);
     tcase_add_test(http, test_builtin_model_or_exit_2);
     tcase_set_timeout(http, 180);
     suite_add_tcase(s, http);

@@ -7,18 +7,40 @@
  * linked into the binary (a file of that name is ./builtin). The text before the first '='
  * is a name when it is a valid model name (no '/', so dir/a=b.safetensors stays a path).
  * The served name is, first found: NAME=, the config's "name", the file stem, "default".
+ * A PATH that is a directory means the single .safetensors file in it (KServe's /mnt/models).
  * Models load in the precision of --precision / RESATTN_PRECISION (resattn_cli_precision).
  */
 #include "cli/commands.h"
 #include "cli/default_model.h"
 #include "model/config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define BUILTIN "builtin"
+#define SUFFIX ".safetensors"
+
+/* A directory given as --model: count its visible *.safetensors entries and keep the first
+ * one's path in spec->file (used only when it is the only one). */
+static void find_model_file(const char *dir, resattn_cli_model_spec *spec) {
+    DIR *d = opendir(dir);
+    spec->dir_files = 0;
+    if (!d)
+        return;
+    size_t sl = strlen(SUFFIX);
+    for (struct dirent *e; (e = readdir(d));) {
+        size_t n = strlen(e->d_name);
+        if (e->d_name[0] == '.' || n <= sl || strcmp(e->d_name + n - sl, SUFFIX))
+            continue;
+        if (spec->dir_files++ == 0)
+            snprintf(spec->file, sizeof spec->file, "%s/%s", dir, e->d_name);
+    }
+    closedir(d);
+}
 
 int resattn_cli_model_arg(const char *arg, resattn_cli_model_spec *spec) {
     memset(spec, 0, sizeof *spec);
@@ -37,6 +59,13 @@ int resattn_cli_model_arg(const char *arg, resattn_cli_model_spec *spec) {
         return -1;
     spec->path = path;
     spec->builtin = !strcmp(path, BUILTIN);
+    spec->dir_files = -1;
+    struct stat st;
+    if (!spec->builtin && stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        find_model_file(path, spec);
+        if (spec->dir_files == 1)
+            spec->path = spec->file;
+    }
     return 0;
 }
 
@@ -64,6 +93,14 @@ void resattn_cli_model_name(const resattn_cli_model_spec *spec, const resattn_mo
 resattn_status resattn_cli_model_open(const resattn_cli_model_spec *spec, resattn_model **out,
                                       char *err, size_t err_len) {
     resattn_model_options opts = {.precision = spec->precision};
+    if (spec->dir_files == 0 || spec->dir_files > 1) {
+        if (spec->dir_files)
+            snprintf(err, err_len, "%s is a directory with %d .safetensors files; give the file",
+                     spec->path, spec->dir_files);
+        else
+            snprintf(err, err_len, "%s is a directory with no .safetensors file", spec->path);
+        return RESATTN_ERR_INVALID_ARGUMENT;
+    }
     if (!spec->builtin)
         return resattn_model_load_file_opts(spec->path, &opts, out, err, err_len);
     if (resattn_default_model_size == 0) {

@@ -207,20 +207,17 @@ static void print_logits(const resattn_model_info *in, const float *logits, int 
 
 /* The top_k labels of one image by softmax probability. */
 static void print_top_k(const resattn_model_info *in, const float *logits, int top_k) {
-    int k = in->num_classes;
+    int k = in->num_classes, top = top_k < k ? top_k : k;
     float *p = malloc(sizeof(float) * (size_t)k);
-    if (!p)
-        return;
-    resattn_softmax_rows(logits, 1, k, p);
-    for (int i = 0; i < top_k && i < k; i++) {
-        int best = -1;
-        for (int c = 0; c < k; c++)
-            if (p[c] >= 0 && (best < 0 || p[c] > p[best]))
-                best = c;
-        printf("%d. %s (class %d): %.4f\n", i + 1, in->labels ? in->labels[best] : "-", best,
-               p[best]);
-        p[best] = -1; /* taken */
+    int *idx = malloc(sizeof(int) * (size_t)k);
+    if (p && idx && top > 0) {
+        resattn_softmax_rows(logits, 1, k, p);
+        resattn_top_indices(p, k, top, idx);
+        for (int i = 0; i < top; i++)
+            printf("%d. %s (class %d): %.4f\n", i + 1, in->labels ? in->labels[idx[i]] : "-",
+                   idx[i], p[idx[i]]);
     }
+    free(idx);
     free(p);
 }
 

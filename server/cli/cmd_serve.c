@@ -6,8 +6,9 @@
  * are blocked before our threads start, so libmicrohttpd and worker threads never take them;
  * OpenBLAS starts its own threads before main, with signals unblocked, so a tiny handler that only
  * records the signal covers a signal delivered there (the default action would kill the process
- * mid-drain). On a signal it drains: readiness turns 503, the listener closes, queued and running
- * requests finish (within --drain-timeout-ms), then everything stops and the process exits 0.
+ * mid-drain). On a signal it drains: readiness turns 503, (after --drain-delay-ms of serving on,
+ * for load balancers to notice) the listener closes, queued and running requests finish
+ * (within --drain-timeout-ms), then everything stops and the process exits 0.
  *
  * Before serving it sets the memory budget (runtime/budget.h): --max-memory-bytes, or the
  * cgroup memory limit (else physical memory) less what the loaded models, their workspaces,
@@ -593,6 +594,35 @@ static int wait_signal(server *s, const sigset_t *set) {
     }
 }
 
+/* --drain-delay-ms: keep serving with readiness 503 (and Connection: close on every answer)
+ * before the listener closes. Load balancers notice the 503 only at their next health check,
+ * and Kubernetes removes the pod from its endpoints asynchronously (each node's proxy on its
+ * own schedule), so for this long new connections still arrive and must be answered. A
+ * second SIGTERM/SIGINT ends the wait (an operator who means "now"); SIGHUP still rescans. */
+static void drain_delay(server *s, const sigset_t *set, const char *why) {
+    if (s->cfg.drain_delay_ms <= 0)
+        return;
+    resattn_http_announce_drain(s->http);
+    say(s, "info", "%s: readiness 503, serving %d ms more before draining", why,
+        s->cfg.drain_delay_ms);
+    double until = resattn_now() + s->cfg.drain_delay_ms * 1e-3;
+    for (double now = resattn_now(); now < until; now = resattn_now()) {
+        double left = until - now < 0.1 ? until - now : 0.1;
+        struct timespec tick = {0, (long)(left * 1e9)};
+        int sig = sigtimedwait(set, NULL, &tick);
+        if (sig <= 0 && signal_seen) {
+            sig = signal_seen;
+            signal_seen = 0;
+        }
+        if (sig == SIGHUP) {
+            resattn_repository_rescan(s->repo);
+        } else if (sig > 0) {
+            say(s, "info", "%s again: drain delay cut short", sig == SIGINT ? "SIGINT" : "SIGTERM");
+            return;
+        }
+    }
+}
+
 int resattn_cmd_serve(int argc, char **argv) {
     static server s; /* large; zero-initialised */
     s.listen_fd = s.grpc_fd = -1;
@@ -655,6 +685,7 @@ int resattn_cmd_serve(int argc, char **argv) {
         return rc == -2 ? 2 : 1;
     }
     int sig = wait_signal(&s, &set);
+    drain_delay(&s, &set, sig == SIGINT ? "SIGINT" : "SIGTERM");
     say(&s, "info", "%s: draining (timeout %d ms)", sig == SIGINT ? "SIGINT" : "SIGTERM",
         s.cfg.drain_timeout_ms);
     rc = drain(&s);

@@ -7,6 +7,9 @@ int resattn_cmd_inspect(int argc, char **argv); /* server/cli/cmd_inspect.c */
 int resattn_cmd_predict(int argc, char **argv); /* server/cli/cmd_predict.c */
 int resattn_cmd_bench(int argc, char **argv);   /* server/cli/cmd_bench.c */
 
+/* GET /readyz of the server the serve options describe; 0 ready, 1 not (cmd_healthcheck.c). */
+int resattn_cmd_healthcheck(int argc, char **argv);
+
 /* ---- Shared by the subcommands (server/cli/cli_common.c) ------------------------------ */
 
 #include <resattn/resattn.h>
@@ -16,12 +19,17 @@ int resattn_cmd_bench(int argc, char **argv);   /* server/cli/cmd_bench.c */
  * in (FP32 after resattn_cli_model_arg; the caller sets it from --precision). */
 typedef struct resattn_cli_model_spec {
     char name[128];              /* NAME= part, or "" */
-    const char *path;            /* points into the argument */
+    const char *path;            /* points into the argument, or to `file` (do not copy) */
     int builtin;                 /* the model linked into the binary */
     resattn_precision precision; /* requested; resattn_model_info says what runs */
+    int dir_files;               /* PATH is a directory: its .safetensors files; else -1 */
+    char file[4096];             /* DIR/the-one.safetensors when dir_files == 1 */
 } resattn_cli_model_spec;
 
-/* Split a --model argument; -1 when it names no file (empty path). */
+/* Split a --model argument; -1 when it names no file (empty path). A PATH that is a directory
+ * stands for the one .safetensors file in it (hidden names skipped), which is how KServe's
+ * storage initializer leaves a model in /mnt/models; with none or several, opening the spec
+ * fails with a message saying so. */
 int resattn_cli_model_arg(const char *arg, resattn_cli_model_spec *spec);
 /* The name `serve` gives the model: NAME=, else the config's "name", else the file stem
  * ("default" for the built-in model). */

@@ -71,6 +71,11 @@ static const option_def options[] = {
      1, 86400000, "MS", "a request not computed within this answers 504"},
     {"drain-timeout-ms", "RESATTN_DRAIN_TIMEOUT_MS", OPT_INT, OFF(drain_timeout_ms), "30000", 0,
      86400000, "MS", "on SIGTERM/SIGINT, longest wait for queued and running requests"},
+    {"drain-delay-ms", "RESATTN_DRAIN_DELAY_MS", OPT_INT, OFF(drain_delay_ms), "0", 0, 3600000,
+     "MS",
+     "on SIGTERM/SIGINT, keep serving this long with /readyz 503 and Connection: close "
+     "before closing the listener (load balancers and endpoints catch up); a second signal "
+     "ends it early"},
     {"log-format", "RESATTN_LOG_FORMAT", OPT_LOGFMT, OFF(log_json), "text", 0, 0, "text|json",
      "access log format (stderr)"},
     {"allow-nonfinite", "RESATTN_ALLOW_NONFINITE", OPT_BOOL, OFF(allow_nonfinite), "0", 0, 0, NULL,

@@ -29,6 +29,7 @@ typedef struct resattn_server_config {
     long long max_body_bytes;
     int request_timeout_ms;
     int drain_timeout_ms;
+    int drain_delay_ms;  /* serve with readiness 503 this long after the signal, then drain */
     int log_json;        /* access log as JSON lines, else text */
     int allow_nonfinite; /* accept NaN/Inf inputs */
     char *port_file;     /* write the bound port here, or NULL; owned */

@@ -16,6 +16,8 @@ static const struct {
     {"inspect", resattn_cmd_inspect, "print a model's architecture, parameters and GFLOPs"},
     {"predict", resattn_cmd_predict, "run a model on a .npy tensor or an image"},
     {"bench", resattn_cmd_bench, "measure a model's speed on this machine (JSON on stdout)"},
+    {"healthcheck", resattn_cmd_healthcheck,
+     "exit 0 when the configured server is ready (/readyz)"},
 };
 
 static void usage(FILE *out) {
@@ -24,7 +26,7 @@ static void usage(FILE *out) {
             "[options]\n\ncommands:\n",
             resattn_version());
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].help);
+        fprintf(out, "  %-11s %s\n", commands[i].name, commands[i].help);
     fprintf(out, "\n`resattn <command> --help` lists a command's options.\n");
 }
 

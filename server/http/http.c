@@ -53,6 +53,7 @@ struct resattn_http {
     resattn_pool *pool;
     resattn_metrics *metrics;
     atomic_int ready, draining;
+    atomic_int leaving; /* drain delay: readiness 503 and Connection: close, still serving */
     atomic_long in_flight;
     atomic_ullong next_id;
     unsigned id_salt;
@@ -257,7 +258,7 @@ static enum MHD_Result queue_answer(request *r) {
         snprintf(n, sizeof n, "%d", r->retry_after);
         MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, n);
     }
-    if (atomic_load(&r->srv->draining))
+    if (atomic_load(&r->srv->draining) || atomic_load(&r->srv->leaving))
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)r->status, resp);
     MHD_destroy_response(resp);
@@ -267,7 +268,7 @@ static enum MHD_Result queue_answer(request *r) {
 /* ---- GET handlers --------------------------------------------------------------------- */
 
 static int is_ready(const resattn_http *h) {
-    return atomic_load(&h->ready) && !atomic_load(&h->draining);
+    return atomic_load(&h->ready) && !atomic_load(&h->draining) && !atomic_load(&h->leaving);
 }
 
 /* A metadata answer built by server/protocol/v2_outputs.c. */
@@ -294,8 +295,9 @@ static void h_live(request *r) {
 static void h_ready(request *r) {
     if (!is_ready(r->srv)) {
         answer_error(r, 503,
-                     atomic_load(&r->srv->draining) ? "server is draining"
-                                                    : "models are still warming up");
+                     atomic_load(&r->srv->draining) || atomic_load(&r->srv->leaving)
+                         ? "server is draining"
+                         : "models are still warming up");
         return;
     }
     if (!resattn_repository_ready(r->srv->repo)) {
@@ -1119,6 +1121,10 @@ int resattn_http_port(const resattn_http *h) {
 
 void resattn_http_set_ready(resattn_http *h, int ready) {
     atomic_store(&h->ready, ready);
+}
+
+void resattn_http_announce_drain(resattn_http *h) {
+    atomic_store(&h->leaving, 1);
 }
 
 void resattn_http_begin_drain(resattn_http *h) {

@@ -62,6 +62,11 @@ int resattn_http_port(const resattn_http *h);
 /* Readiness as reported by /readyz and /v2/health/ready (after warm-up); also needs every
  * model that should be served to have a ready version (resattn_repository_ready). */
 void resattn_http_set_ready(resattn_http *h, int ready);
+/* Drain step 0 (--drain-delay-ms): readiness 503 and every answer carries Connection: close,
+ * but the listener stays open and requests are served as usual, so that load balancers and
+ * Kubernetes endpoints stop sending here (they notice asynchronously) and keep-alive clients
+ * reconnect elsewhere before step 1 closes the listener. */
+void resattn_http_announce_drain(resattn_http *h);
 /* Drain step 1: readiness 503, new inference requests 503, stop accepting connections. */
 void resattn_http_begin_drain(resattn_http *h);
 /* Drain step 2: wait until no request is being handled; 0 if idle within timeout_ms. */

@@ -410,20 +410,6 @@ int resattn_image_api_owns(const resattn_infer_request *req) {
 }
 
 /* Indices of row p [k] sorted by decreasing probability (ties: lower index first). */
-static void top_indices(const float *p, int k, int *idx, int top) {
-    for (int i = 0; i < top; i++) {
-        int best = -1;
-        for (int c = 0; c < k; c++) {
-            int used = 0;
-            for (int j = 0; j < i; j++)
-                used |= idx[j] == c;
-            if (!used && (best < 0 || p[c] > p[best]))
-                best = c;
-        }
-        idx[i] = best;
-    }
-}
-
 static const char *label_of(const resattn_model_info *m, int c, char *buf, size_t len) {
     if (m->labels && m->labels[c])
         return m->labels[c];
@@ -454,7 +440,7 @@ int resattn_image_api_encode(const resattn_infer_request *req, const char *model
         goto done;
     resattn_softmax_rows(logits, n, k, probs);
     for (int i = 0; i < n; i++)
-        top_indices(probs + (size_t)i * k, k, idx + (size_t)i * top, top);
+        resattn_top_indices(probs + (size_t)i * k, k, top, idx + (size_t)i * top);
     if (n == 1) {
         root = json_pack("{s:s, s:o}", "model", model_name ? model_name : "", "predictions",
                          predictions(model, probs, idx, top));

@@ -371,6 +371,53 @@ void resattn_softmax_rows(const float *logits, int n, int k, float *probs) {
     }
 }
 
+/* 1 when class a ranks before class b: larger value first, NaN last, ties by index. */
+static int ranks_before(const float *v, int a, int b) {
+    int an = isnan(v[a]), bn = isnan(v[b]);
+    if (an != bn)
+        return bn;
+    if (!an && v[a] != v[b])
+        return v[a] > v[b];
+    return a < b;
+}
+
+/* Restore the heap order below node i of h[n], a heap whose root ranks last. */
+static void sift_down(const float *v, int *h, int n, int i) {
+    for (;;) {
+        int worst = i, l = 2 * i + 1, r = l + 1;
+        if (l < n && ranks_before(v, h[worst], h[l]))
+            worst = l;
+        if (r < n && ranks_before(v, h[worst], h[r]))
+            worst = r;
+        if (worst == i)
+            return;
+        int t = h[i];
+        h[i] = h[worst];
+        h[worst] = t;
+        i = worst;
+    }
+}
+
+void resattn_top_indices(const float *v, int k, int top, int *idx) {
+    /* idx is a heap of the best `top` seen so far with the worst of them at the root;
+     * heapsort of that heap then leaves it best first */
+    for (int c = 0; c < top; c++)
+        idx[c] = c;
+    for (int i = top / 2 - 1; i >= 0; i--)
+        sift_down(v, idx, top, i);
+    for (int c = top; c < k; c++)
+        if (ranks_before(v, c, idx[0])) {
+            idx[0] = c;
+            sift_down(v, idx, top, 0);
+        }
+    for (int n = top - 1; n > 0; n--) {
+        int t = idx[0];
+        idx[0] = idx[n];
+        idx[n] = t;
+        sift_down(v, idx, n, 0);
+    }
+}
+
 void resattn_format_shape(const int64_t *dims, int ndim, char *s, size_t len) {
     size_t o = 0;
     o += (size_t)snprintf(s, len, "[");

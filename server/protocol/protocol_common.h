@@ -66,6 +66,11 @@ void resattn_buf_floats(resattn_buf *b, const float *x, size_t n);
 /* probs[n, k] = softmax of each row of logits[n, k] (computed in double). */
 void resattn_softmax_rows(const float *logits, int n, int k, float *probs);
 
+/* idx[top] = the indices of the top (1 <= top <= k) largest of v[k], best first; ties by
+ * increasing index, NaN after every number. O(k log top): a 1000-class model asked for
+ * top_k=1000 costs one sort, not top passes over the classes. */
+void resattn_top_indices(const float *v, int k, int top, int *idx);
+
 /*
  * The per-image part of a request: the given shape must be [N, C, H, W] or [C, H, W] with
  * C, H, W the model's and 1 <= N <= max_batch. Returns 0 and *n, or 400 (bad dims),

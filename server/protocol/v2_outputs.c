@@ -312,35 +312,10 @@ static void strings_free(char **s, size_t count) {
     free(s);
 }
 
-typedef struct scored {
-    float v;
-    int i;
-} scored;
-
-/* Decreasing value, ties (and NaN, last) by increasing index. */
-static int by_score(const void *pa, const void *pb) {
-    const scored *a = pa, *b = pb;
-    int an = isnan(a->v), bn = isnan(b->v);
-    if (an != bn)
-        return an - bn;
-    if (!an && a->v != b->v)
-        return a->v > b->v ? -1 : 1;
-    return a->i - b->i;
-}
-
 /* idx[n, top]: per row of v[n, k], the indices of the top values, best first. */
 static int top_indices(const float *v, int n, int k, int top, int *idx) {
-    scored *s = malloc(sizeof *s * (size_t)k);
-    if (!s)
-        return -1;
-    for (int r = 0; r < n; r++) {
-        for (int c = 0; c < k; c++)
-            s[c] = (scored){v[(size_t)r * k + c], c};
-        qsort(s, (size_t)k, sizeof *s, by_score);
-        for (int j = 0; j < top; j++)
-            idx[(size_t)r * top + j] = s[j].i;
-    }
-    free(s);
+    for (int r = 0; r < n; r++)
+        resattn_top_indices(v + (size_t)r * k, k, top, idx + (size_t)r * top);
     return 0;
 }
 

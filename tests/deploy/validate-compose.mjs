@@ -93,7 +93,7 @@ const REQUIRED = [
   [/batch-size/i, ["resattn_batch_size_bucket"]],
   [/rejections/i, ["resattn_requests_rejected_total"], (e) => /by \(reason\)/.test(e)],
   [/cpu/i, ["process_cpu_seconds_total"]],
-  [/memory/i, ["process_resident_memory_bytes"]],
+  [/memory/i, ["process_resident_memory_bytes", "resattn_memory_budget_bytes", "resattn_memory_in_use_bytes"]],
   [/serving version/i, ["resattn_model_serving_version"]],
   [/model loads/i, ["resattn_model_loads_total"], (e) => /by \(model, result\)/.test(e)],
   [/loaded versions/i, ["resattn_model_versions_loaded"]],

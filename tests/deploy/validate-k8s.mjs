@@ -2,8 +2,10 @@
 // (kubernetes-models; types, enums and required fields — unknown fields are not caught, so
 // the checks below read the exact fields we rely on), kustomization structure (resources and
 // patches exist), and the properties the deployment promises: probes on /healthz and /readyz,
-// non-root, read-only root filesystem, dropped capabilities, resources, a grace period that
-// covers preStop + drain, and Service/HPA/PDB/annotations that point at the Deployment.
+// non-root, read-only root filesystem, dropped capabilities, resources, the termination
+// arithmetic (readiness probe + endpoint propagation <= drain delay; delay + drain timeout +
+// margin <= grace period; liveness outlasts the drain; maxUnavailable 0 / maxSurge 1), and
+// Service/HPA/PDB/annotations that point at the Deployment.
 //
 //   node validate-k8s.mjs DIR [NAME=RENDERED.yaml ...]
 // DIR is deploy/k8s; each NAME=FILE is the output of `kubectl kustomize` for one entry point
@@ -97,6 +99,11 @@ function kustomizationStructure(file) {
 const isSubset = (sel, labels) =>
   Object.entries(sel || {}).every(([k, v]) => labels && labels[k] === v);
 const toMs = (s) => Number(s) * 1000;
+// Time budgeted for a pod's removal from the Service endpoints to reach every node's proxy and
+// ingress controller (typically 1-3 s; more on large or busy clusters), and the margin kept
+// between the end of the drain timeout and the kubelet's SIGKILL.
+const ENDPOINT_PROPAGATION_MS = 5000;
+const GRACE_MARGIN_MS = 5000;
 
 // Properties of one complete set of objects (one kustomize entry point).
 function semantics(name, objs) {
@@ -134,14 +141,45 @@ function semantics(name, objs) {
     c.resources?.requests?.cpu === c.resources?.limits?.cpu,
     `${t} CPU request == limit (whole cores for workers x BLAS threads)`,
   );
-  const pre = c.lifecycle?.preStop?.exec?.command || [];
-  check(pre[0] === "sleep" && Number(pre[1]) > 0, `${t} preStop sleeps before SIGTERM`, JSON.stringify(pre));
+  // Termination without a failed request (deploy/README.md, "Rolling updates without errors"):
+  // the server keeps serving for the drain delay while endpoints and load balancers catch up,
+  // then drains. The image has no shell and no `sleep`, so the delay is the server's, or a
+  // preStop `sleep` action (Kubernetes >= 1.30), never an exec hook.
+  check(!c.lifecycle?.preStop?.exec, `${t} no exec preStop hook (the image has no shell or sleep)`);
+  const delayMs =
+    Number(env.RESATTN_DRAIN_DELAY_MS ?? 0) + toMs(c.lifecycle?.preStop?.sleep?.seconds ?? 0);
   const drainMs = Number(env.RESATTN_DRAIN_TIMEOUT_MS ?? 30000);
+  const requestMs = Number(env.RESATTN_REQUEST_TIMEOUT_MS ?? 30000);
   const graceMs = toMs(spec.terminationGracePeriodSeconds ?? 30);
+  const rp = c.readinessProbe || {};
+  const probeMs = toMs(rp.periodSeconds ?? 10) * (rp.failureThreshold ?? 3);
   check(
-    graceMs >= toMs(pre[1] || 0) + drainMs + 1000,
-    `${t} terminationGracePeriodSeconds covers preStop + drain + 1 s`,
-    `${graceMs} ms < ${toMs(pre[1] || 0)} + ${drainMs} + 1000 ms`,
+    probeMs + ENDPOINT_PROPAGATION_MS <= delayMs,
+    `${t} readiness period x failureThreshold + endpoint propagation <= drain delay`,
+    `${probeMs} + ${ENDPOINT_PROPAGATION_MS} > ${delayMs} ms`,
+  );
+  check(
+    delayMs + drainMs + GRACE_MARGIN_MS <= graceMs,
+    `${t} drain delay + drain timeout + margin <= terminationGracePeriodSeconds`,
+    `${delayMs} + ${drainMs} + ${GRACE_MARGIN_MS} > ${graceMs} ms`,
+  );
+  check(
+    drainMs >= requestMs,
+    `${t} drain timeout >= request timeout (an accepted request can finish)`,
+    `${drainMs} < ${requestMs} ms`,
+  );
+  const lp = c.livenessProbe || {};
+  const liveMs = toMs(lp.periodSeconds ?? 10) * (lp.failureThreshold ?? 3);
+  check(
+    liveMs > drainMs,
+    `${t} liveness period x failureThreshold > drain timeout (a draining pod, listener closed, is not restarted)`,
+    `${liveMs} <= ${drainMs} ms`,
+  );
+  const ru = dep.spec.strategy?.rollingUpdate || {};
+  check(
+    dep.spec.strategy?.type === "RollingUpdate" && ru.maxUnavailable === 0 && Number(ru.maxSurge) >= 1,
+    `${t} rolling update with maxUnavailable 0, maxSurge >= 1 (ready pods never below replicas)`,
+    JSON.stringify(dep.spec.strategy),
   );
   const ann = pod.metadata.annotations || {};
   check(
@@ -188,9 +226,12 @@ function semantics(name, objs) {
   if (check(!!pdb, `${name}: has a PodDisruptionBudget`)) {
     check(isSubset(pdb.spec.selector.matchLabels, pod.metadata.labels), `${name}: PDB selector matches pods`);
     const minRep = Math.min(dep.spec.replicas ?? 1, hpa?.spec.minReplicas ?? Infinity);
+    const { minAvailable, maxUnavailable } = pdb.spec;
     check(
-      typeof pdb.spec.minAvailable === "number" && pdb.spec.minAvailable < minRep,
-      `${name}: PDB minAvailable < minimum replicas (drains can proceed)`,
+      (minAvailable === undefined && maxUnavailable === 1) ||
+        (typeof minAvailable === "number" && minAvailable < minRep),
+      `${name}: PDB lets drains proceed (maxUnavailable 1, or minAvailable < minimum replicas)`,
+      JSON.stringify(pdb.spec),
     );
   }
 }
