@@ -45,10 +45,12 @@ COPY --from=build /image-root/ /
 ARG OPENBLAS_CORETYPE=Haswell
 ENV OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE} \
     RESATTN_HOST=0.0.0.0 \
-    RESATTN_PORT=8080
+    RESATTN_PORT=8080 \
+    RESATTN_GRPC_PORT=8001
 USER 10001:10001
 WORKDIR /models
-EXPOSE 8080
+# HTTP (REST: v2, TF Serving, /predict, metrics) and gRPC (Open Inference Protocol, Health)
+EXPOSE 8080 8001
 STOPSIGNAL SIGTERM
 # Exec form: there is no shell. The check reads the same RESATTN_* variables as the server
 # (port, API key with RESATTN_AUTH_HEALTH, TLS) and gives up after 2 s by default.

@@ -16,7 +16,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 RESATTN_HOST_PORT=$(free_port)
 PROMETHEUS_HOST_PORT=$(free_port)
 GRAFANA_HOST_PORT=$(free_port)
-export RESATTN_HOST_PORT PROMETHEUS_HOST_PORT GRAFANA_HOST_PORT
+RESATTN_GRPC_HOST_PORT=$(free_port)
+export RESATTN_HOST_PORT PROMETHEUS_HOST_PORT GRAFANA_HOST_PORT RESATTN_GRPC_HOST_PORT
 DC=(docker-compose -f docker-compose.yml -f compose.local.yml)
 svc_pid=""
 passed=0

@@ -16,7 +16,7 @@
 #   deploy/smoke-test.sh            # SMOKE_NO_BUILD=1 reuses an existing resattn:dev
 #   SMOKE_CONTEXT=head deploy/smoke-test.sh   # build from the last commit, not the work tree
 # Needs podman and the offline base image (../shared/tools/local-base-image.sh, run when the
-# image is missing), curl and python3 (JSON handling).
+# image is missing), curl, python3 (JSON handling) and Debian's python3-grpcio (gRPC health).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 IMAGE=${IMAGE:-resattn:dev}
@@ -90,11 +90,12 @@ check "podman run --entrypoint /usr/local/bin/resattn IMAGE inspect (debugging w
 
 # ---- run ---------------------------------------------------------------------------------
 PORT=$(free_port)
+GRPC_PORT=$(free_port)
 URL=http://127.0.0.1:$PORT
 echo "== podman run $NAME on $URL"
 # --read-only-tmpfs=false: podman would otherwise mount writable tmpfs on /tmp, /var/tmp and
 # /run; the server needs no writable path at all.
-if ! podman run -d --name "$NAME" -p "127.0.0.1:$PORT:8080" --read-only --read-only-tmpfs=false \
+if ! podman run -d --name "$NAME" -p "127.0.0.1:$PORT:8080" -p "127.0.0.1:$GRPC_PORT:8001" --read-only --read-only-tmpfs=false \
   --cap-drop ALL --security-opt no-new-privileges -e RESATTN_LOG_FORMAT=json \
   -e RESATTN_DRAIN_TIMEOUT_MS=10000 "$IMAGE" >"$TMP/run.out" 2>&1; then
   fail "podman run"
@@ -120,6 +121,13 @@ else
   finish
 fi
 check "/healthz 200" curl -fsS "$URL/healthz"
+# gRPC on the image's RESATTN_GRPC_PORT (8001): grpc.health.v1 Check answers SERVING (field 1
+# = 1, bytes 08 01), as a Kubernetes grpc: probe sees it. A generic call: no generated code.
+check "gRPC Health/Check on port 8001 -> SERVING" /usr/bin/python3 -c '
+import grpc, sys
+ch = grpc.insecure_channel("127.0.0.1:" + sys.argv[1])
+check = ch.unary_unary("/grpc.health.v1.Health/Check")
+assert check(b"", timeout=10) == b"\x08\x01"' "$GRPC_PORT"
 
 # ---- predictions -------------------------------------------------------------------------
 # KServe v2 JSON tensor of the model's input shape (always: also the drain load below). The

@@ -77,6 +77,10 @@ run "Dockerfile: HEALTHCHECK runs resattn healthcheck (exec form), EXPOSE 8080, 
   bash -c "grep -q '^HEALTHCHECK ' $fs && grep -qF 'CMD [\"/usr/local/bin/resattn\", \"healthcheck\"]' $fs &&
     grep -q '^EXPOSE 8080' $fs && grep -qx 'STOPSIGNAL SIGTERM' $fs &&
     grep -qxF 'ENTRYPOINT [\"/usr/local/bin/resattn\", \"serve\"]' $fs"
+run "Dockerfile: gRPC on 8001 (RESATTN_GRPC_PORT=8001, EXPOSE 8080 8001); compose publishes it; the k8s Service routes port grpc" \
+  bash -c "grep -q 'RESATTN_GRPC_PORT=8001' $fs && grep -qx 'EXPOSE 8080 8001' $fs &&
+    grep -qF ':8001\"' deploy/docker-compose.yml && grep -qx '      targetPort: grpc' deploy/k8s/base/service.yaml &&
+    grep -qx '              containerPort: 8001' deploy/k8s/base/deployment.yaml"
 run "nothing refers to the removed deploy/healthcheck.sh" \
   bash -c "! grep -rn 'healthcheck\.sh\|resattn-healthcheck' $df .dockerignore deploy tests/deploy --include='*' --exclude-dir=node_modules --exclude=validate.sh"
 run ".dockerignore lets deploy/image-root.sh into the build context" grep -qx '!deploy/image-root.sh' .dockerignore

@@ -603,6 +603,8 @@ static void drain_delay(server *s, const sigset_t *set, const char *why) {
     if (s->cfg.drain_delay_ms <= 0)
         return;
     resattn_http_announce_drain(s->http);
+    if (s->grpc) /* Health/Check and ServerReady turn NOT_SERVING; calls are still served */
+        resattn_grpc_set_ready(s->grpc, 0);
     say(s, "info", "%s: readiness 503, serving %d ms more before draining", why,
         s->cfg.drain_delay_ms);
     double until = resattn_now() + s->cfg.drain_delay_ms * 1e-3;

@@ -673,6 +673,31 @@ def test_drain():
                  pb.ServerLiveResponse, timeout=5)
 
 
+def test_drain_delay():
+    """--drain-delay-ms: after SIGTERM, Health/Check and ServerReady say not serving at once
+    (so a gRPC readiness probe takes the pod out) while inference calls, also on a new
+    connection, are still answered until the delay ends; then the process exits 0."""
+    s = Server("--drain-delay-ms", "3000")
+    x = np.random.default_rng(8).standard_normal((1, 1, 28, 28)).astype(np.float32)
+    req = infer_request(x, True, outputs=["logits"])
+    ch = s.channel()
+    rpc(ch, "ModelInfer", req, pb.ModelInferResponse)
+    t0 = time.monotonic()
+    s.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    h = rpc(ch, "Check", hpb.HealthCheckRequest(), hpb.HealthCheckResponse,
+            service="grpc.health.v1.Health")
+    assert h.status == hpb.HealthCheckResponse.NOT_SERVING, h
+    assert not rpc(ch, "ServerReady", pb.ServerReadyRequest(), pb.ServerReadyResponse).ready
+    for c in (ch, s.channel()):  # the open connection and a new one
+        r = rpc(c, "ModelInfer", req, pb.ModelInferResponse)
+        assert outputs_of(r)["logits"].shape == (1, 10)
+    assert time.monotonic() - t0 < 3, "the checks above must run inside the delay"
+    rc = s.proc.wait(timeout=60 * SLOW)
+    assert rc == 0, f"exit {rc}: {open(s.log).read()[-2000:]}"
+    assert time.monotonic() - t0 >= 3, "exited before the drain delay ended"
+
+
 def test_readme_client(s):
     """The README's Python client, as written but for the port (run from the checkout, the
     message classes on the path as its protoc command puts them)."""
@@ -819,7 +844,7 @@ def main():
               "test_images", "test_errors", "test_readme_client", "test_bad_protobuf",
               "test_bad_framing"]
     own = ["test_busy_port", "test_limits_and_auth", "test_concurrent_calls_batch_with_http",
-           "test_queue_full_and_timeouts", "test_tls", "test_drain"]
+           "test_queue_full_and_timeouts", "test_tls", "test_drain", "test_drain_delay"]
     names = [n for n in shared + own if not ONLY or n in ONLY]
     failed = []
     s = None
