@@ -319,14 +319,9 @@ END_TEST
 START_TEST(test_tls) {
     char dir[] = "/tmp/resattn-hc-tls-XXXXXX";
     ck_assert_ptr_nonnull(mkdtemp(dir));
-    char cert[96], key[96], cmd[512];
-    snprintf(cert, sizeof cert, "%s/cert.pem", dir);
-    snprintf(key, sizeof key, "%s/key.pem", dir);
-    snprintf(cmd, sizeof cmd,
-             "openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -days 1 "
-             "-addext subjectAltName=IP:127.0.0.1 -keyout %s -out %s 2>/dev/null",
-             key, cert);
-    ck_assert_msg(system(cmd) == 0, "openssl could not make a certificate: %s", cmd);
+    char cert[96], key[96];
+    ck_assert_msg(ut_make_cert(dir, cert, key, sizeof cert) == 0,
+                  "openssl could not make a certificate in %s", dir);
     static const char *const ready_headers[] = {"Authorization: Bearer tls-key-4444", NULL};
     uh_set_ready_headers(ready_headers);
     uh_set_https(cert);

@@ -9,6 +9,7 @@
  * timeout and the per-address limit close connections).
  */
 #include "util_http.h"
+#include "util_st.h"
 #include <arpa/inet.h>
 #include <check.h>
 #include <netinet/in.h>
@@ -160,9 +161,7 @@ START_TEST(test_auth_health_env) {
     ck_assert_msg(strstr(log, "/healthz"), "access log missing: %s", log);
     ck_assert_msg(!strstr(log, "env-key") && !strstr(log, "Bearer"), "key in the log: %s", log);
     free(log);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", s.dir);
-    ck_assert_int_eq(system(cmd), 0);
+    ut_rm_tree(s.dir);
 }
 END_TEST
 
@@ -206,14 +205,9 @@ END_TEST
 START_TEST(test_tls) {
     char dir[] = "/tmp/resattn-tls-XXXXXX";
     ck_assert(mkdtemp(dir));
-    char cert[96], key[96], cmd[512];
-    snprintf(cert, sizeof cert, "%s/cert.pem", dir);
-    snprintf(key, sizeof key, "%s/key.pem", dir);
-    snprintf(cmd, sizeof cmd,
-             "openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -days 1 "
-             "-addext subjectAltName=IP:127.0.0.1 -keyout %s -out %s 2>/dev/null",
-             key, cert);
-    ck_assert_msg(system(cmd) == 0, "openssl could not make a certificate: %s", cmd);
+    char cert[96], key[96];
+    ck_assert_msg(ut_make_cert(dir, cert, key, sizeof cert) == 0,
+                  "openssl could not make a certificate in %s", dir);
     uh_set_https(cert);
     const char *args[] = {"--model", FIXTURE, "--tls-cert", cert, "--tls-key", key, NULL};
     uh_server s;

@@ -287,3 +287,14 @@ static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
 void ut_rm_tree(const char *path) {
     nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
+
+int ut_make_cert(const char *dir, char *cert, char *key, size_t len) {
+    char cmd[1024];
+    snprintf(cert, len, "%s/cert.pem", dir);
+    snprintf(key, len, "%s/key.pem", dir);
+    snprintf(cmd, sizeof cmd,
+             "openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -days 1 "
+             "-addext subjectAltName=IP:127.0.0.1 -keyout '%s' -out '%s' 2>/dev/null",
+             key, cert);
+    return system(cmd) == 0 ? 0 : -1;
+}

@@ -50,5 +50,8 @@ int ut_write_file(const char *path, const void *buf, size_t len);
 void ut_mkdirs(const char *path);
 /* rm -r: path and everything below it, links not followed. */
 void ut_rm_tree(const char *path);
+/* A self-signed certificate for 127.0.0.1 (openssl, valid one day) as dir/cert.pem and
+ * dir/key.pem; their paths in cert[len] and key[len]. Returns 0, or -1 when openssl failed. */
+int ut_make_cert(const char *dir, char *cert, char *key, size_t len);
 
 #endif

@@ -15,14 +15,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { parse } from "yaml";
 
-let passed = 0;
-let failed = 0;
-function check(ok, what, detail = "") {
-  if (ok) passed++;
-  else failed++;
-  console.log(`${ok ? "ok  " : "FAIL"} ${what}${!ok && detail ? `: ${detail}` : ""}`);
-  return ok;
-}
+import { check, finish } from "./check.mjs";
 const readYaml = (f) => parse(fs.readFileSync(f, "utf8"));
 
 // "30s" / "1m30s" -> milliseconds (compose durations).
@@ -158,8 +151,7 @@ function main() {
   }
   const uid = composeChecks(deployDir, readYaml(rendered));
   dashboardChecks(deployDir, uid, rulesOut, metricsOut);
-  console.log(`compose: ${passed} passed, ${failed} failed`);
-  process.exit(failed ? 1 : 0);
+  finish("compose");
 }
 
 try {

@@ -16,14 +16,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { parseAllDocuments } from "yaml";
 
-let passed = 0;
-let failed = 0;
-function check(ok, what, detail = "") {
-  if (ok) passed++;
-  else failed++;
-  console.log(`${ok ? "ok  " : "FAIL"} ${what}${!ok && detail ? `: ${detail}` : ""}`);
-  return ok;
-}
+import { check, finish } from "./check.mjs";
 
 function readDocs(file) {
   const docs = parseAllDocuments(fs.readFileSync(file, "utf8"));
@@ -268,8 +261,7 @@ async function main() {
     for (const o of objs) await validateSchema(o, name);
     semantics(name, objs);
   }
-  console.log(`k8s: ${passed} passed, ${failed} failed`);
-  process.exit(failed ? 1 : 0);
+  finish("k8s");
 }
 
 main().catch((e) => {

@@ -17,14 +17,7 @@ import path from "node:path";
 import { parseAllDocuments } from "yaml";
 import { Pod } from "kubernetes-models/v1";
 
-let passed = 0;
-let failed = 0;
-function check(ok, what, detail = "") {
-  if (ok) passed++;
-  else failed++;
-  console.log(`${ok ? "ok  " : "FAIL"} ${what}${!ok && detail ? `: ${detail}` : ""}`);
-  return ok;
-}
+import { check, finish } from "./check.mjs";
 
 // ---- the schema language: just enough for the CRD subset ---------------------------------
 const str = { type: "string" };
@@ -311,7 +304,7 @@ function main() {
   }
   const [srFile, sr] = objs.find(([, o]) => o.kind === "ServingRuntime") || [];
   const [isFile, isvc] = objs.find(([, o]) => o.kind === "InferenceService") || [];
-  if (!check(!!sr && !!isvc, `${dir}: has a ServingRuntime and an InferenceService`)) return finish();
+  if (!check(!!sr && !!isvc, `${dir}: has a ServingRuntime and an InferenceService`)) return finish("kserve");
   for (const [file, o] of objs)
     if (o.kind !== "ServingRuntime" && o.kind !== "InferenceService") check(false, `${file}: unexpected kind ${o.kind}`);
   schemaCheck(sr, servingRuntime, srFile);
@@ -319,12 +312,7 @@ function main() {
   k8sContainers(sr.spec.containers, sr.spec.volumes, srFile);
   selfTest(sr, isvc);
   semantics(sr, isvc);
-  finish();
-}
-
-function finish() {
-  console.log(`kserve: ${passed} passed, ${failed} failed`);
-  process.exit(failed ? 1 : 0);
+  finish("kserve");
 }
 
 main();

@@ -8,13 +8,7 @@
 import fs from "node:fs";
 import { parse } from "yaml";
 
-let passed = 0;
-let failed = 0;
-function check(ok, what, detail = "") {
-  if (ok) passed++;
-  else failed++;
-  console.log(`${ok ? "ok  " : "FAIL"} ${what}${!ok && detail ? `: ${detail}` : ""}`);
-}
+import { check, finish } from "./check.mjs";
 
 // HAProxy time: "500ms", "1s", "2m", a bare number is milliseconds.
 function ms(t) {
@@ -89,5 +83,4 @@ for (const [name, s] of replicas) {
   check(!s.ports, `${name}: publishes no port (only HAProxy reaches it)`);
   check(!s.healthcheck, `${name}: no compose healthcheck (the image has no shell; HAProxy checks /readyz)`);
 }
-console.log(`scale: ${passed} passed, ${failed} failed`);
-process.exit(failed ? 1 : 0);
+finish("scale");
