@@ -506,7 +506,17 @@ static int start(server *s) {
 
 /* Returns 0 when every request was answered within the drain timeout. */
 static int drain(server *s) {
-    resattn_http_begin_drain(s->http);
+    resattn_listener_settle_info li;
+    char err[RESATTN_ERR_LEN];
+    resattn_http_begin_drain(s->http, &li, err, sizeof err);
+    if (err[0])
+        say(s, "warn", "%s", err);
+    else
+        say(s, li.settled ? "info" : "warn",
+            "listener closed%s: waited %d ms for %d connections in the accept queue and %d "
+            "handshakes in progress",
+            li.settled ? "" : " before all connections were accepted", li.waited_ms, li.queued,
+            li.handshakes);
     if (resattn_http_wait_idle(s->http, s->cfg.drain_timeout_ms) == 0)
         return 0;
     say(s, "warn", "drain timeout (%d ms): answering queued requests with 503",
@@ -635,7 +645,7 @@ int resattn_cmd_serve(int argc, char **argv) {
     }
     if ((rc = start(&s))) {
         if (s.http) { /* nothing is in flight yet unless clients came early: drain anyway */
-            resattn_http_begin_drain(s.http);
+            resattn_http_begin_drain(s.http, NULL, err, sizeof err);
             if (resattn_http_wait_idle(s.http, DRAIN_GRACE_MS))
                 return 1; /* cannot stop the daemon with suspended connections */
         }

@@ -23,6 +23,7 @@
 #include "protocol/image_api.h"
 #include "protocol/protocol_common.h"
 #include "http/web/index_html.h"
+#include "net/listener.h"
 #include "maps/mask_summary.h"
 #include <arpa/inet.h>
 #include <errno.h>
@@ -42,6 +43,9 @@
 #define REQUEST_ID_LEN 64
 #define MSG_LEN 512
 #define IDLE_GRACE_S 0.05
+/* Longest wait at the start of a drain for handshakes in progress and queued connections to
+ * reach libmicrohttpd: a lost SYN-ACK is sent again after 1 s, then the client is refused. */
+#define LISTENER_SETTLE_MS 1000
 
 struct resattn_http {
     struct MHD_Daemon *daemon;
@@ -55,6 +59,8 @@ struct resattn_http {
     atomic_ullong next_id;
     unsigned id_salt;
     int port;
+    int listen_fd; /* libmicrohttpd's until the drain quiesces it, then ours to close */
+    int quiesced;  /* listen_fd is ours */
 };
 
 typedef enum req_state {
@@ -1182,6 +1188,7 @@ resattn_status resattn_http_start(const resattn_http_options *opt, resattn_repos
     s->metrics = metrics;
     s->id_salt = (unsigned)time(NULL) ^ ((unsigned)getpid() << 16);
     s->port = bound_port(fd);
+    s->listen_fd = fd;
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
                      (opt->tls_cert ? MHD_USE_TLS : 0);
     /* Limits (0 = leave libmicrohttpd's default). The connection memory holds the request
@@ -1242,11 +1249,23 @@ void resattn_http_announce_drain(resattn_http *h) {
     atomic_store(&h->leaving, 1);
 }
 
-void resattn_http_begin_drain(resattn_http *h) {
+void resattn_http_begin_drain(resattn_http *h, resattn_listener_settle_info *info, char *err,
+                              size_t err_len) {
     atomic_store(&h->draining, 1);
+    /* Closing the listener resets the connections still in its accept queue and those
+     * mid-handshake, after their clients sent a request: first let them reach
+     * libmicrohttpd (which answers them: the draining flag is set), then stop listening */
+    if (err_len)
+        err[0] = 0;
+    if (!h->quiesced)
+        resattn_listener_settle(h->listen_fd, LISTENER_SETTLE_MS, info, err, err_len);
     MHD_socket fd = MHD_quiesce_daemon(h->daemon);
-    if (fd != MHD_INVALID_SOCKET)
-        close(fd);
+    if (fd != MHD_INVALID_SOCKET) {
+        /* not close(): libmicrohttpd says to close it after MHD_stop_daemon (a thread of
+         * it may still hold the number); unlistened, new connections are refused */
+        h->quiesced = 1;
+        resattn_listener_unlisten(fd);
+    }
 }
 
 int resattn_http_wait_idle(resattn_http *h, int timeout_ms) {
@@ -1271,5 +1290,7 @@ void resattn_http_stop(resattn_http *h) {
     if (!h)
         return;
     MHD_stop_daemon(h->daemon);
+    if (h->quiesced)
+        close(h->listen_fd);
     free(h);
 }
