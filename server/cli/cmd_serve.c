@@ -506,17 +506,13 @@ static int start(server *s) {
 
 /* Returns 0 when every request was answered within the drain timeout. */
 static int drain(server *s) {
-    resattn_listener_settle_info li;
+    resattn_listener_close_info li;
     char err[RESATTN_ERR_LEN];
     resattn_http_begin_drain(s->http, &li, err, sizeof err);
-    if (err[0])
-        say(s, "warn", "%s", err);
-    else
-        say(s, li.settled ? "info" : "warn",
-            "listener closed%s: waited %d ms for %d connections in the accept queue and %d "
-            "handshakes in progress",
-            li.settled ? "" : " before all connections were accepted", li.waited_ms, li.queued,
-            li.handshakes);
+    say(s, err[0] ? "warn" : "info",
+        "listener closed after %d ms: %d connections accepted during the close, %d "
+        "handshakes in progress at its start, %d tries to freeze it%s%s",
+        li.waited_ms, li.taken, li.handshakes, li.attempts, err[0] ? "; " : "", err);
     if (resattn_http_wait_idle(s->http, s->cfg.drain_timeout_ms) == 0)
         return 0;
     say(s, "warn", "drain timeout (%d ms): answering queued requests with 503",

@@ -43,8 +43,8 @@
 #define REQUEST_ID_LEN 64
 #define MSG_LEN 512
 #define IDLE_GRACE_S 0.05
-/* Longest wait at the start of a drain for handshakes in progress and queued connections to
- * reach libmicrohttpd: a lost SYN-ACK is sent again after 1 s, then the client is refused. */
+/* Longest wait at the start of a drain for the connections the kernel completed or is
+ * completing to be accepted (see server/net/listener.h); usually a few milliseconds. */
 #define LISTENER_SETTLE_MS 1000
 
 struct resattn_http {
@@ -1189,8 +1189,9 @@ resattn_status resattn_http_start(const resattn_http_options *opt, resattn_repos
     s->id_salt = (unsigned)time(NULL) ^ ((unsigned)getpid() << 16);
     s->port = bound_port(fd);
     s->listen_fd = fd;
+    /* MHD_USE_ITC: the drain hands connections over with MHD_add_connection */
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
-                     (opt->tls_cert ? MHD_USE_TLS : 0);
+                     MHD_USE_ITC | (opt->tls_cert ? MHD_USE_TLS : 0);
     /* Limits (0 = leave libmicrohttpd's default). The connection memory holds the request
      * line and headers (431 beyond) and the read buffer of body chunks, which we copy out. */
     struct MHD_OptionItem extra[] = {
@@ -1249,23 +1250,33 @@ void resattn_http_announce_drain(resattn_http *h) {
     atomic_store(&h->leaving, 1);
 }
 
-void resattn_http_begin_drain(resattn_http *h, resattn_listener_settle_info *info, char *err,
+/* resattn_listener_take_fn: a connection accepted during the drain goes to libmicrohttpd,
+ * which answers it like any other (503 for new inference requests); it closes it itself
+ * when it cannot take it (connection limits). */
+static void take_connection(void *arg, int fd, const struct sockaddr *peer, socklen_t len) {
+    resattn_http *h = arg;
+    MHD_add_connection(h->daemon, fd, peer, len);
+}
+
+void resattn_http_begin_drain(resattn_http *h, resattn_listener_close_info *info, char *err,
                               size_t err_len) {
     atomic_store(&h->draining, 1);
-    /* Closing the listener resets the connections still in its accept queue and those
-     * mid-handshake, after their clients sent a request: first let them reach
-     * libmicrohttpd (which answers them: the draining flag is set), then stop listening */
     if (err_len)
         err[0] = 0;
-    if (!h->quiesced)
-        resattn_listener_settle(h->listen_fd, LISTENER_SETTLE_MS, info, err, err_len);
+    if (info)
+        memset(info, 0, sizeof *info);
+    if (h->quiesced)
+        return;
     MHD_socket fd = MHD_quiesce_daemon(h->daemon);
-    if (fd != MHD_INVALID_SOCKET) {
-        /* not close(): libmicrohttpd says to close it after MHD_stop_daemon (a thread of
-         * it may still hold the number); unlistened, new connections are refused */
-        h->quiesced = 1;
-        resattn_listener_unlisten(fd);
+    if (fd == MHD_INVALID_SOCKET) {
+        snprintf(err, err_len, "cannot stop libmicrohttpd accepting connections");
+        return;
     }
+    /* libmicrohttpd no longer accepts; the connections the kernel completed or is completing
+     * are accepted and handed back to it before the listener stops (a plain close would
+     * reset them). Not closed: libmicrohttpd says to close it after MHD_stop_daemon. */
+    h->quiesced = 1;
+    resattn_listener_close_gently(fd, LISTENER_SETTLE_MS, take_connection, h, info, err, err_len);
 }
 
 int resattn_http_wait_idle(resattn_http *h, int timeout_ms) {

@@ -1,36 +1,45 @@
 /*
- * Closing a listening TCP socket without resetting connections (any transport: HTTP now,
+ * Closing a listening TCP socket without resetting connections (for any transport: HTTP now,
  * gRPC later). Closing a listener makes the kernel reset every connection still in its
  * accept queue and forget every handshake in progress, whose client then gets a reset for
- * the request it has already sent. A transport that stops serving therefore:
- *   1. resattn_listener_settle(): the kernel stops answering new SYNs (a socket filter drops
- *      them; those clients retry their SYN and are refused in step 2), and the call waits
- *      until the handshakes in progress have completed and the transport, which keeps
- *      accepting meanwhile, has emptied the accept queue;
- *   2. the transport stops accepting (e.g. MHD_quiesce_daemon);
- *   3. resattn_listener_unlisten(): no longer listening, so new connections are refused at
- *      connect, while the descriptor stays valid for a transport thread that may still hold
- *      it; it is closed after the transport has stopped.
+ * the request it already sent. Attaching a socket filter that drops new SYNs would stop
+ * the arrivals, but needs CAP_NET_ADMIN on some kernels and containers drop it; so this
+ * freezes the listener with the backlog instead (see listener.c):
+ *   1. the transport stops accepting (e.g. MHD_quiesce_daemon) and hands the socket here;
+ *   2. resattn_listener_close_gently() accepts every connection that completes and gives
+ *      it to the transport (take), until the listener is frozen: its accept queue is full
+ *      with one connection of our own, so the kernel drops new SYNs (those clients send
+ *      them again about 1 s later and are refused), and no handshake is in progress; then
+ *      it stops listening (new connections refused at connect). The descriptor stays open
+ *      for a transport thread that may still hold its number: close it after the
+ *      transport has stopped.
  */
 #ifndef RESATTN_LISTENER_H
 #define RESATTN_LISTENER_H
 
 #include <resattn/resattn.h>
 #include <stddef.h>
+#include <sys/socket.h>
 
-typedef struct resattn_listener_settle_info {
-    int handshakes; /* handshakes in progress when the filter went on */
-    int queued;     /* connections then waiting in the accept queue */
-    int waited_ms;  /* until both were zero, or the timeout */
-    int settled;    /* 1: both reached zero; 0: timeout (or the counts were unavailable) */
-} resattn_listener_settle_info;
+/* Hand an accepted connection (non-blocking, close-on-exec) to the transport, which owns
+ * it from here, also on failure. */
+typedef void (*resattn_listener_take_fn)(void *arg, int fd, const struct sockaddr *peer,
+                                         socklen_t peer_len);
 
-/* Step 1 above on the listening socket fd, waiting at most timeout_ms; info may be NULL.
- * RESATTN_ERR_IO with err filled when the filter cannot be attached (the caller goes on
- * with steps 2 and 3: only the race this closes remains). */
-resattn_status resattn_listener_settle(int fd, int timeout_ms, resattn_listener_settle_info *info,
-                                       char *err, size_t err_len);
-/* Step 3: stop listening on fd (shutdown(SHUT_RD) on a listener); 0 or -1 with errno. */
-int resattn_listener_unlisten(int fd);
+typedef struct resattn_listener_close_info {
+    int taken;      /* connections accepted here and handed to the transport */
+    int handshakes; /* handshakes in progress when the close began, -1 if unknown */
+    int attempts;   /* tries to freeze the listener */
+    int waited_ms;
+    int settled; /* 1: frozen, nothing lost; 0: timeout or no way to count (see err) */
+} resattn_listener_close_info;
+
+/* Step 2 above on the listening socket fd, which nobody else accepts on any more, within
+ * timeout_ms; info may be NULL. Returns RESATTN_OK when the listener was frozen and closed
+ * cleanly; otherwise it is closed anyway after the timeout (or at once when the kernel's
+ * socket counts are unavailable) and err says why. */
+resattn_status resattn_listener_close_gently(int fd, int timeout_ms, resattn_listener_take_fn take,
+                                             void *arg, resattn_listener_close_info *info,
+                                             char *err, size_t err_len);
 
 #endif
