@@ -38,6 +38,10 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Longest part of the drain spent closing the listener without resets: usually a few
+ * milliseconds; while many clients keep reconnecting each try to freeze it can wait for a
+ * handshake the kernel held back (a client's retransmission, 200 ms or more). */
+#define LISTENER_CLOSE_MS 2000
 /* Time a drain waits for running batches after the queue was cancelled on timeout. */
 #define DRAIN_GRACE_MS 5000
 #define MIB (1024.0 * 1024.0)
@@ -508,12 +512,16 @@ static int start(server *s) {
 static int drain(server *s) {
     resattn_listener_close_info li;
     char err[RESATTN_ERR_LEN];
-    resattn_http_begin_drain(s->http, &li, err, sizeof err);
+    /* the listener's close is part of the drain timeout, for at most LISTENER_CLOSE_MS */
+    int close_ms =
+        s->cfg.drain_timeout_ms < LISTENER_CLOSE_MS ? s->cfg.drain_timeout_ms : LISTENER_CLOSE_MS;
+    resattn_http_begin_drain(s->http, close_ms, &li, err, sizeof err);
     say(s, err[0] ? "warn" : "info",
         "listener closed after %d ms: %d connections accepted during the close, %d "
         "handshakes in progress at its start, %d tries to freeze it%s%s",
         li.waited_ms, li.taken, li.handshakes, li.attempts, err[0] ? "; " : "", err);
-    if (resattn_http_wait_idle(s->http, s->cfg.drain_timeout_ms) == 0)
+    int left = s->cfg.drain_timeout_ms - li.waited_ms;
+    if (resattn_http_wait_idle(s->http, left > 0 ? left : 0) == 0)
         return 0;
     say(s, "warn", "drain timeout (%d ms): answering queued requests with 503",
         s->cfg.drain_timeout_ms);
@@ -641,7 +649,7 @@ int resattn_cmd_serve(int argc, char **argv) {
     }
     if ((rc = start(&s))) {
         if (s.http) { /* nothing is in flight yet unless clients came early: drain anyway */
-            resattn_http_begin_drain(s.http, NULL, err, sizeof err);
+            resattn_http_begin_drain(s.http, LISTENER_CLOSE_MS, NULL, err, sizeof err);
             if (resattn_http_wait_idle(s.http, DRAIN_GRACE_MS))
                 return 1; /* cannot stop the daemon with suspended connections */
         }

@@ -43,9 +43,6 @@
 #define REQUEST_ID_LEN 64
 #define MSG_LEN 512
 #define IDLE_GRACE_S 0.05
-/* Longest wait at the start of a drain for the connections the kernel completed or is
- * completing to be accepted (see server/net/listener.h); usually a few milliseconds. */
-#define LISTENER_SETTLE_MS 1000
 
 struct resattn_http {
     struct MHD_Daemon *daemon;
@@ -1258,8 +1255,8 @@ static void take_connection(void *arg, int fd, const struct sockaddr *peer, sock
     MHD_add_connection(h->daemon, fd, peer, len);
 }
 
-void resattn_http_begin_drain(resattn_http *h, resattn_listener_close_info *info, char *err,
-                              size_t err_len) {
+void resattn_http_begin_drain(resattn_http *h, int timeout_ms, resattn_listener_close_info *info,
+                              char *err, size_t err_len) {
     atomic_store(&h->draining, 1);
     if (err_len)
         err[0] = 0;
@@ -1276,7 +1273,7 @@ void resattn_http_begin_drain(resattn_http *h, resattn_listener_close_info *info
      * are accepted and handed back to it before the listener stops (a plain close would
      * reset them). Not closed: libmicrohttpd says to close it after MHD_stop_daemon. */
     h->quiesced = 1;
-    resattn_listener_close_gently(fd, LISTENER_SETTLE_MS, take_connection, h, info, err, err_len);
+    resattn_listener_close_gently(fd, timeout_ms, take_connection, h, info, err, err_len);
 }
 
 int resattn_http_wait_idle(resattn_http *h, int timeout_ms) {
