@@ -43,6 +43,9 @@
 #define REQUEST_ID_LEN 64
 #define MSG_LEN 512
 #define IDLE_GRACE_S 0.05
+/* How long a drain waits for connections it accepted (or libmicrohttpd accepted before)
+ * to send their first request: a client that connects and then idles must not hold it. */
+#define FRESH_GRACE_S 1.0
 
 struct resattn_http {
     struct MHD_Daemon *daemon;
@@ -53,6 +56,8 @@ struct resattn_http {
     atomic_int ready, draining;
     atomic_int leaving; /* drain delay: readiness 503 and Connection: close, still serving */
     atomic_long in_flight;
+    atomic_long fresh; /* open connections whose first request has not begun */
+    double drain_start;
     atomic_ullong next_id;
     unsigned id_salt;
     int port;
@@ -897,6 +902,13 @@ static request *request_new(resattn_http *s, struct MHD_Connection *conn, const 
     snprintf(r->path, sizeof r->path, "%s", url);
     atomic_fetch_add(&s->in_flight, 1);
     resattn_metrics_in_flight_add(s->metrics, 1);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    int *fresh = ci ? ci->socket_context : NULL;
+    if (fresh && *fresh) {
+        *fresh = 0;
+        atomic_fetch_sub(&s->fresh, 1);
+    }
     make_request_id(r);
     route_request(r, url, method);
     const char *cl = header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -1017,6 +1029,29 @@ static void log_request(request *r, double seconds) {
     strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
     fprintf(f, "%s %s %s %d %.3fms %zuB batch=%d id=%s\n", ts, r->method, r->path, r->status,
             seconds * 1e3, r->resp_bytes, r->batch_size, r->request_id);
+}
+
+/* Counts the connections that have not begun a request (the drain waits for them): a flag
+ * per connection, set when it opens, cleared by its first request or its close. Each
+ * connection lives on one libmicrohttpd thread, so the flag needs no atomics. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe) {
+    (void)conn;
+    resattn_http *s = cls;
+    int *fresh = *socket_context;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        fresh = malloc(sizeof *fresh);
+        if (fresh) {
+            *fresh = 1;
+            atomic_fetch_add(&s->fresh, 1);
+        }
+        *socket_context = fresh;
+    } else if (fresh) {
+        if (*fresh)
+            atomic_fetch_sub(&s->fresh, 1);
+        free(fresh);
+        *socket_context = NULL;
+    }
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
@@ -1213,10 +1248,10 @@ resattn_status resattn_http_start(const resattn_http_options *opt, resattn_repos
             items[ni++] = extra[i];
     items[ni] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     /* the socket is ours (resattn_http_listen): libmicrohttpd closes it on stop */
-    s->daemon =
-        MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER,
-                         on_mhd_error, s, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED,
-                         on_completed, s, MHD_OPTION_ARRAY, items, MHD_OPTION_END);
+    s->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_error, s,
+        MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_ARRAY, items, MHD_OPTION_END);
     if (!s->daemon) {
         char where[300];
         format_where(where, sizeof where, opt->host, s->port);
@@ -1258,6 +1293,7 @@ static void take_connection(void *arg, int fd, const struct sockaddr *peer, sock
 void resattn_http_begin_drain(resattn_http *h, int timeout_ms, resattn_listener_close_info *info,
                               char *err, size_t err_len) {
     atomic_store(&h->draining, 1);
+    h->drain_start = resattn_now();
     if (err_len)
         err[0] = 0;
     if (info)
@@ -1279,10 +1315,14 @@ void resattn_http_begin_drain(resattn_http *h, int timeout_ms, resattn_listener_
 int resattn_http_wait_idle(resattn_http *h, int timeout_ms) {
     double until = resattn_now() + timeout_ms * 1e-3, idle_since = -1;
     /* idle must last IDLE_GRACE_S: a request a keep-alive client sent just before the
-     * drain may still be on its way from the socket buffer to the first callback */
+     * drain may still be on its way from the socket buffer to the first callback. A new
+     * connection counts as busy until it begins its request (for FRESH_GRACE_S from the
+     * drain's start): stopping the daemon would otherwise close it, unanswered, and its
+     * request arriving after that would be reset. */
     for (;;) {
         double now = resattn_now();
-        if (atomic_load(&h->in_flight) > 0)
+        int fresh = atomic_load(&h->fresh) > 0 && now - h->drain_start < FRESH_GRACE_S;
+        if (atomic_load(&h->in_flight) > 0 || fresh)
             idle_since = -1;
         else if (idle_since < 0)
             idle_since = now;
