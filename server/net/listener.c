@@ -276,7 +276,7 @@ resattn_status resattn_listener_close_gently(int fd, int timeout_ms, resattn_lis
     }
     info->waited_ms = (int)(now_ms() - t0);
     info->settled = frozen;
-    if (!frozen && nl >= 0)
+    if (!frozen)
         take_all(fd, NULL, take, arg, info); /* the last ones, at least */
     shutdown(fd, SHUT_RD); /* not listening any more: queued connections are reset */
     if (plug >= 0)
