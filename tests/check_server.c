@@ -15,13 +15,18 @@
 #include <check.h>
 #include <curl/curl.h>
 #include <jansson.h>
+#include <arpa/inet.h>
+#include <errno.h>
 #include <math.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #define FIXTURE "tests/fixtures/basic_cifar_se"
@@ -1135,6 +1140,135 @@ START_TEST(test_drain_delay_second_signal) {
 }
 END_TEST
 
+/* ---- SIGTERM while clients keep opening connections ------------------------------------ */
+
+/* One client of test_sigterm_connection_churn: a new connection per request (plain sockets,
+ * so that a reset is told apart from a refusal exactly), until *stop. */
+typedef struct churn_arg {
+    int port;
+    atomic_int *stop;
+    int ok, s503, refused, reset, other;
+    char what[96]; /* the first unexpected outcome */
+} churn_arg;
+
+static const char CHURN_REQUEST[] = "GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                    "Connection: close\r\n\r\n";
+
+/* Send the request and read the answer to EOF: its status, 0 with errno set on failure, or
+ * -1 when the server closed without answering. */
+static int churn_exchange(int fd) {
+    size_t off = 0, n = sizeof CHURN_REQUEST - 1;
+    while (off < n) {
+        ssize_t w = send(fd, CHURN_REQUEST + off, n - off, MSG_NOSIGNAL);
+        if (w < 0)
+            return 0;
+        off += (size_t)w;
+    }
+    char head[16] = {0}, buf[4096];
+    size_t got = 0;
+    for (;;) {
+        ssize_t r = recv(fd, buf, sizeof buf, 0);
+        if (r < 0)
+            return 0;
+        if (r == 0)
+            break;
+        for (ssize_t i = 0; i < r && got < sizeof head - 1; i++)
+            head[got++] = buf[i];
+    }
+    int status = 0;
+    return sscanf(head, "HTTP/1.%*d %d", &status) == 1 ? status : -1;
+}
+
+static void *churn_main(void *p) {
+    churn_arg *a = p;
+    /* signals (the server's SIGCHLD) go to the main thread: a connect() waiting for a
+     * dropped SYN to be sent again would fail with EINTR */
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)a->port)};
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    while (!atomic_load(a->stop)) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        ck_assert(fd >= 0);
+        struct timeval tv = {10, 0}; /* a hung exchange fails the test instead of hanging it */
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        int status = -2, err = 0;
+        if (connect(fd, (struct sockaddr *)&to, sizeof to) == 0) {
+            status = churn_exchange(fd);
+            err = errno;
+        } else if (errno == ECONNREFUSED) {
+            a->refused++;
+        } else {
+            err = errno;
+            status = 0;
+        }
+        close(fd);
+        if (status == -2) {
+            uh_sleep_ms(2); /* refused: the server is gone, or not yet back */
+            continue;
+        }
+        if (status == 200)
+            a->ok++;
+        else if (status == 503)
+            a->s503++;
+        else if (status == 0 && (err == ECONNRESET || err == EPIPE))
+            a->reset++;
+        else
+            a->other++;
+        if (status != 200 && status != 503 && !a->what[0])
+            snprintf(a->what, sizeof a->what, "status %d, %s", status,
+                     status == 0 ? strerror(err) : "-");
+    }
+    return NULL;
+}
+
+/* SIGTERM while many clients keep opening new connections (Connection: close): every
+ * connection the server's kernel completed the handshake of must be answered (200, or 503
+ * while draining); the rest must be refused at connect. A reset after the request was sent
+ * is a dropped request: this is what happens when the listening socket is closed with
+ * connections still in its accept queue or mid-handshake. The window is short, so the test
+ * repeats the stop a few times with a new server each. */
+START_TEST(test_sigterm_connection_churn) {
+    enum { ROUNDS = 6, CLIENTS = 16 };
+    int ok = 0, s503 = 0, refused = 0, reset = 0, other = 0;
+    char what[128] = "";
+    for (int round = 0; round < ROUNDS; round++) {
+        uh_server s;
+        const char *args[] = {"--model", FIXTURE ".safetensors", NULL};
+        ck_assert_msg(uh_server_start(&s, args) == 0, "server did not start (log %s)", s.log);
+        atomic_int stop = 0;
+        churn_arg ca[CLIENTS];
+        pthread_t t[CLIENTS];
+        for (int i = 0; i < CLIENTS; i++) {
+            ca[i] = (churn_arg){.port = s.port, .stop = &stop};
+            ck_assert(pthread_create(&t[i], NULL, churn_main, &ca[i]) == 0);
+        }
+        uh_sleep_ms(200 + 37 * round);
+        int status = uh_server_stop(&s, SIGTERM, 30000);
+        uh_sleep_ms(50); /* a few refusals after the exit */
+        atomic_store(&stop, 1);
+        for (int i = 0; i < CLIENTS; i++) {
+            pthread_join(t[i], NULL);
+            ok += ca[i].ok;
+            s503 += ca[i].s503;
+            refused += ca[i].refused;
+            reset += ca[i].reset;
+            other += ca[i].other;
+            if (ca[i].what[0] && !what[0])
+                snprintf(what, sizeof what, "round %d: %s", round, ca[i].what);
+        }
+        ck_assert_int_eq(status, 0);
+    }
+    ck_assert_msg(reset == 0 && other == 0,
+                  "%d connections reset and %d not answered (%s); %d answered 200, %d 503, %d "
+                  "refused",
+                  reset, other, what, ok, s503, refused);
+    ck_assert_msg(ok > 0 && refused > 0, "%d answered 200, %d refused", ok, refused);
+}
+END_TEST
+
 START_TEST(test_builtin_model_or_exit_2) {
     if (resattn_default_model_size == 0) {
         char cmd[512];
@@ -1177,6 +1311,7 @@ Suite *server_suite(void) {
     tcase_add_test(http, test_sigterm_under_load);
     tcase_add_test(http, test_drain_delay_serves_on);
     tcase_add_test(http, test_drain_delay_second_signal);
+    tcase_add_test(http, test_sigterm_connection_churn);
     tcase_add_test(http, test_builtin_model_or_exit_2);
     tcase_set_timeout(http, 180);
     suite_add_tcase(s, http);

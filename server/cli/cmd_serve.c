@@ -22,7 +22,7 @@
 #include "data/image.h"
 #include "grpc/grpc.h"
 #include "http/http.h"
-#include "runtime/listen.h"
+#include "net/listen.h"
 #include "model/config.h"
 #include "protocol/json_scan.h"
 #include "runtime/budget.h"
@@ -40,6 +40,10 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Longest part of the drain spent closing the listener without resets: usually a few
+ * milliseconds; while many clients keep reconnecting each try to freeze it can wait for a
+ * handshake the kernel held back (a client's retransmission, 200 ms or more). */
+#define LISTENER_CLOSE_MS 2000
 /* Time a drain waits for running batches after the queue was cancelled on timeout. */
 #define DRAIN_GRACE_MS 5000
 #define MIB (1024.0 * 1024.0)
@@ -530,11 +534,21 @@ static int start(server *s) {
 
 /* Returns 0 when every request was answered within the drain timeout. */
 static int drain(server *s) {
-    resattn_http_begin_drain(s->http);
-    if (s->grpc)
+    if (s->grpc) /* quick: closes its listener and sends every connection a GOAWAY */
         resattn_grpc_begin_drain(s->grpc);
+    resattn_listener_close_info li;
+    char err[RESATTN_ERR_LEN];
+    /* the listener's close is part of the drain timeout, for at most LISTENER_CLOSE_MS */
+    int close_ms =
+        s->cfg.drain_timeout_ms < LISTENER_CLOSE_MS ? s->cfg.drain_timeout_ms : LISTENER_CLOSE_MS;
     double t0 = resattn_now();
-    if (resattn_http_wait_idle(s->http, s->cfg.drain_timeout_ms) == 0 &&
+    resattn_http_begin_drain(s->http, close_ms, &li, err, sizeof err);
+    say(s, err[0] ? "warn" : "info",
+        "listener closed after %d ms: %d connections accepted during the close, %d "
+        "handshakes in progress at its start, %d tries to freeze it%s%s",
+        li.waited_ms, li.taken, li.handshakes, li.attempts, err[0] ? "; " : "", err);
+    int left = s->cfg.drain_timeout_ms - li.waited_ms;
+    if (resattn_http_wait_idle(s->http, left > 0 ? left : 0) == 0 &&
         (!s->grpc || resattn_grpc_wait_idle(s->grpc, s->cfg.drain_timeout_ms -
                                                          (int)((resattn_now() - t0) * 1e3)) == 0))
         return 0;
@@ -674,7 +688,7 @@ int resattn_cmd_serve(int argc, char **argv) {
     }
     if ((rc = start(&s))) {
         if (s.http) { /* nothing is in flight yet unless clients came early: drain anyway */
-            resattn_http_begin_drain(s.http);
+            resattn_http_begin_drain(s.http, LISTENER_CLOSE_MS, NULL, err, sizeof err);
             if (resattn_http_wait_idle(s.http, DRAIN_GRACE_MS))
                 return 1; /* cannot stop the daemon with suspended connections */
         }

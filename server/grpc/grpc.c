@@ -23,7 +23,8 @@
 #include "protocol/grpc_codec.h"
 #include "runtime/access_log.h"
 #include "runtime/auth.h"
-#include "runtime/listen.h"
+#include "net/listen.h"
+#include "net/listener.h"
 
 #include <errno.h>
 #include <gnutls/gnutls.h>
@@ -48,6 +49,8 @@
 #define OUT_HIGH_WATER (256 * 1024) /* stop asking nghttp2 for frames beyond this backlog */
 #define MAX_EVENTS 64
 #define IDLE_GRACE_S 0.05
+/* The listener's gentle close at the drain; the loop serves nothing else meanwhile. */
+#define LISTENER_CLOSE_MS 1000
 
 typedef struct call call;
 typedef struct conn conn;
@@ -924,49 +927,60 @@ static void conn_event(conn *c, unsigned events) {
         conn_flush(c);
 }
 
+/* Start serving the accepted connection fd (owned from here, also on failure). */
+static void add_conn(resattn_grpc *s, int fd) {
+    if (s->opt.max_connections > 0 && s->num_conns >= s->opt.max_connections) {
+        close(fd);
+        return;
+    }
+    conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        close(fd);
+        return;
+    }
+    c->tag = EV_CONN;
+    c->srv = s;
+    c->fd = fd;
+    c->last_io = resattn_now();
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* answers are one write */
+    c->next = s->conns;
+    s->conns = c;
+    s->num_conns++;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+    epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, fd, &ev);
+    if (s->cred) {
+        static const gnutls_datum_t h2 = {(unsigned char *)"h2", 2};
+        c->handshaking = 1;
+        if (gnutls_init(&c->tls, GNUTLS_SERVER | GNUTLS_NONBLOCK) ||
+            gnutls_priority_set(c->tls, s->prio) ||
+            gnutls_credentials_set(c->tls, GNUTLS_CRD_CERTIFICATE, s->cred) ||
+            gnutls_alpn_set_protocols(c->tls, &h2, 1, 0)) {
+            conn_close(c);
+            return;
+        }
+        gnutls_transport_set_int(c->tls, fd);
+        conn_handshake(c);
+    } else if (conn_start_h2(c)) {
+        conn_close(c);
+    } else {
+        conn_flush(c);
+    }
+}
+
 static void accept_all(resattn_grpc *s) {
     for (;;) {
         int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0)
             return;
-        if (s->opt.max_connections > 0 && s->num_conns >= s->opt.max_connections) {
-            close(fd);
-            continue;
-        }
-        conn *c = calloc(1, sizeof *c);
-        if (!c) {
-            close(fd);
-            continue;
-        }
-        c->tag = EV_CONN;
-        c->srv = s;
-        c->fd = fd;
-        c->last_io = resattn_now();
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* answers are one write */
-        c->next = s->conns;
-        s->conns = c;
-        s->num_conns++;
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-        epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, fd, &ev);
-        if (s->cred) {
-            static const gnutls_datum_t h2 = {(unsigned char *)"h2", 2};
-            c->handshaking = 1;
-            if (gnutls_init(&c->tls, GNUTLS_SERVER | GNUTLS_NONBLOCK) ||
-                gnutls_priority_set(c->tls, s->prio) ||
-                gnutls_credentials_set(c->tls, GNUTLS_CRD_CERTIFICATE, s->cred) ||
-                gnutls_alpn_set_protocols(c->tls, &h2, 1, 0)) {
-                conn_close(c);
-                continue;
-            }
-            gnutls_transport_set_int(c->tls, fd);
-            conn_handshake(c);
-        } else if (conn_start_h2(c)) {
-            conn_close(c);
-        } else {
-            conn_flush(c);
-        }
+        add_conn(s, fd);
     }
+}
+
+static void take_conn(void *arg, int fd, const struct sockaddr *peer, socklen_t peer_len) {
+    (void)peer;
+    (void)peer_len;
+    add_conn(arg, fd);
 }
 
 /* Calls whose job came back: answer them (or free them when their stream is gone). */
@@ -994,7 +1008,13 @@ static void take_finished(resattn_grpc *s) {
 
 static void begin_goaway(resattn_grpc *s) {
     if (s->listen_fd >= 0) {
+        /* connections the kernel completed or is completing are taken in (and get the
+         * GOAWAY below) instead of being reset by a plain close (net/listener.h); this loop
+         * thread is the only one using the socket, so it is closed right after */
         epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, s->listen_fd, NULL);
+        char err[RESATTN_ERR_LEN];
+        resattn_listener_close_gently(s->listen_fd, LISTENER_CLOSE_MS, take_conn, s, NULL, err,
+                                      sizeof err);
         close(s->listen_fd);
         s->listen_fd = -1;
     }
@@ -1129,7 +1149,7 @@ void resattn_grpc_begin_drain(resattn_grpc *g) {
 }
 
 int resattn_grpc_wait_idle(resattn_grpc *g, int timeout_ms) {
-    return resattn_wait_idle(&g->in_flight, timeout_ms, IDLE_GRACE_S);
+    return resattn_wait_idle(&g->in_flight, timeout_ms, IDLE_GRACE_S, NULL, NULL);
 }
 
 void resattn_grpc_stop(resattn_grpc *g) {

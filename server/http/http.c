@@ -24,8 +24,9 @@
 #include "protocol/protocol_common.h"
 #include "runtime/access_log.h"
 #include "runtime/auth.h"
-#include "runtime/listen.h"
+#include "net/listen.h"
 #include "http/web/index_html.h"
+#include "net/listener.h"
 #include "maps/mask_summary.h"
 #include <arpa/inet.h>
 #include <errno.h>
@@ -45,6 +46,9 @@
 #define REQUEST_ID_LEN 64
 #define MSG_LEN 512
 #define IDLE_GRACE_S 0.05
+/* How long a drain waits for connections it accepted (or libmicrohttpd accepted before)
+ * to send their first request: a client that connects and then idles must not hold it. */
+#define FRESH_GRACE_S 1.0
 
 struct resattn_http {
     struct MHD_Daemon *daemon;
@@ -55,9 +59,13 @@ struct resattn_http {
     atomic_int ready, draining;
     atomic_int leaving; /* drain delay: readiness 503 and Connection: close, still serving */
     atomic_long in_flight;
+    atomic_long fresh; /* open connections whose first request has not begun */
+    double drain_start;
     atomic_ullong next_id;
     unsigned id_salt;
     int port;
+    int listen_fd; /* libmicrohttpd's until the drain quiesces it, then ours to close */
+    int quiesced;  /* listen_fd is ours */
 };
 
 typedef enum req_state {
@@ -874,6 +882,13 @@ static request *request_new(resattn_http *s, struct MHD_Connection *conn, const 
     snprintf(r->path, sizeof r->path, "%s", url);
     atomic_fetch_add(&s->in_flight, 1);
     resattn_metrics_in_flight_add(s->metrics, 1);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    int *fresh = ci ? ci->socket_context : NULL;
+    if (fresh && *fresh) {
+        *fresh = 0;
+        atomic_fetch_sub(&s->fresh, 1);
+    }
     make_request_id(r);
     route_request(r, url, method);
     const char *cl = header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -988,6 +1003,29 @@ static void log_request(request *r, double seconds) {
                             seconds * 1e3, r->resp_bytes, r->batch_size, r->request_id);
 }
 
+/* Counts the connections that have not begun a request (the drain waits for them): a flag
+ * per connection, set when it opens, cleared by its first request or its close. Each
+ * connection lives on one libmicrohttpd thread, so the flag needs no atomics. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe) {
+    (void)conn;
+    resattn_http *s = cls;
+    int *fresh = *socket_context;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        fresh = malloc(sizeof *fresh);
+        if (fresh) {
+            *fresh = 1;
+            atomic_fetch_add(&s->fresh, 1);
+        }
+        *socket_context = fresh;
+    } else if (fresh) {
+        if (*fresh)
+            atomic_fetch_sub(&s->fresh, 1);
+        free(fresh);
+        *socket_context = NULL;
+    }
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
                          enum MHD_RequestTerminationCode toe) {
     (void)conn;
@@ -1067,8 +1105,10 @@ resattn_status resattn_http_start(const resattn_http_options *opt, resattn_repos
     s->metrics = metrics;
     s->id_salt = (unsigned)time(NULL) ^ ((unsigned)getpid() << 16);
     s->port = resattn_bound_port(fd);
+    s->listen_fd = fd;
+    /* MHD_USE_ITC: the drain hands connections over with MHD_add_connection */
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
-                     (opt->tls_cert ? MHD_USE_TLS : 0);
+                     MHD_USE_ITC | (opt->tls_cert ? MHD_USE_TLS : 0);
     /* Limits (0 = leave libmicrohttpd's default). The connection memory holds the request
      * line and headers (431 beyond) and the read buffer of body chunks, which we copy out. */
     struct MHD_OptionItem extra[] = {
@@ -1093,10 +1133,10 @@ resattn_status resattn_http_start(const resattn_http_options *opt, resattn_repos
             items[ni++] = extra[i];
     items[ni] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     /* the socket is ours (resattn_http_listen): libmicrohttpd closes it on stop */
-    s->daemon =
-        MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER,
-                         on_mhd_error, s, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED,
-                         on_completed, s, MHD_OPTION_ARRAY, items, MHD_OPTION_END);
+    s->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_error, s,
+        MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_ARRAY, items, MHD_OPTION_END);
     if (!s->daemon) {
         char where[300];
         resattn_format_where(where, sizeof where, opt->host, s->port);
@@ -1127,22 +1167,55 @@ void resattn_http_announce_drain(resattn_http *h) {
     atomic_store(&h->leaving, 1);
 }
 
-void resattn_http_begin_drain(resattn_http *h) {
+/* resattn_listener_take_fn: a connection accepted during the drain goes to libmicrohttpd,
+ * which answers it like any other (503 for new inference requests); it closes it itself
+ * when it cannot take it (connection limits). */
+static void take_connection(void *arg, int fd, const struct sockaddr *peer, socklen_t len) {
+    resattn_http *h = arg;
+    MHD_add_connection(h->daemon, fd, peer, len);
+}
+
+void resattn_http_begin_drain(resattn_http *h, int timeout_ms, resattn_listener_close_info *info,
+                              char *err, size_t err_len) {
     atomic_store(&h->draining, 1);
+    h->drain_start = resattn_now();
+    if (err_len)
+        err[0] = 0;
+    if (info)
+        memset(info, 0, sizeof *info);
+    if (h->quiesced)
+        return;
     MHD_socket fd = MHD_quiesce_daemon(h->daemon);
-    if (fd != MHD_INVALID_SOCKET)
-        close(fd);
+    if (fd == MHD_INVALID_SOCKET) {
+        snprintf(err, err_len, "cannot stop libmicrohttpd accepting connections");
+        return;
+    }
+    /* libmicrohttpd no longer accepts; the connections the kernel completed or is completing
+     * are accepted and handed back to it before the listener stops (a plain close would
+     * reset them). Not closed: libmicrohttpd says to close it after MHD_stop_daemon. */
+    h->quiesced = 1;
+    resattn_listener_close_gently(fd, timeout_ms, take_connection, h, info, err, err_len);
+}
+
+/* A new connection counts as busy until it begins its request (for FRESH_GRACE_S from the
+ * drain's start): stopping the daemon would otherwise close it, unanswered, and its request
+ * arriving after that would be reset. */
+static int fresh_connections(void *arg) {
+    resattn_http *h = arg;
+    return atomic_load(&h->fresh) > 0 && resattn_now() - h->drain_start < FRESH_GRACE_S;
 }
 
 int resattn_http_wait_idle(resattn_http *h, int timeout_ms) {
     /* idle must last IDLE_GRACE_S: a request a keep-alive client sent just before the
-     * drain may still be on its way from the socket buffer to the first callback */
-    return resattn_wait_idle(&h->in_flight, timeout_ms, IDLE_GRACE_S);
+     * drain may still be on its way from the socket buffer to the first callback. */
+    return resattn_wait_idle(&h->in_flight, timeout_ms, IDLE_GRACE_S, fresh_connections, h);
 }
 
 void resattn_http_stop(resattn_http *h) {
     if (!h)
         return;
     MHD_stop_daemon(h->daemon);
+    if (h->quiesced)
+        close(h->listen_fd);
     free(h);
 }

@@ -13,6 +13,7 @@
 #include "runtime/pool.h"
 #include "protocol/protocol.h"
 #include "repository/repository.h"
+#include "net/listener.h"
 #include <resattn/resattn.h>
 #include <stdio.h>
 
@@ -67,8 +68,14 @@ void resattn_http_set_ready(resattn_http *h, int ready);
  * Kubernetes endpoints stop sending here (they notice asynchronously) and keep-alive clients
  * reconnect elsewhere before step 1 closes the listener. */
 void resattn_http_announce_drain(resattn_http *h);
-/* Drain step 1: readiness 503, new inference requests 503, stop accepting connections. */
-void resattn_http_begin_drain(resattn_http *h);
+/* Drain step 1: readiness 503, new inference requests 503, stop accepting connections:
+ * new connections are refused at connect, but those whose handshake the kernel already
+ * completed (or is completing) are first accepted and answered, for up to timeout_ms
+ * (resattn_listener_close_gently; usually milliseconds, longer while many clients keep
+ * reconnecting; what it did in info, which may be NULL). err is "" or says why that could
+ * not be done fully; the listener stops listening anyway. */
+void resattn_http_begin_drain(resattn_http *h, int timeout_ms, resattn_listener_close_info *info,
+                              char *err, size_t err_len);
 /* Drain step 2: wait until no request is being handled; 0 if idle within timeout_ms. */
 int resattn_http_wait_idle(resattn_http *h, int timeout_ms);
 /* Stop the daemon (call when idle: suspended connections must not remain) and free. */

@@ -71,11 +71,12 @@ double resattn_now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-int resattn_wait_idle(const _Atomic long *in_flight, int timeout_ms, double grace_s) {
+int resattn_wait_idle(const _Atomic long *in_flight, int timeout_ms, double grace_s,
+                      int (*busy)(void *arg), void *arg) {
     double until = resattn_now() + timeout_ms * 1e-3, idle_since = -1;
     for (;;) {
         double now = resattn_now();
-        if (atomic_load(in_flight) > 0)
+        if (atomic_load(in_flight) > 0 || (busy && busy(arg)))
             idle_since = -1;
         else if (idle_since < 0)
             idle_since = now;

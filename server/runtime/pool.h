@@ -113,8 +113,10 @@ resattn_model_stats *resattn_pool_model_stats(resattn_pool_model *pm);
 double resattn_now(void);
 
 /* Drain helper of the transports: wait until *in_flight has stayed 0 for grace_s seconds
- * (a request sent just before the drain may still be on its way from a socket buffer);
- * 0 if that happened within timeout_ms, else -1. */
-int resattn_wait_idle(const _Atomic long *in_flight, int timeout_ms, double grace_s);
+ * (a request sent just before the drain may still be on its way from a socket buffer), and
+ * busy(arg) has said 0 as long, when busy is given (a transport's own reasons to wait);
+ * 0 if that happened within timeout_ms, else -1 (-1 only while requests are in flight). */
+int resattn_wait_idle(const _Atomic long *in_flight, int timeout_ms, double grace_s,
+                      int (*busy)(void *arg), void *arg);
 
 #endif

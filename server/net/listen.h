@@ -1,5 +1,6 @@
 /*
- * Listening sockets shared by the HTTP and gRPC transports (see listen.c).
+ * Listening sockets shared by the HTTP and gRPC transports (see listen.c); their gentle close
+ * at the drain is listener.h.
  */
 #ifndef RESATTN_LISTEN_H
 #define RESATTN_LISTEN_H

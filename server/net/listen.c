@@ -3,7 +3,7 @@
  * taken or forbidden port fails at once with one line naming the address and the flag that
  * chose it, and never shared with another process (no SO_REUSEPORT).
  */
-#include "runtime/listen.h"
+#include "net/listen.h"
 
 #include <errno.h>
 #include <netdb.h>
