@@ -319,6 +319,35 @@ START_TEST(test_head_on_get_endpoints) {
 }
 END_TEST
 
+/* Is the IPv6 loopback usable here (a container may have IPv6 off)? */
+static int ipv6_loopback(void) {
+    int fd = socket(AF_INET6, SOCK_STREAM, 0);
+    struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    int ok = fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    if (fd >= 0)
+        close(fd);
+    return ok;
+}
+
+/* The start-up lines write an IPv6 address in brackets ([::1]:PORT), so that the address
+ * and the port can be told apart and the text pastes into a URL. */
+START_TEST(test_ipv6_listening_line) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "timeout -s TERM 4 %s serve --host ::1 --port 0 --grpc-port 0 --model "
+             "tests/fixtures/basic_cifar_se.safetensors --workers 1 2>&1",
+             uh_binary());
+    FILE *p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    char out[8192] = "";
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = 0;
+    pclose(p);
+    ck_assert_msg(strstr(out, "listening on [::1]:"), "no bracketed address: %s", out);
+    ck_assert_msg(!strstr(out, "listening on ::1:"), "unbracketed address: %s", out);
+}
+END_TEST
+
 Suite *http_suite(void) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     Suite *s = suite_create("http");
@@ -331,6 +360,10 @@ Suite *http_suite(void) {
     else /* every port is unprivileged here: nothing to refuse */
         fprintf(stderr, "http: test_privileged_port not run (ip_unprivileged_port_start <= 1)\n");
     tcase_add_test(bind, test_port_zero);
+    if (ipv6_loopback())
+        tcase_add_test(bind, test_ipv6_listening_line);
+    else
+        fprintf(stderr, "http: test_ipv6_listening_line not run (no IPv6 loopback)\n");
     suite_add_tcase(s, bind);
     TCase *head = tcase_create("head");
     tcase_set_timeout(head, 120);

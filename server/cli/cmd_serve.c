@@ -445,8 +445,9 @@ static int start_grpc(server *s, const resattn_http_options *ho) {
         say(s, "error", "%s", err);
         return -1;
     }
-    say(s, "info", "gRPC listening on %s%s:%d", s->tls_cert_pem ? "https://" : "", s->cfg.host,
-        resattn_grpc_port(s->grpc));
+    char where[300]; /* [::1]:8001 for an IPv6 address */
+    resattn_format_where(where, sizeof where, s->cfg.host, resattn_grpc_port(s->grpc));
+    say(s, "info", "gRPC listening on %s%s", where, s->tls_cert_pem ? " (TLS)" : "");
     return 0;
 }
 
@@ -506,9 +507,11 @@ static int start(server *s) {
     if (start_grpc(s, &ho))
         return -1;
     int port = resattn_http_port(s->http);
+    char where[300]; /* [::1]:8080 for an IPv6 address */
+    resattn_format_where(where, sizeof where, s->cfg.host, port);
     say(s, "info",
-        "listening on %s%s:%d (%d workers x %d BLAS threads, max batch %d, GEMM %s, Winograd %s)",
-        s->tls_cert_pem ? "https://" : "", s->cfg.host, port, s->cfg.workers, s->cfg.blas_threads,
+        "listening on %s%s (%d workers x %d BLAS threads, max batch %d, GEMM %s, Winograd %s)",
+        s->tls_cert_pem ? "https://" : "", where, s->cfg.workers, s->cfg.blas_threads,
         s->cfg.max_batch, resattn_gemm_path(), resattn_winograd_path());
     if (s->cfg.port == 0) {
         printf("%d\n", port);
