@@ -1311,9 +1311,13 @@ Suite *server_suite(void) {
     tcase_add_test(http, test_sigterm_under_load);
     tcase_add_test(http, test_drain_delay_serves_on);
     tcase_add_test(http, test_drain_delay_second_signal);
-    tcase_add_test(http, test_sigterm_connection_churn);
     tcase_add_test(http, test_builtin_model_or_exit_2);
     tcase_set_timeout(http, 180);
     suite_add_tcase(s, http);
+    /* its own case, so that it can be run alone (CK_RUN_CASE=churn) many times */
+    TCase *churn = tcase_create("churn");
+    tcase_add_test(churn, test_sigterm_connection_churn);
+    tcase_set_timeout(churn, 180);
+    suite_add_tcase(s, churn);
     return s;
 }

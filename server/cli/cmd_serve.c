@@ -41,8 +41,9 @@
 #include <unistd.h>
 
 /* Longest part of the drain spent closing the listener without resets: usually a few
- * milliseconds; while many clients keep reconnecting each try to freeze it can wait for a
- * handshake the kernel held back (a client's retransmission, 200 ms or more). */
+ * milliseconds, up to about 100 with many clients reconnecting on busy cores; a second try
+ * to freeze it can wait for a handshake the kernel held back (a client's retransmission,
+ * 200 ms or more). */
 #define LISTENER_CLOSE_MS 2000
 /* Time a drain waits for running batches after the queue was cancelled on timeout. */
 #define DRAIN_GRACE_MS 5000

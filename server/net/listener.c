@@ -1,19 +1,23 @@
 /*
  * Closing a listening socket without resets (see listener.h). How the listener is frozen:
- * listen(fd, 0) leaves room for one connection in the accept queue; a connection of our own
- * (the plug, from this process to the listener) fills it, and while it is full the kernel
- * drops new SYNs and the ACKs that would complete a handshake. Before that, every connection
- * that arrives is accepted and handed over. The plug counts only when, with it queued:
- *   - its own server end is the connection in the queue (sock_diag: an ESTABLISHED socket
- *     from the listener's address and port to the plug's), and the queue holds one
- *     (TCP_INFO: on a listener, tcpi_unacked is the number ready for accept());
+ * a connection of our own (the plug, from this process to the listener) is made while the
+ * backlog still has room, so it completes at once (no overflow, no SYN cookie); then
+ * listen(fd, 0) shrinks the backlog behind it. From then on the accept queue is full as long
+ * as it holds one connection, and the kernel drops new SYNs and the ACKs that would complete
+ * a handshake (those clients back off: SYNs are sent again after about 1 s). The others
+ * queued beside the plug are accepted one by one, the queue never emptying, so the gate
+ * stays closed while they are taken. It is frozen when, with the plug alone in the queue
+ * (TCP_INFO: on a listener, tcpi_unacked is the number ready for accept()):
  *   - no handshake is in progress (sock_diag: request sockets in SYN_RECV to our address and
  *     port, as `ss -tn state syn-recv` lists them): their ACK would now be dropped and the
  *     client reset after the close;
  *   - the kernel sent no SYN cookie meanwhile (TcpExt SyncookiesSent in /proc/net/netstat):
  *     a cookie handshake keeps no request socket, so it cannot be counted.
- * Otherwise the plug is accepted and closed and the next try follows. Then shutdown(SHUT_RD)
- * stops listening; the plug is reset by that, which is why it is ours.
+ * Otherwise the backlog is restored, which opens the gate: what was held back completes and
+ * is accepted, and the next try follows. Clients that kept reconnecting have backed off by
+ * then, so a second try is rarely needed. Then shutdown(SHUT_RD) stops listening; the plug
+ * is reset by that, which is why it is ours. (A socket filter dropping SYNs would be
+ * simpler, but attaching one needs CAP_NET_ADMIN on some kernels, and containers drop it.)
  */
 #include "net/listener.h"
 #include <arpa/inet.h>
@@ -50,6 +54,16 @@ static int accept_queue_len(int fd) {
     if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &n) || ti.tcpi_state != TCP_LISTEN)
         return -1;
     return (int)ti.tcpi_unacked;
+}
+
+/* The backlog the listener was given (capped by net.core.somaxconn), or -1. */
+static int listen_backlog(int fd) {
+    struct tcp_info ti;
+    socklen_t n = sizeof ti;
+    memset(&ti, 0, sizeof ti);
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &n) || ti.tcpi_state != TCP_LISTEN)
+        return -1;
+    return (int)ti.tcpi_sacked; /* on a listener: its sk_max_ack_backlog */
 }
 
 /* The port and address bytes of an AF_INET/AF_INET6 address (network order). */
@@ -141,32 +155,6 @@ static long long syncookies_sent(void) {
     return v;
 }
 
-/* Accept every queued connection: the plug's server end (its peer is plug) is closed, the
- * others go to take. */
-static void take_all(int fd, const struct sockaddr_storage *plug, resattn_listener_take_fn take,
-                     void *arg, resattn_listener_close_info *info) {
-    for (;;) {
-        struct sockaddr_storage peer;
-        socklen_t n = sizeof peer;
-        int c = accept4(fd, (struct sockaddr *)&peer, &n, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (c < 0) {
-            if (errno == EINTR || errno == ECONNABORTED)
-                continue;
-            return; /* EAGAIN: empty */
-        }
-        size_t al;
-        const void *pb = plug ? addr_bytes(plug, &al) : NULL;
-        const void *cb = addr_bytes(&peer, &al);
-        if (plug && peer.ss_family == plug->ss_family && addr_port(&peer) == addr_port(plug) &&
-            !memcmp(pb, cb, al)) {
-            close(c);
-            continue;
-        }
-        info->taken++;
-        take(arg, c, (struct sockaddr *)&peer, n);
-    }
-}
-
 /* Connect the plug to the listener (loopback for a wildcard listener); its descriptor, with
  * its own address in *self, or -1. SO_LINGER 0: closing it resets at once, which also
  * removes its server end when that is still a request socket. */
@@ -193,21 +181,85 @@ static int plug_open(const struct sockaddr_storage *local, socklen_t len,
     return c;
 }
 
-/* Wait until the plug's server end is queued; 1 if the listener is then frozen as the top
- * of the file says, 0 if not (yet), -1 if the counts are unavailable. */
-static int plug_holds(int fd, int nl, const struct sockaddr_storage *local,
-                      const struct sockaddr_storage *self, long long cookies) {
+/* Is peer the plug's address? (plug NULL: no plug) */
+static int is_plug(const struct sockaddr_storage *peer, const struct sockaddr_storage *plug) {
+    size_t al;
+    if (!plug || peer->ss_family != plug->ss_family || addr_port(peer) != addr_port(plug))
+        return 0;
+    const void *pb = addr_bytes(plug, &al);
+    return !memcmp(pb, addr_bytes(peer, &al), al);
+}
+
+/* Wait up to PLUG_WAIT_MS until the plug's server end (an ESTABLISHED socket from the
+ * listener's address to self) exists: 1 when it does, 0 if not, -1 if it cannot be counted. */
+static int plug_arrived(int nl, const struct sockaddr_storage *local,
+                        const struct sockaddr_storage *self) {
     double until = now_ms() + PLUG_WAIT_MS;
     for (;;) {
         int mine = diag_count(nl, local, 1u << TCP_ESTABLISHED, self);
-        int queued = accept_queue_len(fd);
-        if (mine < 0 || queued < 0)
-            return -1;
-        if (mine == 1 && queued == 1)
-            break;
-        if (queued >= 1 || now_ms() > until)
-            return 0; /* someone else's connection took the place */
+        if (mine != 0)
+            return mine < 0 ? -1 : 1;
+        if (now_ms() > until)
+            return 0;
         pause_us(POLL_US);
+    }
+}
+
+/* Accept one queued connection: 1 if it was the plug's server end (closed here), 0 if it
+ * went to take, -1 if the queue was empty. */
+static int take_one(int fd, const struct sockaddr_storage *plug, resattn_listener_take_fn take,
+                    void *arg, resattn_listener_close_info *info) {
+    for (;;) {
+        struct sockaddr_storage peer;
+        socklen_t n = sizeof peer;
+        int c = accept4(fd, (struct sockaddr *)&peer, &n, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (c < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            return -1;
+        }
+        if (is_plug(&peer, plug)) {
+            close(c);
+            return 1;
+        }
+        info->taken++;
+        take(arg, c, (struct sockaddr *)&peer, n);
+        return 0;
+    }
+}
+
+/* Accept every queued connection: the plug's server end (its peer is plug) is closed, the
+ * others go to take. */
+static void take_all(int fd, const struct sockaddr_storage *plug, resattn_listener_take_fn take,
+                     void *arg, resattn_listener_close_info *info) {
+    while (take_one(fd, plug, take, arg, info) >= 0)
+        ;
+}
+
+/* With the plug queued and the backlog at 0 (the gate closed), accept the other queued
+ * connections one by one, the gate staying closed while one is left; 1 when the plug alone
+ * is left and the listener is frozen as the top of the file says, 0 when not (the gate has
+ * to open again), -1 when the counts are unavailable. */
+static int freeze(int fd, int nl, const struct sockaddr_storage *local,
+                  const struct sockaddr_storage *self, long long cookies,
+                  resattn_listener_take_fn take, void *arg, resattn_listener_close_info *info) {
+    for (;;) {
+        int queued = accept_queue_len(fd);
+        if (queued < 0)
+            return -1;
+        if (queued == 0)
+            return 0; /* the plug's end was taken with the last of the others */
+        if (queued > 1) {
+            int r = take_one(fd, self, take, arg, info);
+            if (r < 0)
+                return 0; /* accept() failed (EMFILE?): the outer loop's timeout applies */
+            if (r == 1)
+                self = NULL; /* the plug is gone; what is left is someone else's */
+            continue;
+        }
+        if (!self)
+            return 0;
+        break;
     }
     /* twice, a moment apart: a handshake completing on another CPU is neither a request
      * socket nor queued for an instant; once queued beside the plug it shows as 2 */
@@ -233,19 +285,16 @@ resattn_status resattn_listener_close_gently(int fd, int timeout_ms, resattn_lis
     info->handshakes = -1;
     struct sockaddr_storage local, self;
     socklen_t len = sizeof local;
-    int nl = -1, plug = -1, frozen = 0;
+    int nl = -1, plug = -1, frozen = 0, backlog = listen_backlog(fd);
     const char *why = NULL;
     if (getsockname(fd, (struct sockaddr *)&local, &len) ||
-        (local.ss_family != AF_INET && local.ss_family != AF_INET6))
+        (local.ss_family != AF_INET && local.ss_family != AF_INET6) || backlog < 0)
         why = "not a TCP/IP listener";
     else if ((nl = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG)) < 0 ||
              (info->handshakes = diag_count(nl, &local, 1u << TCP_SYN_RECV, NULL)) < 0)
         why = "cannot count the kernel's sockets (sock_diag)";
-    else if (listen(fd, 0))
-        why = "cannot shrink the backlog";
     double t0 = now_ms();
     while (!why) {
-        long long cookies = syncookies_sent();
         take_all(fd, NULL, take, arg, info);
         info->waited_ms = (int)(now_ms() - t0);
         if (info->waited_ms > timeout_ms) {
@@ -254,25 +303,34 @@ resattn_status resattn_listener_close_gently(int fd, int timeout_ms, resattn_lis
         }
         int shaking = diag_count(nl, &local, 1u << TCP_SYN_RECV, NULL);
         if (shaking != 0) { /* they complete within a round trip; then take them */
+            if (shaking < 0)
+                why = "cannot count the kernel's sockets (sock_diag)";
             pause_us(POLL_US);
             continue;
         }
         info->attempts++;
+        long long cookies = syncookies_sent();
         plug = plug_open(&local, len, &self);
-        int held = plug < 0 ? -1 : plug_holds(fd, nl, &local, &self, cookies);
-        if (held == 1) {
-            frozen = 1;
-            break;
-        }
         if (plug < 0) {
             why = "cannot connect to the listener";
             break;
         }
-        take_all(fd, &self, take, arg, info); /* the plug's end and whatever came first */
-        close(plug);
-        plug = -1;
+        /* the plug is queued while the backlog still has room (no overflow, no cookie);
+         * then the backlog shrinks to 0 behind it and the gate is closed */
+        int held = plug_arrived(nl, &local, &self);
+        if (held == 1 && !listen(fd, 0))
+            held = freeze(fd, nl, &local, &self, cookies, take, arg, info);
+        if (held == 1) {
+            frozen = 1;
+            break;
+        }
         if (held < 0)
             why = "cannot count the kernel's sockets (sock_diag)";
+        /* open the gate again: what was held back completes, and is taken next round */
+        listen(fd, backlog);
+        take_all(fd, &self, take, arg, info);
+        close(plug);
+        plug = -1;
     }
     info->waited_ms = (int)(now_ms() - t0);
     info->settled = frozen;

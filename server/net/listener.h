@@ -2,9 +2,7 @@
  * Closing a listening TCP socket without resetting connections (for any transport: HTTP now,
  * gRPC later). Closing a listener makes the kernel reset every connection still in its
  * accept queue and forget every handshake in progress, whose client then gets a reset for
- * the request it already sent. Attaching a socket filter that drops new SYNs would stop
- * the arrivals, but needs CAP_NET_ADMIN on some kernels and containers drop it; so this
- * freezes the listener with the backlog instead (see listener.c):
+ * the request it already sent. So (see listener.c):
  *   1. the transport stops accepting (e.g. MHD_quiesce_daemon) and hands the socket here;
  *   2. resattn_listener_close_gently() accepts every connection that completes and gives
  *      it to the transport (take), until the listener is frozen: its accept queue is full
@@ -12,7 +10,7 @@
  *      them again about 1 s later and are refused), and no handshake is in progress; then
  *      it stops listening (new connections refused at connect). The descriptor stays open
  *      for a transport thread that may still hold its number: close it after the
- *      transport has stopped.
+ *      transport has stopped. No capability is needed.
  */
 #ifndef RESATTN_LISTENER_H
 #define RESATTN_LISTENER_H
