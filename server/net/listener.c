@@ -46,24 +46,25 @@ static void pause_us(long us) {
     nanosleep(&(struct timespec){0, us * 1000L}, NULL);
 }
 
-/* Connections waiting in the accept queue of listener fd, or -1. */
-static int accept_queue_len(int fd) {
+/* TCP_INFO of listener fd: on a listener, tcpi_unacked is the number of connections ready
+ * for accept() and tcpi_sacked the backlog (sk_max_ack_backlog). One of them, or -1. */
+static int listener_count(int fd, int backlog) {
     struct tcp_info ti;
     socklen_t n = sizeof ti;
     memset(&ti, 0, sizeof ti);
     if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &n) || ti.tcpi_state != TCP_LISTEN)
         return -1;
-    return (int)ti.tcpi_unacked;
+    return (int)(backlog ? ti.tcpi_sacked : ti.tcpi_unacked);
+}
+
+/* Connections waiting in the accept queue of listener fd, or -1. */
+static int accept_queue_len(int fd) {
+    return listener_count(fd, 0);
 }
 
 /* The backlog the listener was given (capped by net.core.somaxconn), or -1. */
 static int listen_backlog(int fd) {
-    struct tcp_info ti;
-    socklen_t n = sizeof ti;
-    memset(&ti, 0, sizeof ti);
-    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &n) || ti.tcpi_state != TCP_LISTEN)
-        return -1;
-    return (int)ti.tcpi_sacked; /* on a listener: its sk_max_ack_backlog */
+    return listener_count(fd, 1);
 }
 
 /* The port and address bytes of an AF_INET/AF_INET6 address (network order). */
