@@ -211,15 +211,8 @@ START_TEST(test_not_ready) {
     ut_mkdirs(path);
     snprintf(path, sizeof path, "%s/n/1/model.safetensors", repo);
     ck_assert_int_eq(ut_write_file(path, "this is not a model", 19), 0);
-    long status = 200;
-    for (int i = 0; i < 400 && status == 200; i++) { /* the next scan, within ~1 s */
-        uh_sleep_ms(20);
-        uh_response resp;
-        uh_request(s.port, "GET", "/readyz", NULL, NULL, 0, &resp);
-        status = resp.status;
-        uh_response_release(&resp);
-    }
-    ck_assert_int_eq(status, 503);
+    /* the next scan, within ~1 s */
+    ck_assert_int_eq(uh_wait_status(NULL, s.port, "/readyz", 503, 8000), 503);
     hc(&r, (const char *[]){"--port", port, NULL});
     expect_unhealthy(&r, "answered 503: a model that should be served has no ready version");
     ck_assert_int_eq(uh_server_stop(&s, SIGTERM, 30000), 0);
@@ -250,13 +243,7 @@ START_TEST(test_draining) {
     uh_response_release(&resp);
     uh_sleep_ms(200); /* the partial request has reached the server */
     kill(s.pid, SIGTERM);
-    long status = 200;
-    for (int i = 0; i < 500 && status == 200; i++) {
-        uh_sleep_ms(10);
-        uh_client_request(probe, "GET", "/readyz", NULL, NULL, 0, &resp);
-        status = resp.status;
-        uh_response_release(&resp);
-    }
+    long status = uh_wait_status(probe, s.port, "/readyz", 503, 5000);
     uh_client_free(probe);
     ck_assert_int_eq(status, 503);
     hc_result r;

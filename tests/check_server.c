@@ -1030,15 +1030,8 @@ START_TEST(test_sigterm_under_load) {
     uh_response_release(&r);
     usleep(800000);
     kill(s.pid, SIGTERM);
-    long ready_status = 0; /* readiness turns 503 at once while requests still drain */
-    for (int i = 0; i < 200 && ready_status != 503; i++) {
-        uh_client_request(probe, "GET", "/readyz", NULL, NULL, 0, &r);
-        ready_status = r.status;
-        uh_response_release(&r);
-        if (!ready_status)
-            break; /* connection closed: the drain already finished */
-        usleep(10000);
-    }
+    /* readiness turns 503 at once while requests still drain (0: the drain already ended) */
+    long ready_status = uh_wait_status(probe, s.port, "/readyz", 503, 2000);
     uh_client_free(probe);
     int status = uh_server_stop(&s, SIGTERM, 60000);
     atomic_store(&stop, 1);
@@ -1090,15 +1083,7 @@ START_TEST(test_drain_delay_serves_on) {
     ck_assert_str_eq(conn, ""); /* kept alive while serving normally */
     double t0 = uh_now_s();
     kill(s.pid, SIGTERM);
-    uh_response r = {0};
-    long ready = 0;
-    while (uh_now_s() - t0 < 1.5 && ready != 503) {
-        uh_request(s.port, "GET", "/readyz", NULL, NULL, 0, &r);
-        ready = r.status;
-        uh_response_release(&r);
-        if (ready != 503)
-            uh_sleep_ms(10);
-    }
+    long ready = uh_wait_status(NULL, s.port, "/readyz", 503, 1500);
     ck_assert_msg(ready == 503, "/readyz after SIGTERM: %ld", ready);
     /* still inside the delay: a new connection and the kept one are both served */
     uh_client *fresh = uh_client_new(s.port);
@@ -1126,13 +1111,7 @@ START_TEST(test_drain_delay_second_signal) {
     ck_assert_msg(uh_server_start(&s, args) == 0, "server did not start (log %s)", s.log);
     double t0 = uh_now_s();
     kill(s.pid, SIGTERM);
-    uh_response r = {0};
-    long ready = 0;
-    while (uh_now_s() - t0 < 5 && ready != 503) {
-        uh_request(s.port, "GET", "/readyz", NULL, NULL, 0, &r);
-        ready = r.status;
-        uh_response_release(&r);
-    }
+    long ready = uh_wait_status(NULL, s.port, "/readyz", 503, 5000);
     ck_assert_msg(ready == 503, "/readyz after SIGTERM: %ld", ready);
     int status = uh_server_stop(&s, SIGTERM, 20000);
     ck_assert_int_eq(status, 0);

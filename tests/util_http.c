@@ -328,6 +328,22 @@ int uh_promtool_ok(const char *text, size_t len, char *out, size_t out_len) {
     return st == 0;
 }
 
+long uh_wait_status(uh_client *c, int port, const char *path, long want, int timeout_ms) {
+    double until = uh_now_s() + timeout_ms / 1e3;
+    for (;;) {
+        uh_response r;
+        if (c)
+            uh_client_request(c, "GET", path, NULL, NULL, 0, &r);
+        else
+            uh_request(port, "GET", path, NULL, NULL, 0, &r);
+        long status = r.status;
+        uh_response_release(&r);
+        if (status == want || status == 0 || uh_now_s() > until)
+            return status;
+        uh_sleep_ms(10);
+    }
+}
+
 double uh_now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

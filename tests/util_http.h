@@ -52,6 +52,10 @@ int uh_client_request(uh_client *c, const char *method, const char *path,
 int uh_request(int port, const char *method, const char *path, const char *const *headers,
                const void *body, size_t len, uh_response *out);
 void uh_response_release(uh_response *r);
+/* GET path every 10 ms until it answers want, or answers nothing (0: the connection or the
+ * server is gone), for up to timeout_ms; on c's kept-alive connection, or fresh ones when c
+ * is NULL. Returns the last status. */
+long uh_wait_status(uh_client *c, int port, const char *path, long want, int timeout_ms);
 
 /* Process-wide client settings (tests fork, so each test sets its own): ca_file != NULL makes
  * every request https:// with that CA bundle (NULL: back to http); headers (NULL-terminated,
